@@ -1,0 +1,1 @@
+//! `libgossip` (being built; see docs/ARCHITECTURE.md).

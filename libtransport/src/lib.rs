@@ -1,0 +1,1 @@
+//! `libtransport` (being built; see docs/ARCHITECTURE.md).

@@ -1,0 +1,1 @@
+//! `loom-tests` (being built; see docs/ARCHITECTURE.md).

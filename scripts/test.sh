@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# The project's test command (README): everything CI checks, in order of
+# cheapest failure first. Run from anywhere; it works in the repository root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+SECONDS=0
+
+step "format"
+cargo fmt --all -- --check
+
+step "clippy (all targets, -D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+# Sans-IO cores must build without their runtimes.
+cargo clippy -p wire --no-default-features --locked -- -D warnings
+cargo clippy -p libgossip --no-default-features --locked -- -D warnings
+
+step "docs (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
+
+step "tests (nextest)"
+cargo nextest run --workspace --locked --no-fail-fast
+
+step "doc tests"
+cargo test --workspace --doc --locked
+
+step "loom models"
+scripts/loom.sh
+
+step "fuzz targets build and replay their seed corpus"
+scripts/fuzz-smoke.sh
+
+echo
+echo "all checks passed in ${SECONDS}s"

@@ -1,0 +1,1 @@
+//! `verifyd` (being built; see docs/ARCHITECTURE.md).

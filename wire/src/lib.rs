@@ -1,0 +1,12 @@
+//! `wire`: how Tern's processes talk to each other.
+//!
+//! * [`generated`] — flatbuffers types produced by `flatc` from `schema/*.fbs`
+//!   (checked in; regenerate with `wire/regen.sh`).
+//! * [`frame`] — `[u32 LE length][flatbuffer]` frames with a negotiated
+//!   maximum size, verified before use, blocking and async.
+//! * [`uds`] — Unix-socket helpers: stale-socket removal, 0660 binding,
+//!   peer credentials, configurable paths.
+//! * [`ring`] — a shared-memory single-producer/single-consumer ring of
+//!   variable-length records (memfd + eventfd, fds passed with SCM_RIGHTS).
+//! * [`loom`] — the atomics facade the ring uses, swapped for loom's under
+//!   `--cfg tern_loom` so the production code itself is model-checked.
