@@ -10,3 +10,11 @@
 //!   variable-length records (memfd + eventfd, fds passed with SCM_RIGHTS).
 //! * [`loom`] — the atomics facade the ring uses, swapped for loom's under
 //!   `--cfg tern_loom` so the production code itself is model-checked.
+#![warn(missing_docs)]
+
+pub mod frame;
+pub mod generated;
+pub mod hello;
+pub mod loom;
+pub mod ring;
+pub mod uds;

@@ -1,0 +1,1 @@
+//! `hello` (being built).

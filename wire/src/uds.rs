@@ -1,0 +1,1 @@
+//! `uds` (being built).
