@@ -1,1 +1,5 @@
-//! `libgossip` (being built; see docs/ARCHITECTURE.md).
+//! `libgossip`: sans-IO gossip protocol core (HyParView membership + PlumTree
+//! broadcast) and, behind the `sim` feature, a deterministic simulator.
+#![forbid(unsafe_code)]
+
+pub mod proto;

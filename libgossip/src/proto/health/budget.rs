@@ -1,0 +1,1 @@
+//! Peer health: budget (being built).

@@ -1,0 +1,1 @@
+//! Peer health: cleanup (being built).

@@ -1,0 +1,1 @@
+//! Peer health: cooling (being built).

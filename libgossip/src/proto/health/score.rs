@@ -1,0 +1,1 @@
+//! Peer health: score (being built).

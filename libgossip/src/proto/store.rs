@@ -1,0 +1,1 @@
+//! Bounded seen cache and payload store (being built).

@@ -1,0 +1,1 @@
+//! Dispatch supervisor decision function (being built).
