@@ -1,1 +1,4 @@
-//! `libtransport` (being built; see docs/ARCHITECTURE.md).
+//! `libtransport`: QUIC over our own `quinn-proto` driver.
+#![forbid(unsafe_code)]
+
+pub mod io;

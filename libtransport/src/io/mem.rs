@@ -1,0 +1,1 @@
+//! In-process network with virtual time and impairments (being built).
