@@ -1,0 +1,243 @@
+//! ML-DSA-65 verification backends behind one trait.
+//!
+//! A [`Backend`] turns public-key bytes into a decoded [`VerifyKey`] once
+//! (that is what the key cache keeps) and then verifies `(message,
+//! signature)` pairs against it. Every backend implements *pure* ML-DSA-65
+//! from FIPS 204 with an empty context string, so all of them must reach the
+//! same accept/reject decision for the same bytes; `tests/agreement.rs`
+//! checks this with signatures made by each backend and tampered ones.
+//!
+//! Size checks happen here, before any backend sees the bytes: a key that is
+//! not [`PUBLIC_KEY_LEN`] bytes is rejected as malformed, and so is a
+//! signature that is not [`SIGNATURE_LEN`] bytes. A signature of the right
+//! length that does not decode (bad hint encoding, `z` out of range) is simply
+//! invalid: that is what FIPS 204 `Verify` returns, and both libraries agree.
+//!
+//! Which backend is the default was decided by measurement; see
+//! `docs/adr/0020-verify-backend.md`.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crate::Verdict;
+
+/// Length of an encoded ML-DSA-65 public key (FIPS 204, table 2).
+pub const PUBLIC_KEY_LEN: usize = 1952;
+/// Length of an encoded ML-DSA-65 signature (FIPS 204, table 2).
+pub const SIGNATURE_LEN: usize = 3309;
+
+/// A public key that could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeyError {
+    /// The key is not [`PUBLIC_KEY_LEN`] bytes long.
+    #[error("public key is {0} bytes, expected {PUBLIC_KEY_LEN}")]
+    WrongLength(usize),
+    /// The backend rejected the encoding.
+    #[error("public key encoding rejected by the backend")]
+    Rejected,
+}
+
+/// A decoded public key, ready to verify many signatures.
+pub trait VerifyKey: Send + Sync + fmt::Debug {
+    /// Verifies one signature over `msg` with ML-DSA context `ctx`; `sig`
+    /// has already been checked to be [`SIGNATURE_LEN`] bytes, and `ctx` is
+    /// empty unless the backend [`Backend::supports_context`].
+    fn verify_sized(&self, msg: &[u8], ctx: &[u8], sig: &[u8]) -> bool;
+}
+
+/// Shared handle to a decoded key (the key cache hands these to workers).
+pub type DecodedKey = Arc<dyn VerifyKey>;
+
+/// One ML-DSA-65 implementation.
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// Which implementation this is.
+    fn kind(&self) -> BackendKind;
+    /// Decodes public-key bytes, checking the length first.
+    fn decode_key(&self, key: &[u8]) -> Result<DecodedKey, KeyError>;
+    /// Whether non-empty ML-DSA context strings are supported (callers
+    /// refuse such requests otherwise, rather than guess).
+    fn supports_context(&self) -> bool;
+}
+
+/// Verifies one item against a decoded key: the single place where sizes are
+/// checked, so every backend and every path (daemon, in-process) agrees.
+#[must_use]
+pub fn verify_item(key: &dyn VerifyKey, msg: &[u8], ctx: &[u8], sig: &[u8]) -> Verdict {
+    if sig.len() != SIGNATURE_LEN || ctx.len() > 255 {
+        return Verdict::Malformed;
+    }
+    if key.verify_sized(msg, ctx, sig) { Verdict::Valid } else { Verdict::Invalid }
+}
+
+/// Decodes `key` with `backend` and verifies one item; malformed keys give
+/// [`Verdict::Malformed`].
+#[must_use]
+pub fn verify_once(backend: &dyn Backend, key: &[u8], msg: &[u8], sig: &[u8]) -> Verdict {
+    match backend.decode_key(key) {
+        Ok(k) => verify_item(k.as_ref(), msg, &[], sig),
+        Err(_) => Verdict::Malformed,
+    }
+}
+
+/// The implementations this crate can use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum BackendKind {
+    /// AWS-LC through `aws-lc-rs` (C and assembly; already linked through rustls).
+    AwsLc,
+    /// RustCrypto `ml-dsa` (pure Rust).
+    RustCrypto,
+}
+
+impl BackendKind {
+    /// Every backend compiled in.
+    pub const ALL: [BackendKind; 2] = [BackendKind::AwsLc, BackendKind::RustCrypto];
+    /// The default, chosen by measurement (see the ADR).
+    pub const DEFAULT: BackendKind = BackendKind::AwsLc;
+
+    /// Stable name used on the command line, in metrics and in benchmarks.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::AwsLc => "aws-lc",
+            BackendKind::RustCrypto => "rustcrypto",
+        }
+    }
+
+    /// A ready-to-use backend of this kind.
+    #[must_use]
+    pub fn build(self) -> Arc<dyn Backend> {
+        match self {
+            BackendKind::AwsLc => Arc::new(AwsLc),
+            BackendKind::RustCrypto => Arc::new(RustCrypto),
+        }
+    }
+}
+
+impl fmt::Display for BackendKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An unknown backend name.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("unknown backend {0:?} (expected aws-lc or rustcrypto)")]
+pub struct UnknownBackend(pub String);
+
+impl FromStr for BackendKind {
+    type Err = UnknownBackend;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        BackendKind::ALL
+            .into_iter()
+            .find(|k| k.name() == s)
+            .ok_or_else(|| UnknownBackend(s.to_owned()))
+    }
+}
+
+fn check_key_len(key: &[u8]) -> Result<(), KeyError> {
+    if key.len() == PUBLIC_KEY_LEN { Ok(()) } else { Err(KeyError::WrongLength(key.len())) }
+}
+
+/// AWS-LC's ML-DSA-65 via `aws-lc-rs`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AwsLc;
+
+struct AwsLcKey(aws_lc_rs::signature::ParsedPublicKey);
+
+impl fmt::Debug for AwsLcKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AwsLcKey")
+    }
+}
+
+impl VerifyKey for AwsLcKey {
+    fn verify_sized(&self, msg: &[u8], ctx: &[u8], sig: &[u8]) -> bool {
+        // aws-lc-rs exposes pure ML-DSA with an empty context only; the
+        // server refuses non-empty contexts for this backend before here.
+        ctx.is_empty() && self.0.verify_sig(msg, sig).is_ok()
+    }
+}
+
+impl Backend for AwsLc {
+    fn kind(&self) -> BackendKind {
+        BackendKind::AwsLc
+    }
+    fn decode_key(&self, key: &[u8]) -> Result<DecodedKey, KeyError> {
+        check_key_len(key)?;
+        let parsed = aws_lc_rs::signature::ParsedPublicKey::new(&aws_lc_rs::signature::ML_DSA_65, key)
+            .map_err(|_| KeyError::Rejected)?;
+        Ok(Arc::new(AwsLcKey(parsed)))
+    }
+    fn supports_context(&self) -> bool {
+        false
+    }
+}
+
+/// RustCrypto's pure-Rust `ml-dsa`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RustCrypto;
+
+type RcKey = ml_dsa::VerifyingKey<ml_dsa::MlDsa65>;
+
+// The decoded key holds the expanded matrix (~30 KiB); box it so the cache
+// entries stay small to move.
+#[derive(Debug)]
+struct RustCryptoKey(Box<RcKey>);
+
+impl VerifyKey for RustCryptoKey {
+    fn verify_sized(&self, msg: &[u8], ctx: &[u8], sig: &[u8]) -> bool {
+        let Ok(enc) = ml_dsa::EncodedSignature::<ml_dsa::MlDsa65>::try_from(sig) else {
+            return false;
+        };
+        match ml_dsa::Signature::<ml_dsa::MlDsa65>::decode(&enc) {
+            Some(s) => self.0.verify_with_context(msg, ctx, &s),
+            None => false,
+        }
+    }
+}
+
+impl Backend for RustCrypto {
+    fn kind(&self) -> BackendKind {
+        BackendKind::RustCrypto
+    }
+    fn decode_key(&self, key: &[u8]) -> Result<DecodedKey, KeyError> {
+        check_key_len(key)?;
+        let enc = ml_dsa::EncodedVerifyingKey::<ml_dsa::MlDsa65>::try_from(key)
+            .map_err(|_| KeyError::WrongLength(key.len()))?;
+        Ok(Arc::new(RustCryptoKey(Box::new(RcKey::decode(&enc)))))
+    }
+    fn supports_context(&self) -> bool {
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for k in BackendKind::ALL {
+            assert_eq!(k.name().parse::<BackendKind>().unwrap(), k);
+        }
+        assert!("nope".parse::<BackendKind>().is_err());
+    }
+
+    #[test]
+    fn wrong_sizes_are_malformed_for_every_backend() {
+        for k in BackendKind::ALL {
+            let b = k.build();
+            assert_eq!(b.decode_key(&[0; 10]).unwrap_err(), KeyError::WrongLength(10));
+            assert_eq!(verify_once(b.as_ref(), &[], b"m", &[0; SIGNATURE_LEN]), Verdict::Malformed);
+            let key = b.decode_key(&[7; PUBLIC_KEY_LEN]).unwrap();
+            assert_eq!(verify_item(key.as_ref(), b"m", &[], &[0; 12]), Verdict::Malformed);
+            assert_eq!(verify_item(key.as_ref(), b"m", &[], &[]), Verdict::Malformed);
+            // Garbage of the right sizes decodes but never verifies.
+            assert_eq!(verify_item(key.as_ref(), b"m", &[], &[0xAB; SIGNATURE_LEN]), Verdict::Invalid);
+        }
+    }
+}

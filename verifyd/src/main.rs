@@ -1,0 +1,2 @@
+//! `verifyd` binary (being built).
+fn main() {}
