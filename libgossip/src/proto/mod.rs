@@ -1,5 +1,31 @@
 //! Sans-IO protocol core: inputs carry `now`, outputs are data.
+//!
+//! [`Node`] is the entry point. Per topic it runs HyParView membership
+//! (`membership.rs`) and PlumTree broadcast (`topic.rs`); signatures are
+//! checked outside the core through [`VerifyRequest`] / [`Verdict`]
+//! (`verify.rs`); diagnostics are published as whole snapshots (`diag.rs`).
 
+mod config;
+mod diag;
 pub mod health;
+mod membership;
+mod message;
+mod node;
+mod output;
+mod peers;
+mod recent;
 pub mod store;
 pub mod supervisor;
+mod topic;
+mod types;
+mod verify;
+
+pub use config::Config;
+pub use diag::{DiagHandle, PeerDiag, Snapshot, TopicDiag};
+pub use message::{Body, Gossip, IHaveEntry, Kind, Message};
+pub use node::{Node, ProtoError, Signer};
+pub use output::{Delivery, Event, Output, SendOutcome, Transmit, Verdict, VerifyRequest};
+pub use recent::RecentStats;
+pub use topic::TopicStats;
+pub use types::{message_id, payload_hash, signed_bytes, MessageId, PeerId, TopicId};
+pub use verify::VerifyStats;

@@ -1,0 +1,130 @@
+//! Protocol parameters with their defaults and the reasons for them.
+//!
+//! See `docs/gossip.md` for the PlumTree ↔ gossipsub mapping
+//! (`D`, `D_low`, `D_high`, `D_lazy`).
+
+use std::time::Duration;
+
+/// Tunables of one node. All sizes are hard bounds on state.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// HyParView active view (the peers we talk to): `log10(N) + 1` covers
+    /// 10^4 nodes with 5, as in the HyParView paper; everything a node sends
+    /// per message is bounded by this, never by the subscriber count.
+    pub active_view: usize,
+    /// HyParView passive view (repair candidates): 6× the active view.
+    pub passive_view: usize,
+    /// Active random walk length of a join.
+    pub arwl: u8,
+    /// Passive random walk length: where a forward-join also lands in passive.
+    pub prwl: u8,
+    /// Shuffle period.
+    pub shuffle_interval: Duration,
+    /// Active peers included in a shuffle.
+    pub shuffle_active: usize,
+    /// Passive peers included in a shuffle.
+    pub shuffle_passive: usize,
+    /// Lower eager degree: a node with fewer eager links grafts its best lazy
+    /// peer (one per maintenance tick — never bulk re-promotion).
+    pub d_low: usize,
+    /// Upper eager degree: above it the worst-scored eager peer is pruned.
+    pub d_high: usize,
+    /// How long lazy IHAVEs are batched before they go out.
+    pub ihave_interval: Duration,
+    /// Wait for an eager copy after the first IHAVE before IWANT + GRAFT.
+    pub iwant_timeout: Duration,
+    /// Wait before asking the next announcer.
+    pub iwant_retry: Duration,
+    /// Graft a lazy peer whose copy is this many hops shorter.
+    pub optimization_threshold: u16,
+    /// Anti-entropy digest period.
+    pub anti_entropy_interval: Duration,
+    /// Ids per anti-entropy digest.
+    pub digest_max: usize,
+    /// Messages kept for IWANT / anti-entropy: this long at most...
+    pub store_retention: Duration,
+    /// ...and this many payload bytes at most.
+    pub store_max_bytes: usize,
+    /// Seen ids kept at most this long (duplicates older than that are
+    /// rejected by the per-origin seqno window instead).
+    pub seen_retention: Duration,
+    /// Seen ids kept at most.
+    pub seen_max: usize,
+    /// Origin keys cached at most.
+    pub key_cache: usize,
+    /// Messages parked while their origin's key is fetched.
+    pub key_wait_max: usize,
+    /// Verifications in flight at most.
+    pub verify_max: usize,
+    /// Copies kept per pending verification (their senders learn the verdict).
+    pub coalesce_max: usize,
+    /// Entries per IHAVE / IWANT / GRAFT / digest frame the receiver reads.
+    pub list_max: usize,
+    /// Period of mesh maintenance and health bookkeeping.
+    pub maintenance_interval: Duration,
+    /// Send timeout before any RTT sample exists.
+    pub initial_send_timeout: Duration,
+    /// Floor of the RTT-derived send timeout.
+    pub min_send_timeout: Duration,
+    /// Ceiling of the RTT-derived send timeout.
+    pub max_send_timeout: Duration,
+    /// Seqnos behind an origin's highest delivered one still accepted.
+    pub seqno_window: u64,
+    /// Per-(origin, topic) seqno high-water marks kept at most.
+    pub origins_max: usize,
+    /// Seed of the node's RNG (peer sampling). Inject a fresh one per node.
+    pub seed: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            active_view: 5,
+            passive_view: 30,
+            arwl: 6,
+            prwl: 3,
+            shuffle_interval: Duration::from_secs(10),
+            shuffle_active: 3,
+            shuffle_passive: 4,
+            d_low: 1,
+            d_high: 4,
+            ihave_interval: Duration::from_millis(20),
+            iwant_timeout: Duration::from_millis(120),
+            iwant_retry: Duration::from_millis(60),
+            optimization_threshold: 4,
+            anti_entropy_interval: Duration::from_secs(2),
+            digest_max: 256,
+            store_retention: Duration::from_secs(120),
+            store_max_bytes: 64 << 20,
+            seen_retention: Duration::from_secs(300),
+            seen_max: 200_000,
+            key_cache: 1024,
+            key_wait_max: 1024,
+            verify_max: 4096,
+            coalesce_max: 8,
+            list_max: 1024,
+            maintenance_interval: Duration::from_millis(500),
+            initial_send_timeout: Duration::from_secs(1),
+            min_send_timeout: Duration::from_millis(150),
+            max_send_timeout: Duration::from_secs(5),
+            seqno_window: 4096,
+            origins_max: 4096,
+            seed: 0,
+        }
+    }
+}
+
+impl Config {
+    /// Sets the RNG seed.
+    pub fn with_seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Sets the active view size (the simulator's negative control uses a huge one).
+    pub fn with_active_view(mut self, n: usize) -> Self {
+        self.active_view = n;
+        self
+    }
+}
