@@ -1,1 +1,0 @@
-//! `ring` (being built).

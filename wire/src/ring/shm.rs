@@ -1,0 +1,624 @@
+//! The production ring: a sealed memfd mapping shared by two processes, two
+//! eventfds for wake-ups, and the Unix socket they were passed over kept
+//! open as the liveness channel.
+//!
+//! # Setup
+//!
+//! After the hello exchange on a connected Unix stream socket has agreed on
+//! the ring's [`Geometry`] (its capacity and the record limit, bounded by the
+//! negotiated max frame size), one side *creates* the ring and the other
+//! *attaches*:
+//!
+//! 1. The creator makes a memfd of [`Geometry::mapping_len`] bytes, seals
+//!    its size (`F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL`), writes the
+//!    header (magic, version, geometry) and makes two eventfds: `data` (the
+//!    consumer sleeps on it) and `space` (the producer sleeps on it).
+//! 2. It sends one *offer* message — 48 bytes: `"TERNROFR"`, version
+//!    (u32 LE), the attacher's role (u32 LE: 1 producer, 2 consumer),
+//!    capacity (u64 LE), max record (u64 LE), 16 reserved zero bytes — with
+//!    the three fds attached as `SCM_RIGHTS` (memfd, data, space).
+//! 3. The attacher checks everything before trusting it: the offer matches
+//!    the agreed geometry and its own role, exactly three fds arrived, the
+//!    memfd is sealed against resizing and has the expected size (so the
+//!    peer cannot truncate it under us and turn our reads into `SIGBUS`),
+//!    the other two are eventfds, and the mapped header agrees. It then
+//!    answers with a 16-byte *ack*: `"TERNRACK"`, status (u32 LE, 0 = ok),
+//!    4 reserved bytes.
+//!
+//! The messages are fixed-size structs rather than flatbuffers frames: they
+//! carry nothing but the fds and numbers both sides already agreed on in the
+//! hello, and a fixed layout keeps the `SCM_RIGHTS` handling simple.
+//!
+//! # Liveness
+//!
+//! Nothing else is sent on the socket; it stays open for as long as the ring
+//! is used. A park polls the own eventfd together with the socket (hang-up
+//! or end-of-file means the peer is gone) and a pidfd of the peer (from
+//! `SO_PEERCRED`), which becomes readable when the process exits even if a
+//! child inherited the socket. So a peer killed with `SIGKILL` wakes a
+//! parked side at once; [`SpinConfig::park_timeout`] (100 ms by default) is
+//! only the backstop. A new connection gets a new memfd, so a reconnecting
+//! peer always starts from an empty ring.
+//!
+//! # Memory safety
+//!
+//! The mapping is treated like device memory: the control block is accessed
+//! only through atomics (zero-initialised by the kernel, which is a valid
+//! `AtomicU64`), and record bytes only by copying them in or out through raw
+//! pointers at offsets the protocol has validated. No Rust reference to
+//! record bytes is ever formed, so a peer scribbling on the mapping can make
+//! us read garbage (which the checks in [`super::core`] turn into
+//! [`super::Corrupt`]) but cannot make us read or write outside it.
+
+use super::core::{Region, RingMemory};
+use super::endpoint::{Consumer, Parker, Producer};
+use super::error::PeerGone;
+use super::layout::{CONTROL_OFFSET, Control, DATA_OFFSET, Geometry, MAGIC, VERSION};
+use super::spin::SpinConfig;
+use nix::errno::Errno;
+use nix::fcntl::{FcntlArg, OFlag, SealFlag, fcntl};
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::eventfd::EfdFlags;
+use nix::sys::memfd::{MFdFlags, memfd_create};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
+use nix::sys::socket::{
+    ControlMessage, ControlMessageOwned, MsgFlags, getsockopt, recv, recvmsg, sendmsg,
+    sockopt::PeerCredentials,
+};
+use std::ffi::c_void;
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::num::NonZeroUsize;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::ptr::NonNull;
+use std::time::{Duration, Instant};
+
+const OFFER_MAGIC: &[u8; 8] = b"TERNROFR";
+const ACK_MAGIC: &[u8; 8] = b"TERNRACK";
+const OFFER_LEN: usize = 48;
+const ACK_LEN: usize = 16;
+/// How long the creator waits for the ack.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Room for more fds than expected, so surplus ones are received (and closed)
+/// instead of truncating the control message.
+const MAX_FDS: usize = 16;
+/// Peer shut down its writing half; nix does not name this flag.
+const POLLRDHUP: PollFlags = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
+
+/// Which end of the ring a side holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Pushes records.
+    Producer = 1,
+    /// Pops records.
+    Consumer = 2,
+}
+
+/// Setting up a ring failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// A system call failed.
+    #[error("ring setup system call failed: {0}")]
+    Os(#[from] Errno),
+    /// Socket I/O failed (including the ack timing out).
+    #[error("ring setup socket I/O failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The offer is malformed or not what the hello agreed.
+    #[error("bad ring offer: {0}")]
+    BadOffer(&'static str),
+    /// The fds that came with the offer are not what the protocol sends.
+    #[error("bad ring fds: {0}")]
+    BadFds(&'static str),
+    /// The mapped header does not match the offer.
+    #[error("ring header does not match the offer")]
+    BadHeader,
+    /// The attacher refused the ring.
+    #[error("peer rejected the ring (status {0})")]
+    Rejected(u32),
+    /// The peer closed the socket during setup.
+    #[error("peer closed the socket during ring setup")]
+    Closed,
+}
+
+/// A mapped ring.
+#[derive(Debug)]
+pub struct ShmMapping {
+    base: NonNull<u8>,
+    geo: Geometry,
+    data: ShmRegion,
+}
+
+// SAFETY: the mapping is plain shared memory owned by this value; all access
+// goes through atomics or bounds-checked copies.
+unsafe impl Send for ShmMapping {}
+// SAFETY: as above; `&ShmMapping` only exposes atomics and checked copies.
+unsafe impl Sync for ShmMapping {}
+
+impl ShmMapping {
+    fn map(fd: &OwnedFd, geo: Geometry) -> Result<Self, SetupError> {
+        let len = NonZeroUsize::new(geo.mapping_len()).ok_or(SetupError::BadOffer("empty"))?;
+        // SAFETY: a fresh shared mapping of a memfd whose size is sealed at
+        // `len` (checked by the caller); nothing else in this process aliases it.
+        let ptr = unsafe {
+            mmap(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                fd,
+                0,
+            )
+        }?;
+        let base = ptr.cast::<u8>();
+        // SAFETY: `DATA_OFFSET < len`, so the data pointer is inside the mapping.
+        let data_ptr = unsafe { base.add(DATA_OFFSET) };
+        Ok(Self {
+            base,
+            geo,
+            data: ShmRegion {
+                ptr: data_ptr,
+                len: geo.capacity(),
+            },
+        })
+    }
+
+    fn header_word(&self, index: usize) -> u64 {
+        // SAFETY: the header line is the first 128 bytes of a page-aligned
+        // mapping; `index < 4` keeps the read inside it and aligned. Volatile
+        // because the peer may write it (we only compare the value).
+        unsafe { self.base.cast::<u64>().add(index).read_volatile() }
+    }
+
+    fn write_header(&self) {
+        let words = [
+            MAGIC,
+            u64::from(VERSION),
+            self.geo.capacity() as u64,
+            self.geo.max_record() as u64,
+        ];
+        for (i, w) in words.into_iter().enumerate() {
+            // SAFETY: as in `header_word`; the creator writes before sharing.
+            unsafe { self.base.cast::<u64>().add(i).write_volatile(w) };
+        }
+    }
+
+    fn header_matches(&self) -> bool {
+        self.header_word(0) == MAGIC
+            && self.header_word(1) == u64::from(VERSION)
+            && self.header_word(2) == self.geo.capacity() as u64
+            && self.header_word(3) == self.geo.max_record() as u64
+    }
+}
+
+impl Drop for ShmMapping {
+    fn drop(&mut self) {
+        // SAFETY: we mapped exactly this range and hand out no references
+        // that outlive `self`.
+        let _ = unsafe { munmap(self.base.cast::<c_void>(), self.geo.mapping_len()) };
+    }
+}
+
+impl RingMemory for ShmMapping {
+    type Data = ShmRegion;
+
+    fn control(&self) -> &Control {
+        // SAFETY: `Control` is `repr(C)` atomics, 128-byte aligned; the
+        // mapping is page-aligned so `base + 128` is too, and the block ends
+        // before `DATA_OFFSET` (asserted in `layout`). The memory starts
+        // zeroed (a valid value for every atomic) and is only ever accessed
+        // atomically, by either process, for the life of `self`.
+        unsafe { &*self.base.add(CONTROL_OFFSET).cast::<Control>().as_ptr() }
+    }
+
+    fn data(&self) -> &ShmRegion {
+        &self.data
+    }
+
+    fn geometry(&self) -> Geometry {
+        self.geo
+    }
+}
+
+/// The data area of a mapping, accessed only by bounds-checked copies.
+#[derive(Debug)]
+pub struct ShmRegion {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl ShmRegion {
+    fn in_bounds(&self, off: usize, len: usize) -> bool {
+        off.checked_add(len).is_some_and(|end| end <= self.len)
+    }
+}
+
+impl Region for ShmRegion {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn load_word(&self, off: usize) -> Option<u64> {
+        if !off.is_multiple_of(8) || !self.in_bounds(off, 8) {
+            return None;
+        }
+        // SAFETY: in bounds and 8-aligned (the data area is page-aligned + 512).
+        Some(unsafe { self.ptr.add(off).cast::<u64>().read_volatile() })
+    }
+
+    fn store_word(&self, off: usize, word: u64) -> bool {
+        if !off.is_multiple_of(8) || !self.in_bounds(off, 8) {
+            return false;
+        }
+        // SAFETY: as in `load_word`; the protocol gives us this word.
+        unsafe { self.ptr.add(off).cast::<u64>().write_volatile(word) };
+        true
+    }
+
+    fn read(&self, off: usize, dst: &mut [u8]) -> bool {
+        if !self.in_bounds(off, dst.len()) {
+            return false;
+        }
+        // SAFETY: the source range is inside the mapping and cannot overlap
+        // `dst` (a Rust allocation). The bytes may be changed concurrently
+        // by a misbehaving peer; we only copy them, never reference them.
+        unsafe {
+            std::ptr::copy_nonoverlapping(self.ptr.add(off).as_ptr(), dst.as_mut_ptr(), dst.len())
+        };
+        true
+    }
+
+    fn write(&self, off: usize, src: &[u8]) -> bool {
+        if !self.in_bounds(off, src.len()) {
+            return false;
+        }
+        // SAFETY: as in `read`, in the other direction; the protocol gives us
+        // this range until we publish it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(off).as_ptr(), src.len())
+        };
+        true
+    }
+}
+
+/// Parks on an eventfd while watching the control socket and the peer's pidfd.
+#[derive(Debug)]
+pub struct ShmParker {
+    own: OwnedFd,
+    peer: OwnedFd,
+    sock: UnixStream,
+    pidfd: Option<OwnedFd>,
+    epoch: Instant,
+}
+
+impl ShmParker {
+    // The driver owns the clock (spin budgets); protocol code never reads it.
+    #[allow(clippy::disallowed_methods)]
+    fn new(own: OwnedFd, peer: OwnedFd, sock: UnixStream) -> Self {
+        let pidfd = getsockopt(&sock, PeerCredentials)
+            .ok()
+            .and_then(|c| pidfd_open(c.pid()));
+        Self {
+            own,
+            peer,
+            sock,
+            pidfd,
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Polls the socket, pidfd and (when `with_own`) the own eventfd.
+    fn poll_fds(&mut self, timeout: PollTimeout, with_own: bool) -> Result<(), PeerGone> {
+        let sock_events = PollFlags::POLLIN | POLLRDHUP;
+        let mut fds = Vec::with_capacity(3);
+        fds.push(PollFd::new(self.sock.as_fd(), sock_events));
+        if let Some(p) = &self.pidfd {
+            fds.push(PollFd::new(p.as_fd(), PollFlags::POLLIN));
+        }
+        if with_own {
+            fds.push(PollFd::new(self.own.as_fd(), PollFlags::POLLIN));
+        }
+        match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => return Err(PeerGone::Os(e as i32)),
+        }
+        let sock_rev = fds[0].revents().unwrap_or(PollFlags::empty());
+        let pid_rev = if self.pidfd.is_some() {
+            fds[1].revents()
+        } else {
+            None
+        };
+        drop(fds);
+        if pid_rev.is_some_and(|r| !r.is_empty()) {
+            return Err(PeerGone::Exited);
+        }
+        if sock_rev.intersects(PollFlags::POLLHUP | POLLRDHUP | PollFlags::POLLERR) {
+            return Err(PeerGone::Hangup);
+        }
+        if sock_rev.contains(PollFlags::POLLIN) {
+            // Nothing is sent after setup; read and discard (bounded) so a
+            // chatty peer cannot keep the poll hot, and detect end-of-file.
+            let mut buf = [0u8; 256];
+            match recv(self.sock.as_raw_fd(), &mut buf, MsgFlags::MSG_DONTWAIT) {
+                Ok(0) => return Err(PeerGone::Hangup),
+                Ok(_) | Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
+                Err(_) => return Err(PeerGone::Hangup),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Parker for ShmParker {
+    fn wake_peer(&mut self) {
+        // EAGAIN means the counter is already huge: the peer is being woken.
+        let _ = nix::unistd::write(&self.peer, &1u64.to_ne_bytes());
+    }
+
+    fn park(&mut self, timeout: Duration) -> Result<(), PeerGone> {
+        let timeout = PollTimeout::try_from(timeout).unwrap_or(PollTimeout::MAX);
+        self.poll_fds(timeout, true)?;
+        // Reset the counter (non-blocking; EAGAIN when nothing was pending).
+        let mut buf = [0u8; 8];
+        let _ = nix::unistd::read(&self.own, &mut buf);
+        Ok(())
+    }
+
+    fn check_peer(&mut self) -> Result<(), PeerGone> {
+        self.poll_fds(PollTimeout::ZERO, false)
+    }
+
+    fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos().min(u64::MAX as u128) as u64
+    }
+}
+
+/// `pidfd_open(2)`; `None` where unsupported (old kernels, seccomp): then the
+/// socket alone reports the peer's death.
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    if pid <= 0 {
+        return None;
+    }
+    // SAFETY: a plain system call with integer arguments.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: the kernel just returned this new fd to us; nothing else owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Producer over shared memory.
+pub type ShmProducer = Producer<ShmMapping, ShmParker>;
+/// Consumer over shared memory.
+pub type ShmConsumer = Consumer<ShmMapping, ShmParker>;
+
+fn eventfd() -> Result<OwnedFd, Errno> {
+    nix::sys::eventfd::EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
+        .map(OwnedFd::from)
+}
+
+struct Parts {
+    mapping: ShmMapping,
+    data: OwnedFd,
+    space: OwnedFd,
+}
+
+fn offer(sock: &mut UnixStream, geo: Geometry, attacher: Role) -> Result<Parts, SetupError> {
+    let memfd = memfd_create(
+        c"tern-ring",
+        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
+    )?;
+    let len = i64::try_from(geo.mapping_len()).map_err(|_| SetupError::BadOffer("too large"))?;
+    nix::unistd::ftruncate(&memfd, len)?;
+    fcntl(
+        &memfd,
+        FcntlArg::F_ADD_SEALS(
+            SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
+        ),
+    )?;
+    let mapping = ShmMapping::map(&memfd, geo)?;
+    mapping.write_header();
+    let data = eventfd()?;
+    let space = eventfd()?;
+
+    let mut msg = [0u8; OFFER_LEN];
+    msg[0..8].copy_from_slice(OFFER_MAGIC);
+    msg[8..12].copy_from_slice(&VERSION.to_le_bytes());
+    msg[12..16].copy_from_slice(&(attacher as u32).to_le_bytes());
+    msg[16..24].copy_from_slice(&(geo.capacity() as u64).to_le_bytes());
+    msg[24..32].copy_from_slice(&(geo.max_record() as u64).to_le_bytes());
+    let fds = [memfd.as_raw_fd(), data.as_raw_fd(), space.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    let sent = sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[IoSlice::new(&msg)],
+        &cmsg,
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )?;
+    if sent < OFFER_LEN {
+        sock.write_all(&msg[sent..])?;
+    }
+
+    let previous = sock.read_timeout()?;
+    sock.set_read_timeout(Some(SETUP_TIMEOUT))?;
+    let mut ack = [0u8; ACK_LEN];
+    let read = sock.read_exact(&mut ack);
+    sock.set_read_timeout(previous)?;
+    match read {
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(SetupError::Closed),
+        other => other?,
+    }
+    if &ack[0..8] != ACK_MAGIC {
+        return Err(SetupError::BadOffer("bad ack"));
+    }
+    let status = u32::from_le_bytes([ack[8], ack[9], ack[10], ack[11]]);
+    if status != 0 {
+        return Err(SetupError::Rejected(status));
+    }
+    Ok(Parts {
+        mapping,
+        data,
+        space,
+    })
+}
+
+fn fd_kind(fd: &OwnedFd) -> Option<String> {
+    let link = nix::fcntl::readlink(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str()).ok()?;
+    Some(link.to_string_lossy().into_owned())
+}
+
+fn attach(sock: &mut UnixStream, geo: Geometry, me: Role) -> Result<Parts, SetupError> {
+    let mut msg = [0u8; OFFER_LEN];
+    let mut cmsg_buf = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let (got, mut fds) = {
+        let mut iov = [IoSliceMut::new(&mut msg)];
+        let r = recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg_buf),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )?;
+        let mut fds: Vec<OwnedFd> = Vec::new();
+        for c in r.cmsgs()? {
+            if let ControlMessageOwned::ScmRights(raw) = c {
+                for fd in raw {
+                    // SAFETY: SCM_RIGHTS just installed this fd in our
+                    // table; taking ownership closes surplus ones on error.
+                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        (r.bytes, fds)
+    };
+    if got == 0 {
+        return Err(SetupError::Closed);
+    }
+    if got < OFFER_LEN {
+        sock.read_exact(&mut msg[got..])?;
+    }
+    let result = check_offer(&msg, geo, me, &mut fds);
+    let status: u32 = if result.is_ok() { 0 } else { 1 };
+    let mut ack = [0u8; ACK_LEN];
+    ack[0..8].copy_from_slice(ACK_MAGIC);
+    ack[8..12].copy_from_slice(&status.to_le_bytes());
+    sock.write_all(&ack)?;
+    result
+}
+
+fn check_offer(
+    msg: &[u8; OFFER_LEN],
+    geo: Geometry,
+    me: Role,
+    fds: &mut Vec<OwnedFd>,
+) -> Result<Parts, SetupError> {
+    let u32_at = |i: usize| u32::from_le_bytes([msg[i], msg[i + 1], msg[i + 2], msg[i + 3]]);
+    let u64_at = |i: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&msg[i..i + 8]);
+        u64::from_le_bytes(b)
+    };
+    if &msg[0..8] != OFFER_MAGIC {
+        return Err(SetupError::BadOffer("magic"));
+    }
+    if u32_at(8) != VERSION {
+        return Err(SetupError::BadOffer("version"));
+    }
+    if u32_at(12) != me as u32 {
+        return Err(SetupError::BadOffer("role"));
+    }
+    if u64_at(16) != geo.capacity() as u64 || u64_at(24) != geo.max_record() as u64 {
+        return Err(SetupError::BadOffer("geometry differs from the agreed one"));
+    }
+    if fds.len() != 3 {
+        return Err(SetupError::BadFds("expected exactly three fds"));
+    }
+    let space = fds.pop().ok_or(SetupError::BadFds("missing"))?;
+    let data = fds.pop().ok_or(SetupError::BadFds("missing"))?;
+    let memfd = fds.pop().ok_or(SetupError::BadFds("missing"))?;
+    for efd in [&data, &space] {
+        if fd_kind(efd).as_deref() != Some("anon_inode:[eventfd]") {
+            return Err(SetupError::BadFds("wake-up fd is not an eventfd"));
+        }
+        // Our wake-ups must never block, whatever flags the peer chose.
+        fcntl(efd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
+    }
+    let seals =
+        fcntl(&memfd, FcntlArg::F_GET_SEALS).map_err(|_| SetupError::BadFds("not a memfd"))?;
+    let needed = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW;
+    if SealFlag::from_bits_truncate(seals) & needed != needed {
+        return Err(SetupError::BadFds("memfd size is not sealed"));
+    }
+    let st = nix::sys::stat::fstat(&memfd)?;
+    if u64::try_from(st.st_size).ok() != Some(geo.mapping_len() as u64) {
+        return Err(SetupError::BadFds("memfd size differs from the geometry"));
+    }
+    let mapping = ShmMapping::map(&memfd, geo)?;
+    if !mapping.header_matches() {
+        return Err(SetupError::BadHeader);
+    }
+    Ok(Parts {
+        mapping,
+        data,
+        space,
+    })
+}
+
+/// Creates a ring of `geo` (as agreed in the hello), sends it over `sock`
+/// and returns its producer; the peer calls [`attach_consumer`].
+pub fn create_producer(
+    mut sock: UnixStream,
+    geo: Geometry,
+    cfg: SpinConfig,
+) -> Result<ShmProducer, SetupError> {
+    let p = offer(&mut sock, geo, Role::Consumer)?;
+    Ok(Producer::new(
+        p.mapping,
+        ShmParker::new(p.space, p.data, sock),
+        cfg,
+    ))
+}
+
+/// Creates a ring and returns its consumer; the peer calls [`attach_producer`].
+pub fn create_consumer(
+    mut sock: UnixStream,
+    geo: Geometry,
+    cfg: SpinConfig,
+) -> Result<ShmConsumer, SetupError> {
+    let p = offer(&mut sock, geo, Role::Producer)?;
+    Ok(Consumer::new(
+        p.mapping,
+        ShmParker::new(p.data, p.space, sock),
+        cfg,
+    ))
+}
+
+/// Receives a ring offered over `sock`, checks it against the agreed `geo`,
+/// and returns its consumer.
+pub fn attach_consumer(
+    mut sock: UnixStream,
+    geo: Geometry,
+    cfg: SpinConfig,
+) -> Result<ShmConsumer, SetupError> {
+    let p = attach(&mut sock, geo, Role::Consumer)?;
+    Ok(Consumer::new(
+        p.mapping,
+        ShmParker::new(p.data, p.space, sock),
+        cfg,
+    ))
+}
+
+/// Receives a ring offered over `sock` and returns its producer.
+pub fn attach_producer(
+    mut sock: UnixStream,
+    geo: Geometry,
+    cfg: SpinConfig,
+) -> Result<ShmProducer, SetupError> {
+    let p = attach(&mut sock, geo, Role::Producer)?;
+    Ok(Producer::new(
+        p.mapping,
+        ShmParker::new(p.space, p.data, sock),
+        cfg,
+    ))
+}
