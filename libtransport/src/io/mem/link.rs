@@ -62,7 +62,10 @@ impl Default for LinkConfig {
 impl LinkConfig {
     /// A clean link with the given one-way delay.
     pub fn with_delay(delay: Duration) -> Self {
-        Self { delay, ..Self::default() }
+        Self {
+            delay,
+            ..Self::default()
+        }
     }
 }
 
@@ -103,7 +106,11 @@ pub(crate) struct Link {
 
 impl Link {
     pub fn new(cfg: LinkConfig) -> Self {
-        Self { cfg, busy_until: None, queued: VecDeque::new() }
+        Self {
+            cfg,
+            busy_until: None,
+            queued: VecDeque::new(),
+        }
     }
 
     /// Decides the fate of a `len`-byte datagram offered at `now`.
@@ -149,7 +156,11 @@ impl Link {
         let duplicate = (self.cfg.duplicate > 0.0
             && rng.random_bool(self.cfg.duplicate.clamp(0.0, 1.0)))
         .then(|| departure + self.cfg.delay + self.jitter(rng));
-        Ok(LinkVerdict { arrival, duplicate, reordered })
+        Ok(LinkVerdict {
+            arrival,
+            duplicate,
+            reordered,
+        })
     }
 
     fn jitter(&self, rng: &mut ChaCha8Rng) -> Duration {
@@ -187,9 +198,15 @@ mod tests {
     #[test]
     fn down_and_mtu_drop() {
         let now = t0();
-        let mut link = Link::new(LinkConfig { up: false, ..LinkConfig::default() });
+        let mut link = Link::new(LinkConfig {
+            up: false,
+            ..LinkConfig::default()
+        });
         assert_eq!(link.offer(now, 10, &mut rng()), Err(LinkDrop::Down));
-        let mut link = Link::new(LinkConfig { mtu: 100, ..LinkConfig::default() });
+        let mut link = Link::new(LinkConfig {
+            mtu: 100,
+            ..LinkConfig::default()
+        });
         assert_eq!(link.offer(now, 101, &mut rng()), Err(LinkDrop::Mtu));
         assert!(link.offer(now, 100, &mut rng()).is_ok());
     }
@@ -198,9 +215,17 @@ mod tests {
     fn loss_rate_is_close_to_configured() {
         let now = t0();
         let mut r = rng();
-        let mut link = Link::new(LinkConfig { loss: 0.25, ..LinkConfig::default() });
-        let lost = (0..10_000).filter(|_| link.offer(now, 100, &mut r).is_err()).count();
-        assert!((2_200..2_800).contains(&lost), "lost {lost} of 10000 at 25%");
+        let mut link = Link::new(LinkConfig {
+            loss: 0.25,
+            ..LinkConfig::default()
+        });
+        let lost = (0..10_000)
+            .filter(|_| link.offer(now, 100, &mut r).is_err())
+            .count();
+        assert!(
+            (2_200..2_800).contains(&lost),
+            "lost {lost} of 10000 at 25%"
+        );
     }
 
     #[test]
@@ -215,7 +240,9 @@ mod tests {
         };
         let mut link = Link::new(cfg);
         let mut r = rng();
-        let a: Vec<_> = (0..3).map(|_| link.offer(now, 1000, &mut r).unwrap().arrival).collect();
+        let a: Vec<_> = (0..3)
+            .map(|_| link.offer(now, 1000, &mut r).unwrap().arrival)
+            .collect();
         assert_eq!(
             a,
             vec![
@@ -227,7 +254,10 @@ mod tests {
         assert_eq!(link.offer(now, 1000, &mut r), Err(LinkDrop::Queue));
         // Once the first has left, there is room for one more, queued behind the rest.
         let later = now + Duration::from_millis(1);
-        assert_eq!(link.offer(later, 1000, &mut r).unwrap().arrival, now + Duration::from_millis(4));
+        assert_eq!(
+            link.offer(later, 1000, &mut r).unwrap().arrival,
+            now + Duration::from_millis(4)
+        );
     }
 
     #[test]

@@ -132,7 +132,9 @@ impl Nat {
 
     /// The public address currently mapped to `inside`, expired or not.
     pub fn public_addr(&self, inside: SocketAddr) -> Option<SocketAddr> {
-        self.by_inside.get(&inside).map(|b| SocketAddr::new(self.cfg.public_ip, b.port))
+        self.by_inside
+            .get(&inside)
+            .map(|b| SocketAddr::new(self.cfg.public_ip, b.port))
     }
 
     /// The inside address a public `port` maps to, ignoring expiry (routing).
@@ -172,7 +174,11 @@ impl Nat {
             self.by_port.insert(port, inside);
             self.by_inside.insert(
                 inside,
-                Binding { port, last_outbound: now, remotes: VecDeque::from([remote]) },
+                Binding {
+                    port,
+                    last_outbound: now,
+                    remotes: VecDeque::from([remote]),
+                },
             );
             self.stats.bindings_created += 1;
             return Ok(SocketAddr::new(self.cfg.public_ip, port));
@@ -260,7 +266,10 @@ mod tests {
     }
 
     fn nat(timeout_s: u64) -> Nat {
-        Nat::new(NatConfig::new("198.51.100.1".parse().unwrap(), Duration::from_secs(timeout_s)))
+        Nat::new(NatConfig::new(
+            "198.51.100.1".parse().unwrap(),
+            Duration::from_secs(timeout_s),
+        ))
     }
 
     #[test]
@@ -294,7 +303,10 @@ mod tests {
         for k in 1..=100u64 {
             let t = now + Duration::from_secs(15 * k);
             n.outbound(t, inside, remote).unwrap();
-            assert_eq!(n.inbound(t + Duration::from_secs(29), remote, public.port()), Ok(inside));
+            assert_eq!(
+                n.inbound(t + Duration::from_secs(29), remote, public.port()),
+                Ok(inside)
+            );
         }
     }
 
@@ -325,7 +337,10 @@ mod tests {
         });
         let inside = addr("10.0.0.2:5000");
         let public = n.outbound(now, inside, addr("203.0.113.9:443")).unwrap();
-        assert_eq!(n.inbound(now, addr("203.0.113.9:443"), public.port()), Ok(inside));
+        assert_eq!(
+            n.inbound(now, addr("203.0.113.9:443"), public.port()),
+            Ok(inside)
+        );
         assert_eq!(
             n.inbound(now, addr("203.0.113.10:443"), public.port()),
             Err(NatDrop::Filtered)
@@ -343,7 +358,10 @@ mod tests {
         let remote = addr("203.0.113.9:443");
         n.outbound(now, addr("10.0.0.2:1"), remote).unwrap();
         n.outbound(now, addr("10.0.0.2:2"), remote).unwrap();
-        assert_eq!(n.outbound(now, addr("10.0.0.2:3"), remote), Err(NatDrop::TableFull));
+        assert_eq!(
+            n.outbound(now, addr("10.0.0.2:3"), remote),
+            Err(NatDrop::TableFull)
+        );
         assert_eq!(n.stats().dropped_table_full, 1);
     }
 }
