@@ -22,7 +22,7 @@
 pub mod budget;
 pub mod cleanup;
 pub mod cooling;
-// pub mod mesh;
+pub mod mesh;
 pub mod rtt;
 pub mod score;
 // pub mod snapshot;
