@@ -12,9 +12,12 @@
 //!   `--cfg tern_loom` so the production code itself is model-checked.
 #![warn(missing_docs)]
 
+pub mod error;
 pub mod frame;
 pub mod generated;
 pub mod hello;
 pub mod loom;
 pub mod ring;
 pub mod uds;
+
+pub use error::{RemoteError, WireError};
