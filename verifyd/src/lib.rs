@@ -24,9 +24,10 @@ pub mod client;
 pub mod fixtures;
 pub mod keys;
 pub mod metrics;
-// pub mod proto;
+pub mod proto;
 pub mod sched;
 pub mod server;
+pub mod session;
 
 pub use backend::{Backend, BackendKind, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 

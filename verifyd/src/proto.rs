@@ -145,6 +145,13 @@ impl DecodeError {
     }
 }
 
+/// Whether `buf` carries the 4-byte file identifier `ident`. Unlike
+/// `flatbuffers::buffer_has_identifier` this does not panic on short input.
+#[must_use]
+pub fn has_identifier(buf: &[u8], ident: &str) -> bool {
+    buf.len() >= 8 && &buf[4..8] == ident.as_bytes()
+}
+
 fn verifier_opts(len: usize) -> VerifierOptions {
     VerifierOptions {
         max_depth: 8,
@@ -172,7 +179,7 @@ fn range_of(buf: &[u8], v: Option<Vector<'_, u8>>) -> Range<usize> {
 /// Never panics; work and allocation are bounded by `buf.len()` and
 /// [`MAX_BATCH_ITEMS`].
 pub fn decode_request(buf: &[u8]) -> Result<Request, DecodeError> {
-    if !fv::verify_frame_buffer_has_identifier(buf) {
+    if !has_identifier(buf, fv::VERIFY_FRAME_IDENTIFIER) {
         return Err(DecodeError::WrongSchema);
     }
     let frame = fv::root_as_verify_frame_with_opts(&verifier_opts(buf.len()), buf)
@@ -255,7 +262,7 @@ pub enum Response {
 
 /// Decodes a response frame (client side).
 pub fn decode_response(buf: &[u8]) -> Result<Response, DecodeError> {
-    if fe::error_frame_buffer_has_identifier(buf) {
+    if has_identifier(buf, fe::ERROR_FRAME_IDENTIFIER) {
         let e = fe::root_as_error_frame_with_opts(&verifier_opts(buf.len()), buf)
             .map_err(|e| DecodeError::Invalid(e.to_string()))?;
         return Ok(Response::Error {
@@ -265,7 +272,7 @@ pub fn decode_response(buf: &[u8]) -> Result<Response, DecodeError> {
             message: e.message().unwrap_or_default().to_owned(),
         });
     }
-    if !fv::verify_frame_buffer_has_identifier(buf) {
+    if !has_identifier(buf, fv::VERIFY_FRAME_IDENTIFIER) {
         return Err(DecodeError::WrongSchema);
     }
     let frame = fv::root_as_verify_frame_with_opts(&verifier_opts(buf.len()), buf)

@@ -203,19 +203,21 @@ impl<T: Clone> Scheduler<T> {
 
     /// A client went away: its queued items are dropped (there is nobody to
     /// answer) and counted as finished; running ones finish normally.
-    /// Returns how many queued items were dropped.
-    pub fn handle_disconnect(&mut self, client: ClientId) -> usize {
-        let Some(q) = self.clients.get_mut(&client) else { return 0 };
-        let dropped: usize = q.queue.drain(..).map(|r| r.len - r.next).sum();
-        q.in_flight -= dropped;
+    /// Returns each request that lost items, with how many, so the driver
+    /// can release them.
+    pub fn handle_disconnect(&mut self, client: ClientId) -> Vec<(T, usize)> {
+        let Some(q) = self.clients.get_mut(&client) else { return Vec::new() };
+        let dropped: Vec<(T, usize)> = q.queue.drain(..).map(|r| (r.request, r.len - r.next)).collect();
+        let n: usize = dropped.iter().map(|d| d.1).sum();
+        q.in_flight -= n;
         q.gone = true;
         if q.in_flight == 0 {
             self.clients.remove(&client);
         }
         self.ready.retain(|c| *c != client);
-        self.queued -= dropped;
-        self.in_flight -= dropped;
-        self.stats.done_items += dropped as u64;
+        self.queued -= n;
+        self.in_flight -= n;
+        self.stats.done_items += n as u64;
         dropped
     }
 
@@ -531,7 +533,7 @@ mod tests {
         s.handle_submit(now, 1, "a", 10);
         let b = s.poll_batch(now).unwrap();
         s.handle_submit(now, 1, "b", 5);
-        assert_eq!(s.handle_disconnect(1), 5);
+        assert_eq!(s.handle_disconnect(1), vec![("b", 5)]);
         assert!(!s.is_idle());
         s.handle_batch_done(now, b.id, Duration::from_micros(1));
         assert!(s.is_idle());

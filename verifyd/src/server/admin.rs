@@ -1,0 +1,134 @@
+//! Admin socket (`tern.admin` frames: status, diagnostics as JSON) and the
+//! Prometheus text endpoint on loopback.
+//!
+//! Both are served by one thread each and handle one request at a time:
+//! they are for operators and scrapers, not the data path.
+
+use std::io::{Read as _, Write as _};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use flatbuffers::FlatBufferBuilder;
+use wire::generated::admin as fa;
+use wire::generated::hello::Role;
+
+use super::Shared;
+use crate::session::{self, HelloParams};
+
+/// Protocol name of the admin socket.
+pub const ADMIN_PROTOCOL: &str = "tern.admin";
+const ADMIN_MAX_FRAME: usize = 64 << 10;
+
+pub(crate) fn serve_admin(shared: &Arc<Shared>, listener: &UnixListener) {
+    for stream in listener.incoming() {
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut s) = stream else { continue };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
+        if let Err(e) = admin_conn(shared, &mut s) {
+            tracing::debug!(error = %e, "admin connection ended");
+        }
+    }
+}
+
+fn admin_conn(shared: &Shared, s: &mut UnixStream) -> Result<(), session::SessionError> {
+    let params = HelloParams {
+        protocol: ADMIN_PROTOCOL,
+        role: Role::Verifyd,
+        instance: shared.instance,
+        max_frame: ADMIN_MAX_FRAME,
+    };
+    let n = session::handshake(s, &params)?;
+    let mut buf = Vec::new();
+    let mut fbb = FlatBufferBuilder::new();
+    loop {
+        session::read_frame(s, &mut buf, n.max_frame)?;
+        let Ok(frame) = fa::root_as_admin_frame(&buf) else {
+            let e = crate::proto::encode_error(&mut fbb, 0, wire::generated::error::ErrorCode::Malformed, false, "not an admin frame");
+            session::write_frame(s, &e)?;
+            continue;
+        };
+        fbb.reset();
+        let snap = shared.snapshot();
+        let json = serde_json::to_string(&snap).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        let (kind, msg) = if let Some(r) = frame.msg_as_status_request() {
+            let daemon = Some(fbb.create_string("verifyd"));
+            let version = Some(fbb.create_string(env!("CARGO_PKG_VERSION")));
+            let summary = Some(fbb.create_string(&json));
+            let m = fa::StatusResponse::create(
+                &mut fbb,
+                &fa::StatusResponseArgs {
+                    request_id: r.request_id(),
+                    daemon,
+                    version,
+                    pid: std::process::id(),
+                    instance: shared.instance,
+                    uptime_ms: snap.uptime_s as u64 * 1000,
+                    healthy: !snap.draining,
+                    summary,
+                },
+            );
+            (fa::AdminMessage::StatusResponse, m.as_union_value())
+        } else if let Some(r) = frame.msg_as_diagnostics_request() {
+            let json = Some(fbb.create_string(&json));
+            let m = fa::DiagnosticsResponse::create(&mut fbb, &fa::DiagnosticsResponseArgs { request_id: r.request_id(), json });
+            (fa::AdminMessage::DiagnosticsResponse, m.as_union_value())
+        } else {
+            let e = crate::proto::encode_error(
+                &mut fbb,
+                0,
+                wire::generated::error::ErrorCode::Unsupported,
+                false,
+                "verifyd answers status and diagnostics",
+            );
+            session::write_frame(s, &e)?;
+            continue;
+        };
+        let root = fa::AdminFrame::create(&mut fbb, &fa::AdminFrameArgs { msg_type: kind, msg: Some(msg) });
+        fa::finish_admin_frame_buffer(&mut fbb, root);
+        session::write_frame(s, fbb.finished_data())?;
+    }
+}
+
+/// Asks a daemon's admin socket for diagnostics and returns the JSON.
+pub fn query_diagnostics(path: &std::path::Path) -> Result<String, session::SessionError> {
+    let mut s = UnixStream::connect(path)?;
+    let params = HelloParams { protocol: ADMIN_PROTOCOL, role: Role::Nodectl, instance: 0, max_frame: ADMIN_MAX_FRAME };
+    let n = session::handshake(&mut s, &params)?;
+    let mut fbb = FlatBufferBuilder::new();
+    let req = fa::DiagnosticsRequest::create(&mut fbb, &fa::DiagnosticsRequestArgs { request_id: 1, section: None });
+    let root = fa::AdminFrame::create(
+        &mut fbb,
+        &fa::AdminFrameArgs { msg_type: fa::AdminMessage::DiagnosticsRequest, msg: Some(req.as_union_value()) },
+    );
+    fa::finish_admin_frame_buffer(&mut fbb, root);
+    session::write_frame(&mut s, fbb.finished_data())?;
+    let mut buf = Vec::new();
+    session::read_frame(&mut s, &mut buf, n.max_frame)?;
+    let frame = fa::root_as_admin_frame(&buf).map_err(|e| session::SessionError::BadHello(e.to_string()))?;
+    frame
+        .msg_as_diagnostics_response()
+        .map(|d| d.json().to_owned())
+        .ok_or_else(|| session::SessionError::BadHello("no diagnostics response".into()))
+}
+
+pub(crate) fn serve_metrics(shared: &Arc<Shared>, listener: &std::net::TcpListener) {
+    for stream in listener.incoming() {
+        if shared.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(mut s) = stream else { continue };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+        // Read (and ignore) the request head; any path gets the metrics.
+        let mut head = [0u8; 2048];
+        let _ = s.read(&mut head);
+        let body = shared.snapshot().prometheus();
+        let _ = write!(
+            s,
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+    }
+}
