@@ -3,3 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod proto;
+
+#[cfg(feature = "sim")]
+pub mod sim;

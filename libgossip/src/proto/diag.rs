@@ -8,7 +8,7 @@
 
 use super::message::Kind;
 use super::node::Node;
-use super::output::kind_name;
+use super::output::kind_label;
 use super::recent::RecentStats;
 use super::topic::TopicStats;
 use super::types::{PeerId, TopicId};
@@ -118,8 +118,8 @@ impl Snapshot {
         pds.dedup_by_key(|p| p.peer);
         Snapshot {
             at: Some(now),
-            sent_by_kind: Kind::ALL.iter().map(|k| (kind_name(*k), out.sent[k.index()])).collect(),
-            sent_bytes_by_kind: Kind::ALL.iter().map(|k| (kind_name(*k), out.sent_bytes[k.index()])).collect(),
+            sent_by_kind: Kind::ALL.iter().map(|k| (kind_label(*k), out.sent[k.index()])).collect(),
+            sent_bytes_by_kind: Kind::ALL.iter().map(|k| (kind_label(*k), out.sent_bytes[k.index()])).collect(),
             verify: verifier.stats,
             verifying: verifier.pending.len(),
             key_waiting: verifier.waiting_len,

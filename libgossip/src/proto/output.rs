@@ -162,8 +162,8 @@ impl Outbox {
     }
 }
 
-/// Counter index helper for kinds.
-pub(crate) fn kind_name(k: Kind) -> &'static str {
+/// Stable lower-case name of a kind (counters, tables, JSON).
+pub fn kind_label(k: Kind) -> &'static str {
     match k {
         Kind::Eager => "eager",
         Kind::IHave => "ihave",

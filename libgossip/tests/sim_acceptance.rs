@@ -1,0 +1,46 @@
+//! PlumTree/HyParView acceptance at 20 and 100 nodes (10–50 ms per-pair
+//! latency, 30 rounds, seeds 1–3), mirroring the bounds iroh-gossip's
+//! simulator asserts. One test per (scenario, seed) so nextest runs them in
+//! parallel. Proves G1, G2, G3 (every delivery went through a Valid verdict),
+//! G18 (sends per publish bounded by the view).
+#![cfg(feature = "sim")]
+
+mod common;
+use common::{run, scenario};
+
+fn check(name: &str, seed: u64, max_rmr: f64, max_ldh: u16) {
+    let sc = scenario(name);
+    assert!(sc.seeds.contains(&seed), "seed {seed} not listed in {name}.toml");
+    let r = run(&sc, seed);
+    assert_eq!(r.missed, 0, "{name}/{seed}: missed deliveries");
+    assert_eq!(r.delivery_ratio, 1.0);
+    assert!(r.rmr < max_rmr, "{name}/{seed}: rmr {} ≥ {max_rmr}", r.rmr);
+    assert!(r.ldh < max_ldh, "{name}/{seed}: ldh {} ≥ {max_ldh}", r.ldh);
+    assert!(r.view_bound_ok(), "{name}/{seed}: {} sends per publish > bound {}", r.sends_per_publish_max, r.view_bound);
+    assert_eq!(r.forged_delivered, 0, "no double or forged delivery");
+    assert_eq!(r.messages, match sc.senders {
+        libgossip::sim::Senders::All => r.messages,
+        _ => sc.rounds,
+    });
+}
+
+macro_rules! acc {
+    ($($t:ident: $name:literal, $seed:literal, $rmr:literal, $ldh:literal;)*) => {
+        $(#[test] fn $t() { check($name, $seed, $rmr, $ldh); })*
+    };
+}
+
+acc! {
+    s20_one_1: "s20-one", 1, 0.2, 15;
+    s20_random_2: "s20-random", 2, 1.0, 18;
+    s20_all_3: "s20-all", 3, 3.0, 30;
+    s100_one_1: "s100-one", 1, 0.2, 15;
+    s100_one_2: "s100-one", 2, 0.2, 15;
+    s100_one_3: "s100-one", 3, 0.2, 15;
+    s100_random_1: "s100-random", 1, 1.0, 18;
+    s100_random_2: "s100-random", 2, 1.0, 18;
+    s100_random_3: "s100-random", 3, 1.0, 18;
+    s100_all_1: "s100-all", 1, 3.0, 30;
+    s100_all_2: "s100-all", 2, 3.0, 30;
+    s100_all_3: "s100-all", 3, 3.0, 30;
+}
