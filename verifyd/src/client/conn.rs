@@ -1,0 +1,301 @@
+//! One client connection to one verifyd instance: key ids, pending
+//! requests, and the reader thread that delivers answers.
+
+use std::collections::HashMap;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak, mpsc};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use flatbuffers::FlatBufferBuilder;
+use wire::generated::error::ErrorCode;
+use wire::generated::hello::Role;
+
+use super::{PoolError, PoolInner, Sub, now};
+use crate::Verdict;
+use crate::proto::{self, ItemRef, Response};
+use crate::session::{self, HelloParams, SessionError};
+
+/// How an item names its key on this connection.
+#[derive(Debug, Clone, Copy)]
+enum KeyName {
+    Id(u64),
+    /// The daemon refused to register it: send it inline and let the daemon
+    /// give the item its verdict (`Malformed`).
+    Inline,
+}
+
+enum Pending {
+    Verify { sub: Sub, names: Vec<KeyName> },
+    Register { key: Bytes, tx: mpsc::Sender<KeyName> },
+}
+
+pub(crate) struct Conn {
+    pub(crate) path: PathBuf,
+    writer: Mutex<UnixStream>,
+    pending: Mutex<HashMap<u64, Pending>>,
+    keys: Mutex<HashMap<Bytes, KeyName>>,
+    outstanding: AtomicUsize,
+    alive: AtomicBool,
+    ready_at: Mutex<Instant>,
+    max_frame: usize,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Conn {
+    pub(crate) fn open(pool: &Arc<PoolInner>, path: &Path) -> Result<Arc<Conn>, SessionError> {
+        let mut s = UnixStream::connect(path)?;
+        // A draining daemon may still hold its socket without answering.
+        s.set_read_timeout(Some(Duration::from_secs(1)))?;
+        let params = HelloParams {
+            protocol: proto::PROTOCOL,
+            role: Role::Client,
+            instance: u64::from(std::process::id()),
+            max_frame: session::DEFAULT_MAX_FRAME,
+        };
+        let n = session::handshake(&mut s, &params)?;
+        s.set_read_timeout(None)?;
+        s.set_write_timeout(Some(Duration::from_secs(5)))?;
+        let reader = s.try_clone()?;
+        let conn = Arc::new(Conn {
+            path: path.to_owned(),
+            writer: Mutex::new(s),
+            pending: Mutex::new(HashMap::new()),
+            keys: Mutex::new(HashMap::new()),
+            outstanding: AtomicUsize::new(0),
+            alive: AtomicBool::new(true),
+            ready_at: Mutex::new(now()),
+            max_frame: n.max_frame,
+        });
+        let c = conn.clone();
+        let weak = Arc::downgrade(pool);
+        std::thread::Builder::new()
+            .name("verify-client-rx".into())
+            .spawn(move || c.read_loop(reader, &weak))?;
+        Ok(conn)
+    }
+
+    pub(crate) fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn ready_at(&self) -> Instant {
+        *lock(&self.ready_at)
+    }
+
+    fn write(&self, frame: &[u8]) -> bool {
+        let mut w = lock(&self.writer);
+        session::write_frame(&mut *w, frame).is_ok()
+    }
+
+    /// Registers the keys this connection does not know yet.
+    fn ensure_keys(&self, pool: &PoolInner, sub: &Sub) -> Option<Vec<KeyName>> {
+        let mut waits = Vec::new();
+        {
+            let known = lock(&self.keys);
+            let mut asked: Vec<&Bytes> = Vec::new();
+            for &i in &sub.idx {
+                let k = &sub.batch.items[i as usize].key;
+                if !known.contains_key(k) && !asked.contains(&k) {
+                    asked.push(k);
+                }
+            }
+            drop(known);
+            let mut fbb = FlatBufferBuilder::new();
+            for k in asked {
+                let rid = pool.next_req.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = mpsc::channel();
+                lock(&self.pending).insert(rid, Pending::Register { key: k.clone(), tx });
+                if !self.write(proto::encode_register_key(&mut fbb, rid, k)) {
+                    return None;
+                }
+                waits.push(rx);
+            }
+        }
+        for rx in waits {
+            // The reader answers or, if the connection dies, drops the sender.
+            rx.recv_timeout(Duration::from_secs(5)).ok()?;
+        }
+        let known = lock(&self.keys);
+        sub.idx.iter().map(|&i| known.get(&sub.batch.items[i as usize].key).copied()).collect()
+    }
+
+    /// Sends a sub-batch; hands it back if this connection cannot take it.
+    pub(crate) fn send(self: &Arc<Self>, pool: &Arc<PoolInner>, sub: Sub) -> Result<(), Sub> {
+        if !self.is_alive() {
+            return Err(sub);
+        }
+        let Some(names) = self.ensure_keys(pool, &sub) else {
+            self.kill(pool);
+            return Err(sub);
+        };
+        let items: Vec<ItemRef<'_>> = sub
+            .idx
+            .iter()
+            .zip(&names)
+            .map(|(&i, name)| {
+                let it = &sub.batch.items[i as usize];
+                match name {
+                    KeyName::Id(id) => ItemRef { key_id: *id, inline_key: None, msg: &it.msg, sig: &it.sig },
+                    KeyName::Inline => ItemRef { key_id: 0, inline_key: Some(&it.key), msg: &it.msg, sig: &it.sig },
+                }
+            })
+            .collect();
+        let rid = pool.next_req.fetch_add(1, Ordering::Relaxed);
+        let mut fbb = FlatBufferBuilder::new();
+        let frame = proto::encode_verify_batch(&mut fbb, rid, &[], &items).to_vec();
+        drop(items);
+        if frame.len() > self.max_frame {
+            // Cannot happen with sane item sizes and max_request_items; fail
+            // loudly rather than loop.
+            sub.batch.fail(PoolError::Refused(format!("request of {} bytes exceeds the frame limit", frame.len())));
+            return Ok(());
+        }
+        let n = sub.idx.len();
+        self.outstanding.fetch_add(n, Ordering::Relaxed);
+        lock(&self.pending).insert(rid, Pending::Verify { sub, names });
+        if !self.write(&frame) {
+            // The pending entry (ours included) is re-routed by kill().
+            self.kill(pool);
+        }
+        Ok(())
+    }
+
+    /// Marks the connection dead and re-routes everything pending on it.
+    fn kill(&self, pool: &PoolInner) {
+        if self.alive.swap(false, Ordering::SeqCst) {
+            pool.stats.conns_lost.fetch_add(1, Ordering::Relaxed);
+        }
+        let _ = lock(&self.writer).shutdown(std::net::Shutdown::Both);
+        let drained: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
+        for p in drained {
+            if let Pending::Verify { sub, .. } = p {
+                self.outstanding.fetch_sub(sub.idx.len(), Ordering::Relaxed);
+                pool.stats.resubmitted.fetch_add(1, Ordering::Relaxed);
+                pool.reroute(sub);
+            }
+        }
+    }
+
+    fn take(&self, rid: u64) -> Option<Pending> {
+        lock(&self.pending).remove(&rid)
+    }
+
+    fn read_loop(self: Arc<Self>, mut stream: UnixStream, pool: &Weak<PoolInner>) {
+        let mut buf = Vec::new();
+        loop {
+            let ok = session::read_frame(&mut stream, &mut buf, self.max_frame).is_ok();
+            let Some(pool) = pool.upgrade() else { return };
+            if !ok {
+                self.kill(&pool);
+                return;
+            }
+            match proto::decode_response(&buf) {
+                Ok(r) => self.on_response(&pool, r),
+                Err(e) => {
+                    tracing::warn!(path = %self.path.display(), error = %e, "bad response; dropping connection");
+                    self.kill(&pool);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn on_response(&self, pool: &PoolInner, r: Response) {
+        match r {
+            Response::KeyRegistered { request_id, key_id } => {
+                if let Some(Pending::Register { key, tx }) = self.take(request_id) {
+                    lock(&self.keys).insert(key, KeyName::Id(key_id));
+                    let _ = tx.send(KeyName::Id(key_id));
+                }
+            }
+            Response::VerifyResult { request_id, verdicts } => {
+                let Some(Pending::Verify { sub, names }) = self.take(request_id) else { return };
+                self.outstanding.fetch_sub(sub.idx.len(), Ordering::Relaxed);
+                if verdicts.len() != sub.idx.len() {
+                    tracing::warn!(path = %self.path.display(), "verdict count mismatch; re-routing");
+                    pool.reroute(sub);
+                    return;
+                }
+                self.deliver(pool, sub, &names, &verdicts);
+            }
+            Response::Busy { request_id, retry_after_us, .. } => {
+                let Some(Pending::Verify { sub, .. }) = self.take(request_id) else { return };
+                self.outstanding.fetch_sub(sub.idx.len(), Ordering::Relaxed);
+                pool.stats.busy.fetch_add(1, Ordering::Relaxed);
+                let backoff = Duration::from_micros(u64::from(retry_after_us))
+                    .clamp(Duration::from_micros(50), Duration::from_millis(50));
+                *lock(&self.ready_at) = now() + backoff;
+                pool.reroute(sub);
+            }
+            Response::Error { request_id, code, fatal, message } => {
+                match self.take(request_id) {
+                    Some(Pending::Register { key, tx }) => {
+                        lock(&self.keys).insert(key, KeyName::Inline);
+                        let _ = tx.send(KeyName::Inline);
+                    }
+                    Some(Pending::Verify { sub, .. }) => {
+                        self.outstanding.fetch_sub(sub.idx.len(), Ordering::Relaxed);
+                        if code == ErrorCode::ShuttingDown.0 || code == ErrorCode::Busy.0 {
+                            if code == ErrorCode::ShuttingDown.0 {
+                                // Keep reading answers to admitted requests,
+                                // but send nothing new here.
+                                self.alive.store(false, Ordering::SeqCst);
+                            }
+                            pool.stats.resubmitted.fetch_add(1, Ordering::Relaxed);
+                            pool.reroute(sub);
+                        } else {
+                            sub.batch.fail(PoolError::Refused(message));
+                        }
+                    }
+                    None => tracing::debug!(code, message, "error for the connection"),
+                }
+                if fatal {
+                    self.alive.store(false, Ordering::SeqCst);
+                }
+            }
+        }
+    }
+
+    fn deliver(&self, pool: &PoolInner, sub: Sub, names: &[KeyName], verdicts: &[Verdict]) {
+        let retry = sub.attempts + 1 < pool.cfg.max_attempts;
+        let mut again = Vec::new();
+        let mut idx = Vec::with_capacity(sub.idx.len());
+        let mut got = Vec::with_capacity(sub.idx.len());
+        for ((&i, &v), name) in sub.idx.iter().zip(verdicts).zip(names) {
+            if v == Verdict::UnknownKey && retry && matches!(name, KeyName::Id(_)) {
+                again.push(i);
+            } else {
+                idx.push(i);
+                got.push(v);
+            }
+        }
+        if !again.is_empty() {
+            // The daemon lost these keys: forget our ids so they are registered again.
+            let mut keys = lock(&self.keys);
+            for &i in &again {
+                keys.remove(&sub.batch.items[i as usize].key);
+            }
+        }
+        sub.batch.deliver(&idx, &got);
+        if !again.is_empty() {
+            pool.stats.unknown_key_retries.fetch_add(again.len() as u64, Ordering::Relaxed);
+            pool.reroute(Sub { batch: sub.batch, idx: again, attempts: sub.attempts + 1, since: sub.since });
+        }
+    }
+}
