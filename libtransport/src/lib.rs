@@ -1,4 +1,39 @@
-//! `libtransport`: QUIC over our own `quinn-proto` driver.
+//! `libtransport`: QUIC for Tern over our own `quinn-proto` driver.
+//!
+//! * [`io`] — the I/O backend seam ([`io::Socket`]) and backends.
+//! * [`identity`] — ML-DSA-65 identity, `PeerId`, the exporter-bound proof.
+//! * [`tls`] — rustls (aws-lc-rs, X25519MLKEM768) configuration.
+//! * [`manager`] — sans-IO connection policy (one connection per peer).
+//! * [`kind`] — stream kinds, priorities, header and message framing.
+//! * [`Endpoint`] — the driver task and the handles applications use.
+//! * [`diag`] — serde diagnostics snapshot.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), libtransport::Error> {
+//! use libtransport::{Config, Endpoint, Identity, Kind, KindConfig};
+//! let ep = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Identity::generate()?, Config::default())?;
+//! let mut dms = ep.register(Kind::DM, KindConfig::default())?;
+//! while let Some(m) = dms.recv().await {
+//!     println!("{} says {:?}", m.peer.short(), m.data);
+//! }
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
 
+pub mod config;
+pub mod diag;
+pub mod endpoint;
+pub mod identity;
 pub mod io;
+pub mod kind;
+pub mod manager;
+pub mod tls;
+
+pub use bytes::Bytes;
+pub use config::Config;
+pub use endpoint::{
+    BiStream, CloseReason, Connection, Endpoint, Error, Event, KindReceiver, MessageReceived, PathStats, RecvStream,
+    SendStream, WeakConnection,
+};
+pub use identity::{Identity, PeerId};
+pub use kind::{Kind, KindConfig, Overflow};

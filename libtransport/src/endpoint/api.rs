@@ -1,0 +1,207 @@
+//! Implementations behind the public handles: dialing, message send,
+//! opening streams, queue pops, shutdown. Each takes the state lock briefly
+//! and wakes the driver when it changed a connection.
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::Poll;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use quinn_proto::Dir;
+
+use super::handle::{ConnShared, Connection};
+use super::state::{CloseReason, OutStream, Phase, Shared, State, close};
+use super::stream::{RecvStream, SendStream};
+use super::{Error, IncomingBi, MessageReceived};
+use crate::identity::{PeerId, Role};
+use crate::kind::{self, Kind};
+
+/// Messages up to this size are copied behind their length prefix (one
+/// allocation); larger ones are queued zero-copy after a separate prefix.
+const COALESCE_MAX: usize = 4096;
+
+pub(crate) fn live(ep: &Arc<Shared>, peer: &PeerId) -> Option<Connection> {
+    let st = ep.lock();
+    let l = st.manager.live(peer)?;
+    let c = st.conns.get(&l.conn.key)?;
+    (c.phase == Phase::Live).then(|| Connection { ep: ep.clone(), rec: c.shared.clone() })
+}
+
+pub(crate) async fn connect(ep: &Arc<Shared>, addr: SocketAddr, peer: PeerId) -> Result<Connection, Error> {
+    let timeout = ep.lock().config.dial_timeout;
+    match tokio::time::timeout(timeout, dial(ep, addr, peer)).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::DialTimeout),
+    }
+}
+
+async fn dial(ep: &Arc<Shared>, addr: SocketAddr, peer: PeerId) -> Result<Connection, Error> {
+    let ours: Arc<ConnShared> = {
+        let mut st = ep.lock();
+        if st.shutdown {
+            return Err(Error::EndpointClosed);
+        }
+        drop(st);
+        if let Some(c) = live(ep, &peer) {
+            return Ok(c);
+        }
+        st = ep.lock();
+        // Join a dial already in flight to the same peer (single flight).
+        let existing = st
+            .conns
+            .values()
+            .find(|c| c.expected == Some(peer) && c.phase != Phase::Closing)
+            .map(|c| c.shared.clone());
+        match existing {
+            Some(s) => s,
+            None => {
+                let now = crate::io::now();
+                let cfg = st.client_config.clone();
+                let (ch, inner) = st
+                    .endpoint
+                    .connect(now, cfg, addr, crate::tls::SERVER_NAME)
+                    .map_err(|e| Error::Connect(e.to_string()))?;
+                let uid = st.next_uid;
+                st.next_uid += 1;
+                let rec = super::conn::new_shared(ch, uid, addr);
+                st.conns.insert(ch, super::state::Conn::new(inner, uid, Role::Client, Some(peer), rec.clone()));
+                st.wake_driver();
+                rec
+            }
+        }
+    };
+    poll_fn(|cx| {
+        let mut st = ep.lock();
+        if let Some(l) = st.manager.live(&peer)
+            && let Some(c) = st.conns.get(&l.conn.key)
+            && c.phase == Phase::Live
+        {
+            return Poll::Ready(Ok(Connection { ep: ep.clone(), rec: c.shared.clone() }));
+        }
+        let closed = ours.info().closed.clone();
+        match closed {
+            // Lost a tie-break: the winning connection is on its way.
+            Some(CloseReason::Duplicate) | None => {}
+            Some(CloseReason::IdentityMismatch { actual }) => {
+                return Poll::Ready(Err(Error::PeerMismatch { expected: peer, actual }));
+            }
+            Some(r) => return Poll::Ready(Err(Error::Closed(r))),
+        }
+        if st.shutdown {
+            return Poll::Ready(Err(Error::EndpointClosed));
+        }
+        st.peer_waiters.entry(peer).or_default().push(cx.waker().clone());
+        Poll::Pending
+    })
+    .await
+}
+
+pub(crate) async fn send_on(ep: &Arc<Shared>, rec: &ConnShared, kind: Kind, data: Bytes) -> Result<(), Error> {
+    let mut data = Some(data);
+    poll_fn(|cx| {
+        let mut st = ep.lock();
+        let limit = st.config.send_queue_bytes;
+        let c = match live_conn(&mut st, rec) {
+            Ok(c) => c,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        if !c.out_kinds.contains_key(&kind) {
+            let Some(id) = c.inner.streams().open(Dir::Uni) else {
+                c.open_waiters.push(cx.waker().clone());
+                return Poll::Pending;
+            };
+            let _ = c.inner.send_stream(id).set_priority(kind.priority());
+            let mut out = OutStream::new(id);
+            out.pending.push_back(Bytes::copy_from_slice(&kind::header(kind)));
+            out.pending_bytes = kind::HEADER_LEN;
+            c.out_kinds.insert(kind, out);
+        }
+        let Some(out) = c.out_kinds.get_mut(&kind) else { return Poll::Ready(Err(Error::StreamClosed)) };
+        if out.pending_bytes >= limit {
+            out.waiters.push(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let Some(payload) = data.take() else { return Poll::Ready(Err(Error::StreamClosed)) };
+        let Ok(len) = u32::try_from(payload.len()) else { return Poll::Ready(Err(Error::TooLong)) };
+        out.pending_bytes += kind::LEN_PREFIX + payload.len();
+        if payload.len() <= COALESCE_MAX {
+            let mut b = BytesMut::with_capacity(kind::LEN_PREFIX + payload.len());
+            b.put_u32(len);
+            b.put_slice(&payload);
+            out.pending.push_back(b.freeze());
+        } else {
+            out.pending.push_back(Bytes::copy_from_slice(&len.to_be_bytes()));
+            out.pending.push_back(payload);
+        }
+        let failed = super::conn::flush_out(&mut c.inner, out).is_err();
+        if failed {
+            c.out_kinds.remove(&kind);
+        }
+        st.wake_driver();
+        Poll::Ready(if failed { Err(Error::StreamClosed) } else { Ok(()) })
+    })
+    .await
+}
+
+pub(crate) async fn open_bi_on(
+    ep: &Arc<Shared>,
+    rec: &ConnShared,
+    kind: Kind,
+) -> Result<(SendStream, RecvStream), Error> {
+    let id = poll_fn(|cx| {
+        let mut st = ep.lock();
+        let c = match live_conn(&mut st, rec) {
+            Ok(c) => c,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        let Some(id) = c.inner.streams().open(Dir::Bi) else {
+            c.open_waiters.push(cx.waker().clone());
+            return Poll::Pending;
+        };
+        let _ = c.inner.send_stream(id).set_priority(kind.priority());
+        *c.app_bi_by_kind.entry(kind).or_default() += 1;
+        Poll::Ready(Ok(id))
+    })
+    .await?;
+    let mut send = SendStream::new(ep.clone(), rec.ch, rec.uid, id);
+    send.write_all(&kind::header(kind)).await?;
+    Ok((send, RecvStream::new(ep.clone(), rec.ch, rec.uid, id)))
+}
+
+/// The live connection behind `rec`, or why there is none.
+pub(crate) fn live_conn<'a>(st: &'a mut State, rec: &ConnShared) -> Result<&'a mut super::state::Conn, Error> {
+    match st.conns.get_mut(&rec.ch).filter(|c| c.uid == rec.uid) {
+        Some(c) if c.phase == Phase::Live => Ok(c),
+        Some(c) => Err(Error::Closed(c.close_reason.clone().unwrap_or(CloseReason::Local))),
+        None => Err(Error::Closed(rec.info().closed.clone().unwrap_or(CloseReason::Local))),
+    }
+}
+
+pub(crate) fn pop_msg(st: &mut State, kind: Kind) -> Option<MessageReceived> {
+    let q = st.kinds.get_mut(&kind)?;
+    let m = q.msgs.pop_front()?;
+    if !q.blocked.is_empty() && !q.full() {
+        st.unblocked.push(kind);
+        st.wake_driver();
+    }
+    Some(m)
+}
+
+pub(crate) fn pop_bi(st: &mut State, kind: Kind) -> Option<IncomingBi> {
+    st.kinds.get_mut(&kind)?.bis.pop_front()
+}
+
+pub(crate) fn shutdown(ep: &Shared) {
+    let mut st = ep.lock();
+    if st.shutdown {
+        return;
+    }
+    st.shutdown = true;
+    let all: Vec<_> = st.conns.iter().map(|(ch, c)| (*ch, c.uid)).collect();
+    for (ch, uid) in all {
+        super::conn::close_conn(&mut st, ch, uid, close::SHUTDOWN, CloseReason::Local);
+    }
+    st.wake_all_receivers();
+    st.wake_driver();
+}

@@ -1,0 +1,560 @@
+//! Per-connection processing inside the driver: application events from
+//! `quinn-proto`, the identity proof, the connection policy, and the stream
+//! router (the one accept loop of each connection).
+//!
+//! Everything here runs with the endpoint state locked, on the driver task
+//! (or briefly on an API call), and never blocks.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use quinn_proto::{ConnectionError, ConnectionHandle, Dir, Event, ReadError, StreamEvent, StreamId, VarInt};
+use tracing::{debug, warn};
+
+use super::handle::{ConnShared, PathStats};
+use super::state::{CloseReason, Conn, InStream, OutStream, Phase, State, close};
+use super::{Event as Lifecycle, IncomingBi, MessageReceived};
+use crate::identity::{self, EXPORTER_LABEL, EXPORTER_LEN, PROOF_LEN, Role};
+use crate::kind::{self, Kind, Overflow, StreamReject};
+use crate::manager::{Candidate, Decision};
+
+/// Runs all pending application events of connection `ch`.
+pub(crate) fn process_events(st: &mut State, ch: ConnectionHandle, now: Instant) {
+    loop {
+        let ev = match st.conns.get_mut(&ch) {
+            Some(c) => c.inner.poll(),
+            None => return,
+        };
+        let Some(ev) = ev else { break };
+        match ev {
+            Event::HandshakeDataReady | Event::DatagramReceived | Event::DatagramsUnblocked => {}
+            Event::Connected => on_connected(st, ch, now),
+            Event::ConnectionLost { reason } => on_lost(st, ch, &reason),
+            Event::Stream(StreamEvent::Opened { .. }) => accept_streams(st, ch, now),
+            Event::Stream(StreamEvent::Readable { id }) => on_readable(st, ch, id, now),
+            Event::Stream(StreamEvent::Writable { id }) => on_writable(st, ch, id),
+            Event::Stream(StreamEvent::Finished { id }) => {
+                if let Some(c) = st.conns.get_mut(&ch)
+                    && let Some(w) = c.writers.remove(&id)
+                {
+                    w.wake();
+                }
+            }
+            Event::Stream(StreamEvent::Stopped { id, .. }) => {
+                if let Some(c) = st.conns.get_mut(&ch) {
+                    if let Some(w) = c.writers.remove(&id) {
+                        w.wake();
+                    }
+                    let stopped: Vec<Kind> =
+                        c.out_kinds.iter().filter(|(_, o)| o.id == id).map(|(k, _)| *k).collect();
+                    for k in stopped {
+                        if let Some(mut o) = c.out_kinds.remove(&k) {
+                            for w in o.waiters.drain(..) {
+                                w.wake();
+                            }
+                        }
+                    }
+                }
+            }
+            Event::Stream(StreamEvent::Available { .. }) => {
+                if let Some(c) = st.conns.get_mut(&ch) {
+                    for w in c.open_waiters.drain(..) {
+                        w.wake();
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn exporter(c: &Conn, role: Role) -> Option<[u8; EXPORTER_LEN]> {
+    let mut ex = [0u8; EXPORTER_LEN];
+    c.inner.crypto_session().export_keying_material(&mut ex, EXPORTER_LABEL, role.context()).ok()?;
+    Some(ex)
+}
+
+fn peer_role(r: Role) -> Role {
+    match r {
+        Role::Client => Role::Server,
+        Role::Server => Role::Client,
+    }
+}
+
+fn on_connected(st: &mut State, ch: ConnectionHandle, now: Instant) {
+    let identity = st.identity.clone();
+    let epoch = st.epoch;
+    let deadline = now + st.config.identity_timeout;
+    let Some(c) = st.conns.get_mut(&ch) else { return };
+    c.phase = Phase::Proving { deadline };
+    let proof = exporter(c, c.role).and_then(|ex| identity.prove(c.role, &ex, epoch).ok());
+    let Some(proof) = proof else {
+        warn!("cannot build identity proof");
+        let uid = c.uid;
+        close_conn(st, ch, uid, close::IDENTITY_INVALID, CloseReason::IdentityInvalid);
+        return;
+    };
+    let Some(id) = c.inner.streams().open(Dir::Uni) else {
+        let uid = c.uid;
+        close_conn(st, ch, uid, close::IDENTITY_INVALID, CloseReason::IdentityInvalid);
+        return;
+    };
+    let _ = c.inner.send_stream(id).set_priority(Kind::CONTROL.priority() + 1);
+    let mut out = OutStream::new(id);
+    out.pending_bytes = proof.len();
+    out.pending.push_back(Bytes::from(proof));
+    out.finish_when_flushed = true;
+    let _ = flush_out(&mut c.inner, &mut out);
+    c.proof_out = (!out.pending.is_empty()).then_some(out);
+    // The peer's proof may have arrived with the handshake's last flight.
+    accept_streams(st, ch, now);
+    try_verify(st, ch, now);
+}
+
+/// Writes queued chunks; finishes the stream once flushed if asked to.
+/// `Err` means the stream is gone (stopped or closed).
+pub(crate) fn flush_out(conn: &mut quinn_proto::Connection, out: &mut OutStream) -> Result<(), ()> {
+    while !out.pending.is_empty() {
+        let slice = out.pending.make_contiguous();
+        match conn.send_stream(out.id).write_chunks(slice) {
+            Ok(w) => {
+                out.pending.drain(..w.chunks);
+                out.pending_bytes = out.pending_bytes.saturating_sub(w.bytes);
+                if w.bytes == 0 {
+                    break;
+                }
+            }
+            Err(quinn_proto::WriteError::Blocked) => break,
+            Err(_) => return Err(()),
+        }
+    }
+    if out.pending.is_empty() && out.finish_when_flushed {
+        let _ = conn.send_stream(out.id).finish();
+    }
+    Ok(())
+}
+
+fn on_writable(st: &mut State, ch: ConnectionHandle, id: StreamId) {
+    let Some(c) = st.conns.get_mut(&ch) else { return };
+    if let Some(w) = c.writers.remove(&id) {
+        w.wake();
+    }
+    if let Some(mut out) = c.proof_out.take()
+        && out.id == id
+    {
+        let _ = flush_out(&mut c.inner, &mut out);
+        c.proof_out = (!out.pending.is_empty()).then_some(out);
+    } else if let Some(o) = c.proof_out.take() {
+        c.proof_out = Some(o);
+    }
+    let limit = st.config.send_queue_bytes;
+    let mut gone = None;
+    for (k, out) in &mut c.out_kinds {
+        if out.id == id {
+            if flush_out(&mut c.inner, out).is_err() {
+                gone = Some(*k);
+            }
+            if out.pending_bytes < limit {
+                for w in out.waiters.drain(..) {
+                    w.wake();
+                }
+            }
+        }
+    }
+    if let Some(k) = gone
+        && let Some(mut o) = c.out_kinds.remove(&k)
+    {
+        for w in o.waiters.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+/// The accept loop: before the proof only the peer's first unidirectional
+/// stream (its proof) is accepted; application streams wait in quinn-proto
+/// (bounded by the stream limits) until the peer is proven and live.
+pub(crate) fn accept_streams(st: &mut State, ch: ConnectionHandle, now: Instant) {
+    let Some(c) = st.conns.get_mut(&ch) else { return };
+    match c.phase {
+        Phase::Live => {}
+        Phase::Closing => return,
+        Phase::Handshaking | Phase::Proving { .. } => {
+            if c.proof_in.is_none()
+                && let Some(id) = c.inner.streams().accept(Dir::Uni)
+            {
+                c.proof_in = Some((id, BytesMut::new()));
+                read_proof(st, ch, id, now);
+            }
+            return;
+        }
+    }
+    let mut new = Vec::new();
+    for dir in [Dir::Uni, Dir::Bi] {
+        while let Some(id) = c.inner.streams().accept(dir) {
+            c.in_streams.insert(id, InStream::new(dir == Dir::Bi));
+            new.push(id);
+        }
+    }
+    for id in new {
+        process_in(st, ch, id);
+    }
+}
+
+fn on_readable(st: &mut State, ch: ConnectionHandle, id: StreamId, now: Instant) {
+    let Some(c) = st.conns.get_mut(&ch) else { return };
+    if c.proof_in.as_ref().is_some_and(|(p, _)| *p == id) {
+        read_proof(st, ch, id, now);
+    } else if c.in_streams.contains_key(&id) {
+        process_in(st, ch, id);
+    } else if let Some(w) = c.readers.remove(&id) {
+        w.wake();
+    }
+}
+
+/// Reads the peer's proof stream into a buffer bounded by `PROOF_LEN + 1`.
+fn read_proof(st: &mut State, ch: ConnectionHandle, id: StreamId, now: Instant) {
+    let Some(c) = st.conns.get_mut(&ch) else { return };
+    let Some((_, buf)) = c.proof_in.as_mut() else { return };
+    let mut done = false;
+    let mut bad = false;
+    if let Ok(mut chunks) = c.inner.recv_stream(id).read(true) {
+        loop {
+            match chunks.next(PROOF_LEN + 1 - buf.len().min(PROOF_LEN)) {
+                Ok(Some(chunk)) => {
+                    buf.extend_from_slice(&chunk.bytes);
+                    if buf.len() > PROOF_LEN {
+                        bad = true;
+                        break;
+                    }
+                }
+                Ok(None) => {
+                    done = true;
+                    break;
+                }
+                Err(ReadError::Blocked) => break,
+                Err(ReadError::Reset(_)) => {
+                    bad = true;
+                    break;
+                }
+            }
+        }
+        let _ = chunks.finalize();
+    }
+    if bad {
+        st.counters.identity_invalid += 1;
+        let uid = c.uid;
+        close_conn(st, ch, uid, close::IDENTITY_INVALID, CloseReason::IdentityInvalid);
+        return;
+    }
+    if done {
+        c.proof_complete = true;
+        try_verify(st, ch, now);
+    }
+}
+
+fn try_verify(st: &mut State, ch: ConnectionHandle, now: Instant) {
+    let Some(c) = st.conns.get_mut(&ch) else { return };
+    if !c.proof_complete || !matches!(c.phase, Phase::Proving { .. }) {
+        return;
+    }
+    let Some(ex) = exporter(c, peer_role(c.role)) else { return };
+    let Some((_, buf)) = c.proof_in.as_ref() else { return };
+    let result = identity::verify_proof(buf, peer_role(c.role), &ex);
+    let uid = c.uid;
+    let v = match result {
+        Ok(v) => v,
+        Err(e) => {
+            debug!(error = %e, "identity proof rejected");
+            st.counters.identity_invalid += 1;
+            close_conn(st, ch, uid, close::IDENTITY_INVALID, CloseReason::IdentityInvalid);
+            return;
+        }
+    };
+    if let Some(expected) = c.expected
+        && expected != v.peer
+    {
+        st.counters.identity_mismatch += 1;
+        let actual = v.peer;
+        close_conn(st, ch, uid, close::IDENTITY_MISMATCH, CloseReason::IdentityMismatch { actual });
+        return;
+    }
+    let local = st.identity.peer_id();
+    let initiator = if c.role == Role::Client { local } else { v.peer };
+    let peer = v.peer;
+    c.verified = Some(v.clone());
+    c.shared.info().peer = Some(peer);
+    let decision = st.manager.on_proven(peer, Candidate { key: ch, initiator, epoch: v.epoch });
+    match decision {
+        Decision::Reject => {
+            st.counters.duplicates_closed += 1;
+            close_conn(st, ch, uid, close::DUPLICATE, CloseReason::Duplicate);
+            st.wake_peer(&peer);
+        }
+        Decision::Accept { generation } => go_live(st, ch, generation, now),
+        Decision::Replace { old, generation } => {
+            st.counters.replaced += 1;
+            let old_uid = st.conns.get(&old.conn.key).map_or(0, |c| c.uid);
+            close_conn(st, old.conn.key, old_uid, close::REPLACED, CloseReason::Replaced);
+            st.push_event(Lifecycle::Replaced { peer, old: old.generation, new: generation });
+            go_live(st, ch, generation, now);
+        }
+    }
+}
+
+fn go_live(st: &mut State, ch: ConnectionHandle, generation: u64, now: Instant) {
+    let Some(c) = st.conns.get_mut(&ch) else { return };
+    c.phase = Phase::Live;
+    c.shared.info().generation = generation;
+    let peer = c.peer().unwrap_or(crate::identity::PeerId([0; 32]));
+    let addr = c.inner.remote_address();
+    debug!(peer = %peer.short(), generation, %addr, "connection live");
+    st.push_event(Lifecycle::Connected { peer, generation, addr });
+    st.wake_peer(&peer);
+    accept_streams(st, ch, now);
+}
+
+/// Closes connection `ch` (if it is still the connection `uid`), records the
+/// reason, updates the policy and emits `Closed` for a live connection.
+pub(crate) fn close_conn(st: &mut State, ch: ConnectionHandle, uid: u64, code: u32, reason: CloseReason) {
+    let now = crate::io::now();
+    let Some(c) = st.conns.get_mut(&ch).filter(|c| c.uid == uid) else { return };
+    if c.phase != Phase::Closing {
+        c.inner.close(now, VarInt::from_u32(code), Bytes::new());
+    }
+    end(st, ch, reason);
+}
+
+fn on_lost(st: &mut State, ch: ConnectionHandle, reason: &ConnectionError) {
+    let r = match reason {
+        ConnectionError::ApplicationClosed(a) => match u32::try_from(a.error_code.into_inner()) {
+            Ok(close::DUPLICATE) => CloseReason::Duplicate,
+            Ok(close::REPLACED) => CloseReason::Replaced,
+            Ok(close::IDENTITY_INVALID) => CloseReason::IdentityInvalid,
+            Ok(close::IDENTITY_TIMEOUT) => CloseReason::IdentityTimeout,
+            _ => CloseReason::Remote(a.error_code.into_inner()),
+        },
+        ConnectionError::TimedOut => CloseReason::TimedOut,
+        ConnectionError::LocallyClosed => CloseReason::Local,
+        other => CloseReason::Transport(other.to_string()),
+    };
+    end(st, ch, r);
+}
+
+/// Common end-of-life bookkeeping; idempotent (first reason wins).
+fn end(st: &mut State, ch: ConnectionHandle, reason: CloseReason) {
+    let Some(c) = st.conns.get_mut(&ch) else { return };
+    let was_closing = c.phase == Phase::Closing;
+    c.phase = Phase::Closing;
+    let reason = c.close_reason.get_or_insert(reason).clone();
+    c.wake_all();
+    let stats = PathStats::of(&c.inner);
+    c.shared.set_closed(reason.clone(), stats);
+    let peer = c.peer();
+    let expected = c.expected;
+    let generation = c.shared.info().generation;
+    let _ = was_closing;
+    if let Some(peer) = peer {
+        if st.manager.on_closed(&peer, ch) {
+            st.push_event(Lifecycle::Closed { peer, generation, reason });
+        }
+        st.wake_peer(&peer);
+    }
+    if let Some(e) = expected {
+        st.wake_peer(&e);
+    }
+}
+
+/// Called when the connection is drained and removed.
+pub(crate) fn finalize(st: &mut State, ch: ConnectionHandle) {
+    end(st, ch, CloseReason::Local);
+    if let Some(c) = st.conns.remove(&ch) {
+        c.shared.set_closed(CloseReason::Local, PathStats::of(&c.inner));
+        if st.closed_recent.len() >= 64 {
+            st.closed_recent.pop_front();
+        }
+        st.closed_recent.push_back(c.shared.clone());
+    }
+}
+
+/// Proof deadline check; called by the driver when a timer fires.
+pub(crate) fn check_deadline(st: &mut State, ch: ConnectionHandle, now: Instant) {
+    let Some(c) = st.conns.get(&ch) else { return };
+    if let Phase::Proving { deadline } = c.phase
+        && now >= deadline
+    {
+        st.counters.identity_timeout += 1;
+        let uid = c.uid;
+        close_conn(st, ch, uid, close::IDENTITY_TIMEOUT, CloseReason::IdentityTimeout);
+    }
+}
+
+fn reject(st: &mut State, ch: ConnectionHandle, id: StreamId, r: StreamReject) {
+    st.count_reject(r);
+    if let Some(c) = st.conns.get_mut(&ch) {
+        let code = VarInt::from_u32(r.code());
+        let _ = c.inner.recv_stream(id).stop(code);
+        if id.dir() == Dir::Bi {
+            let _ = c.inner.send_stream(id).reset(code);
+        }
+        c.in_streams.remove(&id);
+    }
+    debug!(stream = %id, reason = %r, "stream rejected");
+}
+
+enum Step {
+    Continue,
+    Stop,
+    Reject(StreamReject),
+    Remove,
+}
+
+/// Reads one router stream as far as possible: header, then (uni) messages
+/// into the kind's queue, or (bi) hands the stream to the kind's handler.
+pub(crate) fn process_in(st: &mut State, ch: ConnectionHandle, id: StreamId) {
+    loop {
+        match step(st, ch, id) {
+            Step::Continue => {}
+            Step::Stop => return,
+            Step::Reject(r) => return reject(st, ch, id, r),
+            Step::Remove => {
+                if let Some(c) = st.conns.get_mut(&ch) {
+                    c.in_streams.remove(&id);
+                }
+                return;
+            }
+        }
+    }
+}
+
+fn step(st: &mut State, ch: ConnectionHandle, id: StreamId) -> Step {
+    let State { conns, kinds, .. } = st;
+    let Some(c) = conns.get_mut(&ch) else { return Step::Stop };
+    let Some(peer) = c.peer() else { return Step::Stop };
+    let Some(s) = c.in_streams.get_mut(&id) else { return Step::Stop };
+    if s.blocked {
+        return Step::Stop;
+    }
+    // Back-pressure: do not start a new message while the queue is full.
+    if let Some(k) = s.kind
+        && s.prefix_len == 0
+        && let Some(q) = kinds.get_mut(&k)
+        && q.full()
+        && q.cfg.overflow == Overflow::BackPressure
+    {
+        s.blocked = true;
+        q.blocked.push((ch, id));
+        return Step::Stop;
+    }
+    let max = if s.kind.is_none() {
+        kind::HEADER_LEN - s.header_len
+    } else if s.prefix_len < kind::LEN_PREFIX {
+        kind::LEN_PREFIX - s.prefix_len
+    } else {
+        s.want
+    };
+    let mut rs = c.inner.recv_stream(id);
+    let Ok(mut chunks) = rs.read(true) else { return Step::Remove };
+    let res = chunks.next(max);
+    let _ = chunks.finalize();
+    let chunk = match res {
+        Ok(Some(chunk)) => chunk.bytes,
+        Ok(None) => {
+            let mid = s.kind.is_none() || s.prefix_len > 0;
+            return if mid { Step::Reject(StreamReject::Truncated) } else { Step::Remove };
+        }
+        Err(ReadError::Blocked) => return Step::Stop,
+        Err(ReadError::Reset(_)) => return Step::Remove,
+    };
+    if s.kind.is_none() {
+        s.header[s.header_len..s.header_len + chunk.len()].copy_from_slice(&chunk);
+        s.header_len += chunk.len();
+        if s.header_len < kind::HEADER_LEN {
+            return Step::Continue;
+        }
+        let k = match kind::check_header(s.header, |k| kinds.contains_key(&k)) {
+            Ok(k) => k,
+            Err(r) => return Step::Reject(r),
+        };
+        let Some(q) = kinds.get_mut(&k) else { return Step::Reject(StreamReject::UnknownKind) };
+        s.kind = Some(k);
+        s.max_message = q.cfg.max_message;
+        if s.bi {
+            if q.full() {
+                return Step::Reject(StreamReject::QueueFull);
+            }
+            q.bis.push_back(IncomingBi { peer, kind: k, ch, uid: c.uid, id });
+            q.note_push();
+            *c.app_bi_by_kind.entry(k).or_default() += 1;
+            c.in_streams.remove(&id);
+            return Step::Stop;
+        }
+        return Step::Continue;
+    }
+    let k = s.kind.unwrap_or(Kind(0));
+    if s.prefix_len < kind::LEN_PREFIX {
+        s.prefix[s.prefix_len..s.prefix_len + chunk.len()].copy_from_slice(&chunk);
+        s.prefix_len += chunk.len();
+        if s.prefix_len < kind::LEN_PREFIX {
+            return Step::Continue;
+        }
+        match kind::check_len(s.prefix, s.max_message) {
+            Ok(len) => s.want = len,
+            Err(r) => return Step::Reject(r),
+        }
+        if s.want > 0 {
+            return Step::Continue;
+        }
+        s.prefix_len = 0;
+        deliver(kinds, peer, k, Bytes::new());
+        return Step::Continue;
+    }
+    s.want -= chunk.len();
+    let msg = if s.partial.is_empty() && s.want == 0 {
+        chunk
+    } else {
+        s.partial.extend_from_slice(&chunk);
+        if s.want > 0 {
+            return Step::Continue;
+        }
+        s.partial.split().freeze()
+    };
+    s.prefix_len = 0;
+    deliver(kinds, peer, k, msg);
+    Step::Continue
+}
+
+fn deliver(
+    kinds: &mut std::collections::HashMap<Kind, super::state::KindQueue>,
+    peer: crate::identity::PeerId,
+    kind: Kind,
+    data: Bytes,
+) {
+    let Some(q) = kinds.get_mut(&kind) else { return };
+    if q.full() && q.cfg.overflow == Overflow::DropAndCount {
+        q.drops += 1;
+        return;
+    }
+    q.delivered += 1;
+    q.msgs.push_back(MessageReceived { peer, kind, data });
+    q.note_push();
+}
+
+/// Resumes streams paused by back-pressure on kinds that freed space.
+pub(crate) fn resume_unblocked(st: &mut State) {
+    let kinds = std::mem::take(&mut st.unblocked);
+    for k in kinds {
+        let Some(q) = st.kinds.get_mut(&k) else { continue };
+        let blocked = std::mem::take(&mut q.blocked);
+        for (ch, id) in blocked {
+            if let Some(s) = st.conns.get_mut(&ch).and_then(|c| c.in_streams.get_mut(&id)) {
+                s.blocked = false;
+            }
+            process_in(st, ch, id);
+        }
+    }
+}
+
+/// A fresh connection record shared with handles.
+pub(crate) fn new_shared(ch: ConnectionHandle, uid: u64, remote: std::net::SocketAddr) -> Arc<ConnShared> {
+    Arc::new(ConnShared { uid, ch, remote, info: Default::default() })
+}

@@ -1,0 +1,411 @@
+//! The endpoint: one driver task owning a `quinn-proto` endpoint and all its
+//! connections, and the handles applications use.
+//!
+//! # Architecture
+//!
+//! ```text
+//!  app tasks ── Endpoint / Connection / SendStream / RecvStream / KindReceiver
+//!        │ lock (µs), change state, wake driver
+//!        ▼
+//!  Mutex<State> ◄── driver task (driver.rs): socket ⇄ quinn-proto endpoint
+//!                   ⇄ connections ⇄ router (conn.rs) ⇄ per-kind queues
+//! ```
+//!
+//! One task does all protocol work, like quinn's endpoint driver but without
+//! per-connection tasks: a received batch is demultiplexed, processed and
+//! answered in one pass, transmits from every connection are batched with
+//! GSO before the task sleeps, and no hot-path channel hop or cross-task
+//! wake-up is needed between the socket and a connection. Application calls
+//! take the same lock for a few microseconds and wake the driver; a message
+//! `send` queues `Bytes` without copying the payload. The lock is the only
+//! synchronisation, so there is no lock ordering to get wrong.
+//!
+//! # Lifecycle
+//!
+//! `connect(addr, peer)` returns once the connection is *live*: TLS done,
+//! both identity proofs verified, and the connection manager (`manager`)
+//! accepted it. If a simultaneous dial made the other connection the winner,
+//! `connect` returns that one. Application streams are only accepted from a
+//! live connection. [`Event`]s report `Connected`, `Replaced` and `Closed`.
+
+mod api;
+pub(crate) mod conn;
+mod driver;
+mod handle;
+pub(crate) mod state;
+mod stream;
+
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+
+use bytes::Bytes;
+use quinn_proto::{ConnectionHandle, StreamId};
+
+pub use handle::{Connection, PathStats, WeakConnection};
+pub use state::{CloseReason, Counters, close};
+pub use stream::{RecvStream, SendStream};
+
+use crate::config::Config;
+use crate::identity::{Identity, IdentityError, PeerId};
+use crate::io::Socket;
+use crate::kind::{Kind, KindConfig};
+use crate::manager::Manager;
+use crate::tls::TlsError;
+use state::{KindQueue, Shared, State};
+
+/// Errors from the endpoint API.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Socket error.
+    #[error("I/O: {0}")]
+    Io(#[from] std::io::Error),
+    /// TLS configuration error.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Identity error.
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    /// `Endpoint::bind` was called outside a tokio runtime.
+    #[error("no tokio runtime")]
+    NoRuntime,
+    /// quinn-proto refused to start the connection.
+    #[error("connect: {0}")]
+    Connect(String),
+    /// The dial did not complete within `Config::dial_timeout`.
+    #[error("dial timed out")]
+    DialTimeout,
+    /// The peer proved a different identity than the one dialled.
+    #[error("peer identity mismatch: expected {expected}, got {actual}")]
+    PeerMismatch {
+        /// The PeerId dialled.
+        expected: PeerId,
+        /// The PeerId the peer proved.
+        actual: PeerId,
+    },
+    /// The connection ended.
+    #[error("connection closed: {0:?}")]
+    Closed(CloseReason),
+    /// No live connection to the peer.
+    #[error("not connected to {0}")]
+    NotConnected(PeerId),
+    /// The peer stopped or reset the stream with this code.
+    #[error("stream stopped/reset by peer: code {0}")]
+    Stopped(u64),
+    /// The stream was already finished or reset locally.
+    #[error("stream closed")]
+    StreamClosed,
+    /// A stream or message was longer than the caller's limit.
+    #[error("too long")]
+    TooLong,
+    /// The kind already has a receiver.
+    #[error("kind {0:?} already registered")]
+    KindRegistered(Kind),
+    /// The endpoint has shut down.
+    #[error("endpoint closed")]
+    EndpointClosed,
+}
+
+/// Lifecycle events.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub enum Event {
+    /// A connection became live.
+    Connected {
+        /// Peer.
+        peer: PeerId,
+        /// Its generation.
+        generation: u64,
+        /// Peer address.
+        addr: SocketAddr,
+    },
+    /// A newer connection replaced an older one to the same peer.
+    Replaced {
+        /// Peer.
+        peer: PeerId,
+        /// Old generation.
+        old: u64,
+        /// New generation.
+        new: u64,
+    },
+    /// A live connection closed (not emitted for replaced ones).
+    Closed {
+        /// Peer.
+        peer: PeerId,
+        /// Its generation.
+        generation: u64,
+        /// Why.
+        reason: CloseReason,
+    },
+}
+
+/// A message received on a unidirectional stream of a registered kind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageReceived {
+    /// Sender.
+    pub peer: PeerId,
+    /// Kind.
+    pub kind: Kind,
+    /// Payload.
+    pub data: Bytes,
+}
+
+/// A peer-opened bidirectional stream waiting in a kind's queue.
+#[derive(Debug)]
+pub(crate) struct IncomingBi {
+    pub(crate) peer: PeerId,
+    pub(crate) kind: Kind,
+    pub(crate) ch: ConnectionHandle,
+    pub(crate) uid: u64,
+    pub(crate) id: StreamId,
+}
+
+/// A bidirectional stream the peer opened.
+#[derive(Debug)]
+pub struct BiStream {
+    /// The peer.
+    pub peer: PeerId,
+    /// Kind from the stream header.
+    pub kind: Kind,
+    /// Our sending half.
+    pub send: SendStream,
+    /// Our receiving half (the header is already consumed).
+    pub recv: RecvStream,
+}
+
+/// A QUIC endpoint with an identity. Cheap to clone; the endpoint shuts
+/// down when the last clone is dropped.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    shared: Arc<Shared>,
+    _guard: Arc<Guard>,
+}
+
+#[derive(Debug)]
+struct Guard(Arc<Shared>);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        api::shutdown(&self.0);
+    }
+}
+
+impl Endpoint {
+    /// Binds a UDP socket (tokio + quinn-udp backend) and starts the driver.
+    pub fn bind(addr: SocketAddr, identity: Identity, config: Config) -> Result<Self, Error> {
+        tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let socket = crate::io::udp::UdpSocket::bind(addr)?;
+        Self::with_socket(Box::new(socket), identity, config)
+    }
+
+    /// Starts an endpoint over any backend.
+    pub fn with_socket(socket: Box<dyn Socket>, identity: Identity, config: Config) -> Result<Self, Error> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
+        let (server_crypto, client_crypto) = crate::tls::configs()?;
+        let transport = config.transport();
+        let mut server = quinn_proto::ServerConfig::with_crypto(server_crypto);
+        server.transport_config(transport.clone());
+        let mut client = quinn_proto::ClientConfig::new(client_crypto);
+        client.transport_config(transport);
+        let endpoint = quinn_proto::Endpoint::new(
+            Arc::new(quinn_proto::EndpointConfig::default()),
+            Some(Arc::new(server)),
+            !socket.may_fragment(),
+            None,
+        );
+        let mut epoch = [0u8; 8];
+        aws_lc_rs::rand::fill(&mut epoch).map_err(|_| Error::Identity(IdentityError::BadKey))?;
+        let local_addr = socket.local_addr()?;
+        let peer_id = identity.peer_id();
+        let state = State {
+            endpoint,
+            conns: Default::default(),
+            manager: Manager::new(peer_id),
+            kinds: Default::default(),
+            events: Default::default(),
+            event_waker: None,
+            counters: Counters::default(),
+            driver_waker: None,
+            peer_waiters: Default::default(),
+            identity: Arc::new(identity),
+            epoch: u64::from_be_bytes(epoch),
+            client_config: client,
+            next_uid: 1,
+            shutdown: false,
+            driver_done: false,
+            backend: socket.backend(),
+            max_gso_segments: if config.gso { socket.max_gso_segments() } else { 1 },
+            max_receive_segments: socket.max_receive_segments(),
+            unblocked: Vec::new(),
+            closed_recent: Default::default(),
+            config,
+        };
+        let gso = state.config.gso;
+        let shared = Arc::new(Shared { state: Mutex::new(state), local_addr, peer_id });
+        let driver = driver::Driver::new(shared.clone(), socket, gso);
+        rt.spawn(driver);
+        Ok(Self { _guard: Arc::new(Guard(shared.clone())), shared })
+    }
+
+    /// This endpoint's PeerId.
+    #[must_use]
+    pub fn peer_id(&self) -> PeerId {
+        self.shared.peer_id
+    }
+
+    /// The bound address.
+    #[must_use]
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// Dials `peer` at `addr` (or returns the live connection to it). Fails
+    /// with [`Error::PeerMismatch`] if the key there is not `peer`'s.
+    pub async fn connect(&self, addr: SocketAddr, peer: PeerId) -> Result<Connection, Error> {
+        api::connect(&self.shared, addr, peer).await
+    }
+
+    /// The live connection to `peer`, if any.
+    #[must_use]
+    pub fn connection(&self, peer: &PeerId) -> Option<Connection> {
+        api::live(&self.shared, peer)
+    }
+
+    /// Sends one message of `kind` to `peer` over its live connection.
+    /// Returns once the message is queued on the kind's stream (bounded by
+    /// `Config::send_queue_bytes`; waits while that is full).
+    pub async fn send(&self, peer: &PeerId, kind: Kind, data: Bytes) -> Result<(), Error> {
+        let c = self.connection(peer).ok_or(Error::NotConnected(*peer))?;
+        c.send(kind, data).await
+    }
+
+    /// Opens a bidirectional stream of `kind` to `peer`.
+    pub async fn open_bi(&self, peer: &PeerId, kind: Kind) -> Result<(SendStream, RecvStream), Error> {
+        let c = self.connection(peer).ok_or(Error::NotConnected(*peer))?;
+        c.open_bi(kind).await
+    }
+
+    /// Registers the handler queue for `kind`. Streams of kinds without a
+    /// receiver are reset as unknown.
+    pub fn register(&self, kind: Kind, config: KindConfig) -> Result<KindReceiver, Error> {
+        let mut st = self.shared.lock();
+        if st.kinds.contains_key(&kind) {
+            return Err(Error::KindRegistered(kind));
+        }
+        st.kinds.insert(kind, KindQueue::new(config));
+        Ok(KindReceiver { shared: self.shared.clone(), kind })
+    }
+
+    /// The next lifecycle event; `None` once the endpoint is closed.
+    pub async fn next_event(&self) -> Option<Event> {
+        poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if let Some(e) = st.events.pop_front() {
+                return Poll::Ready(Some(e));
+            }
+            if st.driver_done {
+                return Poll::Ready(None);
+            }
+            st.event_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// A lifecycle event if one is queued.
+    #[must_use]
+    pub fn try_next_event(&self) -> Option<Event> {
+        self.shared.lock().events.pop_front()
+    }
+
+    /// A diagnostics snapshot.
+    #[must_use]
+    pub fn diagnostics(&self) -> crate::diag::Diagnostics {
+        crate::diag::snapshot(&self.shared)
+    }
+
+    /// Closes every connection and stops the driver once they drained.
+    pub fn close(&self) {
+        api::shutdown(&self.shared);
+    }
+
+    /// Waits until the driver has stopped (after [`Endpoint::close`]).
+    pub async fn closed(&self) {
+        poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if st.driver_done {
+                return Poll::Ready(());
+            }
+            st.event_waker = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+    }
+}
+
+/// The receive side of one stream kind: its messages and the bidirectional
+/// streams peers open with that kind. Dropping it unregisters the kind.
+#[derive(Debug)]
+pub struct KindReceiver {
+    shared: Arc<Shared>,
+    kind: Kind,
+}
+
+impl KindReceiver {
+    /// The kind.
+    #[must_use]
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The next message; `None` once the endpoint is closed.
+    pub async fn recv(&mut self) -> Option<MessageReceived> {
+        poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if let Some(m) = api::pop_msg(&mut st, self.kind) {
+                return Poll::Ready(Some(m));
+            }
+            if st.driver_done {
+                return Poll::Ready(None);
+            }
+            if let Some(q) = st.kinds.get_mut(&self.kind) {
+                q.waker = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// A message if one is queued.
+    pub fn try_recv(&mut self) -> Option<MessageReceived> {
+        api::pop_msg(&mut self.shared.lock(), self.kind)
+    }
+
+    /// The next bidirectional stream a peer opened with this kind.
+    pub async fn accept_bi(&mut self) -> Option<BiStream> {
+        poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if let Some(b) = api::pop_bi(&mut st, self.kind) {
+                drop(st);
+                return Poll::Ready(Some(stream::bi_stream(&self.shared, b)));
+            }
+            if st.driver_done {
+                return Poll::Ready(None);
+            }
+            if let Some(q) = st.kinds.get_mut(&self.kind) {
+                q.bi_waker = Some(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await
+    }
+}
+
+impl Drop for KindReceiver {
+    fn drop(&mut self) {
+        let mut st = self.shared.lock();
+        st.kinds.remove(&self.kind);
+    }
+}
