@@ -30,9 +30,33 @@ fn decision_table() {
     let rows: &[(&str, Tweak, usize, u32, usize, u32, R)] = &[
         ("quiet counts idle", |_| {}, 4, 0, 4, 1, R::IdleCounting),
         ("quiet 10th interval shrinks", |_| {}, 4, 9, 3, 0, R::Idle),
-        ("quiet at floor never shrinks", |_| {}, 1, 9, 1, 10, R::IdleCounting),
-        ("depth 50% scales up", |s| s.queue_depth = 500, 2, 5, 3, 0, R::QueueDepth),
-        ("depth 49% does not", |s| s.queue_depth = 490, 2, 5, 2, 0, R::Steady),
+        (
+            "quiet at floor never shrinks",
+            |_| {},
+            1,
+            9,
+            1,
+            10,
+            R::IdleCounting,
+        ),
+        (
+            "depth 50% scales up",
+            |s| s.queue_depth = 500,
+            2,
+            5,
+            3,
+            0,
+            R::QueueDepth,
+        ),
+        (
+            "depth 49% does not",
+            |s| s.queue_depth = 490,
+            2,
+            5,
+            2,
+            0,
+            R::Steady,
+        ),
         (
             "nearly full and filling doubles",
             |s| {
@@ -57,8 +81,24 @@ fn decision_table() {
             0,
             R::QueueDepth,
         ),
-        ("backlog 1.1x", |s| s.produced_per_s = 110.0, 2, 0, 3, 0, R::Backlog),
-        ("backlog 1.09x is steady", |s| s.produced_per_s = 109.0, 2, 3, 2, 0, R::Steady),
+        (
+            "backlog 1.1x",
+            |s| s.produced_per_s = 110.0,
+            2,
+            0,
+            3,
+            0,
+            R::Backlog,
+        ),
+        (
+            "backlog 1.09x is steady",
+            |s| s.produced_per_s = 109.0,
+            2,
+            3,
+            2,
+            0,
+            R::Steady,
+        ),
         (
             "producer with no consumer",
             |s| s.consumed_per_s = 0.0,
@@ -113,7 +153,15 @@ fn decision_table() {
             0,
             R::Steady,
         ),
-        ("ceiling holds", |s| s.queue_depth = 1000, 16, 0, 16, 0, R::QueueDepth),
+        (
+            "ceiling holds",
+            |s| s.queue_depth = 1000,
+            16,
+            0,
+            16,
+            0,
+            R::QueueDepth,
+        ),
         (
             "urgent doubling capped at ceiling",
             |s| {
@@ -126,7 +174,15 @@ fn decision_table() {
             0,
             R::QueueUrgent,
         ),
-        ("cold start 0 clamps to floor", |_| {}, 0, 0, 1, 1, R::IdleCounting),
+        (
+            "cold start 0 clamps to floor",
+            |_| {},
+            0,
+            0,
+            1,
+            1,
+            R::IdleCounting,
+        ),
         ("over ceiling clamps", |_| {}, 99, 0, 16, 1, R::IdleCounting),
         (
             "no traffic at all is idle",
@@ -224,7 +280,10 @@ fn converges_without_flapping() {
         history.push(target);
     }
     let settled = *history.last().unwrap();
-    assert!((5..=8).contains(&settled), "settled at {settled}: {history:?}");
+    assert!(
+        (5..=8).contains(&settled),
+        "settled at {settled}: {history:?}"
+    );
     let decreases = history.windows(2).filter(|w| w[1] < w[0]).count();
     assert!(decreases <= 1, "{history:?}");
     let changes = history[30..].windows(2).filter(|w| w[0] != w[1]).count();

@@ -302,6 +302,18 @@ impl<P: Copy + Eq + Hash + Ord> Budgets<P> {
         }
     }
 
+    /// Return a slot that was never used for a send (no window change).
+    pub fn cancel(&mut self, ticket: BudgetTicket<P>) {
+        match self.peers.get_mut(&ticket.peer) {
+            Some(b) if b.generation == ticket.generation => {
+                b.in_flight = b.in_flight.saturating_sub(1);
+                self.counters.acquired[ticket.kind.index()] =
+                    self.counters.acquired[ticket.kind.index()].saturating_sub(1);
+            }
+            _ => self.counters.stale_releases += 1,
+        }
+    }
+
     /// Forget a disconnected peer; its outstanding tickets become stale.
     pub fn forget(&mut self, peer: P) {
         self.peers.remove(&peer);
@@ -322,7 +334,11 @@ impl<P: Copy + Eq + Hash + Ord> Budgets<P> {
 
     /// Slots `peer` has now (its window rounded down).
     pub fn limit_of(&self, peer: &P) -> u32 {
-        self.limit(self.peers.get(peer).map_or(self.params.initial, |b| b.window))
+        self.limit(
+            self.peers
+                .get(peer)
+                .map_or(self.params.initial, |b| b.window),
+        )
     }
 
     /// Counters.
@@ -342,6 +358,7 @@ impl<P: Copy + Eq + Hash + Ord> Budgets<P> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests own the clock: `Instant::now()` is only an origin.
 mod tests {
     use super::*;
     use std::time::Duration;
@@ -369,7 +386,11 @@ mod tests {
         let refused: u64 = c.skipped.iter().sum::<u64>() + c.coalesced.iter().sum::<u64>();
         assert_eq!(refused, 10_000 - 4);
         assert!(c.coalesced(SendKind::IHave) > 0 && c.skipped(SendKind::Eager) > 0);
-        assert_eq!(c.skipped(SendKind::IHave), 0, "IHAVE is coalesced, not skipped");
+        assert_eq!(
+            c.skipped(SendKind::IHave),
+            0,
+            "IHAVE is coalesced, not skipped"
+        );
         assert_eq!(c.coalesced(SendKind::Eager), 0, "data is skipped");
         // A healthy peer still gets its full window.
         for _ in 0..3 {
@@ -396,7 +417,10 @@ mod tests {
         }
         assert_eq!(held.len(), 3, "window 4 minus the control slot");
         let ihave = b.try_acquire(1, SendKind::IHave).unwrap();
-        assert_eq!(b.try_acquire(1, SendKind::Control), Err(OverBudget::Coalesce));
+        assert_eq!(
+            b.try_acquire(1, SendKind::Control),
+            Err(OverBudget::Coalesce)
+        );
         b.release(ihave, OK);
         for t in held {
             b.release(t, OK);
@@ -421,7 +445,11 @@ mod tests {
         b.forget(1);
         let new = b.try_acquire(1, SendKind::Eager).unwrap();
         b.release(old, SendOutcome::Timeout);
-        assert_eq!(b.in_flight(&1), 1, "old ticket did not release the new slot");
+        assert_eq!(
+            b.in_flight(&1),
+            1,
+            "old ticket did not release the new slot"
+        );
         assert_eq!(b.counters().stale_releases, 1);
         b.release(new, OK);
         assert_eq!(b.in_flight(&1), 0);

@@ -101,7 +101,11 @@ pub fn decide(
     } else if calm {
         let runs = state.calm_runs.saturating_add(1);
         if runs >= 2 {
-            ((state.interval.saturating_mul(2)).min(max), 0, CleanupTrend::Relax)
+            (
+                (state.interval.saturating_mul(2)).min(max),
+                0,
+                CleanupTrend::Relax,
+            )
         } else {
             (state.interval, runs, CleanupTrend::Hold)
         }
@@ -185,6 +189,7 @@ impl CleanupCadence {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests own the clock: `Instant::now()` is only an origin.
 mod tests {
     use super::*;
 

@@ -335,25 +335,28 @@ where
         }
     }
 
-    /// Whether `peer` may be made EAGER on `topic` now.
+    /// Whether `peer` may be made EAGER on `topic` now (counts refusals; use
+    /// [`graft_blocked_until`](Self::graft_blocked_until) to only look).
     pub fn graft_gate(&mut self, peer: P, topic: T, now: Instant) -> GraftGate {
-        let Some(e) = self.entries.get(&(peer, topic)) else {
-            return GraftGate::Allowed;
-        };
-        let until = match e.phase {
+        match self.graft_blocked_until(peer, topic, now) {
+            Some(until) => {
+                self.counters.graft_refused += 1;
+                GraftGate::Backoff { until }
+            }
+            None => GraftGate::Allowed,
+        }
+    }
+
+    /// Until when GRAFT of `peer` on `topic` is refused, if it is now.
+    pub fn graft_blocked_until(&self, peer: P, topic: T, now: Instant) -> Option<Instant> {
+        let e = self.entries.get(&(peer, topic))?;
+        match e.phase {
             Phase::Suppressed { until } => Some(until.max(now)),
             Phase::Probing { deadline, .. } => Some(deadline),
             Phase::Watching => e
                 .recovered_at
                 .map(|r| r + self.params.probation)
                 .filter(|u| *u > now),
-        };
-        match until {
-            Some(until) => {
-                self.counters.graft_refused += 1;
-                GraftGate::Backoff { until }
-            }
-            None => GraftGate::Allowed,
         }
     }
 
@@ -566,8 +569,7 @@ where
         self.entries.retain(|_, e| match e.phase {
             Phase::Watching => {
                 let horizon = now.checked_sub(p.window);
-                e.timeouts
-                    .retain(|t| horizon.is_none_or(|h| *t >= h));
+                e.timeouts.retain(|t| horizon.is_none_or(|h| *t >= h));
                 let remembered = e
                     .recovered_at
                     .is_some_and(|r| now < r + e.backoff.saturating_mul(2).max(p.probation));
@@ -689,4 +691,5 @@ where
 
 #[cfg(test)]
 #[path = "cooling_tests.rs"]
+#[allow(clippy::disallowed_methods)] // Tests own the clock: `Instant::now()` is only an origin.
 mod tests;

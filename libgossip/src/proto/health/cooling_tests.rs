@@ -78,7 +78,10 @@ fn suppression_is_per_topic() {
     let t0 = Instant::now();
     let mut c = table();
     timeouts(&mut c, 1, 3, t0);
-    assert!(matches!(c.gate(1, 0, t0 + s(3)), SendGate::Suppressed { .. }));
+    assert!(matches!(
+        c.gate(1, 0, t0 + s(3)),
+        SendGate::Suppressed { .. }
+    ));
     assert_eq!(c.gate(1, 1, t0 + s(3)), SendGate::Allowed);
     assert_eq!(c.gate(2, 0, t0 + s(3)), SendGate::Allowed);
 }
@@ -90,11 +93,11 @@ fn one_probe_per_cooldown_then_recovery() {
     let t0 = Instant::now();
     let mut c = table();
     let (until, _, _) = until_of(timeouts(&mut c, 1, 3, t0));
-    assert_eq!(
-        c.gate(1, 0, until - s(1)),
-        SendGate::Suppressed { until }
-    );
-    assert!(matches!(c.graft_gate(1, 0, until - s(1)), GraftGate::Backoff { .. }));
+    assert_eq!(c.gate(1, 0, until - s(1)), SendGate::Suppressed { until });
+    assert!(matches!(
+        c.graft_gate(1, 0, until - s(1)),
+        GraftGate::Backoff { .. }
+    ));
     assert_eq!(c.gate(1, 0, until), SendGate::Probe);
     // Every other send in the same cooldown is held back.
     for i in 0..100 {
@@ -156,7 +159,10 @@ fn lost_probe_fails_at_deadline() {
     assert_eq!(c.gate(1, 0, until), SendGate::Probe);
     let deadline = c.poll_timeout().unwrap();
     assert_eq!(deadline, until + CoolingParams::default().probe_deadline);
-    assert!(c.handle_timeout(deadline - s(1)).is_empty(), "early call harmless");
+    assert!(
+        c.handle_timeout(deadline - s(1)).is_empty(),
+        "early call harmless"
+    );
     let out = c.handle_timeout(deadline);
     assert_eq!(out.len(), 1);
     assert_eq!(until_of(out.first().copied()).2, SuppressReason::ProbeLost);
@@ -318,14 +324,21 @@ fn bounded_with_counted_eviction_and_cleanup() {
     }
     let k = c.counters();
     assert_eq!(k.evicted_watching, 100 - 4);
-    assert_eq!(k.evicted_suppressed, 0, "suppressed entries kept while idle ones exist");
+    assert_eq!(
+        k.evicted_suppressed, 0,
+        "suppressed entries kept while idle ones exist"
+    );
     assert_eq!(c.suppressed(t0 + s(5)).len(), 4);
     // After the window the watching entries are idle and go.
     let (removed, suppressed) = c.cleanup(t0 + s(16));
     assert_eq!(removed, 4);
     assert_eq!(suppressed, 0, "cooldowns ended (probes due)");
     assert_eq!(c.suppressed(t0 + s(16)).len(), 4);
-    assert!(c.suppressed(t0 + s(16)).iter().all(|x| x.probe == ProbeState::Due));
+    assert!(
+        c.suppressed(t0 + s(16))
+            .iter()
+            .all(|x| x.probe == ProbeState::Due)
+    );
     // Nobody tried to send for max_cooldown after expiry: stale, removed.
     let (removed, _) = c.cleanup(t0 + s(13 + 301));
     assert_eq!(removed, 4);
@@ -343,7 +356,10 @@ fn healthy_traffic_allocates_nothing() {
     for p in 0..1000 {
         assert_eq!(c.gate(p, 0, t0), SendGate::Allowed);
         assert_eq!(c.on_send_outcome(p, 0, OK, false, t0), None);
-        assert_eq!(c.on_send_outcome(p, 0, SendOutcome::Failed, false, t0), None);
+        assert_eq!(
+            c.on_send_outcome(p, 0, SendOutcome::Failed, false, t0),
+            None
+        );
     }
     assert!(c.is_empty());
 }

@@ -164,7 +164,9 @@ pub fn plan<P: Copy + Ord>(
     for c in candidates {
         match c.link {
             LinkState::New => out.admit_lazy.push(c.peer),
-            LinkState::Eager if !c.graft_allowed => out.demote.push((c.peer, DemoteReason::Blocked)),
+            LinkState::Eager if !c.graft_allowed => {
+                out.demote.push((c.peer, DemoteReason::Blocked))
+            }
             LinkState::Eager => eager.push(c),
             LinkState::Lazy => lazy.push(c),
         }
@@ -196,7 +198,8 @@ pub fn plan<P: Copy + Ord>(
         }
     } else if eager.len() > d_high {
         // Rule 4.
-        let excess = (eager.len() - d).min(params.max_demotions.saturating_sub(low_score_demotions));
+        let excess =
+            (eager.len() - d).min(params.max_demotions.saturating_sub(low_score_demotions));
         for c in eager.iter().take(excess) {
             out.demote.push((c.peer, DemoteReason::AboveDHigh));
         }
@@ -242,12 +245,19 @@ impl MeshMaintainer {
     }
 
     /// Plan a round at `now`.
-    pub fn on_round<P: Copy + Ord>(&mut self, candidates: &[Candidate<P>], now: Instant) -> MeshPlan<P> {
+    pub fn on_round<P: Copy + Ord>(
+        &mut self,
+        candidates: &[Candidate<P>],
+        now: Instant,
+    ) -> MeshPlan<P> {
         let allow = self
             .last_opportunistic
             .is_none_or(|t| now >= t + self.params.opportunistic_interval);
         let p = plan(&self.params, candidates, allow);
-        if p.promote.iter().any(|(_, r)| *r == PromoteReason::Opportunistic) {
+        if p.promote
+            .iter()
+            .any(|(_, r)| *r == PromoteReason::Opportunistic)
+        {
             self.last_opportunistic = Some(now);
             self.opportunistic += 1;
         }
@@ -259,10 +269,16 @@ impl MeshMaintainer {
 
     /// (rounds, promotions, demotions, opportunistic swaps) so far.
     pub fn counters(&self) -> (u64, u64, u64, u64) {
-        (self.rounds, self.promotions, self.demotions, self.opportunistic)
+        (
+            self.rounds,
+            self.promotions,
+            self.demotions,
+            self.opportunistic,
+        )
     }
 }
 
 #[cfg(test)]
 #[path = "mesh_tests.rs"]
+#[allow(clippy::disallowed_methods)] // Tests own the clock: `Instant::now()` is only an origin.
 mod tests;

@@ -136,17 +136,29 @@ fn converges_and_stays_in_range() {
     for round in 0..40u64 {
         let plan = m.on_round(&peers, t0 + Duration::from_secs(round));
         for x in &plan.admit_lazy {
-            peers.iter_mut().filter(|c| c.peer == *x).for_each(|c| c.link = L);
+            peers
+                .iter_mut()
+                .filter(|c| c.peer == *x)
+                .for_each(|c| c.link = L);
         }
         for (x, _) in &plan.demote {
-            peers.iter_mut().filter(|c| c.peer == *x).for_each(|c| c.link = L);
+            peers
+                .iter_mut()
+                .filter(|c| c.peer == *x)
+                .for_each(|c| c.link = L);
         }
         for (x, _) in &plan.promote {
-            peers.iter_mut().filter(|c| c.peer == *x).for_each(|c| c.link = E);
+            peers
+                .iter_mut()
+                .filter(|c| c.peer == *x)
+                .for_each(|c| c.link = E);
         }
         let eager = peers.iter().filter(|c| c.link == E).count();
         if round >= 3 {
-            assert!((p.d_low..=p.d_high).contains(&eager), "round {round}: {eager}");
+            assert!(
+                (p.d_low..=p.d_high).contains(&eager),
+                "round {round}: {eager}"
+            );
             changes_late += plan.promote.len() + plan.demote.len();
         }
     }
@@ -163,7 +175,12 @@ fn opportunistic_rate_limited() {
     let input = vec![c(1, E, 0.0, true), c(2, E, 0.0, true), c(3, L, 40.0, true)];
     assert_eq!(m.on_round(&input, t0).promote.len(), 1);
     assert!(m.on_round(&input, t0 + Duration::from_secs(29)).is_empty());
-    assert_eq!(m.on_round(&input, t0 + p.opportunistic_interval).promote.len(), 1);
+    assert_eq!(
+        m.on_round(&input, t0 + p.opportunistic_interval)
+            .promote
+            .len(),
+        1
+    );
     assert_eq!(m.counters().3, 2);
 }
 

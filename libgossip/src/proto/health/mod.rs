@@ -25,11 +25,11 @@ pub mod cooling;
 pub mod mesh;
 pub mod rtt;
 pub mod score;
-// pub mod snapshot;
+pub mod snapshot;
 
-// mod facade;
+mod facade;
 
-// pub use facade::{HealthParams, PeerHealth, SendDecision, SendTicket};
+pub use facade::{HealthParams, PeerHealth, SendDecision, SendTicket};
 
 use std::time::Duration;
 

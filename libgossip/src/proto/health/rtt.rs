@@ -121,6 +121,7 @@ impl RttEstimator {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests own the clock: `Instant::now()` is only an origin.
 mod tests {
     use super::*;
 

@@ -378,7 +378,9 @@ impl<P: Copy + Eq + Hash + Ord> ScoreBook<P> {
 
     /// Components of a peer's score, if known.
     pub fn components(&self, peer: &P, now: Instant) -> Option<ScoreComponents> {
-        self.peers.get(peer).map(|e| e.components(now, &self.params))
+        self.peers
+            .get(peer)
+            .map(|e| e.components(now, &self.params))
     }
 
     /// Timeout for the next send to `peer`, derived from its RTT.
@@ -427,6 +429,7 @@ impl<P: Copy + Eq + Hash + Ord> ScoreBook<P> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // Tests own the clock: `Instant::now()` is only an origin.
 mod tests {
     use super::*;
 
@@ -509,7 +512,12 @@ mod tests {
             ),
             ("broken promise", |b, t| b.on_iwant_broken(1, t), -4.1, -3.9),
             ("budget", |b, t| b.on_budget_exhausted(1, t), -1.1, -0.9),
-            ("verified now", |b, t| b.on_verified_activity(1, t), 9.9, 10.1),
+            (
+                "verified now",
+                |b, t| b.on_verified_activity(1, t),
+                9.9,
+                10.1,
+            ),
         ];
         for (name, feed, lo, hi) in rows {
             let mut b = book();
