@@ -292,7 +292,8 @@ impl Conn {
                 keys.remove(&sub.batch.items[i as usize].key);
             }
         }
-        sub.batch.deliver(&idx, &got);
+        let dup = sub.batch.deliver(&idx, &got);
+        pool.stats.duplicate_verdicts.fetch_add(dup, Ordering::Relaxed);
         if !again.is_empty() {
             pool.stats.unknown_key_retries.fetch_add(again.len() as u64, Ordering::Relaxed);
             pool.reroute(Sub { batch: sub.batch, idx: again, attempts: sub.attempts + 1, since: sub.since });

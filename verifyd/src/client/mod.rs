@@ -111,6 +111,9 @@ pub struct PoolStats {
     pub unknown_key_retries: AtomicU64,
     /// Connections lost.
     pub conns_lost: AtomicU64,
+    /// Verdicts that arrived for an item that already had one and were
+    /// ignored. Always 0 unless there is a bug; tests assert it.
+    pub duplicate_verdicts: AtomicU64,
 }
 
 /// Verdict slots for one caller batch.
@@ -130,19 +133,23 @@ struct Slots {
 
 impl BatchState {
     /// Records verdicts for item indices; each slot is written once.
-    pub(crate) fn deliver(&self, idx: &[u32], verdicts: &[Verdict]) {
+    /// Returns how many verdicts were duplicates (ignored).
+    pub(crate) fn deliver(&self, idx: &[u32], verdicts: &[Verdict]) -> u64 {
         let mut s = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut dup = 0;
         for (&i, &v) in idx.iter().zip(verdicts) {
             let slot = &mut s.verdicts[i as usize];
-            debug_assert!(slot.is_none(), "item {i} got a second verdict");
             if slot.is_none() {
                 *slot = Some(v);
                 s.remaining -= 1;
+            } else {
+                dup += 1;
             }
         }
         if s.remaining == 0 {
             self.done.notify_all();
         }
+        dup
     }
 
     pub(crate) fn fail(&self, e: PoolError) {
@@ -168,15 +175,29 @@ pub struct Ticket(Arc<BatchState>);
 impl Ticket {
     /// Blocks until every item has its verdict (or the batch failed).
     pub fn wait(self) -> Result<Vec<Verdict>, PoolError> {
+        self.wait_timeout(Duration::MAX).unwrap_or(Err(PoolError::Closed))
+    }
+
+    /// Like [`Ticket::wait`], but gives the ticket back after `timeout`.
+    pub fn wait_timeout(self, timeout: Duration) -> Result<Result<Vec<Verdict>, PoolError>, Ticket> {
+        let deadline = now().checked_add(timeout);
         let mut s = self.0.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while s.remaining > 0 && s.error.is_none() {
-            s = self.0.done.wait(s).unwrap_or_else(std::sync::PoisonError::into_inner);
+            let left = match deadline {
+                Some(d) => d.saturating_duration_since(now()),
+                None => Duration::from_secs(3600),
+            };
+            if left.is_zero() {
+                drop(s);
+                return Err(self);
+            }
+            s = self.0.done.wait_timeout(s, left).unwrap_or_else(std::sync::PoisonError::into_inner).0;
         }
         if let Some(e) = s.error.clone() {
-            return Err(e);
+            return Ok(Err(e));
         }
         // Every slot is Some once remaining hit 0.
-        Ok(s.verdicts.iter().map(|v| v.unwrap_or(Verdict::Malformed)).collect())
+        Ok(Ok(s.verdicts.iter().map(|v| v.unwrap_or(Verdict::Malformed)).collect()))
     }
 }
 
@@ -307,6 +328,12 @@ impl Pool {
     #[must_use]
     pub fn stats(&self) -> &PoolStats {
         &self.0.stats
+    }
+
+    /// Items outstanding per connected instance.
+    #[must_use]
+    pub fn outstanding(&self) -> Vec<(PathBuf, usize)> {
+        self.0.live().iter().map(|c| (c.path.clone(), c.outstanding())).collect()
     }
 }
 
