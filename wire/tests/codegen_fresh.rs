@@ -5,6 +5,9 @@
 //! (25.12.19) is not on `PATH` the test prints why and passes as skipped,
 //! unless `TERN_REQUIRE_FLATC=1` is set (CI installs flatc, so there it runs).
 
+// Tests may unwrap (STYLE.md); helpers outside #[test] fns need the allow.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::Path;
 use std::process::Command;
 

@@ -4,8 +4,9 @@
 //! into its free space, so small frames cost one `read` per batch of frames
 //! rather than two per frame; frames are handed out as slices of that buffer.
 //! The buffer starts at 8 KiB and grows only when it is full of bytes that
-//! arrived, to at most twice those bytes and never past `max + 4`. It is kept
-//! for reuse, so its size is the high-water mark of the frames seen.
+//! arrived, to at most twice those bytes and never past the frame being
+//! assembled (so never past `max + 4`). It is kept for reuse, so its size is
+//! the high-water mark of the frames seen.
 
 use std::io::{self, IoSlice, Read, Write};
 
@@ -115,8 +116,8 @@ impl<R: Read> FrameReader<R> {
 
     /// Moves pending bytes to the front and, if the storage is full of
     /// arrived bytes, grows it: to twice what is pending (at least the
-    /// initial size), capped at one maximal frame. `want <= max + 4` always
-    /// holds here because lengths were checked first.
+    /// initial size), capped at the frame being assembled. `want <= max + 4`
+    /// always holds here because lengths were checked first.
     fn make_room(&mut self, want: usize) {
         if self.start > 0 {
             self.buf.copy_within(self.start..self.end, 0);
@@ -129,11 +130,15 @@ impl<R: Read> FrameReader<R> {
         let cap_limit = self.max_frame as usize + PREFIX_LEN;
         // `end < want <= cap_limit`, so `end + 1` fits under the cap.
         debug_assert!(self.end < want && want <= cap_limit);
+        // Never more than this frame needs (or the initial size while only
+        // the prefix is awaited), so the buffer is bounded by the largest
+        // frame actually received, not by the maximum allowed.
+        let limit = want.max(INITIAL_BUFFER).min(cap_limit);
         let grown = self
             .end
             .saturating_mul(2)
             .max(INITIAL_BUFFER)
-            .min(cap_limit)
+            .min(limit)
             .max(self.end + 1);
         self.buf.reserve_exact(grown - self.buf.len());
         self.buf.resize(grown, 0);
