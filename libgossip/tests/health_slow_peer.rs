@@ -213,7 +213,14 @@ fn slow_neighbour_is_cooled_demoted_and_readmitted() {
 fn blocked_neighbour_in_a_fanout_storm() {
     let mut w = World::new(50);
     for p in 0..50 {
-        w.links.insert(p, if p % 5 == 0 { LinkState::Eager } else { LinkState::Lazy });
+        w.links.insert(
+            p,
+            if p % 5 == 0 {
+                LinkState::Eager
+            } else {
+                LinkState::Lazy
+            },
+        );
     }
     // Neighbour 10 (eager) accepts nothing: every send would sit until its
     // timeout (we make its delay huge).
