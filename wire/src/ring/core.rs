@@ -12,13 +12,22 @@
 //! with `Release`, and the producer loads `head` with `Acquire` before reusing
 //! that space.
 //!
-//! Parking (no lost wake-up): a side that wants to sleep sets its `waiting`
-//! flag, issues a `SeqCst` fence, and re-checks the other side's index; the
-//! other side stores its index, issues a `SeqCst` fence, and then reads the
-//! flag. The two fences order the pairs, so at least one side sees the
-//! other's store: either the sleeper sees the new index and does not sleep,
-//! or the publisher sees the flag and wakes it. The publisher clears the flag
-//! with a swap so each park costs at most one wake-up.
+//! Parking (no lost wake-up): each side owns a *park word* that only it
+//! writes. Before sleeping it makes the word odd (a new park number), issues
+//! a `SeqCst` fence and re-checks the other side's index; when it is awake
+//! again it makes the word even. The other side stores its index, issues a
+//! `SeqCst` fence and then loads the sleeper's park word. The two fences
+//! order the pairs, so at least one side sees the other's store: either the
+//! sleeper sees the new index and does not sleep, or the publisher sees an
+//! odd park word and wakes it. The publisher remembers the last park number
+//! it woke, so each park costs at most one wake-up however many records are
+//! published while the sleeper gets going, and the common path (nobody
+//! asleep) is a fence and a load of a line nobody is writing.
+//!
+//! Only the owner writes its park word. An earlier design let the publisher
+//! clear a shared flag with a swap; loom found an execution in which the
+//! publisher's swap read its own earlier clear instead of the sleeper's newer
+//! set, and the wake-up was lost.
 //!
 //! Everything read from the peer's side is validated: indices must move
 //! forwards and stay within one capacity of ours; record headers must carry a
@@ -29,7 +38,7 @@ use super::error::Corrupt;
 use super::layout::{
     Control, Geometry, HEADER_LEN, Header, TAG_RECORD, TAG_SKIP, decode_header, header, slot_len,
 };
-use crate::loom::atomic::{Ordering, fence};
+use crate::loom::atomic::{AtomicU32, Ordering, fence};
 
 /// The data area: word-aligned bytes both sides can reach.
 ///
@@ -98,6 +107,43 @@ pub enum WriteError {
     Corrupt(Corrupt),
 }
 
+/// One side's view of the two park words (see the module docs).
+#[derive(Debug, Default)]
+struct Parking {
+    /// Our park word: odd while parked or about to park.
+    own: u32,
+    /// The peer's last park number we woke it for.
+    woken: u32,
+}
+
+impl Parking {
+    /// Makes our word odd (a fresh park number) and fences.
+    fn announce(&mut self, word: &AtomicU32) {
+        self.own = self.own.wrapping_add(1) | 1;
+        word.store(self.own, Ordering::Relaxed);
+        fence(Ordering::SeqCst);
+    }
+
+    /// Makes our word even again (awake).
+    fn withdraw(&mut self, word: &AtomicU32) {
+        if self.own & 1 == 1 {
+            self.own = self.own.wrapping_add(1);
+            word.store(self.own, Ordering::Relaxed);
+        }
+    }
+
+    /// After our store and a `SeqCst` fence: whether the peer sleeps (or is
+    /// about to) and has not been woken for this park yet.
+    fn peer_needs_wake(&mut self, word: &AtomicU32) -> bool {
+        let w = word.load(Ordering::Relaxed);
+        if w & 1 == 1 && w != self.woken {
+            self.woken = w;
+            return true;
+        }
+        false
+    }
+}
+
 /// The producer's half of the protocol.
 #[derive(Debug)]
 pub struct ProducerCore<M> {
@@ -111,6 +157,7 @@ pub struct ProducerCore<M> {
     cached_head: u64,
     /// Space the last failed write needed (for parking on "full").
     want: u64,
+    parking: Parking,
     poisoned: Option<Corrupt>,
 }
 
@@ -125,6 +172,7 @@ impl<M: RingMemory> ProducerCore<M> {
             published: 0,
             cached_head: 0,
             want: 0,
+            parking: Parking::default(),
             poisoned: None,
         }
     }
@@ -233,8 +281,7 @@ impl<M: RingMemory> ProducerCore<M> {
         ctl.producer.tail.store(self.tail, PUBLISH);
         self.published = self.tail;
         fence(Ordering::SeqCst);
-        ctl.consumer.waiting.load(Ordering::Relaxed) != 0
-            && ctl.consumer.waiting.swap(0, Ordering::AcqRel) != 0
+        self.parking.peer_needs_wake(&ctl.consumer_waiting.flag)
     }
 
     /// Whether the record that last failed with [`WriteError::Full`] would
@@ -247,9 +294,8 @@ impl<M: RingMemory> ProducerCore<M> {
     /// Returns `false` (and withdraws the announcement) when space appeared
     /// meanwhile; then it must not park.
     pub fn prepare_park(&mut self) -> Result<bool, Corrupt> {
-        let ctl = self.mem.control();
-        ctl.producer.waiting.store(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        self.parking
+            .announce(&self.mem.control().producer_waiting.flag);
         if self.has_space(self.want)? {
             self.cancel_park();
             return Ok(false);
@@ -258,12 +304,9 @@ impl<M: RingMemory> ProducerCore<M> {
     }
 
     /// Clears the parking announcement (after waking or timing out).
-    pub fn cancel_park(&self) {
-        self.mem
-            .control()
-            .producer
-            .waiting
-            .store(0, Ordering::Relaxed);
+    pub fn cancel_park(&mut self) {
+        self.parking
+            .withdraw(&self.mem.control().producer_waiting.flag);
     }
 
     /// Marks the producer closed. Returns `true` if the consumer must be woken
@@ -273,7 +316,7 @@ impl<M: RingMemory> ProducerCore<M> {
         let ctl = self.mem.control();
         ctl.producer.closed.store(1, Ordering::Release);
         fence(Ordering::SeqCst);
-        ctl.consumer.waiting.swap(0, Ordering::AcqRel) != 0
+        ctl.consumer_waiting.flag.load(Ordering::Relaxed) & 1 == 1
     }
 
     /// Whether the consumer closed its end.
@@ -291,6 +334,7 @@ pub struct ConsumerCore<M> {
     head: u64,
     /// Last `tail` seen.
     cached_tail: u64,
+    parking: Parking,
     poisoned: Option<Corrupt>,
 }
 
@@ -303,6 +347,7 @@ impl<M: RingMemory> ConsumerCore<M> {
             geo,
             head: 0,
             cached_tail: 0,
+            parking: Parking::default(),
             poisoned: None,
         }
     }
@@ -423,17 +468,15 @@ impl<M: RingMemory> ConsumerCore<M> {
         let ctl = self.mem.control();
         ctl.consumer.head.store(self.head, Ordering::Release);
         fence(Ordering::SeqCst);
-        ctl.producer.waiting.load(Ordering::Relaxed) != 0
-            && ctl.producer.waiting.swap(0, Ordering::AcqRel) != 0
+        self.parking.peer_needs_wake(&ctl.producer_waiting.flag)
     }
 
     /// Announces that the consumer is about to park waiting for data.
     /// Returns `false` (and withdraws the announcement) when data appeared
     /// meanwhile; then it must not park.
     pub fn prepare_park(&mut self) -> Result<bool, Corrupt> {
-        let ctl = self.mem.control();
-        ctl.consumer.waiting.store(1, Ordering::Relaxed);
-        fence(Ordering::SeqCst);
+        self.parking
+            .announce(&self.mem.control().consumer_waiting.flag);
         if self.ready()? {
             self.cancel_park();
             return Ok(false);
@@ -442,12 +485,9 @@ impl<M: RingMemory> ConsumerCore<M> {
     }
 
     /// Clears the parking announcement.
-    pub fn cancel_park(&self) {
-        self.mem
-            .control()
-            .consumer
-            .waiting
-            .store(0, Ordering::Relaxed);
+    pub fn cancel_park(&mut self) {
+        self.parking
+            .withdraw(&self.mem.control().consumer_waiting.flag);
     }
 
     /// Marks the consumer closed. Returns `true` if the producer must be woken.
@@ -456,7 +496,7 @@ impl<M: RingMemory> ConsumerCore<M> {
         let ctl = self.mem.control();
         ctl.consumer.closed.store(1, Ordering::Release);
         fence(Ordering::SeqCst);
-        ctl.producer.waiting.swap(0, Ordering::AcqRel) != 0
+        ctl.producer_waiting.flag.load(Ordering::Relaxed) & 1 == 1
     }
 
     /// Whether the producer closed its end (check [`Self::ready`] first:

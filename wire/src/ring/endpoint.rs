@@ -72,7 +72,7 @@ fn wait_until<S, P: Parker>(
     park_timeout: Duration,
     mut ready: impl FnMut(&mut S) -> Result<bool, Corrupt>,
     mut prepare: impl FnMut(&mut S) -> Result<bool, Corrupt>,
-    cancel: impl Fn(&S),
+    mut cancel: impl FnMut(&mut S),
     peer_closed: impl Fn(&S) -> bool,
 ) -> Result<(), WaitError> {
     stats.waits += 1;

@@ -3,19 +3,22 @@
 //!
 //! ```text
 //! offset    0  header line: magic, version, capacity, max record   (creator writes once)
-//! offset  128  producer line: tail, producer_waiting, producer_closed  (producer writes)
-//! offset  256  consumer line: head, consumer_waiting, consumer_closed  (consumer writes)
-//! offset  384  (reserved, keeps the data off the control lines)
-//! offset  512  data: `capacity` bytes, a power of two
+//! offset  128  producer line: tail, producer_closed       (producer writes)
+//! offset  256  consumer line: head, consumer_closed       (consumer writes)
+//! offset  384  consumer-waiting line                      (see below)
+//! offset  512  producer-waiting line                      (see below)
+//! offset 1024  data: `capacity` bytes, a power of two
 //! ```
 //!
 //! `head` and `tail` are monotonically increasing byte counts (never reduced
 //! modulo the capacity), so "empty" is `head == tail`, "used" is
 //! `tail - head`, and there is no ambiguous full/empty state. The control
 //! lines are 128 bytes apart because x86's adjacent-line prefetcher pulls
-//! pairs of 64-byte lines; each line is written (on the fast path) by one
-//! side only. The `*_waiting` flags are the one exception: the opposite side
-//! clears them when it wakes the sleeper, which happens at most once per park.
+//! pairs of 64-byte lines; the index lines are each written by one side
+//! only. A `*_waiting` park word is written only by the side about to sleep
+//! and read by the other side after every publish (see [`super::core`]); on
+//! its own line it stays in both caches, unmodified, while nobody sleeps, so
+//! that read costs no cache-line transfer.
 //!
 //! A record is an 8-byte header word followed by its payload, padded to a
 //! multiple of 8 so every header is word-aligned:
@@ -41,7 +44,7 @@ pub const MAGIC: u64 = u64::from_le_bytes(*b"TERNRING");
 /// Layout version; bump on any incompatible change.
 pub const VERSION: u32 = 1;
 /// Offset of the data area from the start of the mapping.
-pub const DATA_OFFSET: usize = 512;
+pub const DATA_OFFSET: usize = 1024;
 /// Size of a record header.
 pub const HEADER_LEN: usize = 8;
 /// Tag of a record header.
@@ -149,8 +152,6 @@ pub fn decode_header(word: u64, max_record: usize) -> Result<Header, Corrupt> {
 pub struct ProducerLine {
     /// Bytes published so far.
     pub tail: AtomicU64,
-    /// Non-zero while the producer is (about to be) parked waiting for space.
-    pub waiting: AtomicU32,
     /// Non-zero once the producer has gone away cleanly.
     pub closed: AtomicU32,
 }
@@ -161,10 +162,17 @@ pub struct ProducerLine {
 pub struct ConsumerLine {
     /// Bytes consumed so far.
     pub head: AtomicU64,
-    /// Non-zero while the consumer is (about to be) parked waiting for data.
-    pub waiting: AtomicU32,
     /// Non-zero once the consumer has gone away cleanly.
     pub closed: AtomicU32,
+}
+
+/// A side's park word on its own line.
+#[repr(C, align(128))]
+#[derive(Debug, Default)]
+pub struct WaitLine {
+    /// Odd while the side sleeps or is about to (a park number), even while
+    /// it is awake. Written only by that side.
+    pub flag: AtomicU32,
 }
 
 /// The shared indices and flags, laid out as in the module docs starting at
@@ -176,6 +184,10 @@ pub struct Control {
     pub producer: ProducerLine,
     /// Written by the consumer.
     pub consumer: ConsumerLine,
+    /// The consumer's park word (it parks for data).
+    pub consumer_waiting: WaitLine,
+    /// The producer's park word (it parks for space).
+    pub producer_waiting: WaitLine,
 }
 
 /// Offset of [`Control`] in the mapping.

@@ -55,7 +55,7 @@ fn variable_records_survive_many_wraps() {
     let (mut pushed, mut popped) = (0u64, 0u64);
     let mut lens = std::collections::VecDeque::new();
     for _ in 0..20_000 {
-        if rng.next() % 3 != 0 {
+        if !rng.next().is_multiple_of(3) {
             let len = (rng.next() % 121) as usize;
             match p.try_write(&record(pushed, len)) {
                 Ok(()) => {
