@@ -5,8 +5,11 @@
 //! (every send "times out" and the peer is cooled for being distant). The
 //! estimator follows the shape of TCP's RTO (RFC 6298): a smoothed latency
 //! `srtt` and a mean deviation `rttvar`, both updated from observed send
-//! latencies, and a timeout of `srtt + 4·rttvar` clamped to a floor and a
-//! ceiling.
+//! latencies, and a timeout of `srtt + max(4·rttvar, srtt)` clamped to a
+//! floor and a ceiling. The `srtt` term in the margin matters: on a steady
+//! path `rttvar` decays towards zero and a bare `srtt + 4·rttvar` would call a
+//! send that took 10 % longer than usual a timeout — and three of those cool a
+//! healthy peer. A send is only late when it took about twice its usual time.
 //!
 //! On a timeout there is no latency sample (Karn's rule). The timeout for the
 //! *next* send doubles, up to the ceiling, so a peer whose path really got
@@ -113,7 +116,7 @@ impl RttEstimator {
     pub fn timeout(&self, params: &RttParams) -> Duration {
         let base = match self.srtt {
             None => params.initial,
-            Some(srtt) => srtt.saturating_add(self.rttvar.saturating_mul(4)),
+            Some(srtt) => srtt.saturating_add(self.rttvar.saturating_mul(4).max(srtt)),
         };
         let backed_off = base.saturating_mul(1u32 << self.backoff_shift);
         backed_off.clamp(params.floor, params.ceiling.max(params.floor))
@@ -150,6 +153,19 @@ mod tests {
             lan.on_sample(Duration::from_micros(300));
         }
         assert_eq!(lan.timeout(&p), p.floor);
+    }
+
+    /// A steady path still tolerates a moderate spike: no spurious timeout
+    /// because `rttvar` decayed to nothing.
+    #[test]
+    fn steady_path_keeps_a_margin() {
+        let p = RttParams::default();
+        let mut e = RttEstimator::new();
+        for _ in 0..1000 {
+            e.on_sample(ms(100));
+        }
+        assert!(e.rttvar() < ms(1));
+        assert!(e.timeout(&p) >= ms(200));
     }
 
     #[test]
