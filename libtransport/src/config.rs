@@ -46,6 +46,10 @@ pub struct Config {
     /// Bytes a message kind may have queued for sending on one connection
     /// before `send` waits. Default 4 MiB.
     pub send_queue_bytes: usize,
+    /// Misbehave: never send the identity proof. Only for tests of the
+    /// peer's proof timeout.
+    #[doc(hidden)]
+    pub withhold_proof_for_tests: bool,
 }
 
 impl Default for Config {
@@ -65,6 +69,7 @@ impl Default for Config {
             gso: true,
             event_queue: 4096,
             send_queue_bytes: 4 << 20,
+            withhold_proof_for_tests: false,
         }
     }
 }

@@ -169,6 +169,25 @@ pub(crate) async fn open_bi_on(
     Ok((send, RecvStream::new(ep.clone(), rec.ch, rec.uid, id)))
 }
 
+pub(crate) async fn open_raw_uni(ep: &Arc<Shared>, rec: &ConnShared) -> Result<SendStream, Error> {
+    let id = poll_fn(|cx| {
+        let mut st = ep.lock();
+        let c = match live_conn(&mut st, rec) {
+            Ok(c) => c,
+            Err(e) => return Poll::Ready(Err(e)),
+        };
+        match c.inner.streams().open(Dir::Uni) {
+            Some(id) => Poll::Ready(Ok(id)),
+            None => {
+                c.open_waiters.push(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    })
+    .await?;
+    Ok(SendStream::new(ep.clone(), rec.ch, rec.uid, id))
+}
+
 /// The live connection behind `rec`, or why there is none.
 pub(crate) fn live_conn<'a>(st: &'a mut State, rec: &ConnShared) -> Result<&'a mut super::state::Conn, Error> {
     match st.conns.get_mut(&rec.ch).filter(|c| c.uid == rec.uid) {

@@ -84,6 +84,7 @@ fn peer_role(r: Role) -> Role {
 fn on_connected(st: &mut State, ch: ConnectionHandle, now: Instant) {
     let identity = st.identity.clone();
     let epoch = st.epoch;
+    let withhold = st.config.withhold_proof_for_tests;
     let deadline = now + st.config.identity_timeout;
     let Some(c) = st.conns.get_mut(&ch) else { return };
     c.phase = Phase::Proving { deadline };
@@ -94,6 +95,11 @@ fn on_connected(st: &mut State, ch: ConnectionHandle, now: Instant) {
         close_conn(st, ch, uid, close::IDENTITY_INVALID, CloseReason::IdentityInvalid);
         return;
     };
+    if withhold {
+        accept_streams(st, ch, now);
+        try_verify(st, ch, now);
+        return;
+    }
     let Some(id) = c.inner.streams().open(Dir::Uni) else {
         let uid = c.uid;
         close_conn(st, ch, uid, close::IDENTITY_INVALID, CloseReason::IdentityInvalid);
@@ -282,7 +288,11 @@ fn try_verify(st: &mut State, ch: ConnectionHandle, now: Instant) {
     let initiator = if c.role == Role::Client { local } else { v.peer };
     let peer = v.peer;
     c.verified = Some(v.clone());
-    c.shared.info().peer = Some(peer);
+    {
+        let mut i = c.shared.info();
+        i.peer = Some(peer);
+        i.initiator = Some(initiator);
+    }
     let decision = st.manager.on_proven(peer, Candidate { key: ch, initiator, epoch: v.epoch });
     match decision {
         Decision::Reject => {

@@ -49,6 +49,10 @@ const RECV_CHUNK: usize = 64 * 1024;
 const TX_PER_CONN: usize = 32;
 /// Iterations of the whole loop before yielding to the runtime.
 const MAX_ITERATIONS: usize = 16;
+/// Datagrams per GSO transmit at most: the kernel caps one UDP send at
+/// 64 KiB, and 44 full-size (1472-byte) datagrams fit under it. Larger
+/// batches fail with EMSGSIZE and lose every packet in them.
+const MAX_GSO_SEGMENTS: usize = 44;
 /// Stateless responses queued at most (more are dropped and counted).
 const MAX_RESPONSES: usize = 64;
 
@@ -99,7 +103,7 @@ fn ecn_from_proto(e: Option<EcnCodepoint>) -> Option<Ecn> {
 
 impl Driver {
     pub(crate) fn new(shared: Arc<Shared>, socket: Box<dyn Socket>, gso: bool) -> Self {
-        let max_gso = if gso { socket.max_gso_segments().max(1) } else { 1 };
+        let max_gso = if gso { socket.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS) } else { 1 };
         Self {
             shared,
             socket,

@@ -62,6 +62,7 @@ impl PathStats {
 pub(crate) struct Info {
     pub(crate) peer: Option<PeerId>,
     pub(crate) generation: u64,
+    pub(crate) initiator: Option<PeerId>,
     pub(crate) closed: Option<CloseReason>,
     pub(crate) stats: PathStats,
     pub(crate) waiters: Vec<Waker>,
@@ -116,6 +117,13 @@ impl Connection {
         self.rec.info().generation
     }
 
+    /// Who opened the connection (after a simultaneous dial both ends agree:
+    /// the smaller PeerId).
+    #[must_use]
+    pub fn initiator(&self) -> PeerId {
+        self.rec.info().initiator.unwrap_or(PeerId([0; 32]))
+    }
+
     /// The peer's address.
     #[must_use]
     pub fn remote_address(&self) -> SocketAddr {
@@ -161,6 +169,13 @@ impl Connection {
     /// Sends one message of `kind` on this connection.
     pub async fn send(&self, kind: Kind, data: Bytes) -> Result<(), Error> {
         super::api::send_on(&self.ep, &self.rec, kind, data).await
+    }
+
+    /// Opens a unidirectional stream with no header, for protocol tests and
+    /// experiments: the peer's router validates whatever is written.
+    #[doc(hidden)]
+    pub async fn open_raw_uni(&self) -> Result<SendStream, Error> {
+        super::api::open_raw_uni(&self.ep, &self.rec).await
     }
 
     /// Opens a bidirectional stream of `kind` on this connection.
