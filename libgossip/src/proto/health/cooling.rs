@@ -508,6 +508,9 @@ where
         let Some(e) = self.entries.get_mut(&(activity.peer(), activity.topic())) else {
             return false;
         };
+        // Timeouts that already aged out of the window are not worth a reset.
+        let horizon = now.checked_sub(window);
+        e.timeouts.retain(|t| horizon.is_none_or(|h| *t >= h));
         let allowed = e.phase == Phase::Watching
             && !e.timeouts.is_empty()
             && e.last_verified_reset.is_none_or(|t| now >= t + window);

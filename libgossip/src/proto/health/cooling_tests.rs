@@ -217,6 +217,19 @@ fn only_verified_activity_resets() {
     assert_eq!(c.counters().verified_resets, 1);
 }
 
+/// G10: a reset is not spent on timeouts that already aged out.
+#[test]
+fn verified_reset_not_wasted_on_aged_timeouts() {
+    let t0 = Instant::now();
+    let mut c = table();
+    timeouts(&mut c, 1, 2, t0);
+    // 30 s later the two timeouts are outside the window: nothing to reset.
+    assert!(!c.on_verified_activity(VerifiedActivity::after_valid_verdict(1, 0), t0 + s(30)));
+    timeouts(&mut c, 1, 2, t0 + s(31));
+    // So the reset is still available now.
+    assert!(c.on_verified_activity(VerifiedActivity::after_valid_verdict(1, 0), t0 + s(33)));
+}
+
 /// G10: verified activity never lifts an active suppression nor grants a
 /// second probe.
 #[test]
