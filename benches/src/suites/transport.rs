@@ -1,8 +1,251 @@
-//! The `transport` suite.
+//! The `transport` suite: libtransport side by side with `quinn` 0.11 in the
+//! same process and the same run, both on loopback UDP.
+//!
+//! Both sides use the same rustls provider (aws-lc-rs, X25519MLKEM768 then
+//! X25519), the same kind of ephemeral self-signed certificate, and the same
+//! `quinn-proto` transport parameters — taken from
+//! `libtransport::Config::transport_config()`, so windows, congestion
+//! controller (quinn-proto's default, Cubic), MTU and GSO switch match by
+//! construction. Each measurement runs on a fresh two-worker tokio runtime.
+//!
+//! Cases (medians over repetitions, libtransport and quinn interleaved):
+//! * bulk: one bidirectional stream, `bulk_bytes` written in 1 MiB chunks,
+//!   timed until the receiver has read the last byte; GSO on and off; and
+//!   on the io_uring backend when built with the `uring` feature;
+//! * msg1k: 1 KiB messages over one connection. libtransport: `send(peer,
+//!   DM, Bytes)` into a registered kind receiver (length-prefixed messages on
+//!   one stream); quinn: the same framing on one unidirectional stream;
+//! * setup: connection establishment from a fresh client endpoint, p50/p99;
+//!   for libtransport this includes both ML-DSA-65 identity proofs.
 
-use crate::{Outcome, SuiteOpts};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::stats::{median, quantile};
+use crate::{Outcome, SuiteOpts, Table};
+
+pub mod ours;
+pub mod theirs;
+
+/// How much each case moves.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    /// Bytes per bulk transfer.
+    pub bulk_bytes: u64,
+    /// 1 KiB messages per msg1k run.
+    pub messages: u64,
+    /// Connections per setup run.
+    pub setups: usize,
+    /// Repetitions of bulk and msg1k (the median is reported).
+    pub reps: usize,
+}
+
+impl Sizes {
+    /// Full (`quick == false`) or smoke-test sizes.
+    pub fn new(quick: bool) -> Self {
+        if quick {
+            Self {
+                bulk_bytes: 128 << 20,
+                messages: 20_000,
+                setups: 30,
+                reps: 1,
+            }
+        } else {
+            Self {
+                bulk_bytes: 1 << 30,
+                messages: 200_000,
+                setups: 200,
+                reps: 3,
+            }
+        }
+    }
+}
+
+/// Result of one bulk transfer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Bulk {
+    /// Gbit/s of stream payload.
+    pub gbps: f64,
+    /// Average datagrams per GSO batch at the sender (libtransport only).
+    pub gso_avg_segments: f64,
+}
+
+/// A fresh runtime like the ones both sides are measured on.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("tokio runtime")
+}
+
+pub(crate) fn gbps(bytes: u64, d: Duration) -> f64 {
+    bytes as f64 * 8.0 / d.as_secs_f64() / 1e9
+}
+
+pub(crate) fn loopback() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+
+/// One 1 MiB chunk of bulk payload, shared (no per-write allocation).
+pub(crate) fn chunk() -> bytes::Bytes {
+    bytes::Bytes::from(vec![0x5au8; 1 << 20])
+}
+
+fn med(v: &mut [f64]) -> f64 {
+    median(v).unwrap_or(0.0)
+}
+
+fn ms(d: Option<Duration>) -> f64 {
+    d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
+}
 
 /// Runs the suite.
-pub fn run(_opts: &SuiteOpts) -> anyhow::Result<Outcome> {
-    anyhow::bail!("the transport suite is not built yet")
+pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
+    let sizes = Sizes::new(opts.quick);
+    let mut out = Outcome::default();
+    let mut json_all = serde_json::Map::new();
+
+    // Bulk, GSO on and off, both sides interleaved per repetition.
+    let mut t = Table::new(
+        format!(
+            "transport bulk: {} MiB over one stream, loopback",
+            sizes.bulk_bytes >> 20
+        ),
+        &[
+            "case",
+            "libtransport Gbit/s",
+            "quinn Gbit/s",
+            "ratio",
+            "gso avg segs",
+        ],
+    );
+    for gso in [true, false] {
+        let (mut o, mut q, mut segs) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..sizes.reps {
+            let b = ours::bulk(sizes.bulk_bytes, gso, ours::Backend::Tokio)?;
+            o.push(b.gbps);
+            segs.push(b.gso_avg_segments);
+            q.push(theirs::bulk(sizes.bulk_bytes, gso)?);
+        }
+        let (o, q, segs) = (med(&mut o), med(&mut q), med(&mut segs));
+        let case = if gso { "bulk gso" } else { "bulk no-gso" };
+        t.row(&[
+            case.into(),
+            format!("{o:.2}"),
+            format!("{q:.2}"),
+            format!("{:.2}", o / q),
+            format!("{segs:.1}"),
+        ]);
+        out.json.push(json!({"case": case, "gbps": o, "quinn_gbps": q, "ratio": o / q, "gso_avg_segments": segs}));
+        if gso {
+            json_all.insert("bulk_gbps".into(), json!(o));
+            json_all.insert("quinn_bulk_gbps".into(), json!(q));
+            json_all.insert("bulk_ratio".into(), json!(o / q));
+            json_all.insert("gso_avg_segments".into(), json!(segs));
+        } else {
+            json_all.insert("bulk_nogso_gbps".into(), json!(o));
+            json_all.insert("quinn_bulk_nogso_gbps".into(), json!(q));
+        }
+    }
+    #[cfg(feature = "uring")]
+    {
+        let mut o = Vec::new();
+        let mut q = Vec::new();
+        for _ in 0..sizes.reps {
+            match ours::bulk(sizes.bulk_bytes, true, ours::Backend::Uring) {
+                Ok(b) => o.push(b.gbps),
+                Err(e) => {
+                    eprintln!("uring backend skipped: {e:#}");
+                    break;
+                }
+            }
+            q.push(ours::bulk(sizes.bulk_bytes, true, ours::Backend::Tokio)?.gbps);
+        }
+        if !o.is_empty() {
+            let (o, q) = (med(&mut o), med(&mut q));
+            t.row(&[
+                "bulk uring vs tokio".into(),
+                format!("{o:.2}"),
+                format!("(tokio) {q:.2}"),
+                format!("{:.2}", o / q),
+                "-".into(),
+            ]);
+            out.json
+                .push(json!({"case": "bulk uring", "gbps": o, "tokio_gbps": q}));
+            json_all.insert("uring_bulk_gbps".into(), json!(o));
+            json_all.insert("tokio_bulk_gbps_same_run".into(), json!(q));
+        }
+    }
+    out.tables.push(t);
+
+    // 1 KiB messages.
+    let (mut o, mut q) = (Vec::new(), Vec::new());
+    for _ in 0..sizes.reps {
+        o.push(ours::msg1k(sizes.messages)?);
+        q.push(theirs::msg1k(sizes.messages)?);
+    }
+    let (o, q) = (med(&mut o), med(&mut q));
+    let mut t = Table::new(
+        format!(
+            "transport msg1k: {} messages of 1 KiB over one connection",
+            sizes.messages
+        ),
+        &["libtransport msg/s", "quinn msg/s", "ratio"],
+    );
+    t.row(&[
+        format!("{o:.0}"),
+        format!("{q:.0}"),
+        format!("{:.2}", o / q),
+    ]);
+    out.tables.push(t);
+    out.json
+        .push(json!({"case": "msg1k", "per_s": o, "quinn_per_s": q, "ratio": o / q}));
+    json_all.insert("msg1k_per_s".into(), json!(o));
+    json_all.insert("quinn_msg1k_per_s".into(), json!(q));
+    json_all.insert("msg1k_ratio".into(), json!(o / q));
+
+    // Connection setup.
+    let mut so = ours::setup(sizes.setups)?;
+    let mut sq = theirs::setup(sizes.setups)?;
+    let (o50, o99) = (ms(quantile(&mut so, 0.5)), ms(quantile(&mut so, 0.99)));
+    let (q50, q99) = (ms(quantile(&mut sq, 0.5)), ms(quantile(&mut sq, 0.99)));
+    let mut t = Table::new(
+        format!(
+            "transport setup: {} connections from fresh client endpoints",
+            sizes.setups
+        ),
+        &["side", "p50 ms", "p99 ms"],
+    );
+    t.row(&[
+        "libtransport (incl. identity proof)".into(),
+        format!("{o50:.3}"),
+        format!("{o99:.3}"),
+    ]);
+    t.row(&[
+        "quinn (TLS only)".into(),
+        format!("{q50:.3}"),
+        format!("{q99:.3}"),
+    ]);
+    out.tables.push(t);
+    out.json.push(json!({"case": "setup", "p50_ms": o50, "p99_ms": o99, "quinn_p50_ms": q50, "quinn_p99_ms": q99}));
+    json_all.insert("setup_p50_ms".into(), json!(o50));
+    json_all.insert("quinn_setup_p50_ms".into(), json!(q50));
+
+    json_all.insert("case".into(), json!("summary"));
+    json_all.insert("bulk_bytes".into(), json!(sizes.bulk_bytes));
+    json_all.insert("messages".into(), json!(sizes.messages));
+    json_all.insert("quick".into(), json!(opts.quick));
+    out.json.push(serde_json::Value::Object(json_all));
+    Ok(out)
+}
+
+/// Times `f` (which must finish the transfer before returning).
+pub(crate) async fn timed<F: std::future::Future<Output = Result<()>>>(f: F) -> Result<Duration> {
+    let t = Instant::now();
+    f.await?;
+    Ok(t.elapsed())
 }

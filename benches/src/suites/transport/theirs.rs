@@ -1,0 +1,238 @@
+//! The `quinn` 0.11 side, configured like libtransport: same provider and
+//! key-exchange groups (`libtransport::tls::provider()`), an ephemeral
+//! self-signed certificate accepted without a chain (as libtransport does
+//! before its identity proof), TLS 1.3 only, and the transport parameters of
+//! `libtransport::Config::default()`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use bytes::{Buf, Bytes, BytesMut};
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::{DigitallySignedStruct, SignatureScheme};
+
+use super::{chunk, gbps, loopback, runtime, timed};
+
+const ALPN: &[u8] = b"bench/1";
+
+fn transport(gso: bool) -> Arc<quinn::TransportConfig> {
+    Arc::new(libtransport::Config::default().gso(gso).transport_config())
+}
+
+fn server_config(gso: bool) -> Result<quinn::ServerConfig> {
+    let ck = rcgen::generate_simple_self_signed(vec!["bench".to_owned()])?;
+    let cert = CertificateDer::from(ck.cert.der().to_vec());
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
+    let mut tls = rustls::ServerConfig::builder_with_provider(libtransport::tls::provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.max_early_data_size = 0;
+    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
+    cfg.transport_config(transport(gso));
+    Ok(cfg)
+}
+
+fn client_config(gso: bool) -> Result<quinn::ClientConfig> {
+    let provider = libtransport::tls::provider();
+    let verifier = Arc::new(AnyCert {
+        algs: provider.signature_verification_algorithms,
+    });
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let mut cfg = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
+    cfg.transport_config(transport(gso));
+    Ok(cfg)
+}
+
+/// A server and a client endpoint on loopback.
+fn pair(gso: bool) -> Result<(quinn::Endpoint, quinn::Endpoint)> {
+    let server = quinn::Endpoint::server(server_config(gso)?, loopback())?;
+    let mut client = quinn::Endpoint::client(loopback())?;
+    client.set_default_client_config(client_config(gso)?);
+    Ok((server, client))
+}
+
+async fn connect(
+    server: &quinn::Endpoint,
+    client: &quinn::Endpoint,
+) -> Result<(quinn::Connection, quinn::Connection)> {
+    let addr = server.local_addr()?;
+    let accept = async {
+        let inc = server
+            .accept()
+            .await
+            .ok_or_else(|| anyhow!("server endpoint closed"))?;
+        Ok::<_, anyhow::Error>(inc.await?)
+    };
+    let dial = async { Ok::<_, anyhow::Error>(client.connect(addr, "bench")?.await?) };
+    let (s, c) = tokio::try_join!(accept, dial)?;
+    Ok((s, c))
+}
+
+/// Bulk transfer over one bidirectional stream; Gbit/s.
+pub fn bulk(bytes: u64, gso: bool) -> Result<f64> {
+    runtime()?.block_on(async {
+        let (server, client) = pair(gso)?;
+        let (sc, cc) = connect(&server, &client).await?;
+        let reader = tokio::spawn(async move {
+            let (_send, mut recv) = sc.accept_bi().await?;
+            let mut n = 0u64;
+            while let Some(c) = recv.read_chunk(usize::MAX, true).await? {
+                n += c.bytes.len() as u64;
+            }
+            Ok::<_, anyhow::Error>(n)
+        });
+        let data = chunk();
+        let d = timed(async {
+            let (mut send, _recv) = cc.open_bi().await?;
+            let mut left = bytes;
+            while left > 0 {
+                let n = left.min(data.len() as u64);
+                send.write_chunk(data.slice(..n as usize)).await?;
+                left -= n;
+            }
+            send.finish()?;
+            let got = reader.await??;
+            anyhow::ensure!(got == bytes, "quinn bulk: read {got} of {bytes} bytes");
+            Ok(())
+        })
+        .await?;
+        cc.close(0u32.into(), b"done");
+        client.wait_idle().await;
+        Ok(gbps(bytes, d))
+    })
+}
+
+/// 1 KiB length-prefixed messages on one unidirectional stream; messages/s.
+pub fn msg1k(messages: u64) -> Result<f64> {
+    runtime()?.block_on(async {
+        let (server, client) = pair(true)?;
+        let (sc, cc) = connect(&server, &client).await?;
+        let reader = tokio::spawn(async move {
+            let mut recv = sc.accept_uni().await?;
+            let mut buf = BytesMut::new();
+            let mut count = 0u64;
+            while count < messages {
+                let Some(c) = recv.read_chunk(usize::MAX, true).await? else {
+                    break;
+                };
+                buf.extend_from_slice(&c.bytes);
+                // Frame exactly as libtransport does: u32 BE length, payload.
+                while buf.len() >= 4 {
+                    let len = u32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+                    if buf.len() < 4 + len {
+                        break;
+                    }
+                    buf.advance(4);
+                    let msg = buf.split_to(len).freeze();
+                    std::hint::black_box(msg);
+                    count += 1;
+                }
+            }
+            Ok::<_, anyhow::Error>(count)
+        });
+        let payload = Bytes::from(vec![7u8; 1024]);
+        let prefix = Bytes::copy_from_slice(&1024u32.to_be_bytes());
+        let d = timed(async {
+            let mut send = cc.open_uni().await?;
+            for _ in 0..messages {
+                let mut parts = [prefix.clone(), payload.clone()];
+                send.write_all_chunks(&mut parts).await?;
+            }
+            let got = reader.await??;
+            anyhow::ensure!(got == messages, "quinn msg1k: {got} of {messages} messages");
+            send.finish()?;
+            Ok(())
+        })
+        .await?;
+        cc.close(0u32.into(), b"done");
+        client.wait_idle().await;
+        Ok(messages as f64 / d.as_secs_f64())
+    })
+}
+
+/// Handshake latency from fresh client endpoints, one connection at a time.
+pub fn setup(n: usize) -> Result<Vec<Duration>> {
+    runtime()?.block_on(async {
+        let server = quinn::Endpoint::server(server_config(true)?, loopback())?;
+        let addr = server.local_addr()?;
+        let acceptor = server.clone();
+        tokio::spawn(async move {
+            while let Some(inc) = acceptor.accept().await {
+                tokio::spawn(async move {
+                    if let Ok(c) = inc.await {
+                        c.closed().await;
+                    }
+                });
+            }
+        });
+        let cfg = client_config(true)?;
+        let mut samples = Vec::with_capacity(n);
+        for _ in 0..n {
+            let mut client = quinn::Endpoint::client(loopback())?;
+            client.set_default_client_config(cfg.clone());
+            let t = Instant::now();
+            let c = client
+                .connect(addr, "bench")?
+                .await
+                .context("quinn connect")?;
+            samples.push(t.elapsed());
+            c.close(0u32.into(), b"done");
+            client.wait_idle().await;
+        }
+        server.close(0u32.into(), b"done");
+        Ok(samples)
+    })
+}
+
+/// Accepts any certificate but checks the TLS 1.3 handshake signature, as
+/// libtransport's TLS layer does.
+#[derive(Debug)]
+struct AnyCert {
+    algs: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algs.supported_schemes()
+    }
+}
