@@ -107,7 +107,14 @@ fn wait_until<S, P: Parker>(
         stats.parks += 1;
         let parked = parker.park(park_timeout);
         cancel(side);
-        parked.map_err(WaitError::Gone)?;
+        if let Err(gone) = parked {
+            // A clean close also hangs up the socket; report the close.
+            return Err(WaitError::Gone(if peer_closed(side) {
+                PeerGone::Closed
+            } else {
+                gone
+            }));
+        }
         if ready(side)? {
             tuner.record(parker.now_ns().saturating_sub(start), true);
             stats.mean_wait_ns = tuner.mean_wait_ns();

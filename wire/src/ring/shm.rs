@@ -322,7 +322,9 @@ impl ShmParker {
             Ok(_) | Err(Errno::EINTR) => {}
             Err(e) => return Err(PeerGone::Os(e as i32)),
         }
-        let sock_rev = fds[0].revents().unwrap_or(PollFlags::empty());
+        // nix returns `None` for flags it does not name; the only such flag
+        // we ask for is POLLRDHUP, so `None` means the peer hung up.
+        let sock_rev = fds[0].revents().unwrap_or(POLLRDHUP);
         let pid_rev = if self.pidfd.is_some() {
             fds[1].revents()
         } else {
