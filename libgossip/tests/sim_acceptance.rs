@@ -10,18 +10,29 @@ use common::{run, scenario};
 
 fn check(name: &str, seed: u64, max_rmr: f64, max_ldh: u16) {
     let sc = scenario(name);
-    assert!(sc.seeds.contains(&seed), "seed {seed} not listed in {name}.toml");
+    assert!(
+        sc.seeds.contains(&seed),
+        "seed {seed} not listed in {name}.toml"
+    );
     let r = run(&sc, seed);
     assert_eq!(r.missed, 0, "{name}/{seed}: missed deliveries");
     assert_eq!(r.delivery_ratio, 1.0);
     assert!(r.rmr < max_rmr, "{name}/{seed}: rmr {} ≥ {max_rmr}", r.rmr);
     assert!(r.ldh < max_ldh, "{name}/{seed}: ldh {} ≥ {max_ldh}", r.ldh);
-    assert!(r.view_bound_ok(), "{name}/{seed}: {} sends per publish > bound {}", r.sends_per_publish_max, r.view_bound);
+    assert!(
+        r.view_bound_ok(),
+        "{name}/{seed}: {} sends per publish > bound {}",
+        r.sends_per_publish_max,
+        r.view_bound
+    );
     assert_eq!(r.forged_delivered, 0, "no double or forged delivery");
-    assert_eq!(r.messages, match sc.senders {
-        libgossip::sim::Senders::All => r.messages,
-        _ => sc.rounds,
-    });
+    assert_eq!(
+        r.messages,
+        match sc.senders {
+            libgossip::sim::Senders::All => r.messages,
+            _ => sc.rounds,
+        }
+    );
 }
 
 macro_rules! acc {

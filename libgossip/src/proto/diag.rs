@@ -111,15 +111,25 @@ impl Snapshot {
             .flat_map(|t| t.active.iter().map(|l| l.peer))
             .map(|p| {
                 let srtt = peers.srtt(&p);
-                PeerDiag { peer: p, srtt, score: srtt.map_or(0.0, |d| -d.as_secs_f64()) }
+                PeerDiag {
+                    peer: p,
+                    srtt,
+                    score: srtt.map_or(0.0, |d| -d.as_secs_f64()),
+                }
             })
             .collect();
         pds.sort_by_key(|p| p.peer);
         pds.dedup_by_key(|p| p.peer);
         Snapshot {
             at: Some(now),
-            sent_by_kind: Kind::ALL.iter().map(|k| (kind_label(*k), out.sent[k.index()])).collect(),
-            sent_bytes_by_kind: Kind::ALL.iter().map(|k| (kind_label(*k), out.sent_bytes[k.index()])).collect(),
+            sent_by_kind: Kind::ALL
+                .iter()
+                .map(|k| (kind_label(*k), out.sent[k.index()]))
+                .collect(),
+            sent_bytes_by_kind: Kind::ALL
+                .iter()
+                .map(|k| (kind_label(*k), out.sent_bytes[k.index()]))
+                .collect(),
             verify: verifier.stats,
             verifying: verifier.pending.len(),
             key_waiting: verifier.waiting_len,

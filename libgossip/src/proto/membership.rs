@@ -9,14 +9,18 @@ use super::message::Body;
 use super::output::{Event, Output};
 use super::topic::{Ctx, Link, Topic};
 use super::types::PeerId;
-use rand::seq::{IndexedRandom, SliceRandom};
 use rand::Rng;
+use rand::seq::{IndexedRandom, SliceRandom};
 
 impl Topic {
     /// Starts joining through `bootstrap` peers.
     pub fn join(&mut self, ctx: &mut Ctx<'_>, bootstrap: &[PeerId]) {
         let me = ctx.me;
-        for b in bootstrap.iter().filter(|b| **b != me).take(ctx.cfg.active_view) {
+        for b in bootstrap
+            .iter()
+            .filter(|b| **b != me)
+            .take(ctx.cfg.active_view)
+        {
             self.pending.push((*b, ctx.now));
             ctx.send(self.id, *b, Body::Join);
         }
@@ -32,12 +36,21 @@ impl Topic {
             let i = ctx.rng.random_range(0..self.active.len());
             let gone = self.active.swap_remove(i).peer;
             ctx.send(self.id, gone, Body::Disconnect);
-            ctx.out.push(Output::Event(Event::NeighborDown { topic: self.id, peer: gone }));
+            ctx.out.push(Output::Event(Event::NeighborDown {
+                topic: self.id,
+                peer: gone,
+            }));
             self.add_passive(ctx, gone);
         }
         self.passive.retain(|q| *q != p);
-        self.active.push(Link { peer: p, eager: false });
-        ctx.out.push(Output::Event(Event::NeighborUp { topic: self.id, peer: p }));
+        self.active.push(Link {
+            peer: p,
+            eager: false,
+        });
+        ctx.out.push(Output::Event(Event::NeighborUp {
+            topic: self.id,
+            peer: p,
+        }));
     }
 
     pub fn add_passive(&mut self, ctx: &mut Ctx<'_>, p: PeerId) {
@@ -56,7 +69,10 @@ impl Topic {
         self.active.retain(|l| l.peer != *p);
         let removed = self.active.len() != before;
         if removed {
-            ctx.out.push(Output::Event(Event::NeighborDown { topic: self.id, peer: *p }));
+            ctx.out.push(Output::Event(Event::NeighborDown {
+                topic: self.id,
+                peer: *p,
+            }));
         }
         removed
     }
@@ -67,9 +83,21 @@ impl Topic {
             Body::Join => {
                 self.add_active(ctx, from);
                 ctx.send(self.id, from, Body::NeighborReply { accepted: true });
-                let others: Vec<PeerId> = self.active.iter().map(|l| l.peer).filter(|p| *p != from).collect();
+                let others: Vec<PeerId> = self
+                    .active
+                    .iter()
+                    .map(|l| l.peer)
+                    .filter(|p| *p != from)
+                    .collect();
                 for p in others {
-                    ctx.send(self.id, p, Body::ForwardJoin { peer: from, ttl: ctx.cfg.arwl });
+                    ctx.send(
+                        self.id,
+                        p,
+                        Body::ForwardJoin {
+                            peer: from,
+                            ttl: ctx.cfg.arwl,
+                        },
+                    );
                 }
             }
             Body::ForwardJoin { peer, ttl } => {
@@ -79,7 +107,13 @@ impl Topic {
                 if ttl == 0 || self.active.len() <= 1 {
                     if self.link(&peer).is_none() {
                         self.add_active(ctx, peer);
-                        ctx.send(self.id, peer, Body::Neighbor { high_priority: true });
+                        ctx.send(
+                            self.id,
+                            peer,
+                            Body::Neighbor {
+                                high_priority: true,
+                            },
+                        );
                     }
                     return;
                 }
@@ -99,13 +133,21 @@ impl Topic {
                     None => {
                         if self.link(&peer).is_none() {
                             self.add_active(ctx, peer);
-                            ctx.send(self.id, peer, Body::Neighbor { high_priority: true });
+                            ctx.send(
+                                self.id,
+                                peer,
+                                Body::Neighbor {
+                                    high_priority: true,
+                                },
+                            );
                         }
                     }
                 }
             }
             Body::Neighbor { high_priority } => {
-                let accept = high_priority || self.active.len() < ctx.cfg.active_view || self.link(&from).is_some();
+                let accept = high_priority
+                    || self.active.len() < ctx.cfg.active_view
+                    || self.link(&from).is_some();
                 if accept {
                     self.add_active(ctx, from);
                 } else {
@@ -132,12 +174,26 @@ impl Topic {
             Body::Shuffle { origin, ttl, peers } => {
                 let peers: Vec<PeerId> = peers.into_iter().take(ctx.cfg.list_max.min(64)).collect();
                 let next = if ttl > 0 && self.active.len() > 1 {
-                    self.active.iter().map(|l| l.peer).filter(|p| *p != from && *p != origin).collect::<Vec<_>>().choose(ctx.rng).copied()
+                    self.active
+                        .iter()
+                        .map(|l| l.peer)
+                        .filter(|p| *p != from && *p != origin)
+                        .collect::<Vec<_>>()
+                        .choose(ctx.rng)
+                        .copied()
                 } else {
                     None
                 };
                 match next {
-                    Some(n) => ctx.send(self.id, n, Body::Shuffle { origin, ttl: ttl - 1, peers }),
+                    Some(n) => ctx.send(
+                        self.id,
+                        n,
+                        Body::Shuffle {
+                            origin,
+                            ttl: ttl - 1,
+                            peers,
+                        },
+                    ),
                     None => {
                         if origin == ctx.me {
                             return;
@@ -163,15 +219,30 @@ impl Topic {
 
     /// Starts a shuffle through a random active peer.
     pub fn shuffle(&mut self, ctx: &mut Ctx<'_>) {
-        let Some(target) = self.active.choose(ctx.rng).map(|l| l.peer) else { return };
+        let Some(target) = self.active.choose(ctx.rng).map(|l| l.peer) else {
+            return;
+        };
         let mut peers = vec![ctx.me];
-        let mut a: Vec<PeerId> = self.active.iter().map(|l| l.peer).filter(|p| *p != target).collect();
+        let mut a: Vec<PeerId> = self
+            .active
+            .iter()
+            .map(|l| l.peer)
+            .filter(|p| *p != target)
+            .collect();
         a.shuffle(ctx.rng);
         peers.extend(a.into_iter().take(ctx.cfg.shuffle_active));
         let mut p = self.passive.clone();
         p.shuffle(ctx.rng);
         peers.extend(p.into_iter().take(ctx.cfg.shuffle_passive));
-        ctx.send(self.id, target, Body::Shuffle { origin: ctx.me, ttl: ctx.cfg.prwl, peers });
+        ctx.send(
+            self.id,
+            target,
+            Body::Shuffle {
+                origin: ctx.me,
+                ttl: ctx.cfg.prwl,
+                peers,
+            },
+        );
     }
 
     /// `p` is unreachable: drop it everywhere and start a replacement.
@@ -204,8 +275,16 @@ impl Topic {
         if self.active.len() >= ctx.cfg.active_view || !self.pending.is_empty() {
             return;
         }
-        let Some(c) = self.passive.choose(ctx.rng).copied() else { return };
+        let Some(c) = self.passive.choose(ctx.rng).copied() else {
+            return;
+        };
         self.pending.push((c, ctx.now));
-        ctx.send(self.id, c, Body::Neighbor { high_priority: self.active.is_empty() });
+        ctx.send(
+            self.id,
+            c,
+            Body::Neighbor {
+                high_priority: self.active.is_empty(),
+            },
+        );
     }
 }

@@ -24,8 +24,10 @@ pub use config::Config;
 pub use diag::{DiagHandle, PeerDiag, Snapshot, TopicDiag};
 pub use message::{Body, Gossip, IHaveEntry, Kind, Message};
 pub use node::{Node, ProtoError, Signer};
-pub use output::{kind_label, Delivery, Event, Output, SendOutcome, Transmit, Verdict, VerifyRequest};
+pub use output::{
+    Delivery, Event, Output, SendOutcome, Transmit, Verdict, VerifyRequest, kind_label,
+};
 pub use recent::RecentStats;
 pub use topic::TopicStats;
-pub use types::{message_id, payload_hash, signed_bytes, MessageId, PeerId, TopicId};
+pub use types::{MessageId, PeerId, TopicId, message_id, payload_hash, signed_bytes};
 pub use verify::VerifyStats;

@@ -2,11 +2,15 @@
 
 use super::config::Config;
 use super::diag::{DiagHandle, Snapshot};
+use super::health::cleanup::{CleanupCadence, CleanupParams};
+use super::health::cooling::{CoolingDecision, CoolingParams, CoolingTable};
+use super::health::{SendOutcome as HealthOutcome, VerifiedActivity};
 use super::message::{Body, Gossip, Message};
-use super::output::{Output, Outbox, SendOutcome, Timer, Verdict, VerifyRequest};
+use super::output::Event;
+use super::output::{Outbox, Output, SendOutcome, Timer, Verdict, VerifyRequest};
 use super::peers::{LinkVerdict, PeerTable};
 use super::topic::{Ctx, Topic};
-use super::types::{message_id, payload_hash, signed_bytes, MessageId, PeerId, TopicId};
+use super::types::{MessageId, PeerId, TopicId, message_id, payload_hash, signed_bytes};
 use super::verify::Verifier;
 use bytes::Bytes;
 use rand::SeedableRng;
@@ -53,11 +57,16 @@ pub struct Node {
     diag: DiagHandle,
     /// Messages for topics we are not in.
     unknown_topic: u64,
+    cooling: CoolingTable<PeerId, TopicId>,
+    cleanup: CleanupCadence,
 }
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Node").field("me", &self.me).field("topics", &self.topics.len()).finish()
+        f.debug_struct("Node")
+            .field("me", &self.me)
+            .field("topics", &self.topics.len())
+            .finish()
     }
 }
 
@@ -71,6 +80,7 @@ macro_rules! ctx {
             out: &mut $s.out,
             peers: &mut $s.peers,
             verifying: &$s.verifier.by_id,
+            cooling: &mut $s.cooling,
         }
     };
 }
@@ -93,6 +103,8 @@ impl Node {
             maintenance_armed: false,
             diag: DiagHandle::default(),
             unknown_topic: 0,
+            cooling: CoolingTable::new(CoolingParams::default()),
+            cleanup: CleanupCadence::new(CleanupParams::default()),
         }
     }
 
@@ -113,11 +125,17 @@ impl Node {
 
     /// Joins `topic` through `bootstrap` peers (may be empty for the first node).
     pub fn join(&mut self, topic: TopicId, bootstrap: &[PeerId], now: Instant) {
-        let t = self.topics.entry(topic).or_insert_with(|| Topic::new(topic));
-        t.next_shuffle.get_or_insert(now + self.cfg.shuffle_interval);
-        t.next_anti_entropy.get_or_insert(now + self.cfg.anti_entropy_interval);
+        let t = self
+            .topics
+            .entry(topic)
+            .or_insert_with(|| Topic::new(topic));
+        t.next_shuffle
+            .get_or_insert(now + self.cfg.shuffle_interval);
+        t.next_anti_entropy
+            .get_or_insert(now + self.cfg.anti_entropy_interval);
         let mut ctx = ctx!(self, now);
         t.join(&mut ctx, bootstrap);
+        self.cleanup.start(now);
         self.arm_maintenance(now);
     }
 
@@ -132,14 +150,30 @@ impl Node {
     }
 
     /// Signs and broadcasts `payload`.
-    pub fn publish(&mut self, topic: TopicId, payload: Bytes, now: Instant) -> Result<MessageId, ProtoError> {
-        let t = self.topics.get_mut(&topic).ok_or(ProtoError::NotSubscribed(topic))?;
+    pub fn publish(
+        &mut self,
+        topic: TopicId,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<MessageId, ProtoError> {
+        let t = self
+            .topics
+            .get_mut(&topic)
+            .ok_or(ProtoError::NotSubscribed(topic))?;
         let seqno = t.next_seqno;
         t.next_seqno += 1;
         let ph = payload_hash(&payload);
-        let signature = self.signer.sign(&signed_bytes(&topic, &self.me, seqno, &ph));
+        let signature = self
+            .signer
+            .sign(&signed_bytes(&topic, &self.me, seqno, &ph));
         let id = message_id(&topic, &self.me, seqno, &ph);
-        let g = Gossip { origin: self.me, seqno, payload, signature, hops: 0 };
+        let g = Gossip {
+            origin: self.me,
+            seqno,
+            payload,
+            signature,
+            hops: 0,
+        };
         let mut ctx = ctx!(self, now);
         t.publish(&mut ctx, g, id);
         Ok(id)
@@ -158,20 +192,31 @@ impl Node {
                     self.unknown_topic += 1;
                     return;
                 };
+                // Unsigned frames never reset cooling; they are only counted.
+                self.cooling.on_unverified_activity(from, topic, now);
                 let mut ctx = ctx!(self, now);
                 match body {
                     Body::IHave(entries) => t.on_ihave(&mut ctx, from, &entries),
                     Body::IWant(ids) => t.answer_iwant(&mut ctx, from, &ids),
-                    Body::Graft { ids } => t.on_graft(&mut ctx, from, &ids, true),
+                    Body::Graft { ids } => t.on_graft(&mut ctx, from, &ids),
                     Body::Prune => t.on_prune(from),
                     Body::Digest(ids) => {
                         let diverged = t.on_digest(&mut ctx, from, &ids);
                         // A digest from outside our active view that shows
                         // messages we lack means the overlay split (e.g. a
                         // healed partition): link up with that peer.
-                        if diverged && t.link(&from).is_none() && !t.pending.iter().any(|(q, _)| *q == from) {
+                        if diverged
+                            && t.link(&from).is_none()
+                            && !t.pending.iter().any(|(q, _)| *q == from)
+                        {
                             t.pending.push((from, now));
-                            ctx.send(topic, from, Body::Neighbor { high_priority: true });
+                            ctx.send(
+                                topic,
+                                from,
+                                Body::Neighbor {
+                                    high_priority: true,
+                                },
+                            );
                         }
                     }
                     other => t.on_membership(&mut ctx, from, other),
@@ -194,7 +239,11 @@ impl Node {
         if self.verifier.coalesce(&id, &g, from, self.cfg.coalesce_max) {
             return;
         }
-        let key = if g.origin == self.me { Some(self.my_key.clone()) } else { self.verifier.key(&g.origin).cloned() };
+        let key = if g.origin == self.me {
+            Some(self.my_key.clone())
+        } else {
+            self.verifier.key(&g.origin).cloned()
+        };
         match key {
             Some(key) => self.start_verify(topic, id, g, from, key),
             None => self.wait_for_key(topic, id, g, from, now),
@@ -210,22 +259,41 @@ impl Node {
         let origin = g.origin;
         let signature = g.signature.clone();
         let req = self.verifier.start(topic, id, g, from);
-        self.out.push(Output::Verify(VerifyRequest { req, origin, key, signed, signature }));
+        self.out.push(Output::Verify(VerifyRequest {
+            req,
+            origin,
+            key,
+            signed,
+            signature,
+        }));
     }
 
-    fn wait_for_key(&mut self, topic: TopicId, id: MessageId, g: Gossip, from: PeerId, now: Instant) {
+    fn wait_for_key(
+        &mut self,
+        topic: TopicId,
+        id: MessageId,
+        g: Gossip,
+        from: PeerId,
+        now: Instant,
+    ) {
         if self.verifier.waiting_len >= self.cfg.key_wait_max {
             self.verifier.stats.key_wait_full += 1;
             return;
         }
         let origin = g.origin;
-        self.verifier.waiting.entry(origin).or_default().push((topic, id, g, from));
+        self.verifier
+            .waiting
+            .entry(origin)
+            .or_default()
+            .push((topic, id, g, from));
         self.verifier.waiting_len += 1;
         // Ask the forwarder (it verified the message, so it has the key);
         // ask again, of whoever forwards next, if the last ask went stale.
         let stale = match self.verifier.key_asked.get(&origin) {
             None => true,
-            Some(at) => now.saturating_duration_since(*at) > self.peers.timeout(&from, &self.cfg) * 2,
+            Some(at) => {
+                now.saturating_duration_since(*at) > self.peers.timeout(&from, &self.cfg) * 2
+            }
         };
         if stale {
             self.verifier.key_asked.insert(origin, now);
@@ -236,7 +304,11 @@ impl Node {
     }
 
     fn on_key_request(&mut self, from: PeerId, topic: TopicId, origin: PeerId, now: Instant) {
-        let key = if origin == self.me { Some(self.my_key.clone()) } else { self.verifier.key(&origin).cloned() };
+        let key = if origin == self.me {
+            Some(self.my_key.clone())
+        } else {
+            self.verifier.key(&origin).cloned()
+        };
         match key {
             Some(key) => {
                 let mut ctx = ctx!(self, now);
@@ -254,12 +326,17 @@ impl Node {
         self.verifier.key_asked.remove(&origin);
         if self.verifier.key(&origin).is_none() {
             self.verifier.stats.keys_accepted += 1;
-            self.verifier.insert_key(origin, key.clone(), self.cfg.key_cache);
+            self.verifier
+                .insert_key(origin, key.clone(), self.cfg.key_cache);
         }
         let waiting = self.verifier.waiting.remove(&origin).unwrap_or_default();
         self.verifier.waiting_len -= waiting.len();
         for (topic, id, g, from) in waiting {
-            if self.topics.get(&topic).is_some_and(|t| t.recent.is_seen(&id)) {
+            if self
+                .topics
+                .get(&topic)
+                .is_some_and(|t| t.recent.is_seen(&id))
+            {
                 continue;
             }
             if self.verifier.coalesce(&id, &g, from, self.cfg.coalesce_max) {
@@ -282,9 +359,16 @@ impl Node {
             }
             Verdict::Valid => {
                 self.verifier.stats.valid += 1;
-                let Some(t) = self.topics.get_mut(&p.topic) else { return };
-                let mut ctx = ctx!(self, now);
+                let Some(t) = self.topics.get_mut(&p.topic) else {
+                    return;
+                };
                 let first = p.from[0];
+                // Only a Valid verdict may reset the sender's cooling window.
+                self.cooling.on_verified_activity(
+                    VerifiedActivity::after_valid_verdict(first, p.topic),
+                    now,
+                );
+                let mut ctx = ctx!(self, now);
                 if let Some(d) = t.on_valid(&mut ctx, p.gossip, p.id, first, &p.from[1..]) {
                     self.out.push(Output::Deliver(d));
                 }
@@ -292,8 +376,25 @@ impl Node {
         }
     }
 
-    /// The result of a [`super::Transmit`].
-    pub fn handle_send_outcome(&mut self, to: PeerId, topic: TopicId, outcome: SendOutcome, now: Instant) {
+    /// The result of a [`super::Transmit`] (`probe` echoes [`super::Transmit::probe`]).
+    pub fn handle_send_outcome(
+        &mut self,
+        to: PeerId,
+        topic: TopicId,
+        probe: bool,
+        outcome: SendOutcome,
+        now: Instant,
+    ) {
+        let health = match outcome {
+            SendOutcome::Delivered { latency } => Some(HealthOutcome::Ok { latency }),
+            SendOutcome::TimedOut => Some(HealthOutcome::Timeout),
+            SendOutcome::Failed => None,
+        };
+        if let Some(h) = health {
+            if let Some(d) = self.cooling.on_send_outcome(to, topic, h, probe, now) {
+                self.apply_cooling(d);
+            }
+        }
         if self.peers.on_outcome(to, outcome, now) == LinkVerdict::Dead {
             if let Some(t) = self.topics.get_mut(&topic) {
                 let mut ctx = ctx!(self, now);
@@ -302,13 +403,43 @@ impl Node {
         }
     }
 
+    fn apply_cooling(&mut self, d: CoolingDecision<PeerId, TopicId>) {
+        match d {
+            CoolingDecision::Suppress {
+                peer, topic, until, ..
+            } => {
+                if let Some(t) = self.topics.get_mut(&topic) {
+                    t.set_eager(&peer, false);
+                }
+                tracing::debug!(%peer, %topic, "peer cooled");
+                self.out
+                    .push(Output::Event(Event::Cooled { topic, peer, until }));
+            }
+            CoolingDecision::Recovered { peer, topic, .. } => {
+                self.out
+                    .push(Output::Event(Event::Recovered { topic, peer }));
+            }
+        }
+    }
+
+    /// Whether sends to `peer` on `topic` are suppressed by cooling now.
+    pub fn is_cooled(&self, peer: &PeerId, topic: &TopicId, now: Instant) -> bool {
+        self.cooling.is_suppressed(*peer, *topic, now)
+    }
+
     /// The next time [`Node::handle_timeout`] wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.out.next_timer()
+        match (self.out.next_timer(), self.cooling.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Runs due timers.
     pub fn handle_timeout(&mut self, now: Instant) {
+        for d in self.cooling.handle_timeout(now) {
+            self.apply_cooling(d);
+        }
         while let Some(t) = self.out.pop_due(now) {
             match t {
                 Timer::IHaveFlush(topic) => {
@@ -320,7 +451,7 @@ impl Node {
                 Timer::IWant(topic, id) => {
                     if let Some(t) = self.topics.get_mut(&topic) {
                         let mut ctx = ctx!(self, now);
-                        t.on_iwant_timer(&mut ctx, id, |_| true);
+                        t.on_iwant_timer(&mut ctx, id);
                     }
                 }
                 Timer::Maintenance => {
@@ -335,20 +466,23 @@ impl Node {
     fn arm_maintenance(&mut self, now: Instant) {
         if !self.maintenance_armed {
             self.maintenance_armed = true;
-            self.out.arm(now + self.cfg.maintenance_interval, Timer::Maintenance);
+            self.out
+                .arm(now + self.cfg.maintenance_interval, Timer::Maintenance);
         }
     }
 
     fn maintenance(&mut self, now: Instant) {
         for t in self.topics.values_mut() {
             let mut ctx = ctx!(self, now);
-            t.recent.expire(now, ctx.cfg.seen_retention, ctx.cfg.store_retention);
+            t.recent
+                .expire(now, ctx.cfg.seen_retention, ctx.cfg.store_retention);
             t.repair(&mut ctx);
             let peers = &*ctx.peers;
             let score = |p: &PeerId| peers.srtt(p).map_or(0.0, |d| -d.as_secs_f64());
             // `ctx` is re-borrowed below; compute scores on a snapshot.
-            let scores: HashMap<PeerId, f64> = t.active.iter().map(|l| (l.peer, score(&l.peer))).collect();
-            t.mesh_maintenance(&mut ctx, |p| scores.get(p).copied().unwrap_or(0.0), |_| true);
+            let scores: HashMap<PeerId, f64> =
+                t.active.iter().map(|l| (l.peer, score(&l.peer))).collect();
+            t.mesh_maintenance(&mut ctx, |p| scores.get(p).copied().unwrap_or(0.0));
             if t.next_shuffle.is_some_and(|at| at <= now) {
                 t.next_shuffle = Some(now + ctx.cfg.shuffle_interval);
                 t.shuffle(&mut ctx);
@@ -358,10 +492,17 @@ impl Node {
                 t.anti_entropy(&mut ctx);
             }
         }
+        if self.cleanup.is_due(now) {
+            self.cooling.cleanup(now);
+            let suppressed = self.cooling.suppressed_count(now);
+            self.cleanup.on_cleanup(now, suppressed);
+        }
         let topics = &self.topics;
         self.peers.retain(|p| topics.values().any(|t| t.knows(p)));
         let stale = self.cfg.max_send_timeout * 4;
-        self.verifier.key_asked.retain(|_, at| now.saturating_duration_since(*at) < stale);
+        self.verifier
+            .key_asked
+            .retain(|_, at| now.saturating_duration_since(*at) < stale);
         self.diag.store(self.snapshot(now));
     }
 
@@ -376,13 +517,34 @@ impl Node {
         Snapshot::build(self, now)
     }
 
-    pub(crate) fn parts(&self) -> (&HashMap<TopicId, Topic>, &Verifier, &Outbox, &PeerTable, u64) {
-        (&self.topics, &self.verifier, &self.out, &self.peers, self.unknown_topic)
+    pub(crate) fn parts(
+        &self,
+    ) -> (
+        &HashMap<TopicId, Topic>,
+        &Verifier,
+        &Outbox,
+        &PeerTable,
+        u64,
+    ) {
+        (
+            &self.topics,
+            &self.verifier,
+            &self.out,
+            &self.peers,
+            self.unknown_topic,
+        )
+    }
+
+    pub(crate) fn health_parts(&self) -> (&CoolingTable<PeerId, TopicId>, &CleanupCadence) {
+        (&self.cooling, &self.cleanup)
     }
 
     /// Active-view peers of `topic` with their EAGER flag.
     pub fn active_view(&self, topic: &TopicId) -> Vec<(PeerId, bool)> {
-        self.topics.get(topic).map(|t| t.active.iter().map(|l| (l.peer, l.eager)).collect()).unwrap_or_default()
+        self.topics
+            .get(topic)
+            .map(|t| t.active.iter().map(|l| (l.peer, l.eager)).collect())
+            .unwrap_or_default()
     }
 
     /// Passive-view size of `topic`.

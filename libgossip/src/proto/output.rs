@@ -30,6 +30,9 @@ pub struct Transmit {
     /// Give up (and report [`SendOutcome::TimedOut`]) after this long; derived
     /// from the peer's observed RTT.
     pub timeout: Duration,
+    /// This send is the single recovery probe of a cooled (peer, topic);
+    /// echo it in [`crate::proto::Node::handle_send_outcome`].
+    pub probe: bool,
 }
 
 /// A verified message for local subscribers.
@@ -106,6 +109,23 @@ pub enum Event {
         /// Peer.
         peer: PeerId,
     },
+    /// Sends to a slow peer on a topic are suppressed and it was demoted to LAZY.
+    Cooled {
+        /// Topic.
+        topic: TopicId,
+        /// Peer.
+        peer: PeerId,
+        /// Suppressed until (then one probe).
+        until: Instant,
+    },
+    /// A cooled peer's probe succeeded; sends resume (it stays LAZY for a
+    /// probation period).
+    Recovered {
+        /// Topic.
+        topic: TopicId,
+        /// Peer.
+        peer: PeerId,
+    },
 }
 
 /// Timers the node arms for itself.
@@ -128,14 +148,21 @@ pub(crate) struct Outbox {
     pub sent: [u64; 8],
     /// Bytes sent, by kind.
     pub sent_bytes: [u64; 8],
+    /// Sends withheld by cooling, by kind.
+    pub gated: [u64; 8],
 }
 
 impl Outbox {
-    pub fn transmit(&mut self, to: PeerId, msg: Message, timeout: Duration) {
+    pub fn transmit(&mut self, to: PeerId, msg: Message, timeout: Duration, probe: bool) {
         let k = msg.kind().index();
         self.sent[k] += 1;
         self.sent_bytes[k] += msg.wire_size() as u64;
-        self.queue.push_back(Output::Transmit(Transmit { to, msg, timeout }));
+        self.queue.push_back(Output::Transmit(Transmit {
+            to,
+            msg,
+            timeout,
+            probe,
+        }));
     }
 
     pub fn push(&mut self, o: Output) {

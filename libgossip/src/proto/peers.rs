@@ -21,7 +21,12 @@ pub(crate) struct PeerLink {
 
 impl PeerLink {
     fn new() -> Self {
-        Self { srtt: None, rttvar: Duration::ZERO, consecutive_timeouts: 0, last_ok: None }
+        Self {
+            srtt: None,
+            rttvar: Duration::ZERO,
+            consecutive_timeouts: 0,
+            last_ok: None,
+        }
     }
 }
 

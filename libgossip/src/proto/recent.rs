@@ -53,7 +53,14 @@ impl Recent {
     }
 
     /// Records a verified message. Returns false if it was already seen.
-    pub fn insert(&mut self, id: MessageId, s: Stored, now: Instant, seen_max: usize, store_max_bytes: usize) -> bool {
+    pub fn insert(
+        &mut self,
+        id: MessageId,
+        s: Stored,
+        now: Instant,
+        seen_max: usize,
+        store_max_bytes: usize,
+    ) -> bool {
         if self.seen.insert(id, now).is_some() {
             return false;
         }
@@ -118,7 +125,12 @@ impl Recent {
 
     /// Newest stored ids, at most `max`, received no earlier than `since`.
     pub fn recent_ids(&self, max: usize) -> Vec<MessageId> {
-        self.store_order.iter().rev().take(max).map(|(_, id)| *id).collect()
+        self.store_order
+            .iter()
+            .rev()
+            .take(max)
+            .map(|(_, id)| *id)
+            .collect()
     }
 
     pub fn seen_len(&self) -> usize {
@@ -131,6 +143,9 @@ impl Recent {
 
     /// Approximate bytes of state.
     pub fn bytes(&self) -> usize {
-        self.store_bytes + self.seen.len() * 48 + self.seen_order.len() * 48 + self.store.len() * 160
+        self.store_bytes
+            + self.seen.len() * 48
+            + self.seen_order.len() * 48
+            + self.store.len() * 160
     }
 }

@@ -9,6 +9,7 @@
 //! spanning tree shaped by first arrivals, i.e. by latency.
 
 use super::config::Config;
+use super::health::cooling::{CoolingTable, SendGate};
 use super::message::{Body, Gossip, IHaveEntry, Message};
 use super::output::{Delivery, Outbox, Timer};
 use super::peers::PeerTable;
@@ -29,12 +30,33 @@ pub(crate) struct Ctx<'a> {
     pub peers: &'a mut PeerTable,
     /// Messages whose signature is being checked right now.
     pub verifying: &'a HashMap<MessageId, u32>,
+    /// Slow-peer cooling per (peer, topic).
+    pub cooling: &'a mut CoolingTable<PeerId, TopicId>,
 }
 
 impl Ctx<'_> {
+    /// Sends through the cooling gate: a suppressed pair gets nothing (counted),
+    /// and after its cooldown exactly one send goes out as the probe.
     pub fn send(&mut self, topic: TopicId, to: PeerId, body: Body) {
+        let msg = Message { topic, body };
+        let probe = match self.cooling.gate(to, topic, self.now) {
+            SendGate::Allowed => false,
+            SendGate::Probe => true,
+            SendGate::Suppressed { .. } => {
+                self.out.gated[msg.kind().index()] += 1;
+                return;
+            }
+        };
         let timeout = self.peers.timeout(&to, self.cfg);
-        self.out.transmit(to, Message { topic, body }, timeout);
+        self.out.transmit(to, msg, timeout, probe);
+    }
+
+    /// Whether `p` may be made EAGER on `topic` now (GRAFT respects cooling
+    /// backoff and post-recovery probation).
+    pub fn graft_ok(&self, topic: TopicId, p: &PeerId) -> bool {
+        self.cooling
+            .graft_blocked_until(*p, topic, self.now)
+            .is_none()
     }
 }
 
@@ -146,13 +168,15 @@ impl Topic {
             if l.eager {
                 ctx.send(self.id, l.peer, Body::Eager(g.clone()));
             } else {
-                self.lazy_queue.push((l.peer, IHaveEntry { id, hops: g.hops }));
+                self.lazy_queue
+                    .push((l.peer, IHaveEntry { id, hops: g.hops }));
                 lazy_any = true;
             }
         }
         if lazy_any && !self.flush_armed {
             self.flush_armed = true;
-            ctx.out.arm(ctx.now + ctx.cfg.ihave_interval, Timer::IHaveFlush(self.id));
+            ctx.out
+                .arm(ctx.now + ctx.cfg.ihave_interval, Timer::IHaveFlush(self.id));
         }
     }
 
@@ -161,7 +185,11 @@ impl Topic {
         self.stats.published += 1;
         self.recent.insert(
             id,
-            Stored { gossip: g.clone(), hops: 0, from: ctx.me },
+            Stored {
+                gossip: g.clone(),
+                hops: 0,
+                from: ctx.me,
+            },
             ctx.now,
             ctx.cfg.seen_max,
             ctx.cfg.store_max_bytes,
@@ -194,7 +222,12 @@ impl Topic {
             // Forget the origin with the lowest high-water mark: the least
             // active one is the cheapest to lose (its old seqnos fall back on
             // the seen set).
-            if let Some(victim) = self.origins.iter().min_by_key(|(_, s)| **s).map(|(p, _)| *p) {
+            if let Some(victim) = self
+                .origins
+                .iter()
+                .min_by_key(|(_, s)| **s)
+                .map(|(p, _)| *p)
+            {
                 self.origins.remove(&victim);
             }
         }
@@ -204,13 +237,17 @@ impl Topic {
         self.missing.remove(&id);
         self.recent.insert(
             id,
-            Stored { gossip: g.clone(), hops: g.hops, from },
+            Stored {
+                gossip: g.clone(),
+                hops: g.hops,
+                from,
+            },
             ctx.now,
             ctx.cfg.seen_max,
             ctx.cfg.store_max_bytes,
         );
-        // PlumTree: whoever pushed to us is on the tree.
-        if self.link(&from).is_some_and(|l| !l.eager) {
+        // PlumTree: whoever pushed to us is on the tree (unless cooled).
+        if self.link(&from).is_some_and(|l| !l.eager) && ctx.graft_ok(self.id, &from) {
             self.set_eager(&from, true);
         }
         let mut skip = vec![from];
@@ -245,9 +282,12 @@ impl Topic {
         self.set_eager(&p, false);
     }
 
-    pub fn on_graft(&mut self, ctx: &mut Ctx<'_>, p: PeerId, ids: &[MessageId], allow_eager: bool) {
-        if allow_eager {
+    pub fn on_graft(&mut self, ctx: &mut Ctx<'_>, p: PeerId, ids: &[MessageId]) {
+        if ctx.graft_ok(self.id, &p) {
             self.set_eager(&p, true);
+        } else if self.link(&p).is_some() {
+            // Backoff: the link stays LAZY and the peer learns it.
+            ctx.send(self.id, p, Body::Prune);
         }
         self.answer_iwant(ctx, p, ids);
     }
@@ -281,6 +321,7 @@ impl Topic {
                 if !optimised
                     && s.hops > via.saturating_add(ctx.cfg.optimization_threshold)
                     && self.link(&p).is_some_and(|l| !l.eager)
+                    && ctx.graft_ok(self.id, &p)
                 {
                     let parent = s.from;
                     optimised = true;
@@ -304,33 +345,39 @@ impl Topic {
                 continue;
             }
             let m = self.missing.entry(e.id).or_default();
-            if m.announcers.len() < ctx.cfg.active_view.max(4) && !m.announcers.iter().any(|(a, _)| *a == p) {
+            if m.announcers.len() < ctx.cfg.active_view.max(4)
+                && !m.announcers.iter().any(|(a, _)| *a == p)
+            {
                 m.announcers.push_back((p, e.hops));
             }
             if is_new {
-                ctx.out.arm(ctx.now + ctx.cfg.iwant_timeout, Timer::IWant(self.id, e.id));
+                ctx.out
+                    .arm(ctx.now + ctx.cfg.iwant_timeout, Timer::IWant(self.id, e.id));
             }
         }
     }
 
     /// The IWANT timer for `id` fired and nothing arrived: graft the next
     /// announcer and ask it.
-    pub fn on_iwant_timer(&mut self, ctx: &mut Ctx<'_>, id: MessageId, graft_ok: impl Fn(&PeerId) -> bool) {
+    pub fn on_iwant_timer(&mut self, ctx: &mut Ctx<'_>, id: MessageId) {
         if self.recent.is_seen(&id) {
             self.missing.remove(&id);
             return;
         }
         if ctx.verifying.contains_key(&id) {
-            ctx.out.arm(ctx.now + ctx.cfg.iwant_retry, Timer::IWant(self.id, id));
+            ctx.out
+                .arm(ctx.now + ctx.cfg.iwant_retry, Timer::IWant(self.id, id));
             return;
         }
-        let Some(m) = self.missing.get_mut(&id) else { return };
+        let Some(m) = self.missing.get_mut(&id) else {
+            return;
+        };
         let Some((p, _)) = m.announcers.pop_front() else {
             self.missing.remove(&id);
             return;
         };
         self.stats.iwant_timeouts += 1;
-        if self.link(&p).is_some() && graft_ok(&p) {
+        if self.link(&p).is_some() && ctx.graft_ok(self.id, &p) {
             self.set_eager(&p, true);
             ctx.send(self.id, p, Body::Graft { ids: vec![id] });
         } else {
@@ -338,7 +385,8 @@ impl Topic {
         }
         // Keep the entry (a late announcer is queued without a new timer)
         // and ask the next announcer if this one does not answer in time.
-        ctx.out.arm(ctx.now + ctx.cfg.iwant_retry, Timer::IWant(self.id, id));
+        ctx.out
+            .arm(ctx.now + ctx.cfg.iwant_retry, Timer::IWant(self.id, id));
     }
 
     /// Sends the batched IHAVEs, one frame per peer.
@@ -394,7 +442,8 @@ impl Topic {
         if ids.is_empty() {
             return;
         }
-        let use_passive = !self.passive.is_empty() && (self.active.is_empty() || ctx.rng.random_ratio(1, 3));
+        let use_passive =
+            !self.passive.is_empty() && (self.active.is_empty() || ctx.rng.random_ratio(1, 3));
         let target = if use_passive {
             self.passive.choose(ctx.rng).copied()
         } else {
@@ -406,19 +455,14 @@ impl Topic {
     }
 
     /// Keeps the eager degree within [d_low, d_high], one change per tick.
-    /// `score` ranks peers (higher is better); `graft_ok` vetoes cooled peers.
-    pub fn mesh_maintenance(
-        &mut self,
-        ctx: &mut Ctx<'_>,
-        score: impl Fn(&PeerId) -> f64,
-        graft_ok: impl Fn(&PeerId) -> bool,
-    ) {
+    /// `score` ranks peers (higher is better); cooled peers are never grafted.
+    pub fn mesh_maintenance(&mut self, ctx: &mut Ctx<'_>, score: impl Fn(&PeerId) -> f64) {
         let eager = self.eager_count();
         if eager < ctx.cfg.d_low {
             let best = self
                 .active
                 .iter()
-                .filter(|l| !l.eager && graft_ok(&l.peer))
+                .filter(|l| !l.eager && ctx.graft_ok(self.id, &l.peer))
                 .max_by(|a, b| score(&a.peer).total_cmp(&score(&b.peer)))
                 .map(|l| l.peer);
             if let Some(p) = best {
@@ -441,7 +485,9 @@ impl Topic {
 
     /// Peers this topic refers to (bounds the node's peer table).
     pub fn knows(&self, p: &PeerId) -> bool {
-        self.link(p).is_some() || self.passive.contains(p) || self.pending.iter().any(|(q, _)| q == p)
+        self.link(p).is_some()
+            || self.passive.contains(p)
+            || self.pending.iter().any(|(q, _)| q == p)
     }
 
     /// Approximate bytes of per-topic state.

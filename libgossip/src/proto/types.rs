@@ -74,7 +74,12 @@ pub fn payload_hash(payload: &[u8]) -> [u8; 32] {
 
 /// The bytes the origin signs: a domain tag, then topic, origin, seqno and the
 /// payload hash. Fixed size, so a verifier never allocates by a sender's say.
-pub fn signed_bytes(topic: &TopicId, origin: &PeerId, seqno: u64, payload_hash: &[u8; 32]) -> [u8; 120] {
+pub fn signed_bytes(
+    topic: &TopicId,
+    origin: &PeerId,
+    seqno: u64,
+    payload_hash: &[u8; 32],
+) -> [u8; 120] {
     let mut out = [0u8; 120];
     out[..16].copy_from_slice(b"tern-gossip-v1\0\0");
     out[16..48].copy_from_slice(&topic.0);
@@ -85,6 +90,11 @@ pub fn signed_bytes(topic: &TopicId, origin: &PeerId, seqno: u64, payload_hash: 
 }
 
 /// The id of a message: SHA-256 of its signed bytes.
-pub fn message_id(topic: &TopicId, origin: &PeerId, seqno: u64, payload_hash: &[u8; 32]) -> MessageId {
+pub fn message_id(
+    topic: &TopicId,
+    origin: &PeerId,
+    seqno: u64,
+    payload_hash: &[u8; 32],
+) -> MessageId {
     MessageId(Sha256::digest(signed_bytes(topic, origin, seqno, payload_hash)).into())
 }

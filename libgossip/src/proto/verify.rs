@@ -90,7 +90,15 @@ impl Verifier {
         self.next_req += 1;
         let req = self.next_req;
         *self.by_id.entry(id).or_insert(0) += 1;
-        self.pending.insert(req, Pending { topic, id, gossip, from: vec![from] });
+        self.pending.insert(
+            req,
+            Pending {
+                topic,
+                id,
+                gossip,
+                from: vec![from],
+            },
+        );
         self.stats.requested += 1;
         req
     }

@@ -53,7 +53,9 @@ impl SimCrypto for StubCrypto {
         h.update(b"stub-key");
         h.update(self.seed.to_be_bytes());
         h.update((idx as u64).to_be_bytes());
-        Box::new(StubSigner { key: h.finalize().into() })
+        Box::new(StubSigner {
+            key: h.finalize().into(),
+        })
     }
 
     fn verify(&self, key: &[u8], msg: &[u8], sig: &[u8]) -> bool {

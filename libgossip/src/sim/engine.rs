@@ -6,7 +6,9 @@
 use super::crypto::SimCrypto;
 use super::metrics::{Dist, Report, RoundReport, SlowReport};
 use super::scenario::{Scenario, Senders};
-use crate::proto::{Body, Config, Gossip, Message, Node, Output, PeerId, SendOutcome, TopicId, Verdict};
+use crate::proto::{
+    Body, Config, Event, Gossip, Message, Node, Output, PeerId, SendOutcome, TopicId, Verdict,
+};
 use bytes::Bytes;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
@@ -16,12 +18,32 @@ use std::collections::{BinaryHeap, HashMap};
 use std::time::{Duration, Instant};
 
 enum EvKind {
-    Deliver { to: u32, from: u32, msg: Message },
-    Outcome { node: u32, to: PeerId, topic: TopicId, outcome: SendOutcome },
-    Verdict { node: u32, req: u64, verdict: Verdict },
-    Wake { node: u32 },
-    Join { node: u32 },
-    Round { r: usize },
+    Deliver {
+        to: u32,
+        from: u32,
+        msg: Message,
+    },
+    Outcome {
+        node: u32,
+        to: PeerId,
+        topic: TopicId,
+        probe: bool,
+        outcome: SendOutcome,
+    },
+    Verdict {
+        node: u32,
+        req: u64,
+        verdict: Verdict,
+    },
+    Wake {
+        node: u32,
+    },
+    Join {
+        node: u32,
+    },
+    Round {
+        r: usize,
+    },
 }
 
 struct Ev {
@@ -61,7 +83,7 @@ struct MsgTrack {
     at: Instant,
     payload: Bytes,
     delivered: Vec<bool>,
-    latencies: Vec<f64>,
+    latencies: Vec<(u32, f64)>,
     receptions: u64,
     ldh: u16,
     in_partition: bool,
@@ -95,11 +117,18 @@ pub struct Sim {
     round_start: Instant,
     slow_eager_at: Option<(Instant, Vec<u32>)>,
     cooled: HashMap<u32, Instant>,
+    recovered: HashMap<u32, Instant>,
+    /// Probes sent to the slow peer after it recovered, per sender.
+    probes_after: HashMap<u32, u32>,
+    slow_until: Option<Instant>,
 }
 
 impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sim").field("scenario", &self.sc.name).field("seed", &self.seed).finish()
+        f.debug_struct("Sim")
+            .field("scenario", &self.sc.name)
+            .field("seed", &self.seed)
+            .finish()
     }
 }
 
@@ -115,7 +144,10 @@ impl Sim {
     /// A simulation of `sc` with `seed`, signing through `crypto`.
     pub fn new(sc: Scenario, seed: u64, crypto: Box<dyn SimCrypto>) -> Self {
         let base = Instant::now();
-        let capacity = sc.nodes + sc.churn.as_ref().map_or(0, |c| c.join_per_round * sc.rounds);
+        let capacity = sc.nodes
+            + sc.churn
+                .as_ref()
+                .map_or(0, |c| c.join_per_round * sc.rounds);
         Self {
             seed,
             crypto,
@@ -142,13 +174,20 @@ impl Sim {
             round_start: base,
             slow_eager_at: None,
             cooled: HashMap::new(),
+            recovered: HashMap::new(),
+            probes_after: HashMap::new(),
+            slow_until: None,
             sc,
         }
     }
 
     fn push(&mut self, at: Instant, kind: EvKind) {
         self.seq += 1;
-        self.queue.push(Ev { at, seq: self.seq, kind });
+        self.queue.push(Ev {
+            at,
+            seq: self.seq,
+            kind,
+        });
     }
 
     fn proto_config(&self, idx: usize) -> Config {
@@ -168,24 +207,40 @@ impl Sim {
         let node = Node::new(signer, self.proto_config(idx));
         self.index.insert(node.id(), idx as u32);
         self.keys.push(key);
-        self.nodes.push(SimNode { node, alive: true, joined: None, wake: None });
+        self.nodes.push(SimNode {
+            node,
+            alive: true,
+            joined: None,
+            wake: None,
+        });
         idx as u32
     }
 
     fn latency(&self, a: u32, b: u32) -> Duration {
         let (lo, hi) = (a.min(b) as u64, a.max(b) as u64);
-        let span = self.sc.latency_max_ms.saturating_sub(self.sc.latency_min_ms) * 1000 + 1;
+        let span = self
+            .sc
+            .latency_max_ms
+            .saturating_sub(self.sc.latency_min_ms)
+            * 1000
+            + 1;
         let us = self.sc.latency_min_ms * 1000 + mix(self.seed ^ mix(lo << 32 | hi)) % span;
         Duration::from_micros(us)
     }
 
     fn join_node(&mut self, i: u32) {
-        let candidates: Vec<u32> =
-            (0..self.nodes.len() as u32).filter(|j| *j != i && self.nodes[*j as usize].alive && self.nodes[*j as usize].joined.is_some()).collect();
+        let candidates: Vec<u32> = (0..self.nodes.len() as u32)
+            .filter(|j| {
+                *j != i && self.nodes[*j as usize].alive && self.nodes[*j as usize].joined.is_some()
+            })
+            .collect();
         let boot: Vec<PeerId> = if self.sc.full_view {
             Vec::new()
         } else {
-            candidates.choose_multiple(&mut self.rng, self.sc.bootstrap).map(|j| self.nodes[*j as usize].node.id()).collect()
+            candidates
+                .choose_multiple(&mut self.rng, self.sc.bootstrap)
+                .map(|j| self.nodes[*j as usize].node.id())
+                .collect()
         };
         let now = self.now;
         let n = &mut self.nodes[i as usize];
@@ -221,13 +276,16 @@ impl Sim {
                 self.reschedule(i as u32);
             }
         }
-        self.round_start = self.base + spacing * self.sc.nodes as u32 + Duration::from_millis(self.sc.warmup_ms);
+        self.round_start =
+            self.base + spacing * self.sc.nodes as u32 + Duration::from_millis(self.sc.warmup_ms);
         let round = Duration::from_millis(self.sc.round_ms);
         for r in 0..self.sc.rounds {
             let at = self.round_start + round * r as u32;
             self.push(at, EvKind::Round { r });
         }
-        let end = self.round_start + round * self.sc.rounds as u32 + Duration::from_millis(self.sc.settle_ms);
+        let end = self.round_start
+            + round * self.sc.rounds as u32
+            + Duration::from_millis(self.sc.settle_ms);
         while let Some(ev) = self.queue.peek() {
             if ev.at > end {
                 break;
@@ -254,15 +312,25 @@ impl Sim {
                 }
                 let from_id = self.nodes[from as usize].node.id();
                 let now = self.now;
-                self.nodes[to as usize].node.handle_message(from_id, msg, now);
+                self.nodes[to as usize]
+                    .node
+                    .handle_message(from_id, msg, now);
                 self.drain(to);
             }
-            EvKind::Outcome { node, to, topic, outcome } => {
+            EvKind::Outcome {
+                node,
+                to,
+                topic,
+                probe,
+                outcome,
+            } => {
                 if !self.nodes[node as usize].alive {
                     return;
                 }
                 let now = self.now;
-                self.nodes[node as usize].node.handle_send_outcome(to, topic, outcome, now);
+                self.nodes[node as usize]
+                    .node
+                    .handle_send_outcome(to, topic, probe, outcome, now);
                 self.drain(node);
             }
             EvKind::Verdict { node, req, verdict } => {
@@ -270,7 +338,9 @@ impl Sim {
                     return;
                 }
                 let now = self.now;
-                self.nodes[node as usize].node.handle_verdict(req, verdict, now);
+                self.nodes[node as usize]
+                    .node
+                    .handle_verdict(req, verdict, now);
                 self.drain(node);
             }
             EvKind::Wake { node } => {
@@ -293,7 +363,9 @@ impl Sim {
     }
 
     fn live(&self) -> Vec<u32> {
-        (0..self.nodes.len() as u32).filter(|i| self.nodes[*i as usize].alive && self.nodes[*i as usize].joined.is_some()).collect()
+        (0..self.nodes.len() as u32)
+            .filter(|i| self.nodes[*i as usize].alive && self.nodes[*i as usize].joined.is_some())
+            .collect()
     }
 
     fn round(&mut self, r: usize) {
@@ -330,12 +402,19 @@ impl Sim {
                 let nb: Vec<u32> = self
                     .live()
                     .into_iter()
-                    .filter(|i| self.nodes[*i as usize].node.active_view(&self.topic).iter().any(|(p, _)| *p == slow_id))
+                    .filter(|i| {
+                        self.nodes[*i as usize]
+                            .node
+                            .active_view(&self.topic)
+                            .iter()
+                            .any(|(p, _)| *p == slow_id)
+                    })
                     .collect();
                 self.slow_eager_at = Some((self.now, nb));
             }
             if s.until_round == Some(r) {
                 self.slow_on = false;
+                self.slow_until = Some(self.now);
             }
         }
         if let Some(c) = self.sc.churn.clone() {
@@ -375,7 +454,12 @@ impl Sim {
         let payload = Bytes::from(payload);
         let now = self.now;
         let origin = self.nodes[s as usize].node.id();
-        let Ok(id) = self.nodes[s as usize].node.publish(self.topic, payload.clone(), now) else { return };
+        let Ok(id) = self.nodes[s as usize]
+            .node
+            .publish(self.topic, payload.clone(), now)
+        else {
+            return;
+        };
         let m = self.msgs.len() as u32;
         let seqno = self.msgs.iter().filter(|t| t.origin == s as usize).count() as u64 + 1;
         self.by_origin_seq.insert((origin, seqno), m);
@@ -398,22 +482,46 @@ impl Sim {
             // any genuine copy can (latency ≥ 1 ms). Alternate: same payload
             // with a bad signature, and a different payload.
             let live: Vec<u32> = self.live().into_iter().filter(|i| *i != s).collect();
-            let targets: Vec<u32> = live.choose_multiple(&mut self.rng, f.targets).copied().collect();
+            let targets: Vec<u32> = live
+                .choose_multiple(&mut self.rng, f.targets)
+                .copied()
+                .collect();
             for t in targets {
                 let forger = *live.choose(&mut self.rng).unwrap_or(&t);
                 let mut sig = vec![0u8; 32];
                 self.rng.fill(&mut sig[..]);
-                let bad_payload = if m % 2 == 0 { payload.clone() } else { Bytes::from_static(b"forged payload!!") };
-                let g = Gossip { origin, seqno, payload: bad_payload, signature: Bytes::from(sig), hops: 0 };
-                let msg = Message { topic: self.topic, body: Body::Eager(g) };
-                self.push(now + Duration::from_millis(1), EvKind::Deliver { to: t, from: forger, msg });
+                let bad_payload = if m % 2 == 0 {
+                    payload.clone()
+                } else {
+                    Bytes::from_static(b"forged payload!!")
+                };
+                let g = Gossip {
+                    origin,
+                    seqno,
+                    payload: bad_payload,
+                    signature: Bytes::from(sig),
+                    hops: 0,
+                };
+                let msg = Message {
+                    topic: self.topic,
+                    body: Body::Eager(g),
+                };
+                self.push(
+                    now + Duration::from_millis(1),
+                    EvKind::Deliver {
+                        to: t,
+                        from: forger,
+                        msg,
+                    },
+                );
             }
         }
         self.drain(s);
     }
 
     fn blocked(&self, a: u32, b: u32) -> bool {
-        !self.nodes[b as usize].alive || (self.partitioned && self.side[a as usize] != self.side[b as usize])
+        !self.nodes[b as usize].alive
+            || (self.partitioned && self.side[a as usize] != self.side[b as usize])
     }
 
     fn drain(&mut self, i: u32) {
@@ -421,7 +529,9 @@ impl Sim {
             match o {
                 Output::Transmit(t) => self.route(i, t),
                 Output::Deliver(d) => {
-                    let Some(m) = self.by_origin_seq.get(&(d.origin, d.seqno)).copied() else { continue };
+                    let Some(m) = self.by_origin_seq.get(&(d.origin, d.seqno)).copied() else {
+                        continue;
+                    };
                     let now = self.now;
                     let tr = &mut self.msgs[m as usize];
                     if d.payload != tr.payload {
@@ -433,14 +543,32 @@ impl Sim {
                         continue;
                     }
                     tr.delivered[i as usize] = true;
-                    tr.latencies.push(now.duration_since(tr.at).as_secs_f64() * 1000.0);
+                    tr.latencies
+                        .push((i, now.duration_since(tr.at).as_secs_f64() * 1000.0));
                     tr.ldh = tr.ldh.max(d.hops);
                 }
                 Output::Verify(v) => {
                     let ok = self.crypto.verify(&v.key, &v.signed, &v.signature);
                     let verdict = if ok { Verdict::Valid } else { Verdict::Invalid };
                     let at = self.now + Duration::from_millis(self.sc.verify_ms);
-                    self.push(at, EvKind::Verdict { node: i, req: v.req, verdict });
+                    self.push(
+                        at,
+                        EvKind::Verdict {
+                            node: i,
+                            req: v.req,
+                            verdict,
+                        },
+                    );
+                }
+                Output::Event(Event::Cooled { peer, .. }) => {
+                    if self.slow_peer_id() == Some(peer) {
+                        self.cooled.entry(i).or_insert(self.now);
+                    }
+                }
+                Output::Event(Event::Recovered { peer, .. }) => {
+                    if self.slow_peer_id() == Some(peer) {
+                        self.recovered.entry(i).or_insert(self.now);
+                    }
                 }
                 Output::Event(_) => {}
             }
@@ -471,7 +599,14 @@ impl Sim {
         }
     }
 
+    fn slow_peer_id(&self) -> Option<PeerId> {
+        self.sc.slow.as_ref().map(|s| self.nodes[s.node].node.id())
+    }
+
     fn route(&mut self, i: u32, t: crate::proto::Transmit) {
+        if t.probe && self.slow_until.is_some() && self.slow_peer_id() == Some(t.to) {
+            *self.probes_after.entry(i).or_insert(0) += 1;
+        }
         match &t.msg.body {
             Body::Eager(g) => {
                 let m = self.by_origin_seq.get(&(g.origin, g.seqno)).copied();
@@ -486,10 +621,21 @@ impl Sim {
             _ => {}
         }
         let topic = t.msg.topic;
-        let Some(&j) = self.index.get(&t.to) else { return };
+        let Some(&j) = self.index.get(&t.to) else {
+            return;
+        };
         let now = self.now;
         if self.blocked(i, j) {
-            self.push(now + t.timeout, EvKind::Outcome { node: i, to: t.to, topic, outcome: SendOutcome::Failed });
+            self.push(
+                now + t.timeout,
+                EvKind::Outcome {
+                    node: i,
+                    to: t.to,
+                    topic,
+                    probe: t.probe,
+                    outcome: SendOutcome::Failed,
+                },
+            );
             return;
         }
         let mut lat = self.latency(i, j);
@@ -497,7 +643,16 @@ impl Sim {
             lat += Duration::from_micros(self.rng.random_range(0..self.sc.jitter_ms * 1000));
         }
         if self.sc.loss > 0.0 && self.rng.random_bool(self.sc.loss.clamp(0.0, 1.0)) {
-            self.push(now + t.timeout, EvKind::Outcome { node: i, to: t.to, topic, outcome: SendOutcome::TimedOut });
+            self.push(
+                now + t.timeout,
+                EvKind::Outcome {
+                    node: i,
+                    to: t.to,
+                    topic,
+                    probe: t.probe,
+                    outcome: SendOutcome::TimedOut,
+                },
+            );
             return;
         }
         let mut accept = lat * 2;
@@ -507,11 +662,36 @@ impl Sim {
             lat += extra;
         }
         if accept > t.timeout {
-            self.push(now + t.timeout, EvKind::Outcome { node: i, to: t.to, topic, outcome: SendOutcome::TimedOut });
+            self.push(
+                now + t.timeout,
+                EvKind::Outcome {
+                    node: i,
+                    to: t.to,
+                    topic,
+                    probe: t.probe,
+                    outcome: SendOutcome::TimedOut,
+                },
+            );
             return;
         }
-        self.push(now + lat, EvKind::Deliver { to: j, from: i, msg: t.msg });
-        self.push(now + accept, EvKind::Outcome { node: i, to: t.to, topic, outcome: SendOutcome::Delivered { latency: accept } });
+        self.push(
+            now + lat,
+            EvKind::Deliver {
+                to: j,
+                from: i,
+                msg: t.msg,
+            },
+        );
+        self.push(
+            now + accept,
+            EvKind::Outcome {
+                node: i,
+                to: t.to,
+                topic,
+                probe: t.probe,
+                outcome: SendOutcome::Delivered { latency: accept },
+            },
+        );
     }
 
     fn report(&mut self, wall: Duration) -> Report {
@@ -527,20 +707,28 @@ impl Sim {
         let mut got = 0u64;
         let mut receptions = 0u64;
         let mut lat = Vec::new();
-        let mut rounds: Vec<RoundReport> = (0..self.sc.rounds).map(|r| RoundReport { round: r, ..Default::default() }).collect();
+        let mut rounds: Vec<RoundReport> = (0..self.sc.rounds)
+            .map(|r| RoundReport {
+                round: r,
+                ..Default::default()
+            })
+            .collect();
         let mut round_acc = vec![(0u64, 0u64, 0u64); self.sc.rounds];
         let mut part = (0usize, 0usize);
         for m in &self.msgs {
             let exp: Vec<u32> = live
                 .iter()
                 .copied()
-                .filter(|i| *i as usize != m.origin && self.nodes[*i as usize].joined.is_some_and(|j| j <= m.at))
+                .filter(|i| {
+                    *i as usize != m.origin
+                        && self.nodes[*i as usize].joined.is_some_and(|j| j <= m.at)
+                })
                 .collect();
             let g = exp.iter().filter(|i| m.delivered[**i as usize]).count() as u64;
             expected += exp.len() as u64;
             got += g;
             receptions += m.receptions;
-            lat.extend_from_slice(&m.latencies);
+            lat.extend(m.latencies.iter().map(|(_, l)| *l));
             rep.ldh = rep.ldh.max(m.ldh);
             let ra = &mut round_acc[m.round];
             ra.0 += exp.len() as u64;
@@ -559,21 +747,43 @@ impl Sim {
         for (rr, (e, g, rc)) in rounds.iter_mut().zip(round_acc) {
             rr.delivery_ratio = if e == 0 { 1.0 } else { g as f64 / e as f64 };
             rr.missed = e - g;
-            rr.rmr = if g == 0 { 0.0 } else { rc as f64 / g as f64 - 1.0 };
+            rr.rmr = if g == 0 {
+                0.0
+            } else {
+                rc as f64 / g as f64 - 1.0
+            };
         }
         rep.rounds = rounds;
-        rep.delivery_ratio = if expected == 0 { 1.0 } else { got as f64 / expected as f64 };
+        rep.delivery_ratio = if expected == 0 {
+            1.0
+        } else {
+            got as f64 / expected as f64
+        };
         rep.missed = expected - got;
         let delivered_all: u64 = self.msgs.iter().map(|m| m.latencies.len() as u64).sum();
-        rep.rmr = if delivered_all == 0 { 0.0 } else { receptions as f64 / delivered_all as f64 - 1.0 };
+        rep.rmr = if delivered_all == 0 {
+            0.0
+        } else {
+            receptions as f64 / delivered_all as f64 - 1.0
+        };
         rep.duplicates = receptions.saturating_sub(delivered_all);
         rep.latency_ms = Dist::of(&mut lat);
         let mut totals: Vec<f64> = self.sends.values().map(|(e, h)| (*e + *h) as f64).collect();
         let d = Dist::of(&mut totals);
         rep.sends_per_publish_max = d.max as u64;
         rep.sends_per_publish_p99 = d.p99 as u64;
-        rep.eager_per_publish_max = self.sends.values().map(|(e, _)| *e as u64).max().unwrap_or(0);
-        rep.ihave_per_publish_max = self.sends.values().map(|(_, h)| *h as u64).max().unwrap_or(0);
+        rep.eager_per_publish_max = self
+            .sends
+            .values()
+            .map(|(e, _)| *e as u64)
+            .max()
+            .unwrap_or(0);
+        rep.ihave_per_publish_max = self
+            .sends
+            .values()
+            .map(|(_, h)| *h as u64)
+            .max()
+            .unwrap_or(0);
         let (mut eg, mut lz, mut av, mut sb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut kinds = [0u64; 8];
         for i in &live {
@@ -595,7 +805,10 @@ impl Sim {
         rep.lazy_degree = Dist::of(&mut lz);
         rep.active_view = Dist::of(&mut av);
         rep.state_bytes = Dist::of(&mut sb);
-        rep.sent_by_kind = crate::proto::Kind::ALL.iter().map(|k| (crate::proto::kind_label(*k), kinds[k.index()])).collect();
+        rep.sent_by_kind = crate::proto::Kind::ALL
+            .iter()
+            .map(|k| (crate::proto::kind_label(*k), kinds[k.index()]))
+            .collect();
         rep.forged_delivered = self.forged_delivered + self.double_delivered;
         rep.sim_time = self.now.duration_since(self.base);
         rep.wall = wall;
@@ -615,30 +828,45 @@ impl Sim {
     fn slow_report(&self) -> SlowReport {
         let mut r = SlowReport::default();
         let Some(s) = &self.sc.slow else { return r };
-        let Some((_, nb)) = &self.slow_eager_at else { return r };
+        let Some((_, nb)) = &self.slow_eager_at else {
+            return r;
+        };
         r.neighbours = nb.len();
-        let slow_id = self.nodes[s.node].node.id();
-        // Cooled: no longer an eager link of that neighbour (demoted or dropped).
+        let Some((from, _)) = &self.slow_eager_at else {
+            return r;
+        };
         r.cooled_within_30s = nb
             .iter()
             .filter(|i| {
-                self.cooled.contains_key(i)
-                    || !self.nodes[**i as usize].node.active_view(&self.topic).iter().any(|(p, e)| *p == slow_id && *e)
+                self.cooled
+                    .get(i)
+                    .is_some_and(|at| at.duration_since(*from) <= Duration::from_secs(30))
             })
             .count();
+        r.recovered_neighbours = nb.iter().filter(|i| self.recovered.contains_key(i)).count();
+        r.max_probes_after_recovery = self.probes_after.values().copied().max().unwrap_or(0);
         let p99_rounds = |lo: usize, hi: usize| {
             let mut v: Vec<f64> = self
                 .msgs
                 .iter()
                 .filter(|m| m.round >= lo && m.round < hi)
-                .flat_map(|m| m.latencies.iter().copied())
+                .flat_map(|m| {
+                    m.latencies
+                        .iter()
+                        .filter(|(n, _)| *n as usize != s.node)
+                        .map(|(_, l)| *l)
+                })
                 .collect();
             Dist::of(&mut v).p99
         };
         let until = s.until_round.unwrap_or(self.sc.rounds);
         r.baseline_p99_ms = p99_rounds(0, s.from_round);
         r.slowed_p99_ms = p99_rounds(until.saturating_sub(5).max(s.from_round), until);
-        r.recovered_delivery = self.msgs.iter().filter(|m| m.round >= until + 2).all(|m| m.delivered[s.node]);
+        r.recovered_delivery = self
+            .msgs
+            .iter()
+            .filter(|m| m.round >= until + 2)
+            .all(|m| m.delivered[s.node]);
         r
     }
 }

@@ -25,7 +25,13 @@ impl Dist {
         }
         v.sort_by(f64::total_cmp);
         let at = |q: f64| v[(((v.len() - 1) as f64) * q).round() as usize];
-        Self { p50: at(0.5), p99: at(0.99), max: v[v.len() - 1], min: v[0], mean: v.iter().sum::<f64>() / v.len() as f64 }
+        Self {
+            p50: at(0.5),
+            p99: at(0.99),
+            max: v[v.len() - 1],
+            min: v[0],
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+        }
     }
 }
 
@@ -124,6 +130,10 @@ pub struct SlowReport {
     pub slowed_p99_ms: f64,
     /// Whether, after recovery, the slow node received every later message.
     pub recovered_delivery: bool,
+    /// Neighbours that re-admitted it (probe succeeded).
+    pub recovered_neighbours: usize,
+    /// Most probes one neighbour sent it after it recovered (1 expected).
+    pub max_probes_after_recovery: u32,
 }
 
 impl Report {

@@ -23,6 +23,13 @@ pub fn run_scenario(scenario: &Scenario) -> Vec<Report> {
     scenario
         .seeds
         .iter()
-        .map(|seed| Sim::new(scenario.clone(), *seed, Box::new(StubCrypto { seed: *seed })).run())
+        .map(|seed| {
+            Sim::new(
+                scenario.clone(),
+                *seed,
+                Box::new(StubCrypto { seed: *seed }),
+            )
+            .run()
+        })
         .collect()
 }

@@ -183,13 +183,19 @@ pub enum ScenarioError {
 impl Scenario {
     /// Parses TOML text.
     pub fn parse(text: &str, path: &str) -> Result<Self, ScenarioError> {
-        toml::from_str(text).map_err(|source| ScenarioError::Parse { path: path.into(), source })
+        toml::from_str(text).map_err(|source| ScenarioError::Parse {
+            path: path.into(),
+            source,
+        })
     }
 
     /// Reads a scenario file.
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io { path: p.clone(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+            path: p.clone(),
+            source,
+        })?;
         Self::parse(&text, &p)
     }
 }

@@ -6,7 +6,9 @@ use std::path::Path;
 
 /// Loads `libgossip/simulations/<name>.toml`.
 pub fn scenario(name: &str) -> Scenario {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("simulations").join(format!("{name}.toml"));
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("simulations")
+        .join(format!("{name}.toml"));
     Scenario::load(&p).unwrap_or_else(|e| panic!("{e}"))
 }
 

@@ -1,0 +1,93 @@
+//! Faults in the simulator: negative control, forged copies, partitions,
+//! crashes, churn and loss.
+#![cfg(feature = "sim")]
+
+mod common;
+use common::{run, scenario};
+
+/// G18: with every subscriber as a neighbour (full view) per-node sends per
+/// publish grow with the subscriber count, and the O(view) check catches it.
+#[test]
+fn negative_control_fails_view_bound() {
+    let r = run(&scenario("s100-full-view"), 1);
+    assert!(
+        !r.view_bound_ok(),
+        "full view must break the O(view) bound: {} ≤ {}",
+        r.sends_per_publish_max,
+        r.view_bound
+    );
+    assert!(
+        r.sends_per_publish_max >= 90,
+        "origin talks to ~all 99 others: {}",
+        r.sends_per_publish_max
+    );
+}
+
+/// G3: a forged copy arriving first is never delivered; the genuine one is,
+/// everywhere.
+#[test]
+fn forged_first_never_delivered_genuine_is() {
+    let sc = scenario("s100-forged");
+    for seed in sc.seeds.clone() {
+        let r = run(&sc, seed);
+        assert_eq!(r.forged_delivered, 0);
+        assert!(
+            r.invalid_verdicts >= 10,
+            "forgeries were verified and rejected: {}",
+            r.invalid_verdicts
+        );
+        assert_eq!(r.missed, 0, "genuine copies reach everyone");
+    }
+}
+
+/// G12: a 30 % partition heals and anti-entropy recovers every message
+/// published during it (on either side).
+#[test]
+fn partition_heals_and_anti_entropy_recovers() {
+    let sc = scenario("s100-partition");
+    for seed in sc.seeds.clone() {
+        let r = run(&sc, seed);
+        let (during, recovered) = r.partition_recovered.expect("partition scenario");
+        assert!(
+            during >= 4,
+            "messages published during the partition: {during}"
+        );
+        assert_eq!(
+            recovered, during,
+            "every message published during the partition reached every node"
+        );
+        assert_eq!(r.missed, 0);
+    }
+}
+
+/// G1: churn (graceful leaves, fresh joins) and loss keep delivery complete.
+#[test]
+fn churn_and_loss() {
+    let r = run(&scenario("s100-churn"), 1);
+    assert_eq!(r.missed, 0);
+    let r = run(&scenario("s100-lossy"), 1);
+    assert_eq!(r.missed, 0);
+}
+
+/// G1, G18: 1,000 nodes with one sender, a random sender per round, and 10 %
+/// crashing: full delivery (≥ 99.9 % after the crash), eager degree within
+/// [D_low, D_high], sends per publish bounded by the view.
+#[test]
+fn thousand_nodes() {
+    for name in ["s1000-one", "s1000-random"] {
+        let r = run(&scenario(name), 1);
+        assert_eq!(r.missed, 0, "{name}");
+        assert!(r.view_bound_ok(), "{name}");
+        assert!(
+            r.eager_degree.p99 >= 1.0 && r.eager_degree.p99 <= 4.0,
+            "{name}: {:?}",
+            r.eager_degree
+        );
+    }
+    let r = run(&scenario("s1000-crash"), 1);
+    assert!(
+        r.delivery_ratio >= 0.999,
+        "after crash: {}",
+        r.delivery_ratio
+    );
+}
