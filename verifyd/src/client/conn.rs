@@ -227,6 +227,8 @@ impl Conn {
             Response::VerifyResult { request_id, verdicts } => {
                 let Some(Pending::Verify { sub, names }) = self.take(request_id) else { return };
                 self.outstanding.fetch_sub(sub.idx.len(), Ordering::Relaxed);
+                // An answer means the instance freed capacity: end any back-off.
+                *lock(&self.ready_at) = now();
                 if verdicts.len() != sub.idx.len() {
                     tracing::warn!(path = %self.path.display(), "verdict count mismatch; re-routing");
                     pool.reroute(sub);

@@ -178,6 +178,12 @@ impl Ticket {
         self.wait_timeout(Duration::MAX).unwrap_or(Err(PoolError::Closed))
     }
 
+    /// Items still without a verdict.
+    #[must_use]
+    pub fn pending_items(&self) -> usize {
+        self.0.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remaining
+    }
+
     /// Like [`Ticket::wait`], but gives the ticket back after `timeout`.
     pub fn wait_timeout(self, timeout: Duration) -> Result<Result<Vec<Verdict>, PoolError>, Ticket> {
         let deadline = now().checked_add(timeout);

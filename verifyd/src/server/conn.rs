@@ -244,7 +244,7 @@ fn handle_frame(
             let prev = shared.bytes_in_flight.fetch_add(bytes, Ordering::Relaxed);
             if prev + bytes > shared.cfg.max_bytes_in_flight {
                 shared.bytes_in_flight.fetch_sub(bytes, Ordering::Relaxed);
-                return send_busy(shared, writer, fbb, request_id, bytes);
+                return send_busy(shared, writer, fbb, request_id, n);
             }
             let work = resolve(shared, &frame, items);
             let job = Arc::new(Job {
@@ -271,17 +271,18 @@ fn handle_frame(
                 Admission::Busy => {
                     drop(s);
                     shared.bytes_in_flight.fetch_sub(bytes, Ordering::Relaxed);
-                    send_busy(shared, writer, fbb, request_id, bytes);
+                    send_busy(shared, writer, fbb, request_id, n);
                 }
             }
         }
     }
 }
 
-fn send_busy(shared: &Shared, w: &Writer, fbb: &mut FlatBufferBuilder<'static>, request_id: u64, _bytes: usize) {
+fn send_busy(shared: &Shared, w: &Writer, fbb: &mut FlatBufferBuilder<'static>, request_id: u64, items: usize) {
     let st = shared.sched().stats();
-    // Time to work off what is queued, as a hint.
-    let retry_us = (st.in_flight as u64 * st.item_ns.max(1) / shared.cfg.threads.max(1) as u64 / 1000).clamp(50, 1_000_000);
+    // Hint: time until enough admitted items finish for this request to fit.
+    let excess = (st.in_flight + items).saturating_sub(st.limit).max(1) as u64;
+    let retry_us = (excess * st.item_ns.max(1) / shared.cfg.threads.max(1) as u64 / 1000).clamp(50, 1_000_000);
     w.send(shared, &proto::encode_busy(fbb, request_id, retry_us as u32, st.queued.min(u32::MAX as usize) as u32));
 }
 
