@@ -301,9 +301,21 @@ pub fn exchange<R: Read, W: Write>(
 ) -> Result<Session, WireError> {
     let mut fbb = FlatBufferBuilder::with_capacity(512);
     writer.set_max_frame(MIN_MAX_FRAME);
-    writer.write_frame(local.encode(&mut fbb))?;
-    writer.flush()?;
     reader.set_max_frame(MIN_MAX_FRAME);
+    let sent = writer
+        .write_frame(local.encode(&mut fbb))
+        .and_then(|()| writer.flush());
+    if let Err(send_err) = sent {
+        // A peer that refused us (e.g. PermissionDenied) has written an
+        // error frame and closed: prefer its reason over our broken pipe.
+        return Err(match reader.read_frame() {
+            Ok(Some(payload)) => match negotiate_bytes(local, payload) {
+                Err(remote @ WireError::Remote(_)) => remote,
+                _ => send_err,
+            },
+            _ => send_err,
+        });
+    }
     let outcome = match reader.read_frame() {
         Ok(Some(payload)) => negotiate_bytes(local, payload),
         Ok(None) => Err(WireError::Truncated { got: 0, want: 1 }),
@@ -342,7 +354,16 @@ where
 
     let mut fbb = FlatBufferBuilder::with_capacity(512);
     framed.codec_mut().set_max_frame(MIN_MAX_FRAME);
-    framed.send(local.encode(&mut fbb)).await?;
+    if let Err(send_err) = framed.send(local.encode(&mut fbb)).await {
+        // Prefer a refusing peer's error frame over our broken pipe.
+        return Err(match framed.next().await {
+            Some(Ok(payload)) => match negotiate_bytes(local, &payload) {
+                Err(remote @ WireError::Remote(_)) => remote,
+                _ => send_err,
+            },
+            _ => send_err,
+        });
+    }
     let outcome = match framed.next().await {
         Some(Ok(payload)) => negotiate_bytes(local, &payload),
         Some(Err(e)) => Err(e),

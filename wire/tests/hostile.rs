@@ -279,3 +279,39 @@ fn random_and_mutated_input_never_panics_or_overallocates() {
     }
     assert!(errors > 0, "the generator produced no hostile input");
 }
+
+/// The async codec over a real socket: a hostile prefix is refused with a
+/// typed error and the read buffer stays at its initial size.
+#[cfg(feature = "tokio")]
+#[tokio::test]
+async fn tokio_codec_refuses_hostile_prefix_without_growing() {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio_util::codec::Framed;
+    use wire::frame::FrameCodec;
+
+    for (prefix, zero) in [(u32::MAX, false), (MAX + 1, false), (0, true)] {
+        let (mut a, b) = tokio::net::UnixStream::pair().unwrap();
+        let mut hostile = prefix.to_le_bytes().to_vec();
+        hostile.extend_from_slice(&[0x5a; 100]);
+        a.write_all(&hostile).await.unwrap();
+        let mut f = Framed::new(b, FrameCodec::new(MAX));
+        match f.next().await {
+            Some(Err(WireError::ZeroLength)) if zero => {}
+            Some(Err(WireError::Oversize { len, max })) if !zero => {
+                assert_eq!((len, max), (u64::from(prefix), MAX));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(f.read_buffer().capacity() <= 8 * 1024);
+    }
+    // A frame cut short by the peer closing is Truncated.
+    let (mut a, b) = tokio::net::UnixStream::pair().unwrap();
+    a.write_all(&[200, 0, 0, 0, 1, 2, 3]).await.unwrap();
+    drop(a);
+    let mut f = Framed::new(b, FrameCodec::new(MAX));
+    assert!(matches!(
+        f.next().await,
+        Some(Err(WireError::Truncated { got: 7, want: 204 }))
+    ));
+}

@@ -88,10 +88,12 @@ fn rejected_peer_gets_a_permission_denied_frame() {
     let client = std::thread::spawn({
         let path = path.clone();
         move || {
+            // The client runs its hello as usual and learns why it was refused,
+            // whether its hello write raced the close or not.
             let s = UnixStream::connect(&path).unwrap();
-            let mut r = FrameReader::new(&s, frame::MIN_MAX_FRAME);
-            let p = r.read_frame().unwrap().unwrap().to_vec();
-            frame::decode::<VerifySchema>(&p).map(|_| ()).unwrap_err()
+            let mut r = FrameReader::new(&s, frame::DEFAULT_MAX_FRAME);
+            let mut w = FrameWriter::new(&s, frame::DEFAULT_MAX_FRAME);
+            hello::exchange(&mut r, &mut w, &client_hello()).unwrap_err()
         }
     });
     let me = nix::unistd::geteuid().as_raw();
