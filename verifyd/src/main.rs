@@ -38,6 +38,10 @@ struct Cli {
     /// Decoded keys kept in the cache.
     #[arg(long, default_value_t = 65_536)]
     key_capacity: usize,
+    /// Upper bound of the adaptive admission limit (items admitted and not
+    /// yet verified) [default: 65536].
+    #[arg(long, env = "TERN_VERIFYD_MAX_IN_FLIGHT")]
+    max_in_flight: Option<usize>,
     /// Seconds a drain may take before the daemon stops anyway.
     #[arg(long, default_value_t = 10)]
     drain_deadline_s: u64,
@@ -67,6 +71,10 @@ fn main() -> Result<()> {
     cfg.backend = cli.backend;
     cfg.key_capacity = cli.key_capacity;
     cfg.drain_deadline = Duration::from_secs(cli.drain_deadline_s);
+    if let Some(n) = cli.max_in_flight {
+        cfg.sched.limit_ceiling = n.max(1);
+        cfg.sched.limit_floor = cfg.sched.limit_floor.min(n.max(1));
+    }
 
     // Block the signals in every thread (threads inherit the mask) and take
     // them synchronously on one thread.
