@@ -3,6 +3,7 @@
 //! order, diagnostics snapshots.
 #![cfg(feature = "sim")]
 #![allow(clippy::disallowed_methods)] // tests own the clock: one base Instant
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (STYLE.md)
 
 use bytes::Bytes;
 use libgossip::proto::{
@@ -270,13 +271,13 @@ fn ihave_flood_never_escapes_cooling() {
         let now2 = t + Duration::from_millis(100) * step;
         a.handle_timeout(now2);
         for o in drain(&mut a) {
-            if let Output::Transmit(tr) = o {
-                if tr.to == p {
-                    if tr.probe {
-                        probes += 1;
-                    } else if a.is_cooled(&p, &topic, now2) {
-                        sent_while_cooled += 1;
-                    }
+            if let Output::Transmit(tr) = o
+                && tr.to == p
+            {
+                if tr.probe {
+                    probes += 1;
+                } else if a.is_cooled(&p, &topic, now2) {
+                    sent_while_cooled += 1;
                 }
             }
         }

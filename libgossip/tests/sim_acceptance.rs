@@ -4,6 +4,7 @@
 //! parallel. Proves G1, G2, G3 (every delivery went through a Valid verdict),
 //! G18 (sends per publish bounded by the view).
 #![cfg(feature = "sim")]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (STYLE.md)
 
 mod common;
 use common::{run, scenario};

@@ -6,6 +6,7 @@
 //! A reader therefore sees either the previous or the next snapshot, never a
 //! half-built or empty one.
 
+use super::health::cooling::{CoolingCounters, SuppressedPeer};
 use super::message::Kind;
 use super::node::Node;
 use super::output::kind_label;
@@ -81,11 +82,20 @@ pub struct Snapshot {
     pub peers: Vec<PeerDiag>,
     /// Timers armed.
     pub timers: usize,
+    /// Suppressed (peer, topic) pairs with reason, until, backoff and probe state.
+    pub suppressed: Vec<SuppressedPeer<PeerId, TopicId>>,
+    /// Cooling counters.
+    pub cooling: CoolingCounters,
+    /// Sends withheld by cooling, by kind (name, count).
+    pub gated_by_kind: Vec<(&'static str, u64)>,
+    /// Current adaptive cooling-cleanup interval.
+    pub cleanup_interval: Duration,
 }
 
 impl Snapshot {
     pub(crate) fn build(node: &Node, now: Instant) -> Self {
         let (topics, verifier, out, peers, unknown_topic) = node.parts();
+        let (cooling, cleanup) = node.health_parts();
         let mut tds: Vec<TopicDiag> = topics
             .values()
             .map(|t| {
@@ -139,6 +149,13 @@ impl Snapshot {
             topics: tds,
             peers: pds,
             timers: out.timers_len(),
+            suppressed: cooling.suppressed(now),
+            cooling: cooling.counters(),
+            gated_by_kind: Kind::ALL
+                .iter()
+                .map(|k| (kind_label(*k), out.gated[k.index()]))
+                .collect(),
+            cleanup_interval: cleanup.interval(),
         }
     }
 }

@@ -166,11 +166,7 @@ impl Topic {
                     self.add_passive(ctx, from);
                 }
             }
-            Body::Disconnect => {
-                if self.remove_active(ctx, &from) {
-                    self.add_passive(ctx, from);
-                }
-            }
+            Body::Disconnect if self.remove_active(ctx, &from) => self.add_passive(ctx, from),
             Body::Shuffle { origin, ttl, peers } => {
                 let peers: Vec<PeerId> = peers.into_iter().take(ctx.cfg.list_max.min(64)).collect();
                 let next = if ttl > 0 && self.active.len() > 1 {

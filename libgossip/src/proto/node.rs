@@ -390,16 +390,16 @@ impl Node {
             SendOutcome::TimedOut => Some(HealthOutcome::Timeout),
             SendOutcome::Failed => None,
         };
-        if let Some(h) = health {
-            if let Some(d) = self.cooling.on_send_outcome(to, topic, h, probe, now) {
-                self.apply_cooling(d);
-            }
+        if let Some(h) = health
+            && let Some(d) = self.cooling.on_send_outcome(to, topic, h, probe, now)
+        {
+            self.apply_cooling(d);
         }
-        if self.peers.on_outcome(to, outcome, now) == LinkVerdict::Dead {
-            if let Some(t) = self.topics.get_mut(&topic) {
-                let mut ctx = ctx!(self, now);
-                t.on_peer_failed(&mut ctx, &to);
-            }
+        if self.peers.on_outcome(to, outcome, now) == LinkVerdict::Dead
+            && let Some(t) = self.topics.get_mut(&topic)
+        {
+            let mut ctx = ctx!(self, now);
+            t.on_peer_failed(&mut ctx, &to);
         }
     }
 

@@ -305,10 +305,10 @@ impl Sim {
                 if !self.nodes[to as usize].alive {
                     return;
                 }
-                if let Body::Eager(g) = &msg.body {
-                    if let Some(m) = self.by_origin_seq.get(&(g.origin, g.seqno)) {
-                        self.msgs[*m as usize].receptions += 1;
-                    }
+                if let Body::Eager(g) = &msg.body
+                    && let Some(m) = self.by_origin_seq.get(&(g.origin, g.seqno))
+                {
+                    self.msgs[*m as usize].receptions += 1;
                 }
                 let from_id = self.nodes[from as usize].node.id();
                 let now = self.now;
@@ -369,8 +369,10 @@ impl Sim {
     }
 
     fn round(&mut self, r: usize) {
-        if let Some(c) = self.sc.crash.clone() {
-            if c.at_round == r {
+        if let Some(c) = self.sc.crash.clone()
+            && c.at_round == r
+        {
+            {
                 let mut live: Vec<u32> = self.live().into_iter().filter(|i| *i != 0).collect();
                 let k = (self.nodes.len() as f64 * c.fraction).round() as usize;
                 for _ in 0..k.min(live.len()) {
@@ -490,7 +492,7 @@ impl Sim {
                 let forger = *live.choose(&mut self.rng).unwrap_or(&t);
                 let mut sig = vec![0u8; 32];
                 self.rng.fill(&mut sig[..]);
-                let bad_payload = if m % 2 == 0 {
+                let bad_payload = if m.is_multiple_of(2) {
                     payload.clone()
                 } else {
                     Bytes::from_static(b"forged payload!!")

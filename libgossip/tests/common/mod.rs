@@ -1,5 +1,6 @@
 //! Helpers shared by the simulator tests.
 #![allow(dead_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (STYLE.md)
 
 use libgossip::sim::{Report, Scenario, Sim, StubCrypto};
 use std::path::Path;
