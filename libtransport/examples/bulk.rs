@@ -22,7 +22,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let cfg = Config::default().gso(gso);
     let server = Endpoint::bind("127.0.0.1:0".parse()?, Identity::generate()?, cfg.clone())?;
     let client = Endpoint::bind("127.0.0.1:0".parse()?, Identity::generate()?, cfg)?;
-    let mut bulk = server.register(Kind::BULK, KindConfig { max_message: 2 << 20, ..KindConfig::default() })?;
+    let mut bulk = server.register(
+        Kind::BULK,
+        KindConfig {
+            max_message: 2 << 20,
+            ..KindConfig::default()
+        },
+    )?;
     let total = mib << 20;
 
     let sink = tokio::spawn(async move {
@@ -40,7 +46,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         got
     });
 
-    let conn = client.connect(server.local_addr(), server.peer_id()).await?;
+    let conn = client
+        .connect(server.local_addr(), server.peer_id())
+        .await?;
     let chunk = Bytes::from(vec![0xA5u8; 1 << 20]);
     let start = Instant::now();
     if messages {

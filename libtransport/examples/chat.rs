@@ -55,7 +55,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("listen") => {
-            let addr: SocketAddr = args.get(1).map_or("127.0.0.1:5000", String::as_str).parse()?;
+            let addr: SocketAddr = args
+                .get(1)
+                .map_or("127.0.0.1:5000", String::as_str)
+                .parse()?;
             let ep = Endpoint::bind(addr, Identity::generate()?, Config::default())?;
             println!("chat on {} as {}", ep.local_addr(), ep.peer_id());
             interactive(ep).await
@@ -64,7 +67,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (Some(addr), Some(peer)) = (args.get(1), args.get(2)) else {
                 return Err("usage: chat join <addr> <peer-id>".into());
             };
-            let ep = Endpoint::bind("127.0.0.1:0".parse()?, Identity::generate()?, Config::default())?;
+            let ep = Endpoint::bind(
+                "127.0.0.1:0".parse()?,
+                Identity::generate()?,
+                Config::default(),
+            )?;
             let ep2 = ep.clone();
             let (addr, peer) = (addr.parse()?, PeerId::from_hex(peer)?);
             tokio::spawn(async move {
@@ -75,18 +82,41 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             interactive(ep).await
         }
         _ => {
-            let alice = Endpoint::bind("127.0.0.1:0".parse()?, Identity::generate()?, Config::default())?;
-            let bob = Endpoint::bind("127.0.0.1:0".parse()?, Identity::generate()?, Config::default())?;
+            let alice = Endpoint::bind(
+                "127.0.0.1:0".parse()?,
+                Identity::generate()?,
+                Config::default(),
+            )?;
+            let bob = Endpoint::bind(
+                "127.0.0.1:0".parse()?,
+                Identity::generate()?,
+                Config::default(),
+            )?;
             let mut bob_inbox = bob.register(Kind::DM, KindConfig::default())?;
             let mut alice_inbox = alice.register(Kind::DM, KindConfig::default())?;
             alice.connect(bob.local_addr(), bob.peer_id()).await?;
-            alice.send(&bob.peer_id(), Kind::DM, Bytes::from_static(b"hi bob")).await?;
+            alice
+                .send(&bob.peer_id(), Kind::DM, Bytes::from_static(b"hi bob"))
+                .await?;
             let m = bob_inbox.recv().await.ok_or("bob closed")?;
-            println!("bob   <- {}: {}", m.peer.short(), String::from_utf8_lossy(&m.data));
+            println!(
+                "bob   <- {}: {}",
+                m.peer.short(),
+                String::from_utf8_lossy(&m.data)
+            );
             // Bob answers over the same connection: one connection per peer.
-            bob.send(&m.peer, Kind::DM, Bytes::from_static(b"hi alice, one connection is enough")).await?;
+            bob.send(
+                &m.peer,
+                Kind::DM,
+                Bytes::from_static(b"hi alice, one connection is enough"),
+            )
+            .await?;
             let m = alice_inbox.recv().await.ok_or("alice closed")?;
-            println!("alice <- {}: {}", m.peer.short(), String::from_utf8_lossy(&m.data));
+            println!(
+                "alice <- {}: {}",
+                m.peer.short(),
+                String::from_utf8_lossy(&m.data)
+            );
             println!("{}", serde_json_line(&alice));
             Ok(())
         }
@@ -95,5 +125,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 fn serde_json_line(ep: &Endpoint) -> String {
     let d = ep.diagnostics();
-    format!("alice diagnostics: {} live connection(s), kinds {:?}", d.live_connections, d.kinds.iter().map(|k| k.kind).collect::<Vec<_>>())
+    format!(
+        "alice diagnostics: {} live connection(s), kinds {:?}",
+        d.live_connections,
+        d.kinds.iter().map(|k| k.kind).collect::<Vec<_>>()
+    )
 }

@@ -20,7 +20,9 @@ async fn serve(ep: Endpoint) -> Result<(), libtransport::Error> {
     let mut echo = ep.register(ECHO, KindConfig::default())?;
     while let Some(mut bi) = echo.accept_bi().await {
         tokio::spawn(async move {
-            let Ok(data) = bi.recv.read_to_end(1 << 20).await else { return };
+            let Ok(data) = bi.recv.read_to_end(1 << 20).await else {
+                return;
+            };
             let _ = bi.send.write_all(&data).await;
             let _ = bi.send.finish();
         });
@@ -28,7 +30,12 @@ async fn serve(ep: Endpoint) -> Result<(), libtransport::Error> {
     Ok(())
 }
 
-async fn ask(ep: &Endpoint, addr: SocketAddr, peer: PeerId, text: &str) -> Result<String, libtransport::Error> {
+async fn ask(
+    ep: &Endpoint,
+    addr: SocketAddr,
+    peer: PeerId,
+    text: &str,
+) -> Result<String, libtransport::Error> {
     let conn = ep.connect(addr, peer).await?;
     let (mut send, mut recv) = conn.open_bi(ECHO).await?;
     send.write_all(text.as_bytes()).await?;
@@ -42,7 +49,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("server") => {
-            let addr: SocketAddr = args.get(1).map_or("127.0.0.1:4433", String::as_str).parse()?;
+            let addr: SocketAddr = args
+                .get(1)
+                .map_or("127.0.0.1:4433", String::as_str)
+                .parse()?;
             let ep = Endpoint::bind(addr, Identity::generate()?, Config::default())?;
             println!("listening on {} as {}", ep.local_addr(), ep.peer_id());
             serve(ep).await?;
@@ -52,16 +62,34 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 return Err("usage: echo client <addr> <peer-id> [text]".into());
             };
             let text = args.get(3).map_or("hello", String::as_str);
-            let ep = Endpoint::bind("127.0.0.1:0".parse()?, Identity::generate()?, Config::default())?;
-            println!("{}", ask(&ep, addr.parse()?, PeerId::from_hex(peer)?, text).await?);
+            let ep = Endpoint::bind(
+                "127.0.0.1:0".parse()?,
+                Identity::generate()?,
+                Config::default(),
+            )?;
+            println!(
+                "{}",
+                ask(&ep, addr.parse()?, PeerId::from_hex(peer)?, text).await?
+            );
         }
         _ => {
-            let server = Endpoint::bind("127.0.0.1:0".parse()?, Identity::generate()?, Config::default())?;
+            let server = Endpoint::bind(
+                "127.0.0.1:0".parse()?,
+                Identity::generate()?,
+                Config::default(),
+            )?;
             let (addr, peer) = (server.local_addr(), server.peer_id());
             tokio::spawn(serve(server));
-            let client = Endpoint::bind("127.0.0.1:0".parse()?, Identity::generate()?, Config::default())?;
+            let client = Endpoint::bind(
+                "127.0.0.1:0".parse()?,
+                Identity::generate()?,
+                Config::default(),
+            )?;
             for text in ["hello", "post-quantum", "echo"] {
-                println!("sent {text:?}, got {:?}", ask(&client, addr, peer, text).await?);
+                println!(
+                    "sent {text:?}, got {:?}",
+                    ask(&client, addr, peer, text).await?
+                );
             }
             println!("{}", serde_json_like(&client));
         }

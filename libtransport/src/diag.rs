@@ -150,7 +150,12 @@ pub(crate) fn snapshot(shared: &Shared) -> Diagnostics {
         .iter()
         .map(|r| {
             let i = r.info();
-            ClosedDiag { peer: hex(i.peer), generation: i.generation, reason: i.closed.clone(), stats: i.stats }
+            ClosedDiag {
+                peer: hex(i.peer),
+                generation: i.generation,
+                reason: i.closed.clone(),
+                stats: i.stats,
+            }
         })
         .collect();
     Diagnostics {

@@ -3,7 +3,7 @@
 //!
 //! TLS runs with a throw-away certificate (see `tls`); identity is proven
 //! above it (ADR 0030): right after the handshake each side opens its first
-//! unidirectional stream and sends a [`Proof`]: its public key, its session
+//! unidirectional stream and sends a proof ([`Identity::prove`]): its public key, its session
 //! epoch and an ML-DSA-65 signature over
 //!
 //! ```text
@@ -34,7 +34,9 @@ const PROOF_VERSION: u8 = 1;
 pub const PROOF_LEN: usize = 1 + 8 + PUBLIC_KEY_LEN + SIGNATURE_LEN;
 
 /// SHA-256 of a node's ML-DSA-65 public key.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct PeerId(pub [u8; 32]);
 
 impl PeerId {
@@ -61,7 +63,8 @@ impl PeerId {
         }
         let mut out = [0u8; 32];
         for (i, b) in out.iter_mut().enumerate() {
-            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).map_err(|_| IdentityError::BadPeerId)?;
+            *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+                .map_err(|_| IdentityError::BadPeerId)?;
         }
         Ok(Self(out))
     }
@@ -69,10 +72,11 @@ impl PeerId {
 
 fn hex(b: &[u8]) -> String {
     use fmt::Write as _;
-    b.iter().fold(String::with_capacity(b.len() * 2), |mut s, x| {
-        let _ = write!(s, "{x:02x}");
-        s
-    })
+    b.iter()
+        .fold(String::with_capacity(b.len() * 2), |mut s, x| {
+            let _ = write!(s, "{x:02x}");
+            s
+        })
 }
 
 impl fmt::Display for PeerId {
@@ -125,7 +129,9 @@ pub struct Identity {
 
 impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Identity").field("peer_id", &self.id).finish_non_exhaustive()
+        f.debug_struct("Identity")
+            .field("peer_id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -138,13 +144,17 @@ impl Identity {
 
     /// Loads a PKCS#8 DER private key.
     pub fn from_pkcs8(der: &[u8]) -> Result<Self, IdentityError> {
-        let key = PqdsaKeyPair::from_pkcs8(&ML_DSA_65_SIGNING, der).map_err(|_| IdentityError::BadKey)?;
+        let key =
+            PqdsaKeyPair::from_pkcs8(&ML_DSA_65_SIGNING, der).map_err(|_| IdentityError::BadKey)?;
         Ok(Self::from_key(key))
     }
 
     /// Serialises the private key as PKCS#8 DER.
     pub fn to_pkcs8(&self) -> Result<Vec<u8>, IdentityError> {
-        self.key.to_pkcs8v1().map(|d| d.as_ref().to_vec()).map_err(|_| IdentityError::BadKey)
+        self.key
+            .to_pkcs8v1()
+            .map(|d| d.as_ref().to_vec())
+            .map_err(|_| IdentityError::BadKey)
     }
 
     fn from_key(key: PqdsaKeyPair) -> Self {
@@ -168,13 +178,21 @@ impl Identity {
     /// Signs an arbitrary message (ML-DSA-65, pure mode, empty context).
     pub fn sign(&self, msg: &[u8]) -> Result<Vec<u8>, IdentityError> {
         let mut out = vec![0u8; SIGNATURE_LEN];
-        let n = self.key.sign(msg, &mut out).map_err(|_| IdentityError::BadKey)?;
+        let n = self
+            .key
+            .sign(msg, &mut out)
+            .map_err(|_| IdentityError::BadKey)?;
         out.truncate(n);
         Ok(out)
     }
 
     /// Builds this side's proof for a session whose exporter is `exporter`.
-    pub fn prove(&self, role: Role, exporter: &[u8; EXPORTER_LEN], epoch: u64) -> Result<Vec<u8>, IdentityError> {
+    pub fn prove(
+        &self,
+        role: Role,
+        exporter: &[u8; EXPORTER_LEN],
+        epoch: u64,
+    ) -> Result<Vec<u8>, IdentityError> {
         let msg = signed_message(role, exporter, epoch);
         let signature = self.sign(&msg)?;
         if signature.len() != SIGNATURE_LEN || self.public.len() != PUBLIC_KEY_LEN {
@@ -235,7 +253,11 @@ pub struct Verified {
 
 /// Verifies a proof received from the peer whose role is `role`, for the
 /// session with exporter `exporter` (computed with `role`'s context).
-pub fn verify_proof(bytes: &[u8], role: Role, exporter: &[u8; EXPORTER_LEN]) -> Result<Verified, IdentityError> {
+pub fn verify_proof(
+    bytes: &[u8],
+    role: Role,
+    exporter: &[u8; EXPORTER_LEN],
+) -> Result<Verified, IdentityError> {
     if bytes.len() != PROOF_LEN || bytes[0] != PROOF_VERSION {
         return Err(IdentityError::MalformedProof);
     }
@@ -248,7 +270,10 @@ pub fn verify_proof(bytes: &[u8], role: Role, exporter: &[u8; EXPORTER_LEN]) -> 
     sig::UnparsedPublicKey::new(&sig::ML_DSA_65, public)
         .verify(&msg, signature)
         .map_err(|_| IdentityError::BadSignature)?;
-    Ok(Verified { peer: PeerId::from_public_key(public), epoch })
+    Ok(Verified {
+        peer: PeerId::from_public_key(public),
+        epoch,
+    })
 }
 
 #[cfg(test)]
@@ -261,14 +286,32 @@ mod tests {
         let ex = [7u8; EXPORTER_LEN];
         let p = id.prove(Role::Client, &ex, 42).unwrap();
         let v = verify_proof(&p, Role::Client, &ex).unwrap();
-        assert_eq!(v, Verified { peer: id.peer_id(), epoch: 42 });
+        assert_eq!(
+            v,
+            Verified {
+                peer: id.peer_id(),
+                epoch: 42
+            }
+        );
         // Another session (exporter), a reflected role, or a flipped bit fail.
-        assert_eq!(verify_proof(&p, Role::Client, &[8u8; EXPORTER_LEN]), Err(IdentityError::BadSignature));
-        assert_eq!(verify_proof(&p, Role::Server, &ex), Err(IdentityError::BadSignature));
+        assert_eq!(
+            verify_proof(&p, Role::Client, &[8u8; EXPORTER_LEN]),
+            Err(IdentityError::BadSignature)
+        );
+        assert_eq!(
+            verify_proof(&p, Role::Server, &ex),
+            Err(IdentityError::BadSignature)
+        );
         let mut bad = p.clone();
         bad[5] ^= 1;
-        assert_eq!(verify_proof(&bad, Role::Client, &ex), Err(IdentityError::BadSignature));
-        assert_eq!(verify_proof(&p[..10], Role::Client, &ex), Err(IdentityError::MalformedProof));
+        assert_eq!(
+            verify_proof(&bad, Role::Client, &ex),
+            Err(IdentityError::BadSignature)
+        );
+        assert_eq!(
+            verify_proof(&p[..10], Role::Client, &ex),
+            Err(IdentityError::MalformedProof)
+        );
     }
 
     #[test]

@@ -14,7 +14,9 @@ pub const HEADER_LEN: usize = 2;
 pub const LEN_PREFIX: usize = 4;
 
 /// A stream kind: the first byte of every stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Kind(pub u8);
 
 impl Kind {
@@ -70,7 +72,11 @@ pub struct KindConfig {
 
 impl Default for KindConfig {
     fn default() -> Self {
-        Self { capacity: 1024, overflow: Overflow::BackPressure, max_message: 16 << 20 }
+        Self {
+            capacity: 1024,
+            overflow: Overflow::BackPressure,
+            max_message: 16 << 20,
+        }
     }
 }
 
@@ -116,7 +122,10 @@ pub fn header(kind: Kind) -> [u8; HEADER_LEN] {
 }
 
 /// Checks a complete header; `known` says whether a handler exists.
-pub fn check_header(h: [u8; HEADER_LEN], known: impl Fn(Kind) -> bool) -> Result<Kind, StreamReject> {
+pub fn check_header(
+    h: [u8; HEADER_LEN],
+    known: impl Fn(Kind) -> bool,
+) -> Result<Kind, StreamReject> {
     let kind = Kind(h[0]);
     if !known(kind) {
         return Err(StreamReject::UnknownKind);
@@ -144,15 +153,27 @@ mod tests {
     fn header_roundtrip_and_rejects() {
         let known = |k: Kind| k.0 < 6;
         assert_eq!(check_header(header(Kind::DM), known), Ok(Kind::DM));
-        assert_eq!(check_header([9, VERSION], known), Err(StreamReject::UnknownKind));
+        assert_eq!(
+            check_header([9, VERSION], known),
+            Err(StreamReject::UnknownKind)
+        );
         assert_eq!(check_header([1, 7], known), Err(StreamReject::BadVersion));
         assert_eq!(check_len(10u32.to_be_bytes(), 10), Ok(10));
-        assert_eq!(check_len(u32::MAX.to_be_bytes(), 10), Err(StreamReject::Oversize));
+        assert_eq!(
+            check_len(u32::MAX.to_be_bytes(), 10),
+            Err(StreamReject::Oversize)
+        );
     }
 
     #[test]
     fn priorities_are_ordered() {
-        let order = [Kind::CONTROL, Kind::DM, Kind::PUBSUB, Kind::BULK, Kind::PROBE];
+        let order = [
+            Kind::CONTROL,
+            Kind::DM,
+            Kind::PUBSUB,
+            Kind::BULK,
+            Kind::PROBE,
+        ];
         assert!(order.windows(2).all(|w| w[0].priority() > w[1].priority()));
         assert_eq!(Kind::ACK.priority(), Kind::DM.priority());
     }

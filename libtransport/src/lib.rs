@@ -32,8 +32,8 @@ pub mod tls;
 pub use bytes::Bytes;
 pub use config::Config;
 pub use endpoint::{
-    BiStream, CloseReason, Connection, Endpoint, Error, Event, KindReceiver, MessageReceived, PathStats, RecvStream,
-    SendStream, WeakConnection,
+    BiStream, CloseReason, Connection, Endpoint, Error, Event, KindReceiver, MessageReceived,
+    PathStats, RecvStream, SendStream, WeakConnection,
 };
 pub use identity::{Identity, PeerId};
 pub use kind::{Kind, KindConfig, Overflow};

@@ -72,7 +72,11 @@ impl<K: Copy + PartialEq> Manager<K> {
     /// A manager for the endpoint whose PeerId is `local`.
     #[must_use]
     pub fn new(local: PeerId) -> Self {
-        Self { local, live: HashMap::new(), generation: 0 }
+        Self {
+            local,
+            live: HashMap::new(),
+            generation: 0,
+        }
     }
 
     /// The live connection to `peer`, if any.
@@ -101,12 +105,22 @@ impl<K: Copy + PartialEq> Manager<K> {
             Some(old) if old.conn.initiator == new.initiator => Some(*old),
             Some(old) => {
                 let preferred = self.local.min(peer);
-                if new.initiator == preferred { Some(*old) } else { return Decision::Reject }
+                if new.initiator == preferred {
+                    Some(*old)
+                } else {
+                    return Decision::Reject;
+                }
             }
         };
         self.generation += 1;
         let generation = self.generation;
-        self.live.insert(peer, Live { conn: new, generation });
+        self.live.insert(
+            peer,
+            Live {
+                conn: new,
+                generation,
+            },
+        );
         match decision {
             None => Decision::Accept { generation },
             Some(old) => Decision::Replace { old, generation },
@@ -140,8 +154,16 @@ mod tests {
     fn simultaneous_dial_converges_in_any_order() {
         let (a, b) = (pid(1), pid(2));
         // Connection 10: a -> b; connection 20: b -> a.
-        let ab = |k| Candidate { key: k, initiator: a, epoch: 7 };
-        let ba = |k| Candidate { key: k, initiator: b, epoch: 7 };
+        let ab = |k| Candidate {
+            key: k,
+            initiator: a,
+            epoch: 7,
+        };
+        let ba = |k| Candidate {
+            key: k,
+            initiator: b,
+            epoch: 7,
+        };
         for order in [[10, 20], [20, 10]] {
             let mut at_a = Manager::new(a);
             let mut at_b = Manager::new(b);
@@ -159,8 +181,28 @@ mod tests {
     fn loser_arriving_second_is_rejected_without_replace() {
         let (a, b) = (pid(1), pid(2));
         let mut m = Manager::new(b);
-        assert_eq!(m.on_proven(a, Candidate { key: 1, initiator: a, epoch: 3 }), Decision::Accept { generation: 1 });
-        assert_eq!(m.on_proven(a, Candidate { key: 2, initiator: b, epoch: 3 }), Decision::Reject);
+        assert_eq!(
+            m.on_proven(
+                a,
+                Candidate {
+                    key: 1,
+                    initiator: a,
+                    epoch: 3
+                }
+            ),
+            Decision::Accept { generation: 1 }
+        );
+        assert_eq!(
+            m.on_proven(
+                a,
+                Candidate {
+                    key: 2,
+                    initiator: b,
+                    epoch: 3
+                }
+            ),
+            Decision::Reject
+        );
         assert!(!m.on_closed(&a, 2));
         assert_eq!(m.live(&a).unwrap().conn.key, 1);
     }
@@ -171,11 +213,31 @@ mod tests {
     fn new_epoch_replaces() {
         let (a, b) = (pid(1), pid(2));
         let mut m = Manager::new(a);
-        let first = Candidate { key: 1, initiator: b, epoch: 3 };
+        let first = Candidate {
+            key: 1,
+            initiator: b,
+            epoch: 3,
+        };
         assert_eq!(m.on_proven(b, first), Decision::Accept { generation: 1 });
         // Even when initiated by the larger id, a new epoch wins.
-        let d = m.on_proven(b, Candidate { key: 2, initiator: b, epoch: 4 });
-        assert_eq!(d, Decision::Replace { old: Live { conn: first, generation: 1 }, generation: 2 });
+        let d = m.on_proven(
+            b,
+            Candidate {
+                key: 2,
+                initiator: b,
+                epoch: 4,
+            },
+        );
+        assert_eq!(
+            d,
+            Decision::Replace {
+                old: Live {
+                    conn: first,
+                    generation: 1
+                },
+                generation: 2
+            }
+        );
         assert!(!m.on_closed(&b, 1));
         assert!(m.on_closed(&b, 2));
         assert!(m.is_empty());

@@ -61,7 +61,9 @@ pub(crate) fn configs() -> Result<(Arc<QuicServerConfig>, Arc<QuicClientConfig>)
     server.alpn_protocols = vec![ALPN.to_vec()];
     server.max_early_data_size = 0;
 
-    let verifier = Arc::new(AnyCert { algs: provider.signature_verification_algorithms });
+    let verifier = Arc::new(AnyCert {
+        algs: provider.signature_verification_algorithms,
+    });
     let mut client = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| TlsError::Config(e.to_string()))?
@@ -100,7 +102,9 @@ impl ServerCertVerifier for AnyCert {
         _cert: &CertificateDer<'_>,
         _dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        Err(rustls::Error::PeerIncompatible(rustls::PeerIncompatible::Tls12NotOffered))
+        Err(rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::Tls12NotOffered,
+        ))
     }
 
     fn verify_tls13_signature(

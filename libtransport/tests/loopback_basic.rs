@@ -1,13 +1,19 @@
 //! Loopback tests on real UDP sockets: handshake + identity proof, PeerId
 //! mismatch, message routing.
 #![allow(clippy::disallowed_methods)] // tests own the clock
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
 
 use std::time::Duration;
 
 use libtransport::{Bytes, Config, Endpoint, Error, Event, Identity, Kind, KindConfig};
 
 fn ep() -> Endpoint {
-    Endpoint::bind("127.0.0.1:0".parse().unwrap(), Identity::generate().unwrap(), Config::default()).unwrap()
+    Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Identity::generate().unwrap(),
+        Config::default(),
+    )
+    .unwrap()
 }
 
 /// T1, T3: a dial completes with both identity proofs verified; both sides
@@ -18,8 +24,13 @@ async fn handshake_proves_identity_both_ways() {
     let conn = a.connect(b.local_addr(), b.peer_id()).await.unwrap();
     assert_eq!(conn.peer(), b.peer_id());
     assert_eq!(conn.generation(), 1);
-    match tokio::time::timeout(Duration::from_secs(5), b.next_event()).await.unwrap() {
-        Some(Event::Connected { peer, generation, .. }) => {
+    match tokio::time::timeout(Duration::from_secs(5), b.next_event())
+        .await
+        .unwrap()
+    {
+        Some(Event::Connected {
+            peer, generation, ..
+        }) => {
             assert_eq!(peer, a.peer_id());
             assert_eq!(generation, 1);
         }
@@ -52,7 +63,13 @@ async fn messages_route_by_kind() {
     let mut dm = b.register(Kind::DM, KindConfig::default()).unwrap();
     a.connect(b.local_addr(), b.peer_id()).await.unwrap();
     for i in 0..100u32 {
-        a.send(&b.peer_id(), Kind::DM, Bytes::from(i.to_be_bytes().to_vec())).await.unwrap();
+        a.send(
+            &b.peer_id(),
+            Kind::DM,
+            Bytes::from(i.to_be_bytes().to_vec()),
+        )
+        .await
+        .unwrap();
     }
     for i in 0..100u32 {
         let m = dm.recv().await.unwrap();

@@ -2,6 +2,7 @@
 //! tie-break, replacement after a peer restart, proof timeout, weak handles
 //! with stats after close, GSO batching in a bulk transfer.
 #![allow(clippy::disallowed_methods)] // tests own the clock
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -61,7 +62,10 @@ async fn simultaneous_dials_converge_to_one_connection() {
             assert_eq!(ab.generation() > 0, ba.generation() > 0);
         }
     }
-    assert!(replaced.values().all(|&n| n <= 1), "Replaced storm: {replaced:?}");
+    assert!(
+        replaced.values().all(|&n| n <= 1),
+        "Replaced storm: {replaced:?}"
+    );
 }
 
 /// T4: a restarted peer (same key, new session epoch) replaces the old
@@ -74,7 +78,10 @@ async fn restarted_peer_replaces_old_connection() {
     let b1 = ep_with(id, Config::default());
     let mut dm = a.register(Kind::DM, KindConfig::default()).unwrap();
     let old = b1.connect(a.local_addr(), a.peer_id()).await.unwrap();
-    assert!(matches!(a.next_event().await, Some(Event::Connected { generation: 1, .. })));
+    assert!(matches!(
+        a.next_event().await,
+        Some(Event::Connected { generation: 1, .. })
+    ));
     // The "restarted" process: same identity, new epoch, new socket.
     let b2 = ep_with(Identity::from_pkcs8(&pkcs8).unwrap(), Config::default());
     let new = b2.connect(a.local_addr(), a.peer_id()).await.unwrap();
@@ -99,18 +106,29 @@ async fn no_proof_within_timeout_is_refused() {
     let quick = Config::default().identity_timeout(Duration::from_millis(300));
     let b = ep_with(Identity::generate().unwrap(), quick.clone());
     let mut dm = b.register(Kind::DM, KindConfig::default()).unwrap();
-    let rogue_cfg = Config { withhold_proof_for_tests: true, ..quick };
+    let rogue_cfg = Config {
+        withhold_proof_for_tests: true,
+        ..quick
+    };
     let rogue = ep_with(Identity::generate().unwrap(), rogue_cfg);
     // The rogue verified b's proof, so from its side the connection is up.
     let conn = rogue.connect(b.local_addr(), b.peer_id()).await.unwrap();
     let _ = conn.send(Kind::DM, Bytes::from_static(b"sneaky")).await;
-    let reason = tokio::time::timeout(Duration::from_secs(5), conn.on_closed()).await.unwrap();
+    let reason = tokio::time::timeout(Duration::from_secs(5), conn.on_closed())
+        .await
+        .unwrap();
     assert_eq!(reason, CloseReason::IdentityTimeout);
     let d = b.diagnostics();
     assert_eq!(d.counters.identity_timeout, 1);
     assert_eq!(d.live_connections, 0);
-    assert!(dm.try_recv().is_none(), "no stream may be accepted before the proof");
-    assert!(b.try_next_event().is_none(), "an unproven peer never becomes Connected");
+    assert!(
+        dm.try_recv().is_none(),
+        "no stream may be accepted before the proof"
+    );
+    assert!(
+        b.try_next_event().is_none(),
+        "an unproven peer never becomes Connected"
+    );
 }
 
 /// T9: a weak handle reports `on_closed()` and keeps path stats after close.
@@ -119,7 +137,9 @@ async fn weak_handle_keeps_stats_after_close() {
     let (a, b) = (ep(), ep());
     let _rx = b.register(Kind::BULK, KindConfig::default()).unwrap();
     let conn = a.connect(b.local_addr(), b.peer_id()).await.unwrap();
-    conn.send(Kind::BULK, Bytes::from(vec![7u8; 200_000])).await.unwrap();
+    conn.send(Kind::BULK, Bytes::from(vec![7u8; 200_000]))
+        .await
+        .unwrap();
     let weak = conn.downgrade();
     assert!(weak.upgrade().is_some());
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -129,9 +149,21 @@ async fn weak_handle_keeps_stats_after_close() {
     let s = weak.stats();
     assert!(s.sent_bytes >= 200_000, "{s:?}");
     assert!(s.rtt > Duration::ZERO && s.cwnd > 0, "{s:?}");
-    assert!(matches!(b.next_event().await, Some(Event::Connected { .. })));
+    assert!(matches!(
+        b.next_event().await,
+        Some(Event::Connected { .. })
+    ));
     let closed = b.next_event().await;
-    assert!(matches!(closed, Some(Event::Closed { reason: CloseReason::Remote(0), .. })), "{closed:?}");
+    assert!(
+        matches!(
+            closed,
+            Some(Event::Closed {
+                reason: CloseReason::Remote(0),
+                ..
+            })
+        ),
+        "{closed:?}"
+    );
 }
 
 /// T1: a bulk transfer on Linux forms GSO batches of more than one segment.
@@ -143,14 +175,20 @@ async fn bulk_transfer_forms_gso_batches() {
     a.connect(b.local_addr(), b.peer_id()).await.unwrap();
     let chunk = Bytes::from(vec![1u8; 1 << 20]);
     for _ in 0..8 {
-        a.send(&b.peer_id(), Kind::BULK, chunk.clone()).await.unwrap();
+        a.send(&b.peer_id(), Kind::BULK, chunk.clone())
+            .await
+            .unwrap();
     }
     for _ in 0..8 {
         assert_eq!(rx.recv().await.unwrap().data.len(), 1 << 20);
     }
     let d = a.diagnostics();
     assert!(d.max_gso_segments > 1, "kernel without UDP GSO? {d:#?}");
-    assert!(d.counters.gso_batches > 0 && d.gso_avg_segments > 1.0, "{:#?}", d.counters);
+    assert!(
+        d.counters.gso_batches > 0 && d.gso_avg_segments > 1.0,
+        "{:#?}",
+        d.counters
+    );
 }
 
 /// T3: a large initial MTU with GSO still completes the two-packet

@@ -2,13 +2,19 @@
 //! while the connection and its other streams carry on; bidirectional
 //! streams reach the kind's handler; back-pressure and drop policies.
 #![allow(clippy::disallowed_methods)] // tests own the clock
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
 
 use std::time::Duration;
 
 use libtransport::{Bytes, Config, Endpoint, Identity, Kind, KindConfig, Overflow};
 
 fn ep() -> Endpoint {
-    Endpoint::bind("127.0.0.1:0".parse().unwrap(), Identity::generate().unwrap(), Config::default()).unwrap()
+    Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Identity::generate().unwrap(),
+        Config::default(),
+    )
+    .unwrap()
 }
 
 async fn wait_for(ep: &Endpoint, what: impl Fn(&libtransport::diag::Diagnostics) -> bool) {
@@ -28,17 +34,30 @@ async fn wait_for(ep: &Endpoint, what: impl Fn(&libtransport::diag::Diagnostics)
 async fn bad_streams_reset_and_counted_others_carry_on() {
     let (a, b) = (ep(), ep());
     let mut dm = b.register(Kind::DM, KindConfig::default()).unwrap();
-    let _bulk = b.register(Kind::BULK, KindConfig { max_message: 1024, ..KindConfig::default() }).unwrap();
+    let _bulk = b
+        .register(
+            Kind::BULK,
+            KindConfig {
+                max_message: 1024,
+                ..KindConfig::default()
+            },
+        )
+        .unwrap();
     let conn = a.connect(b.local_addr(), b.peer_id()).await.unwrap();
     let bp = b.peer_id();
 
-    a.send(&bp, Kind::DM, Bytes::from_static(b"before")).await.unwrap();
+    a.send(&bp, Kind::DM, Bytes::from_static(b"before"))
+        .await
+        .unwrap();
     assert_eq!(dm.recv().await.unwrap().data, "before");
 
     // Unknown kind (nobody registered 0x77) on a bidirectional stream.
     let (mut s, mut r) = conn.open_bi(Kind(0x77)).await.unwrap();
     s.write_all(b"hello").await.unwrap();
-    assert!(r.read_chunk(100).await.is_err(), "unknown kind must be reset");
+    assert!(
+        r.read_chunk(100).await.is_err(),
+        "unknown kind must be reset"
+    );
     wait_for(&b, |d| d.counters.reset_unknown_kind == 1).await;
 
     // Truncated header: one byte, then FIN.
@@ -47,11 +66,15 @@ async fn bad_streams_reset_and_counted_others_carry_on() {
     raw.finish().unwrap();
     wait_for(&b, |d| d.counters.reset_truncated == 1).await;
 
-    a.send(&bp, Kind::DM, Bytes::from_static(b"between")).await.unwrap();
+    a.send(&bp, Kind::DM, Bytes::from_static(b"between"))
+        .await
+        .unwrap();
     assert_eq!(dm.recv().await.unwrap().data, "between");
 
     // Oversize: 2 KiB on a kind whose receiver allows 1 KiB.
-    a.send(&bp, Kind::BULK, Bytes::from(vec![0u8; 2048])).await.unwrap();
+    a.send(&bp, Kind::BULK, Bytes::from(vec![0u8; 2048]))
+        .await
+        .unwrap();
     wait_for(&b, |d| d.counters.reset_oversize == 1).await;
 
     // A bad version byte.
@@ -60,9 +83,14 @@ async fn bad_streams_reset_and_counted_others_carry_on() {
     raw.finish().unwrap();
     wait_for(&b, |d| d.counters.reset_bad_version == 1).await;
 
-    a.send(&bp, Kind::DM, Bytes::from_static(b"after")).await.unwrap();
+    a.send(&bp, Kind::DM, Bytes::from_static(b"after"))
+        .await
+        .unwrap();
     assert_eq!(dm.recv().await.unwrap().data, "after");
-    assert!(conn.close_reason().is_none(), "connection must survive bad streams");
+    assert!(
+        conn.close_reason().is_none(),
+        "connection must survive bad streams"
+    );
     assert_eq!(b.diagnostics().live_connections, 1);
 }
 
@@ -94,13 +122,24 @@ async fn bi_stream_reaches_handler() {
 #[tokio::test]
 async fn drop_and_count_overflow() {
     let (a, b) = (ep(), ep());
-    let cfg = KindConfig { capacity: 10, overflow: Overflow::DropAndCount, max_message: 1024 };
+    let cfg = KindConfig {
+        capacity: 10,
+        overflow: Overflow::DropAndCount,
+        max_message: 1024,
+    };
     let mut pubsub = b.register(Kind::PUBSUB, cfg).unwrap();
     a.connect(b.local_addr(), b.peer_id()).await.unwrap();
     for i in 0..50u8 {
-        a.send(&b.peer_id(), Kind::PUBSUB, Bytes::from(vec![i])).await.unwrap();
+        a.send(&b.peer_id(), Kind::PUBSUB, Bytes::from(vec![i]))
+            .await
+            .unwrap();
     }
-    wait_for(&b, |d| d.kinds.iter().any(|k| k.kind == Kind::PUBSUB.0 && k.drops + k.delivered == 50)).await;
+    wait_for(&b, |d| {
+        d.kinds
+            .iter()
+            .any(|k| k.kind == Kind::PUBSUB.0 && k.drops + k.delivered == 50)
+    })
+    .await;
     let d = b.diagnostics();
     let k = d.kinds.iter().find(|k| k.kind == Kind::PUBSUB.0).unwrap();
     assert_eq!((k.depth, k.high_water, k.drops), (10, 10, 40));
@@ -112,13 +151,19 @@ async fn drop_and_count_overflow() {
 #[tokio::test]
 async fn back_pressure_loses_nothing() {
     let (a, b) = (ep(), ep());
-    let cfg = KindConfig { capacity: 4, overflow: Overflow::BackPressure, max_message: 1 << 16 };
+    let cfg = KindConfig {
+        capacity: 4,
+        overflow: Overflow::BackPressure,
+        max_message: 1 << 16,
+    };
     let mut rx = b.register(Kind::ACK, cfg).unwrap();
     a.connect(b.local_addr(), b.peer_id()).await.unwrap();
     let bp = b.peer_id();
     let sender = tokio::spawn(async move {
         for i in 0..2000u32 {
-            a.send(&bp, Kind::ACK, Bytes::from(i.to_be_bytes().to_vec())).await.unwrap();
+            a.send(&bp, Kind::ACK, Bytes::from(i.to_be_bytes().to_vec()))
+                .await
+                .unwrap();
         }
         a
     });

@@ -25,10 +25,17 @@ pub(crate) fn live(ep: &Arc<Shared>, peer: &PeerId) -> Option<Connection> {
     let st = ep.lock();
     let l = st.manager.live(peer)?;
     let c = st.conns.get(&l.conn.key)?;
-    (c.phase == Phase::Live).then(|| Connection { ep: ep.clone(), rec: c.shared.clone() })
+    (c.phase == Phase::Live).then(|| Connection {
+        ep: ep.clone(),
+        rec: c.shared.clone(),
+    })
 }
 
-pub(crate) async fn connect(ep: &Arc<Shared>, addr: SocketAddr, peer: PeerId) -> Result<Connection, Error> {
+pub(crate) async fn connect(
+    ep: &Arc<Shared>,
+    addr: SocketAddr,
+    peer: PeerId,
+) -> Result<Connection, Error> {
     let timeout = ep.lock().config.dial_timeout;
     match tokio::time::timeout(timeout, dial(ep, addr, peer)).await {
         Ok(r) => r,
@@ -65,7 +72,10 @@ async fn dial(ep: &Arc<Shared>, addr: SocketAddr, peer: PeerId) -> Result<Connec
                 let uid = st.next_uid;
                 st.next_uid += 1;
                 let rec = super::conn::new_shared(ch, uid, addr);
-                st.conns.insert(ch, super::state::Conn::new(inner, uid, Role::Client, Some(peer), rec.clone()));
+                st.conns.insert(
+                    ch,
+                    super::state::Conn::new(inner, uid, Role::Client, Some(peer), rec.clone()),
+                );
                 st.wake_driver();
                 rec
             }
@@ -77,27 +87,41 @@ async fn dial(ep: &Arc<Shared>, addr: SocketAddr, peer: PeerId) -> Result<Connec
             && let Some(c) = st.conns.get(&l.conn.key)
             && c.phase == Phase::Live
         {
-            return Poll::Ready(Ok(Connection { ep: ep.clone(), rec: c.shared.clone() }));
+            return Poll::Ready(Ok(Connection {
+                ep: ep.clone(),
+                rec: c.shared.clone(),
+            }));
         }
         let closed = ours.info().closed.clone();
         match closed {
             // Lost a tie-break: the winning connection is on its way.
             Some(CloseReason::Duplicate) | None => {}
             Some(CloseReason::IdentityMismatch { actual }) => {
-                return Poll::Ready(Err(Error::PeerMismatch { expected: peer, actual }));
+                return Poll::Ready(Err(Error::PeerMismatch {
+                    expected: peer,
+                    actual,
+                }));
             }
             Some(r) => return Poll::Ready(Err(Error::Closed(r))),
         }
         if st.shutdown {
             return Poll::Ready(Err(Error::EndpointClosed));
         }
-        st.peer_waiters.entry(peer).or_default().push(cx.waker().clone());
+        st.peer_waiters
+            .entry(peer)
+            .or_default()
+            .push(cx.waker().clone());
         Poll::Pending
     })
     .await
 }
 
-pub(crate) async fn send_on(ep: &Arc<Shared>, rec: &ConnShared, kind: Kind, data: Bytes) -> Result<(), Error> {
+pub(crate) async fn send_on(
+    ep: &Arc<Shared>,
+    rec: &ConnShared,
+    kind: Kind,
+    data: Bytes,
+) -> Result<(), Error> {
     let mut data = Some(data);
     poll_fn(|cx| {
         let mut st = ep.lock();
@@ -113,17 +137,24 @@ pub(crate) async fn send_on(ep: &Arc<Shared>, rec: &ConnShared, kind: Kind, data
             };
             let _ = c.inner.send_stream(id).set_priority(kind.priority());
             let mut out = OutStream::new(id);
-            out.pending.push_back(Bytes::copy_from_slice(&kind::header(kind)));
+            out.pending
+                .push_back(Bytes::copy_from_slice(&kind::header(kind)));
             out.pending_bytes = kind::HEADER_LEN;
             c.out_kinds.insert(kind, out);
         }
-        let Some(out) = c.out_kinds.get_mut(&kind) else { return Poll::Ready(Err(Error::StreamClosed)) };
+        let Some(out) = c.out_kinds.get_mut(&kind) else {
+            return Poll::Ready(Err(Error::StreamClosed));
+        };
         if out.pending_bytes >= limit {
             out.waiters.push(cx.waker().clone());
             return Poll::Pending;
         }
-        let Some(payload) = data.take() else { return Poll::Ready(Err(Error::StreamClosed)) };
-        let Ok(len) = u32::try_from(payload.len()) else { return Poll::Ready(Err(Error::TooLong)) };
+        let Some(payload) = data.take() else {
+            return Poll::Ready(Err(Error::StreamClosed));
+        };
+        let Ok(len) = u32::try_from(payload.len()) else {
+            return Poll::Ready(Err(Error::TooLong));
+        };
         out.pending_bytes += kind::LEN_PREFIX + payload.len();
         if payload.len() <= COALESCE_MAX {
             let mut b = BytesMut::with_capacity(kind::LEN_PREFIX + payload.len());
@@ -131,7 +162,8 @@ pub(crate) async fn send_on(ep: &Arc<Shared>, rec: &ConnShared, kind: Kind, data
             b.put_slice(&payload);
             out.pending.push_back(b.freeze());
         } else {
-            out.pending.push_back(Bytes::copy_from_slice(&len.to_be_bytes()));
+            out.pending
+                .push_back(Bytes::copy_from_slice(&len.to_be_bytes()));
             out.pending.push_back(payload);
         }
         let failed = super::conn::flush_out(&mut c.inner, out).is_err();
@@ -139,7 +171,11 @@ pub(crate) async fn send_on(ep: &Arc<Shared>, rec: &ConnShared, kind: Kind, data
             c.out_kinds.remove(&kind);
         }
         st.wake_driver();
-        Poll::Ready(if failed { Err(Error::StreamClosed) } else { Ok(()) })
+        Poll::Ready(if failed {
+            Err(Error::StreamClosed)
+        } else {
+            Ok(())
+        })
     })
     .await
 }
@@ -189,11 +225,18 @@ pub(crate) async fn open_raw_uni(ep: &Arc<Shared>, rec: &ConnShared) -> Result<S
 }
 
 /// The live connection behind `rec`, or why there is none.
-pub(crate) fn live_conn<'a>(st: &'a mut State, rec: &ConnShared) -> Result<&'a mut super::state::Conn, Error> {
+pub(crate) fn live_conn<'a>(
+    st: &'a mut State,
+    rec: &ConnShared,
+) -> Result<&'a mut super::state::Conn, Error> {
     match st.conns.get_mut(&rec.ch).filter(|c| c.uid == rec.uid) {
         Some(c) if c.phase == Phase::Live => Ok(c),
-        Some(c) => Err(Error::Closed(c.close_reason.clone().unwrap_or(CloseReason::Local))),
-        None => Err(Error::Closed(rec.info().closed.clone().unwrap_or(CloseReason::Local))),
+        Some(c) => Err(Error::Closed(
+            c.close_reason.clone().unwrap_or(CloseReason::Local),
+        )),
+        None => Err(Error::Closed(
+            rec.info().closed.clone().unwrap_or(CloseReason::Local),
+        )),
     }
 }
 

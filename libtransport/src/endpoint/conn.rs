@@ -9,7 +9,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use quinn_proto::{ConnectionError, ConnectionHandle, Dir, Event, ReadError, StreamEvent, StreamId, VarInt};
+use quinn_proto::{
+    ConnectionError, ConnectionHandle, Dir, Event, ReadError, StreamEvent, StreamId, VarInt,
+};
 use tracing::{debug, warn};
 
 use super::handle::{ConnShared, PathStats};
@@ -46,8 +48,12 @@ pub(crate) fn process_events(st: &mut State, ch: ConnectionHandle, now: Instant)
                     if let Some(w) = c.writers.remove(&id) {
                         w.wake();
                     }
-                    let stopped: Vec<Kind> =
-                        c.out_kinds.iter().filter(|(_, o)| o.id == id).map(|(k, _)| *k).collect();
+                    let stopped: Vec<Kind> = c
+                        .out_kinds
+                        .iter()
+                        .filter(|(_, o)| o.id == id)
+                        .map(|(k, _)| *k)
+                        .collect();
                     for k in stopped {
                         if let Some(mut o) = c.out_kinds.remove(&k) {
                             for w in o.waiters.drain(..) {
@@ -70,7 +76,10 @@ pub(crate) fn process_events(st: &mut State, ch: ConnectionHandle, now: Instant)
 
 fn exporter(c: &Conn, role: Role) -> Option<[u8; EXPORTER_LEN]> {
     let mut ex = [0u8; EXPORTER_LEN];
-    c.inner.crypto_session().export_keying_material(&mut ex, EXPORTER_LABEL, role.context()).ok()?;
+    c.inner
+        .crypto_session()
+        .export_keying_material(&mut ex, EXPORTER_LABEL, role.context())
+        .ok()?;
     Some(ex)
 }
 
@@ -86,13 +95,21 @@ fn on_connected(st: &mut State, ch: ConnectionHandle, now: Instant) {
     let epoch = st.epoch;
     let withhold = st.config.withhold_proof_for_tests;
     let deadline = now + st.config.identity_timeout;
-    let Some(c) = st.conns.get_mut(&ch) else { return };
+    let Some(c) = st.conns.get_mut(&ch) else {
+        return;
+    };
     c.phase = Phase::Proving { deadline };
     let proof = exporter(c, c.role).and_then(|ex| identity.prove(c.role, &ex, epoch).ok());
     let Some(proof) = proof else {
         warn!("cannot build identity proof");
         let uid = c.uid;
-        close_conn(st, ch, uid, close::IDENTITY_INVALID, CloseReason::IdentityInvalid);
+        close_conn(
+            st,
+            ch,
+            uid,
+            close::IDENTITY_INVALID,
+            CloseReason::IdentityInvalid,
+        );
         return;
     };
     if withhold {
@@ -102,10 +119,19 @@ fn on_connected(st: &mut State, ch: ConnectionHandle, now: Instant) {
     }
     let Some(id) = c.inner.streams().open(Dir::Uni) else {
         let uid = c.uid;
-        close_conn(st, ch, uid, close::IDENTITY_INVALID, CloseReason::IdentityInvalid);
+        close_conn(
+            st,
+            ch,
+            uid,
+            close::IDENTITY_INVALID,
+            CloseReason::IdentityInvalid,
+        );
         return;
     };
-    let _ = c.inner.send_stream(id).set_priority(Kind::CONTROL.priority() + 1);
+    let _ = c
+        .inner
+        .send_stream(id)
+        .set_priority(Kind::CONTROL.priority() + 1);
     let mut out = OutStream::new(id);
     out.pending_bytes = proof.len();
     out.pending.push_back(Bytes::from(proof));
@@ -141,7 +167,9 @@ pub(crate) fn flush_out(conn: &mut quinn_proto::Connection, out: &mut OutStream)
 }
 
 fn on_writable(st: &mut State, ch: ConnectionHandle, id: StreamId) {
-    let Some(c) = st.conns.get_mut(&ch) else { return };
+    let Some(c) = st.conns.get_mut(&ch) else {
+        return;
+    };
     if let Some(w) = c.writers.remove(&id) {
         w.wake();
     }
@@ -180,7 +208,9 @@ fn on_writable(st: &mut State, ch: ConnectionHandle, id: StreamId) {
 /// stream (its proof) is accepted; application streams wait in quinn-proto
 /// (bounded by the stream limits) until the peer is proven and live.
 pub(crate) fn accept_streams(st: &mut State, ch: ConnectionHandle, now: Instant) {
-    let Some(c) = st.conns.get_mut(&ch) else { return };
+    let Some(c) = st.conns.get_mut(&ch) else {
+        return;
+    };
     match c.phase {
         Phase::Live => {}
         Phase::Closing => return,
@@ -207,7 +237,9 @@ pub(crate) fn accept_streams(st: &mut State, ch: ConnectionHandle, now: Instant)
 }
 
 fn on_readable(st: &mut State, ch: ConnectionHandle, id: StreamId, now: Instant) {
-    let Some(c) = st.conns.get_mut(&ch) else { return };
+    let Some(c) = st.conns.get_mut(&ch) else {
+        return;
+    };
     if c.proof_in.as_ref().is_some_and(|(p, _)| *p == id) {
         read_proof(st, ch, id, now);
     } else if c.in_streams.contains_key(&id) {
@@ -219,8 +251,12 @@ fn on_readable(st: &mut State, ch: ConnectionHandle, id: StreamId, now: Instant)
 
 /// Reads the peer's proof stream into a buffer bounded by `PROOF_LEN + 1`.
 fn read_proof(st: &mut State, ch: ConnectionHandle, id: StreamId, now: Instant) {
-    let Some(c) = st.conns.get_mut(&ch) else { return };
-    let Some((_, buf)) = c.proof_in.as_mut() else { return };
+    let Some(c) = st.conns.get_mut(&ch) else {
+        return;
+    };
+    let Some((_, buf)) = c.proof_in.as_mut() else {
+        return;
+    };
     let mut done = false;
     let mut bad = false;
     if let Ok(mut chunks) = c.inner.recv_stream(id).read(true) {
@@ -249,7 +285,13 @@ fn read_proof(st: &mut State, ch: ConnectionHandle, id: StreamId, now: Instant) 
     if bad {
         st.counters.identity_invalid += 1;
         let uid = c.uid;
-        close_conn(st, ch, uid, close::IDENTITY_INVALID, CloseReason::IdentityInvalid);
+        close_conn(
+            st,
+            ch,
+            uid,
+            close::IDENTITY_INVALID,
+            CloseReason::IdentityInvalid,
+        );
         return;
     }
     if done {
@@ -259,12 +301,18 @@ fn read_proof(st: &mut State, ch: ConnectionHandle, id: StreamId, now: Instant) 
 }
 
 fn try_verify(st: &mut State, ch: ConnectionHandle, now: Instant) {
-    let Some(c) = st.conns.get_mut(&ch) else { return };
+    let Some(c) = st.conns.get_mut(&ch) else {
+        return;
+    };
     if !c.proof_complete || !matches!(c.phase, Phase::Proving { .. }) {
         return;
     }
-    let Some(ex) = exporter(c, peer_role(c.role)) else { return };
-    let Some((_, buf)) = c.proof_in.as_ref() else { return };
+    let Some(ex) = exporter(c, peer_role(c.role)) else {
+        return;
+    };
+    let Some((_, buf)) = c.proof_in.as_ref() else {
+        return;
+    };
     let result = identity::verify_proof(buf, peer_role(c.role), &ex);
     let uid = c.uid;
     let v = match result {
@@ -272,7 +320,13 @@ fn try_verify(st: &mut State, ch: ConnectionHandle, now: Instant) {
         Err(e) => {
             debug!(error = %e, "identity proof rejected");
             st.counters.identity_invalid += 1;
-            close_conn(st, ch, uid, close::IDENTITY_INVALID, CloseReason::IdentityInvalid);
+            close_conn(
+                st,
+                ch,
+                uid,
+                close::IDENTITY_INVALID,
+                CloseReason::IdentityInvalid,
+            );
             return;
         }
     };
@@ -281,11 +335,21 @@ fn try_verify(st: &mut State, ch: ConnectionHandle, now: Instant) {
     {
         st.counters.identity_mismatch += 1;
         let actual = v.peer;
-        close_conn(st, ch, uid, close::IDENTITY_MISMATCH, CloseReason::IdentityMismatch { actual });
+        close_conn(
+            st,
+            ch,
+            uid,
+            close::IDENTITY_MISMATCH,
+            CloseReason::IdentityMismatch { actual },
+        );
         return;
     }
     let local = st.identity.peer_id();
-    let initiator = if c.role == Role::Client { local } else { v.peer };
+    let initiator = if c.role == Role::Client {
+        local
+    } else {
+        v.peer
+    };
     let peer = v.peer;
     c.verified = Some(v.clone());
     {
@@ -293,7 +357,14 @@ fn try_verify(st: &mut State, ch: ConnectionHandle, now: Instant) {
         i.peer = Some(peer);
         i.initiator = Some(initiator);
     }
-    let decision = st.manager.on_proven(peer, Candidate { key: ch, initiator, epoch: v.epoch });
+    let decision = st.manager.on_proven(
+        peer,
+        Candidate {
+            key: ch,
+            initiator,
+            epoch: v.epoch,
+        },
+    );
     match decision {
         Decision::Reject => {
             st.counters.duplicates_closed += 1;
@@ -304,30 +375,54 @@ fn try_verify(st: &mut State, ch: ConnectionHandle, now: Instant) {
         Decision::Replace { old, generation } => {
             st.counters.replaced += 1;
             let old_uid = st.conns.get(&old.conn.key).map_or(0, |c| c.uid);
-            close_conn(st, old.conn.key, old_uid, close::REPLACED, CloseReason::Replaced);
-            st.push_event(Lifecycle::Replaced { peer, old: old.generation, new: generation });
+            close_conn(
+                st,
+                old.conn.key,
+                old_uid,
+                close::REPLACED,
+                CloseReason::Replaced,
+            );
+            st.push_event(Lifecycle::Replaced {
+                peer,
+                old: old.generation,
+                new: generation,
+            });
             go_live(st, ch, generation, now);
         }
     }
 }
 
 fn go_live(st: &mut State, ch: ConnectionHandle, generation: u64, now: Instant) {
-    let Some(c) = st.conns.get_mut(&ch) else { return };
+    let Some(c) = st.conns.get_mut(&ch) else {
+        return;
+    };
     c.phase = Phase::Live;
     c.shared.info().generation = generation;
     let peer = c.peer().unwrap_or(crate::identity::PeerId([0; 32]));
     let addr = c.inner.remote_address();
     debug!(peer = %peer.short(), generation, %addr, "connection live");
-    st.push_event(Lifecycle::Connected { peer, generation, addr });
+    st.push_event(Lifecycle::Connected {
+        peer,
+        generation,
+        addr,
+    });
     st.wake_peer(&peer);
     accept_streams(st, ch, now);
 }
 
 /// Closes connection `ch` (if it is still the connection `uid`), records the
 /// reason, updates the policy and emits `Closed` for a live connection.
-pub(crate) fn close_conn(st: &mut State, ch: ConnectionHandle, uid: u64, code: u32, reason: CloseReason) {
+pub(crate) fn close_conn(
+    st: &mut State,
+    ch: ConnectionHandle,
+    uid: u64,
+    code: u32,
+    reason: CloseReason,
+) {
     let now = crate::io::now();
-    let Some(c) = st.conns.get_mut(&ch).filter(|c| c.uid == uid) else { return };
+    let Some(c) = st.conns.get_mut(&ch).filter(|c| c.uid == uid) else {
+        return;
+    };
     if c.phase != Phase::Closing {
         c.inner.close(now, VarInt::from_u32(code), Bytes::new());
     }
@@ -352,7 +447,9 @@ fn on_lost(st: &mut State, ch: ConnectionHandle, reason: &ConnectionError) {
 
 /// Common end-of-life bookkeeping; idempotent (first reason wins).
 fn end(st: &mut State, ch: ConnectionHandle, reason: CloseReason) {
-    let Some(c) = st.conns.get_mut(&ch) else { return };
+    let Some(c) = st.conns.get_mut(&ch) else {
+        return;
+    };
     let was_closing = c.phase == Phase::Closing;
     c.phase = Phase::Closing;
     let reason = c.close_reason.get_or_insert(reason).clone();
@@ -365,7 +462,11 @@ fn end(st: &mut State, ch: ConnectionHandle, reason: CloseReason) {
     let _ = was_closing;
     if let Some(peer) = peer {
         if st.manager.on_closed(&peer, ch) {
-            st.push_event(Lifecycle::Closed { peer, generation, reason });
+            st.push_event(Lifecycle::Closed {
+                peer,
+                generation,
+                reason,
+            });
         }
         st.wake_peer(&peer);
     }
@@ -378,7 +479,8 @@ fn end(st: &mut State, ch: ConnectionHandle, reason: CloseReason) {
 pub(crate) fn finalize(st: &mut State, ch: ConnectionHandle) {
     end(st, ch, CloseReason::Local);
     if let Some(c) = st.conns.remove(&ch) {
-        c.shared.set_closed(CloseReason::Local, PathStats::of(&c.inner));
+        c.shared
+            .set_closed(CloseReason::Local, PathStats::of(&c.inner));
         if st.closed_recent.len() >= 64 {
             st.closed_recent.pop_front();
         }
@@ -394,7 +496,13 @@ pub(crate) fn check_deadline(st: &mut State, ch: ConnectionHandle, now: Instant)
     {
         st.counters.identity_timeout += 1;
         let uid = c.uid;
-        close_conn(st, ch, uid, close::IDENTITY_TIMEOUT, CloseReason::IdentityTimeout);
+        close_conn(
+            st,
+            ch,
+            uid,
+            close::IDENTITY_TIMEOUT,
+            CloseReason::IdentityTimeout,
+        );
     }
 }
 
@@ -438,9 +546,15 @@ pub(crate) fn process_in(st: &mut State, ch: ConnectionHandle, id: StreamId) {
 
 fn step(st: &mut State, ch: ConnectionHandle, id: StreamId) -> Step {
     let State { conns, kinds, .. } = st;
-    let Some(c) = conns.get_mut(&ch) else { return Step::Stop };
-    let Some(peer) = c.peer() else { return Step::Stop };
-    let Some(s) = c.in_streams.get_mut(&id) else { return Step::Stop };
+    let Some(c) = conns.get_mut(&ch) else {
+        return Step::Stop;
+    };
+    let Some(peer) = c.peer() else {
+        return Step::Stop;
+    };
+    let Some(s) = c.in_streams.get_mut(&id) else {
+        return Step::Stop;
+    };
     if s.blocked {
         return Step::Stop;
     }
@@ -463,14 +577,20 @@ fn step(st: &mut State, ch: ConnectionHandle, id: StreamId) -> Step {
         s.want
     };
     let mut rs = c.inner.recv_stream(id);
-    let Ok(mut chunks) = rs.read(true) else { return Step::Remove };
+    let Ok(mut chunks) = rs.read(true) else {
+        return Step::Remove;
+    };
     let res = chunks.next(max);
     let _ = chunks.finalize();
     let chunk = match res {
         Ok(Some(chunk)) => chunk.bytes,
         Ok(None) => {
             let mid = s.kind.is_none() || s.prefix_len > 0;
-            return if mid { Step::Reject(StreamReject::Truncated) } else { Step::Remove };
+            return if mid {
+                Step::Reject(StreamReject::Truncated)
+            } else {
+                Step::Remove
+            };
         }
         Err(ReadError::Blocked) => return Step::Stop,
         Err(ReadError::Reset(_)) => return Step::Remove,
@@ -485,14 +605,22 @@ fn step(st: &mut State, ch: ConnectionHandle, id: StreamId) -> Step {
             Ok(k) => k,
             Err(r) => return Step::Reject(r),
         };
-        let Some(q) = kinds.get_mut(&k) else { return Step::Reject(StreamReject::UnknownKind) };
+        let Some(q) = kinds.get_mut(&k) else {
+            return Step::Reject(StreamReject::UnknownKind);
+        };
         s.kind = Some(k);
         s.max_message = q.cfg.max_message;
         if s.bi {
             if q.full() {
                 return Step::Reject(StreamReject::QueueFull);
             }
-            q.bis.push_back(IncomingBi { peer, kind: k, ch, uid: c.uid, id });
+            q.bis.push_back(IncomingBi {
+                peer,
+                kind: k,
+                ch,
+                uid: c.uid,
+                id,
+            });
             q.note_push();
             *c.app_bi_by_kind.entry(k).or_default() += 1;
             c.in_streams.remove(&id);
@@ -539,7 +667,9 @@ fn deliver(
     kind: Kind,
     data: Bytes,
 ) {
-    let Some(q) = kinds.get_mut(&kind) else { return };
+    let Some(q) = kinds.get_mut(&kind) else {
+        return;
+    };
     if q.full() && q.cfg.overflow == Overflow::DropAndCount {
         q.drops += 1;
         return;
@@ -553,10 +683,16 @@ fn deliver(
 pub(crate) fn resume_unblocked(st: &mut State) {
     let kinds = std::mem::take(&mut st.unblocked);
     for k in kinds {
-        let Some(q) = st.kinds.get_mut(&k) else { continue };
+        let Some(q) = st.kinds.get_mut(&k) else {
+            continue;
+        };
         let blocked = std::mem::take(&mut q.blocked);
         for (ch, id) in blocked {
-            if let Some(s) = st.conns.get_mut(&ch).and_then(|c| c.in_streams.get_mut(&id)) {
+            if let Some(s) = st
+                .conns
+                .get_mut(&ch)
+                .and_then(|c| c.in_streams.get_mut(&id))
+            {
                 s.blocked = false;
             }
             process_in(st, ch, id);
@@ -565,6 +701,15 @@ pub(crate) fn resume_unblocked(st: &mut State) {
 }
 
 /// A fresh connection record shared with handles.
-pub(crate) fn new_shared(ch: ConnectionHandle, uid: u64, remote: std::net::SocketAddr) -> Arc<ConnShared> {
-    Arc::new(ConnShared { uid, ch, remote, info: Default::default() })
+pub(crate) fn new_shared(
+    ch: ConnectionHandle,
+    uid: u64,
+    remote: std::net::SocketAddr,
+) -> Arc<ConnShared> {
+    Arc::new(ConnShared {
+        uid,
+        ch,
+        remote,
+        info: Default::default(),
+    })
 }

@@ -103,7 +103,11 @@ fn ecn_from_proto(e: Option<EcnCodepoint>) -> Option<Ecn> {
 
 impl Driver {
     pub(crate) fn new(shared: Arc<Shared>, socket: Box<dyn Socket>, gso: bool) -> Self {
-        let max_gso = if gso { socket.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS) } else { 1 };
+        let max_gso = if gso {
+            socket.max_gso_segments().clamp(1, MAX_GSO_SEGMENTS)
+        } else {
+            1
+        };
         Self {
             shared,
             socket,
@@ -123,7 +127,11 @@ impl Driver {
     fn recv(&mut self, cx: &mut Context<'_>, st: &mut State, now: Instant) -> bool {
         let mut progress = false;
         for _ in 0..RECV_ROUNDS {
-            let mut iovs: Vec<IoSliceMut<'_>> = self.recv_buf.chunks_mut(RECV_CHUNK).map(IoSliceMut::new).collect();
+            let mut iovs: Vec<IoSliceMut<'_>> = self
+                .recv_buf
+                .chunks_mut(RECV_CHUNK)
+                .map(IoSliceMut::new)
+                .collect();
             let n = match self.socket.poll_recv(cx, &mut iovs, &mut self.meta) {
                 Poll::Pending => break,
                 Poll::Ready(Err(e)) => {
@@ -161,7 +169,14 @@ impl Driver {
 
     fn handle_datagram(&mut self, st: &mut State, now: Instant, m: RecvMeta, d: BytesMut) {
         self.resp_buf.clear();
-        let ev = st.endpoint.handle(now, m.addr, m.dst_ip, ecn_to_proto(m.ecn), d, &mut self.resp_buf);
+        let ev = st.endpoint.handle(
+            now,
+            m.addr,
+            m.dst_ip,
+            ecn_to_proto(m.ecn),
+            d,
+            &mut self.resp_buf,
+        );
         match ev {
             Some(DatagramEvent::ConnectionEvent(ch, ev)) => {
                 if let Some(c) = st.conns.get_mut(&ch) {
@@ -190,7 +205,8 @@ impl Driver {
                 let uid = st.next_uid;
                 st.next_uid += 1;
                 let rec = conn::new_shared(ch, uid, inner.remote_address());
-                st.conns.insert(ch, Conn::new(inner, uid, Role::Server, None, rec));
+                st.conns
+                    .insert(ch, Conn::new(inner, uid, Role::Server, None, rec));
             }
             Err(e) => {
                 st.counters.incoming_failed += 1;
@@ -214,7 +230,10 @@ impl Driver {
             segment_size: t.segment_size,
             src_ip: t.src_ip,
         };
-        self.responses.push_back((held, self.resp_buf[..t.size.min(self.resp_buf.len())].to_vec()));
+        self.responses.push_back((
+            held,
+            self.resp_buf[..t.size.min(self.resp_buf.len())].to_vec(),
+        ));
     }
 
     fn count_sent(st: &mut State, h: &Held) {
@@ -231,7 +250,13 @@ impl Driver {
     }
 
     /// Sends `h` from `buf`; `false` if the socket would block.
-    fn send_one(socket: &mut dyn Socket, cx: &mut Context<'_>, st: &mut State, h: &Held, buf: &[u8]) -> bool {
+    fn send_one(
+        socket: &mut dyn Socket,
+        cx: &mut Context<'_>,
+        st: &mut State,
+        h: &Held,
+        buf: &[u8],
+    ) -> bool {
         let t = Transmit {
             destination: h.destination,
             ecn: h.ecn,
@@ -273,9 +298,14 @@ impl Driver {
             let mut any = false;
             for &ch in &self.keys {
                 for _ in 0..TX_PER_CONN {
-                    let Some(c) = st.conns.get_mut(&ch) else { break };
+                    let Some(c) = st.conns.get_mut(&ch) else {
+                        break;
+                    };
                     self.send_buf.clear();
-                    let Some(t) = c.inner.poll_transmit(now, self.max_gso, &mut self.send_buf) else { break };
+                    let Some(t) = c.inner.poll_transmit(now, self.max_gso, &mut self.send_buf)
+                    else {
+                        break;
+                    };
                     any = true;
                     let h = Held {
                         destination: t.destination,
@@ -344,9 +374,13 @@ impl Driver {
 
     fn endpoint_events(&mut self, st: &mut State, ch: ConnectionHandle) {
         loop {
-            let State { conns, endpoint, .. } = &mut *st;
+            let State {
+                conns, endpoint, ..
+            } = &mut *st;
             let Some(c) = conns.get_mut(&ch) else { return };
-            let Some(ev) = c.inner.poll_endpoint_events() else { return };
+            let Some(ev) = c.inner.poll_endpoint_events() else {
+                return;
+            };
             let drained = ev.is_drained();
             if let Some(cev) = endpoint.handle_event(ch, ev) {
                 c.inner.handle_event(cev);
@@ -381,7 +415,11 @@ impl Future for Driver {
         let this = &mut *self;
         let shared = this.shared.clone();
         let mut st = shared.lock();
-        if !st.driver_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+        if !st
+            .driver_waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+        {
             st.driver_waker = Some(cx.waker().clone());
         }
         let more = this.drive(cx, &mut st);

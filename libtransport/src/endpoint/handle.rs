@@ -80,7 +80,9 @@ pub(crate) struct ConnShared {
 impl ConnShared {
     pub(crate) fn info(&self) -> std::sync::MutexGuard<'_, Info> {
         // See `Shared::lock` on poisoning.
-        self.info.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.info
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Records the end of the connection (first reason wins) and wakes
@@ -156,14 +158,23 @@ impl Connection {
     /// Closes the connection.
     pub fn close(&self) {
         let mut st = self.ep.lock();
-        super::conn::close_conn(&mut st, self.rec.ch, self.rec.uid, super::state::close::NORMAL, CloseReason::Local);
+        super::conn::close_conn(
+            &mut st,
+            self.rec.ch,
+            self.rec.uid,
+            super::state::close::NORMAL,
+            CloseReason::Local,
+        );
         st.wake_driver();
     }
 
     /// A handle that does not keep the endpoint alive.
     #[must_use]
     pub fn downgrade(&self) -> WeakConnection {
-        WeakConnection { ep: Arc::downgrade(&self.ep), rec: self.rec.clone() }
+        WeakConnection {
+            ep: Arc::downgrade(&self.ep),
+            rec: self.rec.clone(),
+        }
     }
 
     /// Sends one message of `kind` on this connection.
@@ -199,7 +210,10 @@ impl WeakConnection {
         if self.rec.info().closed.is_some() {
             return None;
         }
-        self.ep.upgrade().map(|ep| Connection { ep, rec: self.rec.clone() })
+        self.ep.upgrade().map(|ep| Connection {
+            ep,
+            rec: self.rec.clone(),
+        })
     }
 
     /// The peer's PeerId.

@@ -201,7 +201,11 @@ impl Endpoint {
     }
 
     /// Starts an endpoint over any backend.
-    pub fn with_socket(socket: Box<dyn Socket>, identity: Identity, config: Config) -> Result<Self, Error> {
+    pub fn with_socket(
+        socket: Box<dyn Socket>,
+        identity: Identity,
+        config: Config,
+    ) -> Result<Self, Error> {
         let rt = tokio::runtime::Handle::try_current().map_err(|_| Error::NoRuntime)?;
         let (server_crypto, client_crypto) = crate::tls::configs()?;
         let transport = config.transport();
@@ -236,17 +240,28 @@ impl Endpoint {
             shutdown: false,
             driver_done: false,
             backend: socket.backend(),
-            max_gso_segments: if config.gso { socket.max_gso_segments() } else { 1 },
+            max_gso_segments: if config.gso {
+                socket.max_gso_segments()
+            } else {
+                1
+            },
             max_receive_segments: socket.max_receive_segments(),
             unblocked: Vec::new(),
             closed_recent: Default::default(),
             config,
         };
         let gso = state.config.gso;
-        let shared = Arc::new(Shared { state: Mutex::new(state), local_addr, peer_id });
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            local_addr,
+            peer_id,
+        });
         let driver = driver::Driver::new(shared.clone(), socket, gso);
         rt.spawn(driver);
-        Ok(Self { _guard: Arc::new(Guard(shared.clone())), shared })
+        Ok(Self {
+            _guard: Arc::new(Guard(shared.clone())),
+            shared,
+        })
     }
 
     /// This endpoint's PeerId.
@@ -282,7 +297,11 @@ impl Endpoint {
     }
 
     /// Opens a bidirectional stream of `kind` to `peer`.
-    pub async fn open_bi(&self, peer: &PeerId, kind: Kind) -> Result<(SendStream, RecvStream), Error> {
+    pub async fn open_bi(
+        &self,
+        peer: &PeerId,
+        kind: Kind,
+    ) -> Result<(SendStream, RecvStream), Error> {
         let c = self.connection(peer).ok_or(Error::NotConnected(*peer))?;
         c.open_bi(kind).await
     }
@@ -295,7 +314,10 @@ impl Endpoint {
             return Err(Error::KindRegistered(kind));
         }
         st.kinds.insert(kind, KindQueue::new(config));
-        Ok(KindReceiver { shared: self.shared.clone(), kind })
+        Ok(KindReceiver {
+            shared: self.shared.clone(),
+            kind,
+        })
     }
 
     /// The next lifecycle event; `None` once the endpoint is closed.

@@ -52,13 +52,17 @@ impl Shared {
     /// the data is still structurally valid (every update is a few field
     /// writes), so we continue rather than cascade the panic.
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").field("local_addr", &self.local_addr).finish_non_exhaustive()
+        f.debug_struct("Shared")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
     }
 }
 
@@ -225,7 +229,13 @@ pub(crate) struct OutStream {
 
 impl OutStream {
     pub(crate) fn new(id: StreamId) -> Self {
-        Self { id, pending: VecDeque::new(), pending_bytes: 0, finish_when_flushed: false, waiters: Vec::new() }
+        Self {
+            id,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            finish_when_flushed: false,
+            waiters: Vec::new(),
+        }
     }
 }
 

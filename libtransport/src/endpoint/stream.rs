@@ -13,10 +13,12 @@ use quinn_proto::{ConnectionHandle, ReadError, StreamId, VarInt, WriteError};
 use super::state::{CloseReason, Conn, Phase, Shared, State};
 use super::{BiStream, Error, IncomingBi};
 
-fn conn<'a>(st: &'a mut State, ch: ConnectionHandle, uid: u64) -> Result<&'a mut Conn, Error> {
+fn conn(st: &mut State, ch: ConnectionHandle, uid: u64) -> Result<&mut Conn, Error> {
     match st.conns.get_mut(&ch).filter(|c| c.uid == uid) {
         Some(c) if c.phase != Phase::Closing => Ok(c),
-        Some(c) => Err(Error::Closed(c.close_reason.clone().unwrap_or(CloseReason::Local))),
+        Some(c) => Err(Error::Closed(
+            c.close_reason.clone().unwrap_or(CloseReason::Local),
+        )),
         None => Err(Error::Closed(CloseReason::Local)),
     }
 }
@@ -33,7 +35,13 @@ pub struct SendStream {
 
 impl SendStream {
     pub(crate) fn new(ep: Arc<Shared>, ch: ConnectionHandle, uid: u64, id: StreamId) -> Self {
-        Self { ep, ch, uid, id, done: false }
+        Self {
+            ep,
+            ch,
+            uid,
+            id,
+            done: false,
+        }
     }
 
     /// Writes some of `data`; returns how much was accepted.
@@ -53,7 +61,9 @@ impl SendStream {
                     c.writers.insert(self.id, cx.waker().clone());
                     Poll::Pending
                 }
-                Err(WriteError::Stopped(code)) => Poll::Ready(Err(Error::Stopped(code.into_inner()))),
+                Err(WriteError::Stopped(code)) => {
+                    Poll::Ready(Err(Error::Stopped(code.into_inner())))
+                }
                 Err(WriteError::ClosedStream) => Poll::Ready(Err(Error::StreamClosed)),
             }
         })
@@ -90,7 +100,9 @@ impl SendStream {
                         st.wake_driver();
                         return Poll::Pending;
                     }
-                    Err(WriteError::Stopped(code)) => return Poll::Ready(Err(Error::Stopped(code.into_inner()))),
+                    Err(WriteError::Stopped(code)) => {
+                        return Poll::Ready(Err(Error::Stopped(code.into_inner())));
+                    }
                     Err(WriteError::ClosedStream) => return Poll::Ready(Err(Error::StreamClosed)),
                 }
             }
@@ -103,7 +115,11 @@ impl SendStream {
         self.done = true;
         let mut st = self.ep.lock();
         let c = conn(&mut st, self.ch, self.uid)?;
-        let r = c.inner.send_stream(self.id).finish().map_err(|_| Error::StreamClosed);
+        let r = c
+            .inner
+            .send_stream(self.id)
+            .finish()
+            .map_err(|_| Error::StreamClosed);
         st.wake_driver();
         r
     }
@@ -139,7 +155,13 @@ pub struct RecvStream {
 
 impl RecvStream {
     pub(crate) fn new(ep: Arc<Shared>, ch: ConnectionHandle, uid: u64, id: StreamId) -> Self {
-        Self { ep, ch, uid, id, done: false }
+        Self {
+            ep,
+            ch,
+            uid,
+            id,
+            done: false,
+        }
     }
 
     /// Reads the next chunk of at most `max` bytes; `None` at the end.

@@ -40,7 +40,12 @@ impl UdpSocket {
         let _ = state.set_recv_buffer_size(UdpSockRef::from(&sock), 4 << 20);
         sock.set_nonblocking(true)?;
         let io = tokio::net::UdpSocket::from_std(sock)?;
-        Ok(Self { io, state, metas: Vec::new(), gso: true })
+        Ok(Self {
+            io,
+            state,
+            metas: Vec::new(),
+            gso: true,
+        })
     }
 
     /// Disables GSO (one datagram per transmit), for comparisons.
@@ -116,9 +121,9 @@ impl Socket for UdpSocket {
                 return Poll::Pending;
             }
             let state = &self.state;
-            let res = self
-                .io
-                .try_io(Interest::WRITABLE, || state.try_send(UdpSockRef::from(&self.io), &tx));
+            let res = self.io.try_io(Interest::WRITABLE, || {
+                state.try_send(UdpSockRef::from(&self.io), &tx)
+            });
             match res {
                 Ok(()) => return Poll::Ready(Ok(())),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -132,7 +137,11 @@ impl Socket for UdpSocket {
     }
 
     fn max_gso_segments(&self) -> usize {
-        if self.gso { self.state.max_gso_segments() } else { 1 }
+        if self.gso {
+            self.state.max_gso_segments()
+        } else {
+            1
+        }
     }
 
     fn max_receive_segments(&self) -> usize {
