@@ -19,6 +19,10 @@
 //!   runs the flatbuffers verifier with limits derived from the payload
 //!   length ([`verifier_options`]) and returns the zero-copy root table. An
 //!   error frame from the peer becomes [`WireError::Remote`].
+//!   [`decode_verify`], [`decode_relay`] and [`decode_admin`] go one step
+//!   further and return the protocol's message as an enum ([`VerifyMsg`],
+//!   [`RelayMsg`], [`AdminMsg`]); an unknown union member is
+//!   [`WireError::UnexpectedMessage`].
 //! * Schemas are named by marker types implementing [`Schema`]:
 //!   [`HelloSchema`], [`ErrorSchema`], [`VerifySchema`], [`RelaySchema`],
 //!   [`AdminSchema`].
@@ -60,11 +64,13 @@
 mod blocking;
 #[cfg(feature = "tokio")]
 mod codec;
+mod messages;
 mod schema;
 
 pub use blocking::{FrameReader, FrameWriter};
 #[cfg(feature = "tokio")]
 pub use codec::FrameCodec;
+pub use messages::{AdminMsg, RelayMsg, VerifyMsg, decode_admin, decode_relay, decode_verify};
 pub use schema::{
     AdminSchema, ErrorSchema, HelloSchema, RelaySchema, Schema, VerifySchema, decode, encode_error,
     finish, peek_identifier, verifier_options,

@@ -219,6 +219,13 @@ fn unknown_union_member_reads_as_nothing() {
     let f = frame::decode::<VerifySchema>(fbb.finished_data()).unwrap();
     assert!(f.msg_as_busy().is_none() && f.msg_as_verify_batch().is_none());
     assert!(f.msg_type().variant_name().is_none());
+    match frame::decode_verify(fbb.finished_data()) {
+        Err(WireError::UnexpectedMessage { expected, got }) => {
+            assert_eq!(expected, "a tern.verify message");
+            assert_eq!(got, "unknown union member 200");
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 /// Random streams and random mutations of valid frames: every outcome is a

@@ -206,7 +206,46 @@ fn check_admin(name: &str, p: &[u8]) {
     }
 }
 
+/// The enum view names the same message the sample was built as.
+fn check_enum(name: &str, p: &[u8]) {
+    use frame::{AdminMsg as A, RelayMsg as R, VerifyMsg as V};
+    let got = match name.split('/').next().unwrap() {
+        "verify" => match frame::decode_verify(p).unwrap() {
+            V::RegisterKey(_) => "register_key",
+            V::KeyRegistered(_) => "key_registered",
+            V::VerifyBatch(b) => {
+                ["verify_batch_1", "verify_batch_4"][usize::from(b.items().len() == 4)]
+            }
+            V::VerifyResult(_) => "verify_result",
+            V::Busy(_) => "busy",
+            _ => "new variant",
+        },
+        "relay" => match frame::decode_relay(p).unwrap() {
+            R::Inbound(_) => "inbound",
+            R::InboundBatch(_) => "inbound_batch",
+            R::Admission(_) => "admission",
+            R::Outbound(_) => "outbound",
+            R::OutboundBatch(_) => "outbound_batch",
+            R::SendResult(_) => "send_result",
+            R::PeerEvent(_) => "peer_event",
+            _ => "new variant",
+        },
+        "admin" => match frame::decode_admin(p).unwrap() {
+            A::StatusRequest(_) => "status_request",
+            A::StatusResponse(_) => "status_response",
+            A::DiagnosticsRequest(_) => "diag_request",
+            A::DiagnosticsResponse(_) => "diag_response",
+            A::CommandRequest(_) => "command_request",
+            A::CommandResponse(_) => "command_response",
+            _ => "new variant",
+        },
+        _ => return,
+    };
+    assert_eq!(name.split_once('/').unwrap().1, got);
+}
+
 fn check(name: &str, p: &[u8]) {
+    check_enum(name, p);
     match name.split('/').next().unwrap() {
         "hello" => check_hello(p),
         "error" => check_error(p),
