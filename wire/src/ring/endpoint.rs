@@ -60,7 +60,17 @@ impl From<Corrupt> for WaitError {
     }
 }
 
-/// Spins up to the tuner's budget, then parks until `ready` holds. Shared by
+/// How much longer a peer we woke at `woke_at` may still be getting back on
+/// its feet: while it is, spinning is cheaper than parking (which would make
+/// it wake *us* next, and the two sides would take turns sleeping).
+fn grace_ns<P: Parker>(cfg: &SpinConfig, parker: &P, woke_at: Option<u64>) -> u64 {
+    let Some(t) = woke_at else { return 0 };
+    let wake = cfg.peer_wake.as_nanos().min(u64::MAX as u128) as u64;
+    wake.saturating_sub(parker.now_ns().saturating_sub(t))
+}
+
+/// Spins up to the tuner's budget (at least `min_spin_ns`), then parks
+/// until `ready` holds. Shared by
 /// both sides; `prepare` announces the park and re-checks (see
 /// [`super::core`] on lost wake-ups), `cancel` withdraws the announcement.
 #[allow(clippy::too_many_arguments)]
@@ -74,10 +84,11 @@ fn wait_until<S, P: Parker>(
     mut prepare: impl FnMut(&mut S) -> Result<bool, Corrupt>,
     mut cancel: impl FnMut(&mut S),
     peer_closed: impl Fn(&S) -> bool,
+    min_spin_ns: u64,
 ) -> Result<(), WaitError> {
     stats.waits += 1;
     let start = parker.now_ns();
-    let budget = tuner.budget_ns();
+    let budget = tuner.budget_ns().max(min_spin_ns);
     stats.spin_budget_ns = budget;
     if budget > 0 {
         let mut spins: u32 = 0;
@@ -132,6 +143,8 @@ pub struct Producer<M: RingMemory, P: Parker> {
     cfg: SpinConfig,
     stats: RingStats,
     gone: Option<PeerGone>,
+    /// When we last woke the peer (parker clock).
+    woke_at: Option<u64>,
 }
 
 impl<M: RingMemory, P: Parker> Producer<M, P> {
@@ -144,6 +157,7 @@ impl<M: RingMemory, P: Parker> Producer<M, P> {
             cfg,
             stats: RingStats::default(),
             gone: None,
+            woke_at: None,
         }
     }
 
@@ -218,6 +232,7 @@ impl<M: RingMemory, P: Parker> Producer<M, P> {
         if self.core.publish() {
             self.stats.wakes += 1;
             self.parker.wake_peer();
+            self.woke_at = Some(self.parker.now_ns());
         }
     }
 
@@ -257,6 +272,7 @@ impl<M: RingMemory, P: Parker> Producer<M, P> {
 
     fn wait_space(&mut self) -> Result<(), WaitError> {
         let park_timeout = self.cfg.park_timeout;
+        let min_spin = grace_ns(&self.cfg, &self.parker, self.woke_at);
         wait_until(
             &mut self.core,
             &mut self.parker,
@@ -267,6 +283,7 @@ impl<M: RingMemory, P: Parker> Producer<M, P> {
             |c| c.prepare_park(),
             |c| c.cancel_park(),
             |c| c.peer_closed(),
+            min_spin,
         )
     }
 }
@@ -289,6 +306,8 @@ pub struct Consumer<M: RingMemory, P: Parker> {
     cfg: SpinConfig,
     stats: RingStats,
     gone: Option<PeerGone>,
+    /// When we last woke the peer (parker clock).
+    woke_at: Option<u64>,
 }
 
 impl<M: RingMemory, P: Parker> Consumer<M, P> {
@@ -301,6 +320,7 @@ impl<M: RingMemory, P: Parker> Consumer<M, P> {
             cfg,
             stats: RingStats::default(),
             gone: None,
+            woke_at: None,
         }
     }
 
@@ -337,6 +357,7 @@ impl<M: RingMemory, P: Parker> Consumer<M, P> {
                 if wake {
                     self.stats.wakes += 1;
                     self.parker.wake_peer();
+                    self.woke_at = Some(self.parker.now_ns());
                 }
                 Ok(Some(len))
             }
@@ -364,6 +385,7 @@ impl<M: RingMemory, P: Parker> Consumer<M, P> {
                 return Ok(len);
             }
             let park_timeout = self.cfg.park_timeout;
+            let min_spin = grace_ns(&self.cfg, &self.parker, self.woke_at);
             let waited = wait_until(
                 &mut self.core,
                 &mut self.parker,
@@ -374,6 +396,7 @@ impl<M: RingMemory, P: Parker> Consumer<M, P> {
                 |c| c.prepare_park(),
                 |c| c.cancel_park(),
                 |c| c.peer_closed(),
+                min_spin,
             );
             match waited {
                 Ok(()) => {}
