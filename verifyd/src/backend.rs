@@ -68,7 +68,11 @@ pub fn verify_item(key: &dyn VerifyKey, msg: &[u8], ctx: &[u8], sig: &[u8]) -> V
     if sig.len() != SIGNATURE_LEN || ctx.len() > 255 {
         return Verdict::Malformed;
     }
-    if key.verify_sized(msg, ctx, sig) { Verdict::Valid } else { Verdict::Invalid }
+    if key.verify_sized(msg, ctx, sig) {
+        Verdict::Valid
+    } else {
+        Verdict::Invalid
+    }
 }
 
 /// Decodes `key` with `backend` and verifies one item; malformed keys give
@@ -139,7 +143,11 @@ impl FromStr for BackendKind {
 }
 
 fn check_key_len(key: &[u8]) -> Result<(), KeyError> {
-    if key.len() == PUBLIC_KEY_LEN { Ok(()) } else { Err(KeyError::WrongLength(key.len())) }
+    if key.len() == PUBLIC_KEY_LEN {
+        Ok(())
+    } else {
+        Err(KeyError::WrongLength(key.len()))
+    }
 }
 
 /// AWS-LC's ML-DSA-65 via `aws-lc-rs`.
@@ -168,8 +176,9 @@ impl Backend for AwsLc {
     }
     fn decode_key(&self, key: &[u8]) -> Result<DecodedKey, KeyError> {
         check_key_len(key)?;
-        let parsed = aws_lc_rs::signature::ParsedPublicKey::new(&aws_lc_rs::signature::ML_DSA_65, key)
-            .map_err(|_| KeyError::Rejected)?;
+        let parsed =
+            aws_lc_rs::signature::ParsedPublicKey::new(&aws_lc_rs::signature::ML_DSA_65, key)
+                .map_err(|_| KeyError::Rejected)?;
         Ok(Arc::new(AwsLcKey(parsed)))
     }
     fn supports_context(&self) -> bool {
@@ -231,13 +240,28 @@ mod tests {
     fn wrong_sizes_are_malformed_for_every_backend() {
         for k in BackendKind::ALL {
             let b = k.build();
-            assert_eq!(b.decode_key(&[0; 10]).unwrap_err(), KeyError::WrongLength(10));
-            assert_eq!(verify_once(b.as_ref(), &[], b"m", &[0; SIGNATURE_LEN]), Verdict::Malformed);
+            assert_eq!(
+                b.decode_key(&[0; 10]).unwrap_err(),
+                KeyError::WrongLength(10)
+            );
+            assert_eq!(
+                verify_once(b.as_ref(), &[], b"m", &[0; SIGNATURE_LEN]),
+                Verdict::Malformed
+            );
             let key = b.decode_key(&[7; PUBLIC_KEY_LEN]).unwrap();
-            assert_eq!(verify_item(key.as_ref(), b"m", &[], &[0; 12]), Verdict::Malformed);
-            assert_eq!(verify_item(key.as_ref(), b"m", &[], &[]), Verdict::Malformed);
+            assert_eq!(
+                verify_item(key.as_ref(), b"m", &[], &[0; 12]),
+                Verdict::Malformed
+            );
+            assert_eq!(
+                verify_item(key.as_ref(), b"m", &[], &[]),
+                Verdict::Malformed
+            );
             // Garbage of the right sizes decodes but never verifies.
-            assert_eq!(verify_item(key.as_ref(), b"m", &[], &[0xAB; SIGNATURE_LEN]), Verdict::Invalid);
+            assert_eq!(
+                verify_item(key.as_ref(), b"m", &[], &[0xAB; SIGNATURE_LEN]),
+                Verdict::Invalid
+            );
         }
     }
 }

@@ -46,13 +46,21 @@ impl Signer {
                 )
                 .map_err(|e| FixtureError(e.to_string()))?;
                 let public = kp.public_key().as_ref().to_vec();
-                Ok(Signer { kind, public, inner: SignerInner::AwsLc(kp) })
+                Ok(Signer {
+                    kind,
+                    public,
+                    inner: SignerInner::AwsLc(kp),
+                })
             }
             BackendKind::RustCrypto => {
                 let sk = ml_dsa::SigningKey::<ml_dsa::MlDsa65>::from_seed(&seed.into());
                 let vk = ml_dsa::Keypair::verifying_key(&sk);
                 let public = vk.encode().to_vec();
-                Ok(Signer { kind, public, inner: SignerInner::RustCrypto(Box::new(sk)) })
+                Ok(Signer {
+                    kind,
+                    public,
+                    inner: SignerInner::RustCrypto(Box::new(sk)),
+                })
             }
         }
     }
@@ -74,12 +82,14 @@ impl Signer {
         match &self.inner {
             SignerInner::AwsLc(kp) => {
                 let mut sig = vec![0; SIGNATURE_LEN];
-                kp.sign(msg, &mut sig).map_err(|e| FixtureError(e.to_string()))?;
+                kp.sign(msg, &mut sig)
+                    .map_err(|e| FixtureError(e.to_string()))?;
                 Ok(sig)
             }
             SignerInner::RustCrypto(sk) => {
                 let s: ml_dsa::Signature<ml_dsa::MlDsa65> =
-                    ml_dsa::Signer::try_sign(sk.as_ref(), msg).map_err(|e| FixtureError(e.to_string()))?;
+                    ml_dsa::Signer::try_sign(sk.as_ref(), msg)
+                        .map_err(|e| FixtureError(e.to_string()))?;
                 Ok(s.encode().to_vec())
             }
         }
@@ -144,12 +154,17 @@ impl Corpus {
             let key = i % signers.len();
             let msg: Vec<u8> = (0..msg_len).map(|_| splitmix(&mut rng) as u8).collect();
             let sig = signers[key].sign(&msg)?;
-            base.push(Sample { key, msg, sig, expected: Verdict::Valid });
+            base.push(Sample {
+                key,
+                msg,
+                sig,
+                expected: Verdict::Valid,
+            });
         }
         let mut samples = Vec::with_capacity(total);
         for i in 0..total {
             let mut s = base[i % base.len()].clone();
-            if tamper_every > 0 && splitmix(&mut rng) % tamper_every == 0 {
+            if tamper_every > 0 && splitmix(&mut rng).is_multiple_of(tamper_every) {
                 let r = splitmix(&mut rng);
                 if r & 1 == 0 && !s.msg.is_empty() {
                     let at = (r >> 8) as usize % s.msg.len();
@@ -163,7 +178,11 @@ impl Corpus {
             samples.push(s);
         }
         let keys = signers.iter().map(|s| s.public_key().to_vec()).collect();
-        debug_assert!(signers.iter().all(|s| s.public_key().len() == PUBLIC_KEY_LEN));
+        debug_assert!(
+            signers
+                .iter()
+                .all(|s| s.public_key().len() == PUBLIC_KEY_LEN)
+        );
         Ok(Corpus { keys, samples })
     }
 }

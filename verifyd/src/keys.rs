@@ -74,7 +74,10 @@ impl KeyCache {
             by_id: HashMap::new(),
             by_bytes: HashMap::new(),
             lru: BTreeMap::new(),
-            stats: KeyCacheStats { capacity, ..KeyCacheStats::default() },
+            stats: KeyCacheStats {
+                capacity,
+                ..KeyCacheStats::default()
+            },
         }
     }
 
@@ -120,7 +123,9 @@ impl KeyCache {
             return id;
         }
         while self.by_id.len() >= self.capacity {
-            let Some((_, victim)) = self.lru.pop_first() else { break };
+            let Some((_, victim)) = self.lru.pop_first() else {
+                break;
+            };
             if let Some(old) = self.by_id.remove(&victim) {
                 self.by_bytes.remove(&old.bytes);
                 self.stats.evictions += 1;
@@ -138,21 +143,31 @@ impl KeyCache {
         let bytes: Arc<[u8]> = Arc::from(bytes);
         self.by_bytes.insert(bytes.clone(), id);
         self.lru.insert(self.tick, id);
-        self.by_id.insert(id, Entry { key, bytes, last_used: self.tick });
+        self.by_id.insert(
+            id,
+            Entry {
+                key,
+                bytes,
+                last_used: self.tick,
+            },
+        );
         id
     }
 
     /// Counters and size.
     #[must_use]
     pub fn stats(&self) -> KeyCacheStats {
-        KeyCacheStats { len: self.by_id.len(), ..self.stats }
+        KeyCacheStats {
+            len: self.by_id.len(),
+            ..self.stats
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::{PUBLIC_KEY_LEN, RustCrypto, Backend};
+    use crate::backend::{Backend, PUBLIC_KEY_LEN, RustCrypto};
 
     fn key(b: u8) -> (Vec<u8>, DecodedKey) {
         let bytes = vec![b; PUBLIC_KEY_LEN];

@@ -53,7 +53,9 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let socket = cli.socket.unwrap_or_else(|| default_socket_dir().join("verifyd.sock"));
+    let socket = cli
+        .socket
+        .unwrap_or_else(|| default_socket_dir().join("verifyd.sock"));
     let admin = cli.admin_socket.unwrap_or_else(|| {
         let mut s = socket.clone().into_os_string();
         s.push(".admin");
@@ -85,20 +87,22 @@ fn main() -> Result<()> {
 
     let server = Server::bind(cfg).context("binding sockets")?;
     let handle = server.handle();
-    std::thread::Builder::new().name("verify-signals".into()).spawn(move || {
-        let mut seen = 0;
-        while let Ok(sig) = sigs.wait() {
-            seen += 1;
-            if seen == 1 {
-                tracing::info!(?sig, "draining");
-                handle.drain();
-            } else {
-                tracing::warn!(?sig, "second signal: stopping now");
-                handle.stop();
-                std::process::exit(1);
+    std::thread::Builder::new()
+        .name("verify-signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            while let Ok(sig) = sigs.wait() {
+                seen += 1;
+                if seen == 1 {
+                    tracing::info!(?sig, "draining");
+                    handle.drain();
+                } else {
+                    tracing::warn!(?sig, "second signal: stopping now");
+                    handle.stop();
+                    std::process::exit(1);
+                }
             }
-        }
-    })?;
+        })?;
     server.run().context("serving")?;
     Ok(())
 }

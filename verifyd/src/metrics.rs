@@ -35,7 +35,11 @@ impl BatchHist {
     /// `(upper bound, count)` per bucket.
     #[must_use]
     pub fn buckets(&self) -> Vec<(u64, u64)> {
-        self.0.iter().enumerate().map(|(i, c)| ((2u64 << i) - 1, c.load(Relaxed))).collect()
+        self.0
+            .iter()
+            .enumerate()
+            .map(|(i, c)| ((2u64 << i) - 1, c.load(Relaxed)))
+            .collect()
     }
 }
 
@@ -48,7 +52,10 @@ pub struct LatencyHist {
 
 impl Default for LatencyHist {
     fn default() -> Self {
-        LatencyHist { buckets: std::array::from_fn(|_| AtomicU64::new(0)), max_ns: AtomicU64::new(0) }
+        LatencyHist {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            max_ns: AtomicU64::new(0),
+        }
     }
 }
 
@@ -56,9 +63,14 @@ impl LatencyHist {
     /// Records one latency.
     pub fn record(&self, d: Duration) {
         let us = d.as_secs_f64() * 1e6;
-        let i = if us <= 1.0 { 0 } else { ((us.log2() * 4.0).ceil() as usize).min(LAT_BUCKETS - 1) };
+        let i = if us <= 1.0 {
+            0
+        } else {
+            ((us.log2() * 4.0).ceil() as usize).min(LAT_BUCKETS - 1)
+        };
         self.buckets[i].fetch_add(1, Relaxed);
-        self.max_ns.fetch_max(d.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+        self.max_ns
+            .fetch_max(d.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
     }
     /// The `q` quantile (0..=1) in microseconds (bucket upper edge), or 0.
     #[must_use]
@@ -109,6 +121,9 @@ pub struct Metrics {
     pub latency: LatencyHist,
     /// Busy time per worker thread, nanoseconds.
     pub worker_busy_ns: Vec<AtomicU64>,
+    /// Busy time of small batches run on connection threads, nanoseconds
+    /// (they hold a worker slot while they run).
+    pub inline_busy_ns: AtomicU64,
 }
 
 impl Metrics {
@@ -124,6 +139,7 @@ impl Metrics {
             batch_sizes: BatchHist::default(),
             latency: LatencyHist::default(),
             worker_busy_ns: (0..threads.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            inline_busy_ns: AtomicU64::new(0),
         }
     }
 }
@@ -151,6 +167,8 @@ pub struct Snapshot {
     pub batch_size_hist: Vec<(u64, u64)>,
     /// Per worker thread busy seconds.
     pub worker_busy_s: Vec<f64>,
+    /// Busy seconds of small batches run inline on connection threads.
+    pub inline_busy_s: f64,
     /// Request latency p50, µs.
     pub latency_p50_us: f64,
     /// Request latency p99, µs.
@@ -189,7 +207,12 @@ impl Snapshot {
             sched,
             keys,
             batch_size_hist: m.batch_sizes.buckets(),
-            worker_busy_s: m.worker_busy_ns.iter().map(|b| b.load(Relaxed) as f64 / 1e9).collect(),
+            worker_busy_s: m
+                .worker_busy_ns
+                .iter()
+                .map(|b| b.load(Relaxed) as f64 / 1e9)
+                .collect(),
+            inline_busy_s: m.inline_busy_ns.load(Relaxed) as f64 / 1e9,
             latency_p50_us: m.latency.quantile_us(0.5),
             latency_p99_us: m.latency.quantile_us(0.99),
             latency_max_us: m.latency.max_us(),
@@ -205,38 +228,137 @@ impl Snapshot {
     pub fn prometheus(&self) -> String {
         let mut o = String::new();
         let mut g = |name: &str, help: &str, kind: &str, v: f64| {
-            let _ = writeln!(o, "# HELP verifyd_{name} {help}\n# TYPE verifyd_{name} {kind}\nverifyd_{name} {v}");
+            let _ = writeln!(
+                o,
+                "# HELP verifyd_{name} {help}\n# TYPE verifyd_{name} {kind}\nverifyd_{name} {v}"
+            );
         };
-        g("items_total", "Items verified.", "counter", self.items as f64);
-        g("items_per_second", "Average items verified per second since start.", "gauge", self.items_per_s);
-        g("queue_depth", "Items queued, not yet dispatched.", "gauge", self.sched.queued as f64);
-        g("in_flight", "Items admitted, not yet verified.", "gauge", self.sched.in_flight as f64);
-        g("admission_limit", "Current admission limit in items.", "gauge", self.sched.limit as f64);
-        g("gather_delay_seconds", "Current batch gathering delay.", "gauge", self.sched.delay_us as f64 / 1e6);
-        g("busy_rejections_total", "Requests answered Busy.", "counter", self.sched.busy_rejections as f64);
-        g("busy_items_total", "Items in requests answered Busy.", "counter", self.sched.busy_items as f64);
-        g("request_errors_total", "Requests answered with a typed error.", "counter", self.request_errors as f64);
-        g("key_cache_hits_total", "Key cache hits.", "counter", self.keys.hits as f64);
-        g("key_cache_misses_total", "Key cache misses.", "counter", self.keys.misses as f64);
-        g("key_cache_evictions_total", "Key cache evictions.", "counter", self.keys.evictions as f64);
-        g("key_cache_keys", "Keys held.", "gauge", self.keys.len as f64);
-        g("write_failures_total", "Responses that could not be written.", "counter", self.write_failures as f64);
-        g("draining", "1 while draining after SIGTERM.", "gauge", f64::from(u8::from(self.draining)));
-        let _ = writeln!(o, "# HELP verifyd_latency_seconds Request latency quantiles.\n# TYPE verifyd_latency_seconds gauge");
-        for (q, v) in [("0.5", self.latency_p50_us), ("0.99", self.latency_p99_us), ("1", self.latency_max_us)] {
+        g(
+            "items_total",
+            "Items verified.",
+            "counter",
+            self.items as f64,
+        );
+        g(
+            "items_per_second",
+            "Average items verified per second since start.",
+            "gauge",
+            self.items_per_s,
+        );
+        g(
+            "queue_depth",
+            "Items queued, not yet dispatched.",
+            "gauge",
+            self.sched.queued as f64,
+        );
+        g(
+            "in_flight",
+            "Items admitted, not yet verified.",
+            "gauge",
+            self.sched.in_flight as f64,
+        );
+        g(
+            "admission_limit",
+            "Current admission limit in items.",
+            "gauge",
+            self.sched.limit as f64,
+        );
+        g(
+            "gather_delay_seconds",
+            "Current batch gathering delay.",
+            "gauge",
+            self.sched.delay_us as f64 / 1e6,
+        );
+        g(
+            "busy_rejections_total",
+            "Requests answered Busy.",
+            "counter",
+            self.sched.busy_rejections as f64,
+        );
+        g(
+            "busy_items_total",
+            "Items in requests answered Busy.",
+            "counter",
+            self.sched.busy_items as f64,
+        );
+        g(
+            "request_errors_total",
+            "Requests answered with a typed error.",
+            "counter",
+            self.request_errors as f64,
+        );
+        g(
+            "key_cache_hits_total",
+            "Key cache hits.",
+            "counter",
+            self.keys.hits as f64,
+        );
+        g(
+            "key_cache_misses_total",
+            "Key cache misses.",
+            "counter",
+            self.keys.misses as f64,
+        );
+        g(
+            "key_cache_evictions_total",
+            "Key cache evictions.",
+            "counter",
+            self.keys.evictions as f64,
+        );
+        g(
+            "key_cache_keys",
+            "Keys held.",
+            "gauge",
+            self.keys.len as f64,
+        );
+        g(
+            "write_failures_total",
+            "Responses that could not be written.",
+            "counter",
+            self.write_failures as f64,
+        );
+        g(
+            "draining",
+            "1 while draining after SIGTERM.",
+            "gauge",
+            f64::from(u8::from(self.draining)),
+        );
+        let _ = writeln!(
+            o,
+            "# HELP verifyd_latency_seconds Request latency quantiles.\n# TYPE verifyd_latency_seconds gauge"
+        );
+        for (q, v) in [
+            ("0.5", self.latency_p50_us),
+            ("0.99", self.latency_p99_us),
+            ("1", self.latency_max_us),
+        ] {
             let _ = writeln!(o, "verifyd_latency_seconds{{quantile=\"{q}\"}} {}", v / 1e6);
         }
-        let _ = writeln!(o, "# HELP verifyd_worker_busy_seconds_total Busy time per worker.\n# TYPE verifyd_worker_busy_seconds_total counter");
+        let _ = writeln!(
+            o,
+            "# HELP verifyd_worker_busy_seconds_total Busy time per worker.\n# TYPE verifyd_worker_busy_seconds_total counter"
+        );
         for (i, s) in self.worker_busy_s.iter().enumerate() {
             let _ = writeln!(o, "verifyd_worker_busy_seconds_total{{worker=\"{i}\"}} {s}");
         }
-        let _ = writeln!(o, "# HELP verifyd_batch_size Dispatched batch sizes.\n# TYPE verifyd_batch_size histogram");
+        let _ = writeln!(
+            o,
+            "verifyd_worker_busy_seconds_total{{worker=\"inline\"}} {}",
+            self.inline_busy_s
+        );
+        let _ = writeln!(
+            o,
+            "# HELP verifyd_batch_size Dispatched batch sizes.\n# TYPE verifyd_batch_size histogram"
+        );
         let mut cum = 0;
         for (le, c) in &self.batch_size_hist {
             cum += c;
             let _ = writeln!(o, "verifyd_batch_size_bucket{{le=\"{le}\"}} {cum}");
         }
-        let _ = writeln!(o, "verifyd_batch_size_bucket{{le=\"+Inf\"}} {cum}\nverifyd_batch_size_count {cum}");
+        let _ = writeln!(
+            o,
+            "verifyd_batch_size_bucket{{le=\"+Inf\"}} {cum}\nverifyd_batch_size_count {cum}"
+        );
         o
     }
 }

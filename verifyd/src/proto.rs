@@ -77,7 +77,9 @@ impl Request {
     #[must_use]
     pub fn request_id(&self) -> u64 {
         match self {
-            Request::RegisterKey { request_id, .. } | Request::VerifyBatch { request_id, .. } => *request_id,
+            Request::RegisterKey { request_id, .. } | Request::VerifyBatch { request_id, .. } => {
+                *request_id
+            }
         }
     }
 }
@@ -187,22 +189,37 @@ pub fn decode_request(buf: &[u8]) -> Result<Request, DecodeError> {
     if let Some(rk) = frame.msg_as_register_key() {
         let request_id = rk.request_id();
         if rk.algorithm() != fv::Algorithm::MlDsa65 {
-            return Err(DecodeError::UnsupportedAlgorithm { request_id, algorithm: rk.algorithm().0 });
+            return Err(DecodeError::UnsupportedAlgorithm {
+                request_id,
+                algorithm: rk.algorithm().0,
+            });
         }
-        return Ok(Request::RegisterKey { request_id, key: range_of(buf, Some(rk.public_key())) });
+        return Ok(Request::RegisterKey {
+            request_id,
+            key: range_of(buf, Some(rk.public_key())),
+        });
     }
     if let Some(vb) = frame.msg_as_verify_batch() {
         let request_id = vb.request_id();
         if vb.algorithm() != fv::Algorithm::MlDsa65 {
-            return Err(DecodeError::UnsupportedAlgorithm { request_id, algorithm: vb.algorithm().0 });
+            return Err(DecodeError::UnsupportedAlgorithm {
+                request_id,
+                algorithm: vb.algorithm().0,
+            });
         }
         let context = range_of(buf, vb.context());
         if context.len() > MAX_CONTEXT_LEN {
-            return Err(DecodeError::ContextTooLong { request_id, len: context.len() });
+            return Err(DecodeError::ContextTooLong {
+                request_id,
+                len: context.len(),
+            });
         }
         let list = vb.items();
         if list.len() > MAX_BATCH_ITEMS {
-            return Err(DecodeError::BatchTooLarge { request_id, items: list.len() });
+            return Err(DecodeError::BatchTooLarge {
+                request_id,
+                items: list.len(),
+            });
         }
         let mut items = Vec::with_capacity(list.len());
         for it in list.iter() {
@@ -214,9 +231,17 @@ pub fn decode_request(buf: &[u8]) -> Result<Request, DecodeError> {
             } else {
                 KeyRef::Missing
             };
-            items.push(RawItem { key, msg: range_of(buf, it.message()), sig: range_of(buf, it.signature()) });
+            items.push(RawItem {
+                key,
+                msg: range_of(buf, it.message()),
+                sig: range_of(buf, it.signature()),
+            });
         }
-        return Ok(Request::VerifyBatch { request_id, context, items });
+        return Ok(Request::VerifyBatch {
+            request_id,
+            context,
+            items,
+        });
     }
     Err(DecodeError::Unexpected(frame.msg_type().0))
 }
@@ -278,12 +303,23 @@ pub fn decode_response(buf: &[u8]) -> Result<Response, DecodeError> {
     let frame = fv::root_as_verify_frame_with_opts(&verifier_opts(buf.len()), buf)
         .map_err(|e| DecodeError::Invalid(e.to_string()))?;
     if let Some(r) = frame.msg_as_key_registered() {
-        return Ok(Response::KeyRegistered { request_id: r.request_id(), key_id: r.key_id() });
+        return Ok(Response::KeyRegistered {
+            request_id: r.request_id(),
+            key_id: r.key_id(),
+        });
     }
     if let Some(r) = frame.msg_as_verify_result() {
-        let verdicts = r.verdicts().iter().map(verdict_from_wire).collect::<Option<Vec<_>>>();
-        let verdicts = verdicts.ok_or_else(|| DecodeError::Invalid("unknown verdict value".into()))?;
-        return Ok(Response::VerifyResult { request_id: r.request_id(), verdicts });
+        let verdicts = r
+            .verdicts()
+            .iter()
+            .map(verdict_from_wire)
+            .collect::<Option<Vec<_>>>();
+        let verdicts =
+            verdicts.ok_or_else(|| DecodeError::Invalid("unknown verdict value".into()))?;
+        return Ok(Response::VerifyResult {
+            request_id: r.request_id(),
+            verdicts,
+        });
     }
     if let Some(b) = frame.msg_as_busy() {
         return Ok(Response::Busy {
@@ -319,7 +355,13 @@ fn finish<'a>(
     kind: fv::VerifyMessage,
     msg: WIPOffset<flatbuffers::UnionWIPOffset>,
 ) -> &'a [u8] {
-    let root = fv::VerifyFrame::create(fbb, &fv::VerifyFrameArgs { msg_type: kind, msg: Some(msg) });
+    let root = fv::VerifyFrame::create(
+        fbb,
+        &fv::VerifyFrameArgs {
+            msg_type: kind,
+            msg: Some(msg),
+        },
+    );
     fv::finish_verify_frame_buffer(fbb, root);
     fbb.finished_data()
 }
@@ -333,12 +375,20 @@ fn bytes_vec<'a>(fbb: &mut FlatBufferBuilder<'a>, data: &[u8]) -> WIPOffset<Vect
 }
 
 /// Encodes `RegisterKey` into `fbb` (reset first) and returns the frame.
-pub fn encode_register_key<'a>(fbb: &'a mut FlatBufferBuilder<'static>, request_id: u64, key: &[u8]) -> &'a [u8] {
+pub fn encode_register_key<'a>(
+    fbb: &'a mut FlatBufferBuilder<'static>,
+    request_id: u64,
+    key: &[u8],
+) -> &'a [u8] {
     fbb.reset();
     let public_key = Some(bytes_vec(fbb, key));
     let m = fv::RegisterKey::create(
         fbb,
-        &fv::RegisterKeyArgs { request_id, algorithm: fv::Algorithm::MlDsa65, public_key },
+        &fv::RegisterKeyArgs {
+            request_id,
+            algorithm: fv::Algorithm::MlDsa65,
+            public_key,
+        },
     );
     finish(fbb, fv::VerifyMessage::RegisterKey, m.as_union_value())
 }
@@ -371,31 +421,59 @@ pub fn encode_verify_batch<'a>(
         let signature = Some(bytes_vec(fbb, it.sig));
         offs.push(fv::VerifyItem::create(
             fbb,
-            &fv::VerifyItemArgs { key_id: it.key_id, public_key, message, signature },
+            &fv::VerifyItemArgs {
+                key_id: it.key_id,
+                public_key,
+                message,
+                signature,
+            },
         ));
     }
     let items = Some(fbb.create_vector(&offs));
-    let context = if context.is_empty() { None } else { Some(bytes_vec(fbb, context)) };
+    let context = if context.is_empty() {
+        None
+    } else {
+        Some(bytes_vec(fbb, context))
+    };
     let m = fv::VerifyBatch::create(
         fbb,
-        &fv::VerifyBatchArgs { request_id, algorithm: fv::Algorithm::MlDsa65, context, items },
+        &fv::VerifyBatchArgs {
+            request_id,
+            algorithm: fv::Algorithm::MlDsa65,
+            context,
+            items,
+        },
     );
     finish(fbb, fv::VerifyMessage::VerifyBatch, m.as_union_value())
 }
 
 /// Encodes `KeyRegistered`.
-pub fn encode_key_registered(fbb: &mut FlatBufferBuilder<'static>, request_id: u64, key_id: u64) -> Vec<u8> {
+pub fn encode_key_registered(
+    fbb: &mut FlatBufferBuilder<'static>,
+    request_id: u64,
+    key_id: u64,
+) -> Vec<u8> {
     fbb.reset();
     let m = fv::KeyRegistered::create(fbb, &fv::KeyRegisteredArgs { request_id, key_id });
     finish(fbb, fv::VerifyMessage::KeyRegistered, m.as_union_value()).to_vec()
 }
 
 /// Encodes `VerifyResult`.
-pub fn encode_verify_result(fbb: &mut FlatBufferBuilder<'static>, request_id: u64, verdicts: &[Verdict]) -> Vec<u8> {
+pub fn encode_verify_result(
+    fbb: &mut FlatBufferBuilder<'static>,
+    request_id: u64,
+    verdicts: &[Verdict],
+) -> Vec<u8> {
     fbb.reset();
     let wire: Vec<fv::Verdict> = verdicts.iter().copied().map(verdict_to_wire).collect();
     let verdicts = Some(fbb.create_vector(&wire));
-    let m = fv::VerifyResult::create(fbb, &fv::VerifyResultArgs { request_id, verdicts });
+    let m = fv::VerifyResult::create(
+        fbb,
+        &fv::VerifyResultArgs {
+            request_id,
+            verdicts,
+        },
+    );
     finish(fbb, fv::VerifyMessage::VerifyResult, m.as_union_value()).to_vec()
 }
 
@@ -407,7 +485,14 @@ pub fn encode_busy(
     queued_items: u32,
 ) -> Vec<u8> {
     fbb.reset();
-    let m = fv::Busy::create(fbb, &fv::BusyArgs { request_id, retry_after_us, queued_items });
+    let m = fv::Busy::create(
+        fbb,
+        &fv::BusyArgs {
+            request_id,
+            retry_after_us,
+            queued_items,
+        },
+    );
     finish(fbb, fv::VerifyMessage::Busy, m.as_union_value()).to_vec()
 }
 
@@ -421,7 +506,15 @@ pub fn encode_error(
 ) -> Vec<u8> {
     fbb.reset();
     let message = Some(fbb.create_string(message));
-    let root = fe::ErrorFrame::create(fbb, &fe::ErrorFrameArgs { code, request_id, fatal, message });
+    let root = fe::ErrorFrame::create(
+        fbb,
+        &fe::ErrorFrameArgs {
+            code,
+            request_id,
+            fatal,
+            message,
+        },
+    );
     fe::finish_error_frame_buffer(fbb, root);
     fbb.finished_data().to_vec()
 }
@@ -435,12 +528,32 @@ mod tests {
         let mut fbb = FlatBufferBuilder::new();
         let key = [9u8; 5];
         let items = [
-            ItemRef { key_id: 7, inline_key: None, msg: b"hello", sig: b"sig1" },
-            ItemRef { key_id: 0, inline_key: Some(&key), msg: b"", sig: b"s" },
-            ItemRef { key_id: 0, inline_key: None, msg: b"x", sig: b"" },
+            ItemRef {
+                key_id: 7,
+                inline_key: None,
+                msg: b"hello",
+                sig: b"sig1",
+            },
+            ItemRef {
+                key_id: 0,
+                inline_key: Some(&key),
+                msg: b"",
+                sig: b"s",
+            },
+            ItemRef {
+                key_id: 0,
+                inline_key: None,
+                msg: b"x",
+                sig: b"",
+            },
         ];
         let buf = encode_verify_batch(&mut fbb, 42, b"", &items).to_vec();
-        let Request::VerifyBatch { request_id, context, items: got } = decode_request(&buf).unwrap() else {
+        let Request::VerifyBatch {
+            request_id,
+            context,
+            items: got,
+        } = decode_request(&buf).unwrap()
+        else {
             panic!("wrong kind")
         };
         assert_eq!(request_id, 42);
@@ -449,7 +562,9 @@ mod tests {
         assert_eq!(got[0].key, KeyRef::Id(7));
         assert_eq!(&buf[got[0].msg.clone()], b"hello");
         assert_eq!(&buf[got[0].sig.clone()], b"sig1");
-        let KeyRef::Inline(r) = got[1].key.clone() else { panic!("inline") };
+        let KeyRef::Inline(r) = got[1].key.clone() else {
+            panic!("inline")
+        };
         assert_eq!(&buf[r], &key);
         assert!(got[1].msg.is_empty());
         assert_eq!(got[2].key, KeyRef::Missing);
@@ -459,19 +574,41 @@ mod tests {
     fn register_round_trip_and_responses() {
         let mut fbb = FlatBufferBuilder::new();
         let buf = encode_register_key(&mut fbb, 3, &[1, 2, 3]).to_vec();
-        let Request::RegisterKey { request_id, key } = decode_request(&buf).unwrap() else { panic!() };
+        let Request::RegisterKey { request_id, key } = decode_request(&buf).unwrap() else {
+            panic!()
+        };
         assert_eq!((request_id, &buf[key]), (3, &[1u8, 2, 3][..]));
         let r = encode_verify_result(&mut fbb, 5, &[Verdict::Valid, Verdict::UnknownKey]);
         assert_eq!(
             decode_response(&r).unwrap(),
-            Response::VerifyResult { request_id: 5, verdicts: vec![Verdict::Valid, Verdict::UnknownKey] }
+            Response::VerifyResult {
+                request_id: 5,
+                verdicts: vec![Verdict::Valid, Verdict::UnknownKey]
+            }
         );
         let b = encode_busy(&mut fbb, 6, 100, 7);
-        assert_eq!(decode_response(&b).unwrap(), Response::Busy { request_id: 6, retry_after_us: 100, queued_items: 7 });
+        assert_eq!(
+            decode_response(&b).unwrap(),
+            Response::Busy {
+                request_id: 6,
+                retry_after_us: 100,
+                queued_items: 7
+            }
+        );
         let e = encode_error(&mut fbb, 8, fe::ErrorCode::Malformed, false, "x");
-        assert!(matches!(decode_response(&e).unwrap(), Response::Error { request_id: 8, code: 5, .. }));
+        assert!(matches!(
+            decode_response(&e).unwrap(),
+            Response::Error {
+                request_id: 8,
+                code: 5,
+                ..
+            }
+        ));
         // A response is not a request.
-        assert_eq!(decode_request(&r), Err(DecodeError::Unexpected(fv::VerifyMessage::VerifyResult.0)));
+        assert_eq!(
+            decode_request(&r),
+            Err(DecodeError::Unexpected(fv::VerifyMessage::VerifyResult.0))
+        );
     }
 
     /// V5: hostile bytes give typed errors, never a panic.
@@ -495,20 +632,41 @@ mod tests {
             b[at] ^= (x >> 24) as u8 | 1;
             let _ = decode_request(&b);
         }
-        let err = decode_request(&encode_error(&mut fbb, 1, fe::ErrorCode::Busy, false, "")).unwrap_err();
+        let err =
+            decode_request(&encode_error(&mut fbb, 1, fe::ErrorCode::Busy, false, "")).unwrap_err();
         assert_eq!(err, DecodeError::WrongSchema);
     }
 
     #[test]
     fn batch_over_limit_is_refused_with_its_id() {
         let mut fbb = FlatBufferBuilder::new();
-        let items = vec![ItemRef { key_id: 1, inline_key: None, msg: b"", sig: b"" }; MAX_BATCH_ITEMS + 1];
+        let items = vec![
+            ItemRef {
+                key_id: 1,
+                inline_key: None,
+                msg: b"",
+                sig: b""
+            };
+            MAX_BATCH_ITEMS + 1
+        ];
         let buf = encode_verify_batch(&mut fbb, 77, b"", &items).to_vec();
         let err = decode_request(&buf).unwrap_err();
-        assert_eq!(err, DecodeError::BatchTooLarge { request_id: 77, items: MAX_BATCH_ITEMS + 1 });
+        assert_eq!(
+            err,
+            DecodeError::BatchTooLarge {
+                request_id: 77,
+                items: MAX_BATCH_ITEMS + 1
+            }
+        );
         assert_eq!(err.request_id(), 77);
         let long = vec![0u8; 300];
         let buf = encode_verify_batch(&mut fbb, 78, &long, &items[..1]).to_vec();
-        assert_eq!(decode_request(&buf).unwrap_err(), DecodeError::ContextTooLong { request_id: 78, len: 300 });
+        assert_eq!(
+            decode_request(&buf).unwrap_err(),
+            DecodeError::ContextTooLong {
+                request_id: 78,
+                len: 300
+            }
+        );
     }
 }

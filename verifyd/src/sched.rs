@@ -198,7 +198,11 @@ impl<T: Clone> Scheduler<T> {
 
     /// A client connected (counts towards fair shares).
     pub fn handle_connect(&mut self, client: ClientId) {
-        self.clients.entry(client).or_insert_with(|| ClientQueue { queue: VecDeque::new(), in_flight: 0, gone: false });
+        self.clients.entry(client).or_insert_with(|| ClientQueue {
+            queue: VecDeque::new(),
+            in_flight: 0,
+            gone: false,
+        });
     }
 
     /// A client went away: its queued items are dropped (there is nobody to
@@ -206,8 +210,14 @@ impl<T: Clone> Scheduler<T> {
     /// Returns each request that lost items, with how many, so the driver
     /// can release them.
     pub fn handle_disconnect(&mut self, client: ClientId) -> Vec<(T, usize)> {
-        let Some(q) = self.clients.get_mut(&client) else { return Vec::new() };
-        let dropped: Vec<(T, usize)> = q.queue.drain(..).map(|r| (r.request, r.len - r.next)).collect();
+        let Some(q) = self.clients.get_mut(&client) else {
+            return Vec::new();
+        };
+        let dropped: Vec<(T, usize)> = q
+            .queue
+            .drain(..)
+            .map(|r| (r.request, r.len - r.next))
+            .collect();
         let n: usize = dropped.iter().map(|d| d.1).sum();
         q.in_flight -= n;
         q.gone = true;
@@ -222,13 +232,20 @@ impl<T: Clone> Scheduler<T> {
     }
 
     /// Offers a request of `items` items from `client`.
-    pub fn handle_submit(&mut self, now: Instant, client: ClientId, request: T, items: usize) -> Admission {
+    pub fn handle_submit(
+        &mut self,
+        now: Instant,
+        client: ClientId,
+        request: T,
+        items: usize,
+    ) -> Admission {
         let connected = self.clients.values().filter(|q| !q.gone).count().max(1);
         let share = (self.limit / connected).max(self.cfg.max_batch);
-        let q = self
-            .clients
-            .entry(client)
-            .or_insert_with(|| ClientQueue { queue: VecDeque::new(), in_flight: 0, gone: false });
+        let q = self.clients.entry(client).or_insert_with(|| ClientQueue {
+            queue: VecDeque::new(),
+            in_flight: 0,
+            gone: false,
+        });
         let over_limit = self.in_flight + items > self.limit;
         let over_share = self.in_flight * 2 >= self.limit && q.in_flight + items > share;
         if over_limit || over_share {
@@ -242,7 +259,12 @@ impl<T: Clone> Scheduler<T> {
         if q.queue.is_empty() {
             self.ready.push_back(client);
         }
-        q.queue.push_back(Queued { request, next: 0, len: items, enqueued: now });
+        q.queue.push_back(Queued {
+            request,
+            next: 0,
+            len: items,
+            enqueued: now,
+        });
         q.in_flight += items;
         self.queued += items;
         self.in_flight += items;
@@ -256,13 +278,19 @@ impl<T: Clone> Scheduler<T> {
         if self.item_ns == 0 {
             return self.cfg.delay_ceiling;
         }
-        Duration::from_nanos(self.item_ns.saturating_mul(2)).clamp(self.cfg.delay_floor, self.cfg.delay_ceiling)
+        Duration::from_nanos(self.item_ns.saturating_mul(2))
+            .clamp(self.cfg.delay_floor, self.cfg.delay_ceiling)
     }
 
     fn oldest(&self) -> Option<Instant> {
         self.ready
             .iter()
-            .filter_map(|c| self.clients.get(c).and_then(|q| q.queue.front()).map(|r| r.enqueued))
+            .filter_map(|c| {
+                self.clients
+                    .get(c)
+                    .and_then(|q| q.queue.front())
+                    .map(|r| r.enqueued)
+            })
             .min()
     }
 
@@ -278,7 +306,8 @@ impl<T: Clone> Scheduler<T> {
         if self.busy_workers == 0 || self.queued >= self.target() {
             return true;
         }
-        self.oldest().is_some_and(|t| now.saturating_duration_since(t) >= self.delay())
+        self.oldest()
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.delay())
     }
 
     /// The next batch to run on a free worker, if one should go now.
@@ -295,14 +324,25 @@ impl<T: Clone> Scheduler<T> {
         let mut taken = 0;
         let mut per_client: Vec<(ClientId, usize)> = Vec::new();
         while taken < size {
-            let Some(client) = self.ready.pop_front() else { break };
-            let Some(q) = self.clients.get_mut(&client) else { continue };
+            let Some(client) = self.ready.pop_front() else {
+                break;
+            };
+            let Some(q) = self.clients.get_mut(&client) else {
+                continue;
+            };
             let mut budget = quantum.min(size - taken);
             let mut got = 0;
             while budget > 0 {
-                let Some(front) = q.queue.front_mut() else { break };
+                let Some(front) = q.queue.front_mut() else {
+                    break;
+                };
                 let n = budget.min(front.len - front.next);
-                pieces.push(Piece { client, request: front.request.clone(), start: front.next, len: n });
+                pieces.push(Piece {
+                    client,
+                    request: front.request.clone(),
+                    start: front.next,
+                    len: n,
+                });
                 front.next += n;
                 budget -= n;
                 got += n;
@@ -324,12 +364,18 @@ impl<T: Clone> Scheduler<T> {
         self.next_batch += 1;
         self.stats.batches += 1;
         self.running.insert(self.next_batch, per_client);
-        Some(Batch { id: self.next_batch, pieces, items: taken })
+        Some(Batch {
+            id: self.next_batch,
+            pieces,
+            items: taken,
+        })
     }
 
     /// A batch finished; `busy` is how long the worker spent verifying it.
     pub fn handle_batch_done(&mut self, _now: Instant, id: u64, busy: Duration) {
-        let Some(per_client) = self.running.remove(&id) else { return };
+        let Some(per_client) = self.running.remove(&id) else {
+            return;
+        };
         self.busy_workers = self.busy_workers.saturating_sub(1);
         let mut items = 0;
         for (client, n) in per_client {
@@ -345,7 +391,11 @@ impl<T: Clone> Scheduler<T> {
         self.stats.done_items += items as u64;
         if items > 0 {
             let per_item = (busy.as_nanos() / items as u128).min(u128::from(u32::MAX)) as u64;
-            self.item_ns = if self.item_ns == 0 { per_item } else { (self.item_ns * 7 + per_item) / 8 };
+            self.item_ns = if self.item_ns == 0 {
+                per_item
+            } else {
+                (self.item_ns * 7 + per_item) / 8
+            };
             self.adapt_limit();
         }
     }
@@ -356,7 +406,10 @@ impl<T: Clone> Scheduler<T> {
         }
         let per_s = 1_000_000_000u128 * self.cfg.workers as u128 / u128::from(self.item_ns);
         let want = (per_s * self.cfg.queue_target.as_nanos() / 1_000_000_000) as usize;
-        let want = want.clamp(self.cfg.limit_floor, self.cfg.limit_ceiling.max(self.cfg.limit_floor));
+        let want = want.clamp(
+            self.cfg.limit_floor,
+            self.cfg.limit_ceiling.max(self.cfg.limit_floor),
+        );
         // Hysteresis: move only on a change of more than 25 %.
         if want * 4 > self.limit * 5 || want * 5 < self.limit * 4 {
             self.limit = want;
@@ -397,7 +450,11 @@ mod tests {
     use super::*;
 
     fn cfg(workers: usize) -> SchedConfig {
-        SchedConfig { limit_floor: 8, limit_ceiling: 1000, ..SchedConfig::new(workers) }
+        SchedConfig {
+            limit_floor: 8,
+            limit_ceiling: 1000,
+            ..SchedConfig::new(workers)
+        }
     }
 
     fn t0() -> Instant {
@@ -444,7 +501,11 @@ mod tests {
     fn delay_adapts_to_measured_verify_time() {
         let now = t0();
         let mut s: Scheduler<&str> = Scheduler::new(cfg(1));
-        assert_eq!(s.delay(), Duration::from_micros(200), "ceiling before any measurement");
+        assert_eq!(
+            s.delay(),
+            Duration::from_micros(200),
+            "ceiling before any measurement"
+        );
         for _ in 0..50 {
             s.handle_submit(now, 1, "a", 10);
             let b = s.poll_batch(now).unwrap();
@@ -463,15 +524,28 @@ mod tests {
     #[test]
     fn round_robin_across_clients() {
         let now = t0();
-        let mut s = Scheduler::new(SchedConfig { max_batch: 8, ..cfg(1) });
+        let mut s = Scheduler::new(SchedConfig {
+            max_batch: 8,
+            ..cfg(1)
+        });
         s.handle_submit(now, 1, "big", 200);
         s.handle_submit(now, 2, "small", 1);
         let b = s.poll_batch(now).unwrap();
         assert_eq!(b.items, 8);
-        let small: usize = b.pieces.iter().filter(|p| p.client == 2).map(|p| p.len).sum();
+        let small: usize = b
+            .pieces
+            .iter()
+            .filter(|p| p.client == 2)
+            .map(|p| p.len)
+            .sum();
         assert_eq!(small, 1, "the single item rides in the first batch");
         // Pieces cover the big request contiguously, in order.
-        let big: Vec<_> = b.pieces.iter().filter(|p| p.client == 1).map(|p| (p.start, p.len)).collect();
+        let big: Vec<_> = b
+            .pieces
+            .iter()
+            .filter(|p| p.client == 1)
+            .map(|p| (p.start, p.len))
+            .collect();
         assert_eq!(big, vec![(0, 4), (4, 3)]);
     }
 
@@ -479,7 +553,11 @@ mod tests {
     #[test]
     fn busy_beyond_limit_and_recovers() {
         let now = t0();
-        let mut s = Scheduler::new(SchedConfig { limit_floor: 100, limit_ceiling: 100, ..cfg(1) });
+        let mut s = Scheduler::new(SchedConfig {
+            limit_floor: 100,
+            limit_ceiling: 100,
+            ..cfg(1)
+        });
         assert_eq!(s.handle_submit(now, 1, "a", 60), Admission::Accepted);
         assert_eq!(s.handle_submit(now, 1, "b", 41), Admission::Busy);
         assert_eq!(s.stats().queued, 60);
@@ -504,7 +582,11 @@ mod tests {
         s.handle_connect(1);
         s.handle_connect(2);
         assert_eq!(s.handle_submit(now, 1, "a", 128), Admission::Accepted);
-        assert_eq!(s.handle_submit(now, 1, "b", 16), Admission::Busy, "over its share of 128");
+        assert_eq!(
+            s.handle_submit(now, 1, "b", 16),
+            Admission::Busy,
+            "over its share of 128"
+        );
         assert_eq!(s.handle_submit(now, 2, "c", 100), Admission::Accepted);
     }
 
@@ -512,7 +594,11 @@ mod tests {
     #[test]
     fn limit_adapts_with_hysteresis() {
         let now = t0();
-        let mut s = Scheduler::new(SchedConfig { limit_floor: 10, limit_ceiling: 100_000, ..cfg(2) });
+        let mut s = Scheduler::new(SchedConfig {
+            limit_floor: 10,
+            limit_ceiling: 100_000,
+            ..cfg(2)
+        });
         let start = s.stats().limit;
         s.handle_submit(now, 1, "a", 10);
         let b = s.poll_batch(now).unwrap();

@@ -15,9 +15,9 @@ use flatbuffers::FlatBufferBuilder;
 use wire::generated::error as fe;
 use wire::generated::hello as fh;
 
-use crate::proto::VERSION;
 #[cfg(doc)]
 use crate::proto::PROTOCOL;
+use crate::proto::VERSION;
 
 /// Default largest frame, length prefix excluded (16 MiB).
 pub const DEFAULT_MAX_FRAME: usize = 16 << 20;
@@ -158,7 +158,10 @@ pub fn handshake(s: &mut (impl Read + Write), p: &HelloParams) -> Result<Negotia
         return Err(e);
     }
     if h.min_version() > VERSION || h.max_version() < VERSION {
-        let e = SessionError::VersionMismatch { min: h.min_version(), max: h.max_version() };
+        let e = SessionError::VersionMismatch {
+            min: h.min_version(),
+            max: h.max_version(),
+        };
         refuse(s, fe::ErrorCode::VersionMismatch, &e.to_string());
         return Err(e);
     }
@@ -183,9 +186,26 @@ mod tests {
     fn hello_negotiates_smaller_max_frame() {
         let (mut a, mut b) = UnixStream::pair().unwrap();
         let t = std::thread::spawn(move || {
-            handshake(&mut b, &HelloParams { protocol: "tern.verify", role: fh::Role::Verifyd, instance: 2, max_frame: 1 << 20 })
+            handshake(
+                &mut b,
+                &HelloParams {
+                    protocol: "tern.verify",
+                    role: fh::Role::Verifyd,
+                    instance: 2,
+                    max_frame: 1 << 20,
+                },
+            )
         });
-        let n = handshake(&mut a, &HelloParams { protocol: "tern.verify", role: fh::Role::Client, instance: 1, max_frame: 1 << 24 }).unwrap();
+        let n = handshake(
+            &mut a,
+            &HelloParams {
+                protocol: "tern.verify",
+                role: fh::Role::Client,
+                instance: 1,
+                max_frame: 1 << 24,
+            },
+        )
+        .unwrap();
         let m = t.join().unwrap().unwrap();
         assert_eq!(n.max_frame, 1 << 20);
         assert_eq!(m.max_frame, 1 << 20);
@@ -198,7 +218,13 @@ mod tests {
         let mut bytes: &[u8] = &[0xFF, 0xFF, 0xFF, 0x7F];
         let mut buf = Vec::new();
         let e = read_frame(&mut bytes, &mut buf, 1024).unwrap_err();
-        assert!(matches!(e, SessionError::FrameTooLarge { len: 0x7FFF_FFFF, max: 1024 }));
+        assert!(matches!(
+            e,
+            SessionError::FrameTooLarge {
+                len: 0x7FFF_FFFF,
+                max: 1024
+            }
+        ));
         assert_eq!(buf.capacity(), 0);
     }
 }

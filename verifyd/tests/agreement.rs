@@ -3,6 +3,7 @@
 //!
 //! Proves V1 (per-item verdicts, invalid items) and the backend-agreement
 //! requirement of the verify issue.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns unwrap too
 
 use verifyd::backend::{SIGNATURE_LEN, verify_item, verify_once};
 use verifyd::fixtures::Signer;
@@ -23,37 +24,103 @@ fn cases() -> Vec<Case> {
         let signer = Signer::from_seed(kind, seed).unwrap();
         // Same seed → same key with the other implementation (deterministic keygen).
         for other in BackendKind::ALL {
-            assert_eq!(Signer::from_seed(other, seed).unwrap().public_key(), signer.public_key());
+            assert_eq!(
+                Signer::from_seed(other, seed).unwrap().public_key(),
+                signer.public_key()
+            );
         }
-        let other_key = Signer::from_seed(kind, [0xEE; 32]).unwrap().public_key().to_vec();
+        let other_key = Signer::from_seed(kind, [0xEE; 32])
+            .unwrap()
+            .public_key()
+            .to_vec();
         for msg in [Vec::new(), b"tern".to_vec(), vec![0x5A; 4096]] {
             let sig = signer.sign(&msg).unwrap();
             let key = signer.public_key().to_vec();
             let l = format!("{kind} len {}", msg.len());
-            out.push(Case { label: format!("{l} valid"), key: key.clone(), msg: msg.clone(), sig: sig.clone() });
+            out.push(Case {
+                label: format!("{l} valid"),
+                key: key.clone(),
+                msg: msg.clone(),
+                sig: sig.clone(),
+            });
             let mut s = sig.clone();
             s[0] ^= 1;
-            out.push(Case { label: format!("{l} c_tilde bit"), key: key.clone(), msg: msg.clone(), sig: s });
+            out.push(Case {
+                label: format!("{l} c_tilde bit"),
+                key: key.clone(),
+                msg: msg.clone(),
+                sig: s,
+            });
             let mut s = sig.clone();
             s[SIGNATURE_LEN / 2] ^= 0x80;
-            out.push(Case { label: format!("{l} z bit"), key: key.clone(), msg: msg.clone(), sig: s });
+            out.push(Case {
+                label: format!("{l} z bit"),
+                key: key.clone(),
+                msg: msg.clone(),
+                sig: s,
+            });
             let mut s = sig.clone();
             s[SIGNATURE_LEN - 1] ^= 0xFF;
-            out.push(Case { label: format!("{l} hint bytes"), key: key.clone(), msg: msg.clone(), sig: s });
+            out.push(Case {
+                label: format!("{l} hint bytes"),
+                key: key.clone(),
+                msg: msg.clone(),
+                sig: s,
+            });
             let mut m = msg.clone();
             m.push(0);
-            out.push(Case { label: format!("{l} longer msg"), key: key.clone(), msg: m, sig: sig.clone() });
+            out.push(Case {
+                label: format!("{l} longer msg"),
+                key: key.clone(),
+                msg: m,
+                sig: sig.clone(),
+            });
             let mut k = key.clone();
             k[100] ^= 4;
-            out.push(Case { label: format!("{l} key bit"), key: k, msg: msg.clone(), sig: sig.clone() });
-            out.push(Case { label: format!("{l} other key"), key: other_key.clone(), msg: msg.clone(), sig: sig.clone() });
-            out.push(Case { label: format!("{l} short sig"), key: key.clone(), msg: msg.clone(), sig: sig[..100].to_vec() });
+            out.push(Case {
+                label: format!("{l} key bit"),
+                key: k,
+                msg: msg.clone(),
+                sig: sig.clone(),
+            });
+            out.push(Case {
+                label: format!("{l} other key"),
+                key: other_key.clone(),
+                msg: msg.clone(),
+                sig: sig.clone(),
+            });
+            out.push(Case {
+                label: format!("{l} short sig"),
+                key: key.clone(),
+                msg: msg.clone(),
+                sig: sig[..100].to_vec(),
+            });
             let mut long = sig.clone();
             long.push(0);
-            out.push(Case { label: format!("{l} long sig"), key: key.clone(), msg: msg.clone(), sig: long });
-            out.push(Case { label: format!("{l} short key"), key: key[..1000].to_vec(), msg: msg.clone(), sig: sig.clone() });
-            out.push(Case { label: format!("{l} zero sig"), key: key.clone(), msg: msg.clone(), sig: vec![0; SIGNATURE_LEN] });
-            out.push(Case { label: format!("{l} ff key"), key: vec![0xFF; key.len()], msg, sig });
+            out.push(Case {
+                label: format!("{l} long sig"),
+                key: key.clone(),
+                msg: msg.clone(),
+                sig: long,
+            });
+            out.push(Case {
+                label: format!("{l} short key"),
+                key: key[..1000].to_vec(),
+                msg: msg.clone(),
+                sig: sig.clone(),
+            });
+            out.push(Case {
+                label: format!("{l} zero sig"),
+                key: key.clone(),
+                msg: msg.clone(),
+                sig: vec![0; SIGNATURE_LEN],
+            });
+            out.push(Case {
+                label: format!("{l} ff key"),
+                key: vec![0xFF; key.len()],
+                msg,
+                sig,
+            });
         }
     }
     out
@@ -64,8 +131,15 @@ fn all_backends_agree_on_every_case() {
     let backends: Vec<_> = BackendKind::ALL.into_iter().map(|k| k.build()).collect();
     let mut valid = 0;
     for c in cases() {
-        let verdicts: Vec<Verdict> = backends.iter().map(|b| verify_once(b.as_ref(), &c.key, &c.msg, &c.sig)).collect();
-        assert!(verdicts.windows(2).all(|w| w[0] == w[1]), "{}: backends disagree: {verdicts:?}", c.label);
+        let verdicts: Vec<Verdict> = backends
+            .iter()
+            .map(|b| verify_once(b.as_ref(), &c.key, &c.msg, &c.sig))
+            .collect();
+        assert!(
+            verdicts.windows(2).all(|w| w[0] == w[1]),
+            "{}: backends disagree: {verdicts:?}",
+            c.label
+        );
         let expected = if c.label.ends_with("valid") {
             Verdict::Valid
         } else if c.label.contains("short") || c.label.contains("long sig") {
@@ -76,7 +150,10 @@ fn all_backends_agree_on_every_case() {
         assert_eq!(verdicts[0], expected, "{}", c.label);
         valid += usize::from(expected == Verdict::Valid);
     }
-    assert_eq!(valid, 6, "each implementation's signatures, three messages each");
+    assert_eq!(
+        valid, 6,
+        "each implementation's signatures, three messages each"
+    );
 }
 
 #[test]
@@ -89,7 +166,13 @@ fn context_is_bound_into_the_signature() {
     assert!(rc.supports_context());
     let key = rc.decode_key(signer.public_key()).unwrap();
     assert_eq!(verify_item(key.as_ref(), b"m", b"", &sig), Verdict::Valid);
-    assert_eq!(verify_item(key.as_ref(), b"m", b"x", &sig), Verdict::Invalid);
-    assert_eq!(verify_item(key.as_ref(), b"m", &[0; 256], &sig), Verdict::Malformed);
+    assert_eq!(
+        verify_item(key.as_ref(), b"m", b"x", &sig),
+        Verdict::Invalid
+    );
+    assert_eq!(
+        verify_item(key.as_ref(), b"m", &[0; 256], &sig),
+        Verdict::Malformed
+    );
     assert!(!BackendKind::AwsLc.build().supports_context());
 }

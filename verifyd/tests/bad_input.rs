@@ -5,6 +5,7 @@
 //! it and a batch over the item limit each get a typed per-item or
 //! per-request answer; the daemon does not panic and another client keeps
 //! being served throughout.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns unwrap too
 
 mod common;
 
@@ -29,9 +30,17 @@ struct Raw {
 impl Raw {
     fn connect(path: &Path) -> Raw {
         let mut s = UnixStream::connect(path).unwrap();
-        let p = HelloParams { protocol: proto::PROTOCOL, role: Role::Client, instance: 9, max_frame: MAX_FRAME };
+        let p = HelloParams {
+            protocol: proto::PROTOCOL,
+            role: Role::Client,
+            instance: 9,
+            max_frame: MAX_FRAME,
+        };
         let n = session::handshake(&mut s, &p).unwrap();
-        Raw { s, max: n.max_frame }
+        Raw {
+            s,
+            max: n.max_frame,
+        }
     }
     fn send(&mut self, frame: &[u8]) {
         session::write_frame(&mut self.s, frame).unwrap();
@@ -57,7 +66,12 @@ impl Raw {
 
 fn error_code(r: &Response) -> Option<(u64, u16, bool)> {
     match r {
-        Response::Error { request_id, code, fatal, .. } => Some((*request_id, *code, *fatal)),
+        Response::Error {
+            request_id,
+            code,
+            fatal,
+            ..
+        } => Some((*request_id, *code, *fatal)),
         _ => None,
     }
 }
@@ -82,7 +96,8 @@ fn bad_input_gets_typed_answers_and_others_keep_being_served() {
     });
 
     let key = &corpus.keys[0];
-    let signer = verifyd::fixtures::Signer::from_seed(verifyd::BackendKind::AwsLc, [1; 32]).unwrap();
+    let signer =
+        verifyd::fixtures::Signer::from_seed(verifyd::BackendKind::AwsLc, [1; 32]).unwrap();
     let mut raw = Raw::connect(&path);
 
     // Malformed frames: garbage, truncated, the wrong schema. Connection stays.
@@ -94,55 +109,135 @@ fn bad_input_gets_typed_answers_and_others_keep_being_served() {
     // A result frame is not a request.
     let mut fbb = FlatBufferBuilder::new();
     raw.send(&proto::encode_verify_result(&mut fbb, 3, &[Verdict::Valid]));
-    assert_eq!(error_code(&raw.recv()).unwrap().1, ErrorCode::UnexpectedMessage.0);
+    assert_eq!(
+        error_code(&raw.recv()).unwrap().1,
+        ErrorCode::UnexpectedMessage.0
+    );
 
     // Wrong key length at registration: typed per-request error.
     let r = raw.register(&key[..100]);
     assert_eq!(error_code(&r).unwrap().1, ErrorCode::Malformed.0);
     // Garbage key bytes of the right length register (every bit pattern is a
     // valid encoding) and simply never verify.
-    let Response::KeyRegistered { key_id: garbage_id, .. } = raw.register(&[0xA5; PUBLIC_KEY_LEN]) else { panic!() };
-    let Response::KeyRegistered { key_id, .. } = raw.register(signer.public_key()) else { panic!() };
+    let Response::KeyRegistered {
+        key_id: garbage_id, ..
+    } = raw.register(&[0xA5; PUBLIC_KEY_LEN])
+    else {
+        panic!()
+    };
+    let Response::KeyRegistered { key_id, .. } = raw.register(signer.public_key()) else {
+        panic!()
+    };
 
     let empty_sig = signer.sign(b"").unwrap();
     let msg_sig = signer.sign(b"m").unwrap();
     let items = [
         // Empty message, valid signature.
-        ItemRef { key_id, inline_key: None, msg: b"", sig: &empty_sig },
+        ItemRef {
+            key_id,
+            inline_key: None,
+            msg: b"",
+            sig: &empty_sig,
+        },
         // Empty message, signature of another message.
-        ItemRef { key_id, inline_key: None, msg: b"", sig: &msg_sig },
+        ItemRef {
+            key_id,
+            inline_key: None,
+            msg: b"",
+            sig: &msg_sig,
+        },
         // Wrong signature lengths.
-        ItemRef { key_id, inline_key: None, msg: b"m", sig: &msg_sig[..SIGNATURE_LEN - 1] },
-        ItemRef { key_id, inline_key: None, msg: b"m", sig: b"" },
+        ItemRef {
+            key_id,
+            inline_key: None,
+            msg: b"m",
+            sig: &msg_sig[..SIGNATURE_LEN - 1],
+        },
+        ItemRef {
+            key_id,
+            inline_key: None,
+            msg: b"m",
+            sig: b"",
+        },
         // Garbage key.
-        ItemRef { key_id: garbage_id, inline_key: None, msg: b"m", sig: &msg_sig },
+        ItemRef {
+            key_id: garbage_id,
+            inline_key: None,
+            msg: b"m",
+            sig: &msg_sig,
+        },
         // Unknown id, and no key at all.
-        ItemRef { key_id: 12345, inline_key: None, msg: b"m", sig: &msg_sig },
-        ItemRef { key_id: 0, inline_key: None, msg: b"m", sig: &msg_sig },
+        ItemRef {
+            key_id: 12345,
+            inline_key: None,
+            msg: b"m",
+            sig: &msg_sig,
+        },
+        ItemRef {
+            key_id: 0,
+            inline_key: None,
+            msg: b"m",
+            sig: &msg_sig,
+        },
         // Inline key of the wrong length; inline good key.
-        ItemRef { key_id: 0, inline_key: Some(&key[..10]), msg: b"m", sig: &msg_sig },
-        ItemRef { key_id: 0, inline_key: Some(signer.public_key()), msg: b"m", sig: &msg_sig },
+        ItemRef {
+            key_id: 0,
+            inline_key: Some(&key[..10]),
+            msg: b"m",
+            sig: &msg_sig,
+        },
+        ItemRef {
+            key_id: 0,
+            inline_key: Some(signer.public_key()),
+            msg: b"m",
+            sig: &msg_sig,
+        },
     ];
     use Verdict::*;
     assert_eq!(
         raw.verify(10, &items),
         Response::VerifyResult {
             request_id: 10,
-            verdicts: vec![Valid, Invalid, Malformed, Malformed, Invalid, UnknownKey, Malformed, Malformed, Valid]
+            verdicts: vec![
+                Valid, Invalid, Malformed, Malformed, Invalid, UnknownKey, Malformed, Malformed,
+                Valid
+            ]
         }
     );
     // Empty batch.
-    assert_eq!(raw.verify(11, &[]), Response::VerifyResult { request_id: 11, verdicts: vec![] });
+    assert_eq!(
+        raw.verify(11, &[]),
+        Response::VerifyResult {
+            request_id: 11,
+            verdicts: vec![]
+        }
+    );
 
     // A batch over the item limit: refused as a whole, naming the request.
-    let many = vec![ItemRef { key_id, inline_key: None, msg: b"", sig: b"" }; MAX_BATCH_ITEMS + 1];
-    assert_eq!(error_code(&raw.verify(12, &many)).unwrap(), (12, ErrorCode::Malformed.0, false));
+    let many = vec![
+        ItemRef {
+            key_id,
+            inline_key: None,
+            msg: b"",
+            sig: b""
+        };
+        MAX_BATCH_ITEMS + 1
+    ];
+    assert_eq!(
+        error_code(&raw.verify(12, &many)).unwrap(),
+        (12, ErrorCode::Malformed.0, false)
+    );
 
     // A message that makes the frame exactly the maximum size is served.
     let mut len = MAX_FRAME - 8 * 1024;
     let big_frame = loop {
         let msg = vec![7u8; len];
-        let item = [ItemRef { key_id, inline_key: None, msg: &msg, sig: &msg_sig }];
+        let item = [ItemRef {
+            key_id,
+            inline_key: None,
+            msg: &msg,
+            sig: &msg_sig,
+        }];
         let f = proto::encode_verify_batch(&mut fbb, 13, &[], &item).to_vec();
         if f.len() == MAX_FRAME {
             break f;
@@ -150,21 +245,36 @@ fn bad_input_gets_typed_answers_and_others_keep_being_served() {
         len = len + MAX_FRAME - f.len();
     };
     raw.send(&big_frame);
-    assert_eq!(raw.recv(), Response::VerifyResult { request_id: 13, verdicts: vec![Invalid] });
+    assert_eq!(
+        raw.recv(),
+        Response::VerifyResult {
+            request_id: 13,
+            verdicts: vec![Invalid]
+        }
+    );
 
     // One byte over: a fatal typed error, then the daemon closes this connection.
     let mut over = big_frame.clone();
     over.push(0);
     // The daemon may close before we finish writing; that is fine.
     let _ = session::write_frame(&mut raw.s, &over);
-    assert_eq!(error_code(&raw.recv()).unwrap(), (0, ErrorCode::FrameTooLarge.0, true));
+    assert_eq!(
+        error_code(&raw.recv()).unwrap(),
+        (0, ErrorCode::FrameTooLarge.0, true)
+    );
     let mut buf = Vec::new();
-    assert!(session::read_frame(&mut raw.s, &mut buf, MAX_FRAME).is_err(), "connection closed");
+    assert!(
+        session::read_frame(&mut raw.s, &mut buf, MAX_FRAME).is_err(),
+        "connection closed"
+    );
 
     bg.join().unwrap();
     // The daemon is still serving new clients.
     let mut again = Raw::connect(&path);
-    assert!(matches!(again.register(signer.public_key()), Response::KeyRegistered { .. }));
+    assert!(matches!(
+        again.register(signer.public_key()),
+        Response::KeyRegistered { .. }
+    ));
     let snap = h.snapshot();
     assert!(snap.request_errors >= 7, "{}", snap.request_errors);
     assert_eq!(snap.connections_dropped, 1);
@@ -176,8 +286,16 @@ fn wrong_protocol_hello_is_refused_with_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     let (path, h, _j) = common::spawn_server(dir.path(), "v.sock", |c| c);
     let mut s = UnixStream::connect(&path).unwrap();
-    let p = HelloParams { protocol: "tern.relay", role: Role::Client, instance: 1, max_frame: 1024 };
+    let p = HelloParams {
+        protocol: "tern.relay",
+        role: Role::Client,
+        instance: 1,
+        max_frame: 1024,
+    };
     let e = session::handshake(&mut s, &p).unwrap_err();
-    assert!(matches!(e, session::SessionError::ProtocolMismatch(_)), "{e}");
+    assert!(
+        matches!(e, session::SessionError::ProtocolMismatch(_)),
+        "{e}"
+    );
     h.stop();
 }

@@ -5,6 +5,7 @@
 //! grows by at most 50 MB, and every request gets exactly one answer (a
 //! verdict list equal to the ground truth, or `Busy`) — nothing is dropped
 //! silently.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns unwrap too
 #![allow(clippy::disallowed_methods)] // the test owns the clock
 
 mod common;
@@ -15,9 +16,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use flatbuffers::FlatBufferBuilder;
+use verifyd::Verdict;
 use verifyd::proto::{self, ItemRef, Response};
 use verifyd::session::{self, HelloParams};
-use verifyd::Verdict;
 use wire::generated::hello::Role;
 
 const CLIENTS: usize = 10;
@@ -39,7 +40,7 @@ fn ten_times_capacity_gets_busy_bounded_memory_no_silent_drops() {
     let dir = tempfile::tempdir().unwrap();
     let limit = LIMIT.to_string();
     let d = common::Daemon::start(dir.path(), "o.sock", 1, &["--max-in-flight", &limit]);
-    assert!(CLIENTS * PIPELINE * ITEMS >= 10 * LIMIT);
+    const { assert!(CLIENTS * PIPELINE * ITEMS >= 10 * LIMIT) };
     let corpus = common::corpus(ITEMS);
     let truth: Vec<Verdict> = corpus.samples.iter().map(|s| s.expected).collect();
 
@@ -55,7 +56,12 @@ fn ten_times_capacity_gets_busy_bounded_memory_no_silent_drops() {
     let mut threads = Vec::new();
     for c in 0..CLIENTS {
         let mut s = UnixStream::connect(&d.socket).unwrap();
-        let p = HelloParams { protocol: proto::PROTOCOL, role: Role::Client, instance: c as u64, max_frame: 1 << 24 };
+        let p = HelloParams {
+            protocol: proto::PROTOCOL,
+            role: Role::Client,
+            instance: c as u64,
+            max_frame: 1 << 24,
+        };
         let n = session::handshake(&mut s, &p).unwrap();
         let mut fbb = FlatBufferBuilder::new();
         let mut ids = Vec::new();
@@ -63,19 +69,32 @@ fn ten_times_capacity_gets_busy_bounded_memory_no_silent_drops() {
         for k in &corpus.keys {
             session::write_frame(&mut s, proto::encode_register_key(&mut fbb, 1, k)).unwrap();
             session::read_frame(&mut s, &mut buf, n.max_frame).unwrap();
-            let Response::KeyRegistered { key_id, .. } = proto::decode_response(&buf).unwrap() else { panic!() };
+            let Response::KeyRegistered { key_id, .. } = proto::decode_response(&buf).unwrap()
+            else {
+                panic!()
+            };
             ids.push(key_id);
         }
         let inflight = Arc::new(AtomicUsize::new(0));
         let answered = Arc::new(Mutex::new(vec![false; 1 << 20]));
         let mut rx = s.try_clone().unwrap();
-        let (inf, ans, res, bz, wr, du, truth) =
-            (inflight.clone(), answered.clone(), results.clone(), busy.clone(), wrong.clone(), dup.clone(), truth.clone());
+        let (inf, ans, res, bz, wr, du, truth) = (
+            inflight.clone(),
+            answered.clone(),
+            results.clone(),
+            busy.clone(),
+            wrong.clone(),
+            dup.clone(),
+            truth.clone(),
+        );
         threads.push(std::thread::spawn(move || {
             let mut buf = Vec::new();
             while session::read_frame(&mut rx, &mut buf, 1 << 24).is_ok() {
                 let (rid, ok) = match proto::decode_response(&buf).unwrap() {
-                    Response::VerifyResult { request_id, verdicts } => {
+                    Response::VerifyResult {
+                        request_id,
+                        verdicts,
+                    } => {
                         res.fetch_add(1, Ordering::Relaxed);
                         (request_id, verdicts == truth)
                     }
@@ -101,7 +120,12 @@ fn ten_times_capacity_gets_busy_bounded_memory_no_silent_drops() {
             let mut fbb = FlatBufferBuilder::new();
             let items: Vec<ItemRef<'_>> = samples
                 .iter()
-                .map(|x| ItemRef { key_id: ids[x.key], inline_key: None, msg: &x.msg, sig: &x.sig })
+                .map(|x| ItemRef {
+                    key_id: ids[x.key],
+                    inline_key: None,
+                    msg: &x.msg,
+                    sig: &x.sig,
+                })
                 .collect();
             let mut rid = 1u64;
             while !st.load(Ordering::Relaxed) {
@@ -111,17 +135,29 @@ fn ten_times_capacity_gets_busy_bounded_memory_no_silent_drops() {
                 }
                 rid += 1;
                 inflight.fetch_add(1, Ordering::SeqCst);
-                session::write_frame(&mut s, proto::encode_verify_batch(&mut fbb, rid, &[], &items)).unwrap();
+                session::write_frame(
+                    &mut s,
+                    proto::encode_verify_batch(&mut fbb, rid, &[], &items),
+                )
+                .unwrap();
                 se.fetch_add(1, Ordering::Relaxed);
             }
             // Wait for every answer, then close.
             let t = Instant::now();
             while inflight.load(Ordering::SeqCst) > 0 {
-                assert!(t.elapsed() < Duration::from_secs(30), "{} requests never answered", inflight.load(Ordering::SeqCst));
+                assert!(
+                    t.elapsed() < Duration::from_secs(30),
+                    "{} requests never answered",
+                    inflight.load(Ordering::SeqCst)
+                );
                 std::thread::sleep(Duration::from_millis(1));
             }
             let a = answered.lock().unwrap();
-            assert_eq!(a.iter().filter(|x| **x).count() as u64, rid - 1, "every request answered exactly once");
+            assert_eq!(
+                a.iter().filter(|x| **x).count() as u64,
+                rid - 1,
+                "every request answered exactly once"
+            );
             let _ = s.shutdown(std::net::Shutdown::Both);
         }));
     }
@@ -135,9 +171,16 @@ fn ten_times_capacity_gets_busy_bounded_memory_no_silent_drops() {
         th.join().unwrap();
     }
     peak.fetch_max(rss_kb(d.child.id()), Ordering::Relaxed);
-    let (sent, results, busy) = (sent.load(Ordering::Relaxed), results.load(Ordering::Relaxed), busy.load(Ordering::Relaxed));
+    let (sent, results, busy) = (
+        sent.load(Ordering::Relaxed),
+        results.load(Ordering::Relaxed),
+        busy.load(Ordering::Relaxed),
+    );
     let growth_mb = (peak.load(Ordering::Relaxed) - base) as f64 / 1024.0;
-    eprintln!("sent {sent} requests: {results} verified, {busy} busy; offered/served {:.1}x; RSS +{growth_mb:.1} MB", sent as f64 / results.max(1) as f64);
+    eprintln!(
+        "sent {sent} requests: {results} verified, {busy} busy; offered/served {:.1}x; RSS +{growth_mb:.1} MB",
+        sent as f64 / results.max(1) as f64
+    );
     assert_eq!(sent, results + busy, "no request without an answer");
     assert!(busy > 0, "overload must produce Busy");
     assert_eq!(wrong.load(Ordering::Relaxed), 0);

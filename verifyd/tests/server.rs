@@ -3,6 +3,7 @@
 //! Proves V1 (per-item verdicts in order, including invalid items), V2 (key
 //! ids, eviction → UnknownKey → re-registration), V3 (Busy) and V5 (typed
 //! errors for bad requests while other clients keep being served).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns unwrap too
 
 mod common;
 
@@ -17,7 +18,14 @@ fn pool_verdicts_match_ground_truth() {
     let dir = tempfile::tempdir().unwrap();
     let (path, h, j) = common::spawn_server(dir.path(), "v.sock", |c| c);
     let (items, truth) = common::items(&common::corpus(600));
-    let pool = Pool::connect(vec![path], PoolConfig { max_request_items: 64, ..PoolConfig::default() }).unwrap();
+    let pool = Pool::connect(
+        vec![path],
+        PoolConfig {
+            max_request_items: 64,
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
     let got = pool.verify(items.clone()).unwrap();
     assert_eq!(got, truth);
     assert!(truth.contains(&Verdict::Invalid) && truth.contains(&Verdict::Valid));
@@ -41,9 +49,20 @@ fn evicted_keys_are_re_registered() {
         c
     });
     let (items, truth) = common::items(&common::corpus(60));
-    let pool = Pool::connect(vec![path], PoolConfig { max_request_items: 7, max_attempts: 50, ..PoolConfig::default() }).unwrap();
+    let pool = Pool::connect(
+        vec![path],
+        PoolConfig {
+            max_request_items: 7,
+            max_attempts: 50,
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
     let tickets: Vec<_> = items.chunks(10).map(|c| pool.submit(c.to_vec())).collect();
-    let got: Vec<Verdict> = tickets.into_iter().flat_map(|t| t.wait().unwrap()).collect();
+    let got: Vec<Verdict> = tickets
+        .into_iter()
+        .flat_map(|t| t.wait().unwrap())
+        .collect();
     assert_eq!(got, truth);
     assert!(h.snapshot().keys.evictions > 0);
     h.stop();
@@ -56,10 +75,20 @@ fn admin_diagnostics_json() {
     let dir = tempfile::tempdir().unwrap();
     let (path, h, _j) = common::spawn_server(dir.path(), "v.sock", |c| c);
     let (items, _) = common::items(&common::corpus(20));
-    Pool::connect(vec![path], PoolConfig::default()).unwrap().verify(items).unwrap();
+    Pool::connect(vec![path], PoolConfig::default())
+        .unwrap()
+        .verify(items)
+        .unwrap();
     let json = verifyd::server::admin::query_diagnostics(&dir.path().join("v.sock.admin")).unwrap();
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
-    for k in ["items_per_s", "batch_size_hist", "worker_busy_s", "latency_p50_us", "latency_p99_us", "latency_max_us"] {
+    for k in [
+        "items_per_s",
+        "batch_size_hist",
+        "worker_busy_s",
+        "latency_p50_us",
+        "latency_p99_us",
+        "latency_max_us",
+    ] {
         assert!(v.get(k).is_some(), "missing {k} in {json}");
     }
     assert_eq!(v["items"], 20);

@@ -28,8 +28,14 @@ enum KeyName {
 }
 
 enum Pending {
-    Verify { sub: Sub, names: Vec<KeyName> },
-    Register { key: Bytes, tx: mpsc::Sender<KeyName> },
+    Verify {
+        sub: Sub,
+        names: Vec<KeyName>,
+    },
+    Register {
+        key: Bytes,
+        tx: mpsc::Sender<KeyName>,
+    },
 }
 
 pub(crate) struct Conn {
@@ -45,7 +51,9 @@ pub(crate) struct Conn {
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("Conn")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -132,7 +140,10 @@ impl Conn {
             rx.recv_timeout(Duration::from_secs(5)).ok()?;
         }
         let known = lock(&self.keys);
-        sub.idx.iter().map(|&i| known.get(&sub.batch.items[i as usize].key).copied()).collect()
+        sub.idx
+            .iter()
+            .map(|&i| known.get(&sub.batch.items[i as usize].key).copied())
+            .collect()
     }
 
     /// Sends a sub-batch; hands it back if this connection cannot take it.
@@ -151,8 +162,18 @@ impl Conn {
             .map(|(&i, name)| {
                 let it = &sub.batch.items[i as usize];
                 match name {
-                    KeyName::Id(id) => ItemRef { key_id: *id, inline_key: None, msg: &it.msg, sig: &it.sig },
-                    KeyName::Inline => ItemRef { key_id: 0, inline_key: Some(&it.key), msg: &it.msg, sig: &it.sig },
+                    KeyName::Id(id) => ItemRef {
+                        key_id: *id,
+                        inline_key: None,
+                        msg: &it.msg,
+                        sig: &it.sig,
+                    },
+                    KeyName::Inline => ItemRef {
+                        key_id: 0,
+                        inline_key: Some(&it.key),
+                        msg: &it.msg,
+                        sig: &it.sig,
+                    },
                 }
             })
             .collect();
@@ -163,7 +184,10 @@ impl Conn {
         if frame.len() > self.max_frame {
             // Cannot happen with sane item sizes and max_request_items; fail
             // loudly rather than loop.
-            sub.batch.fail(PoolError::Refused(format!("request of {} bytes exceeds the frame limit", frame.len())));
+            sub.batch.fail(PoolError::Refused(format!(
+                "request of {} bytes exceeds the frame limit",
+                frame.len()
+            )));
             return Ok(());
         }
         let n = sub.idx.len();
@@ -224,8 +248,13 @@ impl Conn {
                     let _ = tx.send(KeyName::Id(key_id));
                 }
             }
-            Response::VerifyResult { request_id, verdicts } => {
-                let Some(Pending::Verify { sub, names }) = self.take(request_id) else { return };
+            Response::VerifyResult {
+                request_id,
+                verdicts,
+            } => {
+                let Some(Pending::Verify { sub, names }) = self.take(request_id) else {
+                    return;
+                };
                 self.outstanding.fetch_sub(sub.idx.len(), Ordering::Relaxed);
                 // An answer means the instance freed capacity: end any back-off.
                 *lock(&self.ready_at) = now();
@@ -236,8 +265,14 @@ impl Conn {
                 }
                 self.deliver(pool, sub, &names, &verdicts);
             }
-            Response::Busy { request_id, retry_after_us, .. } => {
-                let Some(Pending::Verify { sub, .. }) = self.take(request_id) else { return };
+            Response::Busy {
+                request_id,
+                retry_after_us,
+                ..
+            } => {
+                let Some(Pending::Verify { sub, .. }) = self.take(request_id) else {
+                    return;
+                };
                 self.outstanding.fetch_sub(sub.idx.len(), Ordering::Relaxed);
                 pool.stats.busy.fetch_add(1, Ordering::Relaxed);
                 let backoff = Duration::from_micros(u64::from(retry_after_us))
@@ -245,7 +280,12 @@ impl Conn {
                 *lock(&self.ready_at) = now() + backoff;
                 pool.reroute(sub);
             }
-            Response::Error { request_id, code, fatal, message } => {
+            Response::Error {
+                request_id,
+                code,
+                fatal,
+                message,
+            } => {
                 match self.take(request_id) {
                     Some(Pending::Register { key, tx }) => {
                         lock(&self.keys).insert(key, KeyName::Inline);
@@ -295,10 +335,19 @@ impl Conn {
             }
         }
         let dup = sub.batch.deliver(&idx, &got);
-        pool.stats.duplicate_verdicts.fetch_add(dup, Ordering::Relaxed);
+        pool.stats
+            .duplicate_verdicts
+            .fetch_add(dup, Ordering::Relaxed);
         if !again.is_empty() {
-            pool.stats.unknown_key_retries.fetch_add(again.len() as u64, Ordering::Relaxed);
-            pool.reroute(Sub { batch: sub.batch, idx: again, attempts: sub.attempts + 1, since: sub.since });
+            pool.stats
+                .unknown_key_retries
+                .fetch_add(again.len() as u64, Ordering::Relaxed);
+            pool.reroute(Sub {
+                batch: sub.batch,
+                idx: again,
+                attempts: sub.attempts + 1,
+                since: sub.since,
+            });
         }
     }
 }

@@ -27,21 +27,37 @@ pub struct InProcessError(String);
 impl InProcess {
     /// `threads` workers (0 = one per core) with `backend`, caching up to
     /// `key_capacity` decoded keys.
-    pub fn new(backend: BackendKind, threads: usize, key_capacity: usize) -> Result<Self, InProcessError> {
+    pub fn new(
+        backend: BackendKind,
+        threads: usize,
+        key_capacity: usize,
+    ) -> Result<Self, InProcessError> {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(threads)
             .thread_name(|i| format!("verify-inproc-{i}"))
             .build()
             .map_err(|e| InProcessError(e.to_string()))?;
-        Ok(InProcess { backend: backend.build(), pool, keys: Mutex::new(KeyCache::new(key_capacity, 0)) })
+        Ok(InProcess {
+            backend: backend.build(),
+            pool,
+            keys: Mutex::new(KeyCache::new(key_capacity, 0)),
+        })
     }
 
     fn key(&self, bytes: &[u8]) -> Option<DecodedKey> {
-        if let Some((_, k)) = self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).lookup_bytes(bytes) {
+        if let Some((_, k)) = self
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .lookup_bytes(bytes)
+        {
             return Some(k);
         }
         let k = self.backend.decode_key(bytes).ok()?;
-        self.keys.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(bytes, k.clone());
+        self.keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(bytes, k.clone());
         Some(k)
     }
 

@@ -46,13 +46,20 @@ fn admin_conn(shared: &Shared, s: &mut UnixStream) -> Result<(), session::Sessio
     loop {
         session::read_frame(s, &mut buf, n.max_frame)?;
         let Ok(frame) = fa::root_as_admin_frame(&buf) else {
-            let e = crate::proto::encode_error(&mut fbb, 0, wire::generated::error::ErrorCode::Malformed, false, "not an admin frame");
+            let e = crate::proto::encode_error(
+                &mut fbb,
+                0,
+                wire::generated::error::ErrorCode::Malformed,
+                false,
+                "not an admin frame",
+            );
             session::write_frame(s, &e)?;
             continue;
         };
         fbb.reset();
         let snap = shared.snapshot();
-        let json = serde_json::to_string(&snap).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+        let json =
+            serde_json::to_string(&snap).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
         let (kind, msg) = if let Some(r) = frame.msg_as_status_request() {
             let daemon = Some(fbb.create_string("verifyd"));
             let version = Some(fbb.create_string(env!("CARGO_PKG_VERSION")));
@@ -73,7 +80,13 @@ fn admin_conn(shared: &Shared, s: &mut UnixStream) -> Result<(), session::Sessio
             (fa::AdminMessage::StatusResponse, m.as_union_value())
         } else if let Some(r) = frame.msg_as_diagnostics_request() {
             let json = Some(fbb.create_string(&json));
-            let m = fa::DiagnosticsResponse::create(&mut fbb, &fa::DiagnosticsResponseArgs { request_id: r.request_id(), json });
+            let m = fa::DiagnosticsResponse::create(
+                &mut fbb,
+                &fa::DiagnosticsResponseArgs {
+                    request_id: r.request_id(),
+                    json,
+                },
+            );
             (fa::AdminMessage::DiagnosticsResponse, m.as_union_value())
         } else {
             let e = crate::proto::encode_error(
@@ -86,7 +99,13 @@ fn admin_conn(shared: &Shared, s: &mut UnixStream) -> Result<(), session::Sessio
             session::write_frame(s, &e)?;
             continue;
         };
-        let root = fa::AdminFrame::create(&mut fbb, &fa::AdminFrameArgs { msg_type: kind, msg: Some(msg) });
+        let root = fa::AdminFrame::create(
+            &mut fbb,
+            &fa::AdminFrameArgs {
+                msg_type: kind,
+                msg: Some(msg),
+            },
+        );
         fa::finish_admin_frame_buffer(&mut fbb, root);
         session::write_frame(s, fbb.finished_data())?;
     }
@@ -95,19 +114,34 @@ fn admin_conn(shared: &Shared, s: &mut UnixStream) -> Result<(), session::Sessio
 /// Asks a daemon's admin socket for diagnostics and returns the JSON.
 pub fn query_diagnostics(path: &std::path::Path) -> Result<String, session::SessionError> {
     let mut s = UnixStream::connect(path)?;
-    let params = HelloParams { protocol: ADMIN_PROTOCOL, role: Role::Nodectl, instance: 0, max_frame: ADMIN_MAX_FRAME };
+    let params = HelloParams {
+        protocol: ADMIN_PROTOCOL,
+        role: Role::Nodectl,
+        instance: 0,
+        max_frame: ADMIN_MAX_FRAME,
+    };
     let n = session::handshake(&mut s, &params)?;
     let mut fbb = FlatBufferBuilder::new();
-    let req = fa::DiagnosticsRequest::create(&mut fbb, &fa::DiagnosticsRequestArgs { request_id: 1, section: None });
+    let req = fa::DiagnosticsRequest::create(
+        &mut fbb,
+        &fa::DiagnosticsRequestArgs {
+            request_id: 1,
+            section: None,
+        },
+    );
     let root = fa::AdminFrame::create(
         &mut fbb,
-        &fa::AdminFrameArgs { msg_type: fa::AdminMessage::DiagnosticsRequest, msg: Some(req.as_union_value()) },
+        &fa::AdminFrameArgs {
+            msg_type: fa::AdminMessage::DiagnosticsRequest,
+            msg: Some(req.as_union_value()),
+        },
     );
     fa::finish_admin_frame_buffer(&mut fbb, root);
     session::write_frame(&mut s, fbb.finished_data())?;
     let mut buf = Vec::new();
     session::read_frame(&mut s, &mut buf, n.max_frame)?;
-    let frame = fa::root_as_admin_frame(&buf).map_err(|e| session::SessionError::BadHello(e.to_string()))?;
+    let frame = fa::root_as_admin_frame(&buf)
+        .map_err(|e| session::SessionError::BadHello(e.to_string()))?;
     frame
         .msg_as_diagnostics_response()
         .map(|d| d.json().to_owned())

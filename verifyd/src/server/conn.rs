@@ -23,6 +23,10 @@ use crate::proto::{self, KeyRef, Request};
 use crate::sched::{Admission, ClientId};
 use crate::session::{self, HelloParams, SessionError};
 
+/// Batches this small run on the connection thread that admitted them (see
+/// `Shared::dispatch_keep`): one item in flight then costs no thread hand-off.
+const INLINE_MAX: usize = 4;
+
 /// The write half of a connection, shared by the workers that answer on it.
 #[derive(Debug)]
 pub(crate) struct Writer {
@@ -31,9 +35,15 @@ pub(crate) struct Writer {
 
 impl Writer {
     fn send(&self, shared: &Shared, frame: &[u8]) {
-        let mut s = self.stream.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = self
+            .stream
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Err(e) = session::write_frame(&mut *s, frame) {
-            shared.metrics.write_failures.fetch_add(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .write_failures
+                .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(error = %e, "response write failed; closing connection");
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
@@ -81,7 +91,12 @@ impl Job {
             let w = &self.items[i];
             let v = match (w.preset, &w.key) {
                 (Some(v), _) => v,
-                (None, Some(k)) => verify_item(k.as_ref(), &self.frame[w.msg.clone()], ctx, &self.frame[w.sig.clone()]),
+                (None, Some(k)) => verify_item(
+                    k.as_ref(),
+                    &self.frame[w.msg.clone()],
+                    ctx,
+                    &self.frame[w.sig.clone()],
+                ),
                 (None, None) => Verdict::Malformed,
             };
             self.verdicts[i].store(verdict_code(v), Ordering::Relaxed);
@@ -95,18 +110,26 @@ impl Job {
     }
 
     pub(crate) fn respond(&self, shared: &Shared, done: Instant) {
-        let verdicts: Vec<Verdict> =
-            self.verdicts.iter().map(|v| verdict_from_code(v.load(Ordering::Relaxed))).collect();
+        let verdicts: Vec<Verdict> = self
+            .verdicts
+            .iter()
+            .map(|v| verdict_from_code(v.load(Ordering::Relaxed)))
+            .collect();
         let mut fbb = FlatBufferBuilder::new();
         let frame = proto::encode_verify_result(&mut fbb, self.request_id, &verdicts);
         self.writer.send(shared, &frame);
-        shared.metrics.latency.record(done.saturating_duration_since(self.received));
+        shared
+            .metrics
+            .latency
+            .record(done.saturating_duration_since(self.received));
         self.release(shared);
     }
 
     /// Returns the job's share of the budgets (answered, or its client left).
     pub(crate) fn release(&self, shared: &Shared) {
-        shared.bytes_in_flight.fetch_sub(self.frame.len(), Ordering::Relaxed);
+        shared
+            .bytes_in_flight
+            .fetch_sub(self.frame.len(), Ordering::Relaxed);
         shared.open_jobs.fetch_sub(1, Ordering::SeqCst);
     }
 }
@@ -132,17 +155,22 @@ pub(crate) fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) -> std:
             }
         };
         if !peer_allowed(&stream) {
-            shared.metrics.connections_dropped.fetch_add(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .connections_dropped
+                .fetch_add(1, Ordering::Relaxed);
             continue;
         }
         shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
         let client = shared.next_client.fetch_add(1, Ordering::Relaxed);
         let s = shared.clone();
-        std::thread::Builder::new().name(format!("verify-conn-{client}")).spawn(move || {
-            let span = tracing::info_span!("conn", client);
-            let _g = span.enter();
-            serve_conn(&s, client, stream);
-        })?;
+        std::thread::Builder::new()
+            .name(format!("verify-conn-{client}"))
+            .spawn(move || {
+                let span = tracing::info_span!("conn", client);
+                let _g = span.enter();
+                serve_conn(&s, client, stream);
+            })?;
     }
 }
 
@@ -155,12 +183,19 @@ fn peer_allowed(stream: &UnixStream) -> bool {
 }
 
 fn serve_conn(shared: &Arc<Shared>, client: ClientId, mut stream: UnixStream) {
-    let params =
-        HelloParams { protocol: proto::PROTOCOL, role: Role::Verifyd, instance: shared.instance, max_frame: shared.cfg.max_frame };
+    let params = HelloParams {
+        protocol: proto::PROTOCOL,
+        role: Role::Verifyd,
+        instance: shared.instance,
+        max_frame: shared.cfg.max_frame,
+    };
     let negotiated = match session::handshake(&mut stream, &params) {
         Ok(n) => n,
         Err(e) => {
-            shared.metrics.connections_dropped.fetch_add(1, Ordering::Relaxed);
+            shared
+                .metrics
+                .connections_dropped
+                .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(error = %e, "hello failed");
             return;
         }
@@ -168,7 +203,9 @@ fn serve_conn(shared: &Arc<Shared>, client: ClientId, mut stream: UnixStream) {
     tracing::debug!(peer_pid = negotiated.peer_pid, "client connected");
     let _ = stream.set_write_timeout(Some(shared.cfg.write_timeout));
     let writer = match stream.try_clone() {
-        Ok(w) => Arc::new(Writer { stream: Mutex::new(w) }),
+        Ok(w) => Arc::new(Writer {
+            stream: Mutex::new(w),
+        }),
         Err(_) => return,
     };
     shared.sched().handle_connect(client);
@@ -178,9 +215,15 @@ fn serve_conn(shared: &Arc<Shared>, client: ClientId, mut stream: UnixStream) {
         match session::read_frame(&mut stream, &mut buf, negotiated.max_frame) {
             Ok(()) => {}
             Err(SessionError::FrameTooLarge { len, max }) => {
-                shared.metrics.connections_dropped.fetch_add(1, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .connections_dropped
+                    .fetch_add(1, Ordering::Relaxed);
                 let msg = format!("frame of {len} bytes exceeds {max}");
-                writer.send(shared, &proto::encode_error(&mut fbb, 0, ErrorCode::FrameTooLarge, true, &msg));
+                writer.send(
+                    shared,
+                    &proto::encode_error(&mut fbb, 0, ErrorCode::FrameTooLarge, true, &msg),
+                );
                 break;
             }
             Err(_) => break,
@@ -196,8 +239,18 @@ fn serve_conn(shared: &Arc<Shared>, client: ClientId, mut stream: UnixStream) {
     tracing::debug!("client disconnected");
 }
 
-fn send_error(shared: &Shared, w: &Writer, fbb: &mut FlatBufferBuilder<'static>, id: u64, code: ErrorCode, msg: &str) {
-    shared.metrics.request_errors.fetch_add(1, Ordering::Relaxed);
+fn send_error(
+    shared: &Shared,
+    w: &Writer,
+    fbb: &mut FlatBufferBuilder<'static>,
+    id: u64,
+    code: ErrorCode,
+    msg: &str,
+) {
+    shared
+        .metrics
+        .request_errors
+        .fetch_add(1, Ordering::Relaxed);
     w.send(shared, &proto::encode_error(fbb, id, code, false, msg));
 }
 
@@ -213,11 +266,25 @@ fn handle_frame(
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, "bad request");
-            return send_error(shared, writer, fbb, e.request_id(), e.code(), &e.to_string());
+            return send_error(
+                shared,
+                writer,
+                fbb,
+                e.request_id(),
+                e.code(),
+                &e.to_string(),
+            );
         }
     };
     if shared.draining.load(Ordering::SeqCst) {
-        return send_error(shared, writer, fbb, req.request_id(), ErrorCode::ShuttingDown, "draining");
+        return send_error(
+            shared,
+            writer,
+            fbb,
+            req.request_id(),
+            ErrorCode::ShuttingDown,
+            "draining",
+        );
     }
     match req {
         Request::RegisterKey { request_id, key } => {
@@ -227,15 +294,38 @@ fn handle_frame(
                 Some(id) => id,
                 None => match shared.backend.decode_key(bytes) {
                     Ok(k) => shared.keys().insert(bytes, k),
-                    Err(e) => return send_error(shared, writer, fbb, request_id, ErrorCode::Malformed, &e.to_string()),
+                    Err(e) => {
+                        return send_error(
+                            shared,
+                            writer,
+                            fbb,
+                            request_id,
+                            ErrorCode::Malformed,
+                            &e.to_string(),
+                        );
+                    }
                 },
             };
             writer.send(shared, &proto::encode_key_registered(fbb, request_id, id));
         }
-        Request::VerifyBatch { request_id, context, items } => {
+        Request::VerifyBatch {
+            request_id,
+            context,
+            items,
+        } => {
             if !context.is_empty() && !shared.backend.supports_context() {
-                let msg = format!("backend {} does not support ML-DSA contexts", shared.backend.kind());
-                return send_error(shared, writer, fbb, request_id, ErrorCode::Unsupported, &msg);
+                let msg = format!(
+                    "backend {} does not support ML-DSA contexts",
+                    shared.backend.kind()
+                );
+                return send_error(
+                    shared,
+                    writer,
+                    fbb,
+                    request_id,
+                    ErrorCode::Unsupported,
+                    &msg,
+                );
             }
             let n = items.len();
             let bytes = frame.len();
@@ -249,7 +339,9 @@ fn handle_frame(
             let work = resolve(shared, &frame, items);
             let job = Arc::new(Job {
                 request_id,
-                verdicts: (0..n).map(|_| AtomicU8::new(verdict_code(Verdict::Malformed))).collect(),
+                verdicts: (0..n)
+                    .map(|_| AtomicU8::new(verdict_code(Verdict::Malformed)))
+                    .collect(),
                 remaining: AtomicUsize::new(n),
                 frame,
                 ctx: context,
@@ -266,7 +358,11 @@ fn handle_frame(
             match s.handle_submit(received, client, job, n) {
                 Admission::Accepted => {
                     shared.open_jobs.fetch_add(1, Ordering::SeqCst);
-                    shared.dispatch(&mut s, received);
+                    let inline = shared.dispatch_keep(&mut s, received, INLINE_MAX);
+                    drop(s);
+                    if let Some(batch) = inline {
+                        shared.clone().run_batch(batch);
+                    }
                 }
                 Admission::Busy => {
                     drop(s);
@@ -278,12 +374,27 @@ fn handle_frame(
     }
 }
 
-fn send_busy(shared: &Shared, w: &Writer, fbb: &mut FlatBufferBuilder<'static>, request_id: u64, items: usize) {
+fn send_busy(
+    shared: &Shared,
+    w: &Writer,
+    fbb: &mut FlatBufferBuilder<'static>,
+    request_id: u64,
+    items: usize,
+) {
     let st = shared.sched().stats();
     // Hint: time until enough admitted items finish for this request to fit.
     let excess = (st.in_flight + items).saturating_sub(st.limit).max(1) as u64;
-    let retry_us = (excess * st.item_ns.max(1) / shared.cfg.threads.max(1) as u64 / 1000).clamp(50, 1_000_000);
-    w.send(shared, &proto::encode_busy(fbb, request_id, retry_us as u32, st.queued.min(u32::MAX as usize) as u32));
+    let retry_us =
+        (excess * st.item_ns.max(1) / shared.cfg.threads.max(1) as u64 / 1000).clamp(50, 1_000_000);
+    w.send(
+        shared,
+        &proto::encode_busy(
+            fbb,
+            request_id,
+            retry_us as u32,
+            st.queued.min(u32::MAX as usize) as u32,
+        ),
+    );
 }
 
 /// Resolves each item's key once per request, outside the workers.
@@ -311,7 +422,12 @@ fn resolve(shared: &Shared, frame: &[u8], items: Vec<proto::RawItem>) -> Vec<Wor
                 }
             }
         };
-        out.push(Work { key, preset, msg: it.msg, sig: it.sig });
+        out.push(Work {
+            key,
+            preset,
+            msg: it.msg,
+            sig: it.sig,
+        });
     }
     out
 }

@@ -1,5 +1,5 @@
 //! Shared helpers for the integration tests: fixtures and daemons.
-#![allow(dead_code, clippy::disallowed_methods)] // tests own the clock
+#![allow(dead_code, clippy::disallowed_methods, clippy::unwrap_used)] // test helpers: own the clock, unwrap
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
@@ -21,13 +21,21 @@ pub fn items(c: &Corpus) -> (Vec<Item>, Vec<Verdict>) {
     let items = c
         .samples
         .iter()
-        .map(|s| Item { key: keys[s.key].clone(), msg: Bytes::from(s.msg.clone()), sig: Bytes::from(s.sig.clone()) })
+        .map(|s| Item {
+            key: keys[s.key].clone(),
+            msg: Bytes::from(s.msg.clone()),
+            sig: Bytes::from(s.sig.clone()),
+        })
         .collect();
     (items, c.samples.iter().map(|s| s.expected).collect())
 }
 
 /// An in-process daemon on a socket in `dir`.
-pub fn spawn_server(dir: &Path, name: &str, cfg: impl FnOnce(ServerConfig) -> ServerConfig) -> (PathBuf, ServerHandle, std::thread::JoinHandle<()>) {
+pub fn spawn_server(
+    dir: &Path,
+    name: &str,
+    cfg: impl FnOnce(ServerConfig) -> ServerConfig,
+) -> (PathBuf, ServerHandle, std::thread::JoinHandle<()>) {
     let path = dir.join(name);
     let mut c = ServerConfig::new(path.clone()).threads(2);
     c.admin_socket = Some(dir.join(format!("{name}.admin")));
@@ -57,7 +65,10 @@ impl Daemon {
             .unwrap();
         let t = Instant::now();
         while std::os::unix::net::UnixStream::connect(&socket).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(20), "verifyd did not start");
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "verifyd did not start"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         Daemon { child, socket }
