@@ -22,6 +22,11 @@ pub enum WireError {
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
 
+    /// The peer closed the connection where a frame was required (e.g.
+    /// before its hello).
+    #[error("peer closed the connection")]
+    PeerClosed,
+
     /// A frame announced a length of zero; no valid flatbuffer is empty.
     #[error("zero-length frame")]
     ZeroLength,

@@ -318,7 +318,7 @@ pub fn exchange<R: Read, W: Write>(
     }
     let outcome = match reader.read_frame() {
         Ok(Some(payload)) => negotiate_bytes(local, payload),
-        Ok(None) => Err(WireError::Truncated { got: 0, want: 1 }),
+        Ok(None) => Err(WireError::PeerClosed),
         Err(e) => Err(e),
     };
     match outcome {
@@ -367,7 +367,7 @@ where
     let outcome = match framed.next().await {
         Some(Ok(payload)) => negotiate_bytes(local, &payload),
         Some(Err(e)) => Err(e),
-        None => Err(WireError::Truncated { got: 0, want: 1 }),
+        None => Err(WireError::PeerClosed),
     };
     match outcome {
         Ok(session) => {

@@ -253,3 +253,20 @@ async fn tokio_bind_accept_hello_and_frames() {
     assert_eq!(client.await.unwrap().peer_role, Role::Relayd);
     assert!(f.next().await.is_none());
 }
+
+#[test]
+fn peer_closing_before_its_hello_is_typed() {
+    let (a, b) = UnixStream::pair().unwrap();
+    let silent = std::thread::spawn(move || {
+        // Read our hello, then hang up without answering.
+        let mut r = FrameReader::new(&a, frame::DEFAULT_MAX_FRAME);
+        assert!(r.read_frame().unwrap().is_some());
+    });
+    let mut r = FrameReader::new(&b, frame::DEFAULT_MAX_FRAME);
+    let mut w = FrameWriter::new(&b, frame::DEFAULT_MAX_FRAME);
+    assert!(matches!(
+        hello::exchange(&mut r, &mut w, &client_hello()),
+        Err(WireError::PeerClosed)
+    ));
+    silent.join().unwrap();
+}
