@@ -322,3 +322,66 @@ async fn tokio_codec_refuses_hostile_prefix_without_growing() {
         Some(Err(WireError::Truncated { got: 7, want: 204 }))
     ));
 }
+
+fn batch_of<'a>(
+    fbb: &mut flatbuffers::FlatBufferBuilder<'a>,
+    items: &[flatbuffers::WIPOffset<wire::generated::verify::VerifyItem<'a>>],
+) -> Vec<u8> {
+    use wire::generated::verify as v;
+    let items = fbb.create_vector(items);
+    let b = v::VerifyBatch::create(
+        fbb,
+        &v::VerifyBatchArgs {
+            request_id: 1,
+            items: Some(items),
+            ..Default::default()
+        },
+    );
+    let root = v::VerifyFrame::create(
+        fbb,
+        &v::VerifyFrameArgs {
+            msg_type: v::VerifyMessage::VerifyBatch,
+            msg: Some(b.as_union_value()),
+        },
+    );
+    frame::finish::<VerifySchema>(fbb, root);
+    fbb.finished_data().to_vec()
+}
+
+/// The verifier limits scale with the frame: the densest honest batch (many
+/// empty items) passes, while a "DAG bomb" — one item with a 64 KiB
+/// signature referenced 1,000 times, 68 KB on the wire but 64 MB if
+/// expanded — is rejected before anything reads it.
+#[test]
+fn verifier_limits_accept_dense_batches_and_reject_dag_bombs() {
+    use wire::generated::verify as v;
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let empty: Vec<_> = (0..10_000)
+        .map(|_| v::VerifyItem::create(&mut fbb, &Default::default()))
+        .collect();
+    let dense = batch_of(&mut fbb, &empty);
+    match frame::decode_verify(&dense).unwrap() {
+        frame::VerifyMsg::VerifyBatch(b) => assert_eq!(b.items().len(), 10_000),
+        other => panic!("{other:?}"),
+    }
+
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let sig = fbb.create_vector(&[0x5a_u8; 64 * 1024]);
+    let one = v::VerifyItem::create(
+        &mut fbb,
+        &v::VerifyItemArgs {
+            key_id: 1,
+            signature: Some(sig),
+            ..Default::default()
+        },
+    );
+    let bomb = batch_of(&mut fbb, &vec![one; 1000]);
+    assert!(bomb.len() < 70 * 1024);
+    match frame::decode::<VerifySchema>(&bomb) {
+        Err(WireError::BadFlatbuffer { source, .. }) => assert!(matches!(
+            source,
+            flatbuffers::InvalidFlatbuffer::ApparentSizeTooLarge
+        )),
+        other => panic!("{other:?}"),
+    }
+}
