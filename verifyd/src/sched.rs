@@ -64,7 +64,7 @@ pub struct SchedConfig {
 
 impl SchedConfig {
     /// Defaults for `workers` threads: batches of at most 64 per worker
-    /// hand-off, delay 20–200 µs, 50 ms queue target, limit between four full
+    /// hand-off, delay 20–200 µs, 100 ms queue target, limit between four full
     /// batches per worker and 65,536 items (the daemon starts at 4,096).
     #[must_use]
     pub fn new(workers: usize) -> Self {
@@ -74,7 +74,7 @@ impl SchedConfig {
             max_batch: 64,
             delay_floor: Duration::from_micros(20),
             delay_ceiling: Duration::from_micros(200),
-            queue_target: Duration::from_millis(50),
+            queue_target: Duration::from_millis(100),
             limit_floor: 4 * 64 * workers,
             limit_ceiling: 65_536,
         }
@@ -602,14 +602,14 @@ mod tests {
         let start = s.stats().limit;
         s.handle_submit(now, 1, "a", 10);
         let b = s.poll_batch(now).unwrap();
-        // 50 µs/item, 2 workers → 40,000/s × 50 ms = 2,000 items.
-        s.handle_batch_done(now, b.id, Duration::from_micros(50 * b.items as u64));
-        assert_ne!(start, 2000);
-        assert_eq!(s.stats().limit, 2000);
+        // 25 µs/item, 2 workers → 80,000/s × 100 ms = 8,000 items.
+        s.handle_batch_done(now, b.id, Duration::from_micros(25 * b.items as u64));
+        assert_ne!(start, 8000);
+        assert_eq!(s.stats().limit, 8000);
         s.handle_submit(now, 1, "a", 10);
         let b = s.poll_batch(now).unwrap();
-        s.handle_batch_done(now, b.id, Duration::from_micros(54 * b.items as u64)); // small change
-        assert_eq!(s.stats().limit, 2000, "hysteresis holds");
+        s.handle_batch_done(now, b.id, Duration::from_micros(27 * b.items as u64)); // small change
+        assert_eq!(s.stats().limit, 8000, "hysteresis holds");
     }
 
     #[test]
