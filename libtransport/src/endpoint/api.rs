@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 use quinn_proto::Dir;
 
 use super::handle::{ConnShared, Connection};
@@ -157,25 +157,22 @@ pub(crate) async fn send_on(
         };
         out.pending_bytes += kind::LEN_PREFIX + payload.len();
         if payload.len() <= COALESCE_MAX {
-            let mut b = BytesMut::with_capacity(kind::LEN_PREFIX + payload.len());
-            b.put_u32(len);
-            b.put_slice(&payload);
-            out.pending.push_back(b.freeze());
+            // Small messages are appended to one buffer that the driver hands
+            // to quinn-proto as a single chunk per pass: fewer, larger chunks
+            // keep quinn-proto's send buffer cheap to walk.
+            out.acc.put_u32(len);
+            out.acc.put_slice(&payload);
         } else {
-            out.pending
-                .push_back(Bytes::copy_from_slice(&len.to_be_bytes()));
+            if !out.acc.is_empty() {
+                let acc = out.acc.split().freeze();
+                out.pending.push_back(acc);
+            }
+            out.pending.push_back(Bytes::copy_from_slice(&len.to_be_bytes()));
             out.pending.push_back(payload);
         }
-        let failed = super::conn::flush_out(&mut c.inner, out).is_err();
-        if failed {
-            c.out_kinds.remove(&kind);
-        }
+        c.out_dirty = true;
         st.wake_driver();
-        Poll::Ready(if failed {
-            Err(Error::StreamClosed)
-        } else {
-            Ok(())
-        })
+        Poll::Ready(Ok(()))
     })
     .await
 }

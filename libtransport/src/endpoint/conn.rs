@@ -146,6 +146,10 @@ fn on_connected(st: &mut State, ch: ConnectionHandle, now: Instant) {
 /// Writes queued chunks; finishes the stream once flushed if asked to.
 /// `Err` means the stream is gone (stopped or closed).
 pub(crate) fn flush_out(conn: &mut quinn_proto::Connection, out: &mut OutStream) -> Result<(), ()> {
+    if !out.acc.is_empty() {
+        let acc = out.acc.split().freeze();
+        out.pending.push_back(acc);
+    }
     while !out.pending.is_empty() {
         let slice = out.pending.make_contiguous();
         match conn.send_stream(out.id).write_chunks(slice) {
@@ -164,6 +168,34 @@ pub(crate) fn flush_out(conn: &mut quinn_proto::Connection, out: &mut OutStream)
         let _ = conn.send_stream(out.id).finish();
     }
     Ok(())
+}
+
+/// Hands queued messages of every kind to quinn-proto (driver, before
+/// transmitting), and wakes senders waiting for queue space.
+pub(crate) fn flush_dirty(st: &mut State) {
+    let limit = st.config.send_queue_bytes;
+    for c in st.conns.values_mut() {
+        if !std::mem::take(&mut c.out_dirty) {
+            continue;
+        }
+        let mut gone = Vec::new();
+        for (k, out) in &mut c.out_kinds {
+            if flush_out(&mut c.inner, out).is_err() {
+                gone.push(*k);
+            } else if out.pending_bytes < limit {
+                for w in out.waiters.drain(..) {
+                    w.wake();
+                }
+            }
+        }
+        for k in gone {
+            if let Some(mut o) = c.out_kinds.remove(&k) {
+                for w in o.waiters.drain(..) {
+                    w.wake();
+                }
+            }
+        }
+    }
 }
 
 fn on_writable(st: &mut State, ch: ConnectionHandle, id: StreamId) {
@@ -576,24 +608,40 @@ fn step(st: &mut State, ch: ConnectionHandle, id: StreamId) -> Step {
     } else {
         s.want
     };
-    let mut rs = c.inner.recv_stream(id);
-    let Ok(mut chunks) = rs.read(true) else {
-        return Step::Remove;
-    };
-    let res = chunks.next(max);
-    let _ = chunks.finalize();
-    let chunk = match res {
-        Ok(Some(chunk)) => chunk.bytes,
-        Ok(None) => {
-            let mid = s.kind.is_none() || s.prefix_len > 0;
-            return if mid {
-                Step::Reject(StreamReject::Truncated)
-            } else {
-                Step::Remove
-            };
+    let chunk = if s.leftover.is_empty() {
+        // In the message phase read a whole chunk and keep the rest for the
+        // next messages (one quinn-proto read per received frame, not per
+        // message); header bytes are read exactly, since the rest of a
+        // bidirectional stream belongs to its handler.
+        let unbounded = s.kind.is_some();
+        let mut rs = c.inner.recv_stream(id);
+        let Ok(mut chunks) = rs.read(true) else {
+            return Step::Remove;
+        };
+        let res = chunks.next(if unbounded { usize::MAX } else { max });
+        let _ = chunks.finalize();
+        match res {
+            Ok(Some(chunk)) => {
+                let mut b = chunk.bytes;
+                if b.len() > max {
+                    s.leftover = b.split_off(max);
+                }
+                b
+            }
+            Ok(None) => {
+                let mid = s.kind.is_none() || s.prefix_len > 0;
+                return if mid {
+                    Step::Reject(StreamReject::Truncated)
+                } else {
+                    Step::Remove
+                };
+            }
+            Err(ReadError::Blocked) => return Step::Stop,
+            Err(ReadError::Reset(_)) => return Step::Remove,
         }
-        Err(ReadError::Blocked) => return Step::Stop,
-        Err(ReadError::Reset(_)) => return Step::Remove,
+    } else {
+        let take = max.min(s.leftover.len());
+        s.leftover.split_to(take)
     };
     if s.kind.is_none() {
         s.header[s.header_len..s.header_len + chunk.len()].copy_from_slice(&chunk);

@@ -355,6 +355,7 @@ impl Driver {
                 conn::process_events(st, ch, now);
                 self.endpoint_events(st, ch);
             }
+            conn::flush_dirty(st);
             self.keys.clear();
             self.keys.extend(st.conns.keys().copied());
             let (sent, _blocked) = self.transmit(cx, st, now);

@@ -196,6 +196,8 @@ pub(crate) struct InStream {
     /// Remaining payload of the current message when it spans chunks.
     pub(crate) want: usize,
     pub(crate) partial: BytesMut,
+    /// Rest of the last chunk read (at most one received frame).
+    pub(crate) leftover: Bytes,
     pub(crate) blocked: bool,
 }
 
@@ -211,6 +213,7 @@ impl InStream {
             prefix_len: 0,
             want: 0,
             partial: BytesMut::new(),
+            leftover: Bytes::new(),
             blocked: false,
         }
     }
@@ -223,6 +226,8 @@ pub(crate) struct OutStream {
     pub(crate) id: StreamId,
     pub(crate) pending: VecDeque<Bytes>,
     pub(crate) pending_bytes: usize,
+    /// Small messages not yet handed to quinn-proto, back to back.
+    pub(crate) acc: BytesMut,
     pub(crate) finish_when_flushed: bool,
     pub(crate) waiters: Vec<Waker>,
 }
@@ -233,6 +238,7 @@ impl OutStream {
             id,
             pending: VecDeque::new(),
             pending_bytes: 0,
+            acc: BytesMut::new(),
             finish_when_flushed: false,
             waiters: Vec::new(),
         }
@@ -287,6 +293,8 @@ pub(crate) struct Conn {
     pub(crate) close_reason: Option<CloseReason>,
     pub(crate) timer: Option<Instant>,
     pub(crate) dirty: bool,
+    /// Messages were queued on `out_kinds` since the driver last flushed.
+    pub(crate) out_dirty: bool,
 }
 
 impl Conn {
@@ -317,6 +325,7 @@ impl Conn {
             close_reason: None,
             timer: None,
             dirty: true,
+            out_dirty: false,
         }
     }
 

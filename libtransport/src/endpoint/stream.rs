@@ -143,6 +143,10 @@ impl Drop for SendStream {
     }
 }
 
+/// Bytes a `RecvStream` takes from the connection per lock (amortises the
+/// endpoint lock over many received frames).
+const READ_AHEAD: usize = 256 * 1024;
+
 /// The receiving half of a stream.
 #[derive(Debug)]
 pub struct RecvStream {
@@ -151,6 +155,10 @@ pub struct RecvStream {
     uid: u64,
     id: StreamId,
     done: bool,
+    /// Chunks taken from the connection but not yet returned (bounded by
+    /// `READ_AHEAD` plus one frame).
+    ahead: std::collections::VecDeque<Bytes>,
+    fin: bool,
 }
 
 impl RecvStream {
@@ -161,12 +169,22 @@ impl RecvStream {
             uid,
             id,
             done: false,
+            ahead: Default::default(),
+            fin: false,
         }
     }
 
     /// Reads the next chunk of at most `max` bytes; `None` at the end.
     pub async fn read_chunk(&mut self, max: usize) -> Result<Option<Bytes>, Error> {
-        if self.done {
+        if let Some(mut b) = self.ahead.pop_front() {
+            if b.len() > max {
+                let rest = b.split_off(max);
+                self.ahead.push_front(rest);
+            }
+            return Ok(Some(b));
+        }
+        if self.done || self.fin {
+            self.done = true;
             return Ok(None);
         }
         let r = poll_fn(|cx| {
@@ -180,27 +198,58 @@ impl RecvStream {
                 Ok(ch) => ch,
                 Err(_) => return Poll::Ready(Err(Error::StreamClosed)),
             };
-            let res = chunks.next(max);
-            let tx = chunks.finalize();
-            let out = match res {
-                Ok(Some(chunk)) => Poll::Ready(Ok(Some(chunk.bytes))),
-                Ok(None) => Poll::Ready(Ok(None)),
-                Err(ReadError::Blocked) => {
-                    c.readers.insert(self.id, cx.waker().clone());
-                    Poll::Pending
+            let mut taken = 0;
+            let mut out = Ok(());
+            while taken < READ_AHEAD {
+                match chunks.next(usize::MAX) {
+                    Ok(Some(chunk)) => {
+                        taken += chunk.bytes.len();
+                        self.ahead.push_back(chunk.bytes);
+                    }
+                    Ok(None) => {
+                        self.fin = true;
+                        break;
+                    }
+                    Err(ReadError::Blocked) => break,
+                    Err(ReadError::Reset(code)) => {
+                        out = Err(Error::Stopped(code.into_inner()));
+                        break;
+                    }
                 }
-                Err(ReadError::Reset(code)) => Poll::Ready(Err(Error::Stopped(code.into_inner()))),
-            };
+            }
+            let tx = chunks.finalize();
             if tx.should_transmit() {
                 st.wake_driver();
             }
-            out
+            if let Err(e) = out {
+                return Poll::Ready(Err(e));
+            }
+            if taken == 0 && !self.fin {
+                if let Ok(c) = conn(&mut st, self.ch, self.uid) {
+                    c.readers.insert(self.id, cx.waker().clone());
+                }
+                return Poll::Pending;
+            }
+            Poll::Ready(Ok(()))
         })
         .await;
-        if matches!(r, Ok(None) | Err(_)) {
+        if let Err(e) = r {
             self.done = true;
+            return Err(e);
         }
-        r
+        match self.ahead.pop_front() {
+            Some(mut b) => {
+                if b.len() > max {
+                    let rest = b.split_off(max);
+                    self.ahead.push_front(rest);
+                }
+                Ok(Some(b))
+            }
+            None => {
+                self.done = true;
+                Ok(None)
+            }
+        }
     }
 
     /// Reads into `buf`; `None` at the end.
@@ -242,7 +291,7 @@ impl RecvStream {
 
 impl Drop for RecvStream {
     fn drop(&mut self) {
-        if !self.done {
+        if !self.done && !self.fin {
             self.stop(0);
         }
     }
