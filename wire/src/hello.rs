@@ -25,6 +25,10 @@
 //! [`exchange`] runs this over a blocking [`FrameReader`]/[`FrameWriter`]
 //! pair and [`exchange_async`] over a tokio `Framed` with [`FrameCodec`]
 //! (feature `tokio`); both leave the negotiated maximum set on the codec.
+//! [`exchange`] and [`exchange_stream_async`] (a bare tokio stream) read the
+//! peer's hello exactly, so file descriptors the peer passes right after it
+//! (the ring's memfd and eventfds, `SCM_RIGHTS`) are not swallowed by
+//! read-ahead; `Framed` reads ahead and must not be used when fds follow.
 //!
 //! ```
 //! use wire::hello::{HelloConfig, negotiate_bytes};
@@ -294,6 +298,10 @@ fn refusal(err: &WireError) -> Option<ErrorCode> {
 
 /// Runs the hello over a blocking reader/writer pair (e.g. two handles of
 /// one `UnixStream`). On success both have the negotiated maximum set.
+///
+/// The peer's hello is read exactly (no read-ahead), so whatever the peer
+/// sends next — e.g. ring descriptors with `SCM_RIGHTS` — is still in the
+/// socket for the caller, and `reader.buffered()` is 0.
 pub fn exchange<R: Read, W: Write>(
     reader: &mut FrameReader<R>,
     writer: &mut FrameWriter<W>,
@@ -308,7 +316,7 @@ pub fn exchange<R: Read, W: Write>(
     if let Err(send_err) = sent {
         // A peer that refused us (e.g. PermissionDenied) has written an
         // error frame and closed: prefer its reason over our broken pipe.
-        return Err(match reader.read_frame() {
+        return Err(match reader.read_frame_exact() {
             Ok(Some(payload)) => match negotiate_bytes(local, payload) {
                 Err(remote @ WireError::Remote(_)) => remote,
                 _ => send_err,
@@ -316,7 +324,7 @@ pub fn exchange<R: Read, W: Write>(
             _ => send_err,
         });
     }
-    let outcome = match reader.read_frame() {
+    let outcome = match reader.read_frame_exact() {
         Ok(Some(payload)) => negotiate_bytes(local, payload),
         Ok(None) => Err(WireError::PeerClosed),
         Err(e) => Err(e),
@@ -342,6 +350,9 @@ pub fn exchange<R: Read, W: Write>(
 
 /// Runs the hello over a tokio `Framed` stream with [`FrameCodec`]. On
 /// success the codec has the negotiated maximum set.
+///
+/// `Framed` reads ahead: if file descriptors follow the hello on this
+/// socket, use [`exchange_stream_async`] instead.
 #[cfg(feature = "tokio")]
 pub async fn exchange_async<T>(
     framed: &mut tokio_util::codec::Framed<T, FrameCodec>,
@@ -381,6 +392,85 @@ where
                 let bytes = frame::encode_error(&mut fbb, code, 0, true, &err.to_string());
                 // Best effort: the peer may already have closed.
                 let _ = framed.send(bytes).await;
+            }
+            Err(err)
+        }
+    }
+}
+
+/// Runs the hello directly on a tokio stream (e.g. `tokio::net::UnixStream`)
+/// reading exactly the peer's hello, so descriptors sent right after it stay
+/// in the socket. Wrap the stream in `Framed` with
+/// `FrameCodec::new(session.max_frame)` afterwards.
+#[cfg(feature = "tokio")]
+pub async fn exchange_stream_async<S>(
+    stream: &mut S,
+    local: &HelloConfig,
+) -> Result<Session, WireError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn send<S: tokio::io::AsyncWrite + Unpin>(
+        stream: &mut S,
+        payload: &[u8],
+    ) -> Result<(), WireError> {
+        let prefix = frame::prefix_for(payload, MIN_MAX_FRAME)?;
+        stream.write_all(&prefix).await?;
+        stream.write_all(payload).await?;
+        stream.flush().await?;
+        Ok(())
+    }
+
+    async fn recv<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, WireError> {
+        let mut prefix = [0; frame::PREFIX_LEN];
+        match stream.read_exact(&mut prefix).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Err(WireError::PeerClosed);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        // Bounded by the 4 KiB hello limit, checked before allocating.
+        let len = frame::check_len(u32::from_le_bytes(prefix), MIN_MAX_FRAME)?;
+        let mut payload = vec![0; len];
+        match stream.read_exact(&mut payload).await {
+            Ok(_) => Ok(payload),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(WireError::Truncated {
+                got: frame::PREFIX_LEN,
+                want: frame::PREFIX_LEN + len,
+            }),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    let mut fbb = FlatBufferBuilder::with_capacity(512);
+    if let Err(send_err) = send(stream, local.encode(&mut fbb)).await {
+        // Prefer a refusing peer's error frame over our broken pipe.
+        return Err(match recv(stream).await {
+            Ok(payload) => match negotiate_bytes(local, &payload) {
+                Err(remote @ WireError::Remote(_)) => remote,
+                _ => send_err,
+            },
+            Err(_) => send_err,
+        });
+    }
+    let outcome = match recv(stream).await {
+        Ok(payload) => negotiate_bytes(local, &payload),
+        Err(e) => Err(e),
+    };
+    match outcome {
+        Ok(session) => {
+            tracing::debug!(protocol = %session.protocol, version = session.version,
+                peer_pid = session.peer_pid, max_frame = session.max_frame, "hello done");
+            Ok(session)
+        }
+        Err(err) => {
+            if let Some(code) = refusal(&err) {
+                let bytes = frame::encode_error(&mut fbb, code, 0, true, &err.to_string());
+                // Best effort: the peer may already have closed.
+                let _ = send(stream, bytes).await;
             }
             Err(err)
         }

@@ -270,3 +270,119 @@ fn peer_closing_before_its_hello_is_typed() {
     ));
     silent.join().unwrap();
 }
+
+/// Sends `hello`'s frame and then, as a separate message, one byte with
+/// `fd` attached (SCM_RIGHTS) — what a ring setup does right after the hello.
+fn send_hello_then_fd(sock: &UnixStream, cfg: &HelloConfig, fd: std::os::fd::RawFd) {
+    use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
+    use std::os::fd::AsRawFd;
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    FrameWriter::new(sock, frame::DEFAULT_MAX_FRAME)
+        .write_frame(cfg.encode(&mut fbb))
+        .unwrap();
+    let fds = [fd];
+    let sent = sendmsg::<()>(
+        sock.as_raw_fd(),
+        &[std::io::IoSlice::new(b"R")],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    assert_eq!(sent, 1);
+}
+
+/// Receives one message; returns its bytes and the descriptors attached.
+fn recv_with_fds(sock: &UnixStream) -> (Vec<u8>, Vec<std::os::fd::OwnedFd>) {
+    use nix::sys::socket::{ControlMessageOwned, MsgFlags, recvmsg};
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    let mut buf = [0u8; 64];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let r = recvmsg::<()>(
+        sock.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::MSG_CMSG_CLOEXEC,
+    )
+    .unwrap();
+    let mut fds = Vec::new();
+    for c in r.cmsgs().unwrap() {
+        if let ControlMessageOwned::ScmRights(raw) = c {
+            // SAFETY: SCM_RIGHTS just installed these descriptors in our
+            // table and nothing else owns them.
+            fds.extend(
+                raw.into_iter()
+                    .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+            );
+        }
+    }
+    let n = r.bytes;
+    (buf[..n].to_vec(), fds)
+}
+
+/// The hello reads exactly the peer's hello, so descriptors the peer passes
+/// right after it (ring setup) reach the caller. The control case shows a
+/// buffered read of the same stream would have swallowed them (P1, P2).
+#[test]
+fn descriptors_sent_right_after_the_hello_survive_it() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+
+    for exact in [true, false] {
+        let (ours, theirs) = UnixStream::pair().unwrap();
+        let (pipe_r, pipe_w) = nix::unistd::pipe().unwrap();
+        let peer_cfg = HelloConfig::new("tern.verify", Role::Verifyd);
+        // Both messages are queued before we read anything: the worst case.
+        send_hello_then_fd(&theirs, &peer_cfg, pipe_r.as_raw_fd());
+        drop(pipe_r);
+        let mut r = FrameReader::new(&ours, frame::DEFAULT_MAX_FRAME);
+        let mut w = FrameWriter::new(&ours, frame::DEFAULT_MAX_FRAME);
+        if exact {
+            hello::exchange(&mut r, &mut w, &client_hello()).unwrap();
+            assert_eq!(r.buffered(), 0);
+            let (bytes, fds) = recv_with_fds(&ours);
+            assert_eq!(bytes, b"R");
+            assert_eq!(fds.len(), 1);
+            // The descriptor is the pipe's read end: data flows through it.
+            std::fs::File::from(pipe_w).write_all(b"ok").unwrap();
+            let mut got = [0u8; 2];
+            std::fs::File::from(fds.into_iter().next().unwrap())
+                .read_exact(&mut got)
+                .unwrap();
+            assert_eq!(&got, b"ok");
+        } else {
+            // Control: a buffered read takes the byte, and the kernel drops
+            // the descriptor that came with it.
+            assert!(r.read_frame().unwrap().is_some());
+            assert_eq!(r.buffered(), 1);
+            drop(theirs);
+            let (bytes, fds) = recv_with_fds(&ours);
+            assert!(bytes.is_empty() && fds.is_empty());
+        }
+    }
+}
+
+#[cfg(feature = "tokio")]
+#[tokio::test]
+async fn tokio_stream_hello_leaves_descriptors_in_the_socket() {
+    use std::os::fd::AsRawFd;
+
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let (pipe_r, _pipe_w) = nix::unistd::pipe().unwrap();
+    send_hello_then_fd(
+        &theirs,
+        &HelloConfig::new("tern.verify", Role::Verifyd),
+        pipe_r.as_raw_fd(),
+    );
+    ours.set_nonblocking(true).unwrap();
+    let mut stream = tokio::net::UnixStream::from_std(ours).unwrap();
+    let session = hello::exchange_stream_async(&mut stream, &client_hello())
+        .await
+        .unwrap();
+    assert_eq!(session.peer_role, Role::Verifyd);
+    let ours = stream.into_std().unwrap();
+    ours.set_nonblocking(false).unwrap();
+    let (bytes, fds) = recv_with_fds(&ours);
+    assert_eq!((bytes.as_slice(), fds.len()), (&b"R"[..], 1));
+}

@@ -61,22 +61,41 @@ impl<R: Read> FrameReader<R> {
         self.inner
     }
 
+    /// Bytes read from the socket but not yet returned as frames.
+    pub fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
     /// Reads the next frame's payload. `Ok(None)` means the stream ended
     /// cleanly between frames; an end inside a frame is
     /// [`WireError::Truncated`].
     pub fn read_frame(&mut self) -> Result<Option<&[u8]>, WireError> {
+        self.read_frame_inner(false)
+    }
+
+    /// Like [`Self::read_frame`], but never reads past the end of this frame.
+    ///
+    /// Use it for the last frame before file descriptors are passed on the
+    /// same socket (e.g. the hello before a ring's `SCM_RIGHTS`): a plain
+    /// `read` that reaches a message carrying descriptors discards them.
+    /// Costs one extra `read` per frame.
+    pub fn read_frame_exact(&mut self) -> Result<Option<&[u8]>, WireError> {
+        self.read_frame_inner(true)
+    }
+
+    fn read_frame_inner(&mut self, exact: bool) -> Result<Option<&[u8]>, WireError> {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
         }
-        if !self.fill_to(PREFIX_LEN)? {
+        if !self.fill_to(PREFIX_LEN, exact)? {
             return Ok(None);
         }
         let mut prefix = [0; PREFIX_LEN];
         prefix.copy_from_slice(&self.buf[self.start..self.start + PREFIX_LEN]);
         let len = check_len(u32::from_le_bytes(prefix), self.max_frame)?;
         let want = PREFIX_LEN + len;
-        if !self.fill_to(want)? {
+        if !self.fill_to(want, exact)? {
             return Err(WireError::Truncated {
                 got: self.end - self.start,
                 want,
@@ -87,15 +106,21 @@ impl<R: Read> FrameReader<R> {
         Ok(Some(&self.buf[at..at + len]))
     }
 
-    /// Ensures `buf[start..]` holds at least `want` bytes. Returns `false`
-    /// at end of stream: `Ok(false)` with nothing buffered is a clean end,
-    /// the caller turns a partial frame into `Truncated`.
-    fn fill_to(&mut self, want: usize) -> Result<bool, WireError> {
+    /// Ensures `buf[start..]` holds at least `want` bytes, reading no
+    /// further than that when `exact`. Returns `false` at end of stream
+    /// with nothing buffered (a clean end); an end after some bytes is
+    /// `Truncated`.
+    fn fill_to(&mut self, want: usize, exact: bool) -> Result<bool, WireError> {
         while self.end - self.start < want {
             if self.buf.len() - self.start < want {
                 self.make_room(want);
             }
-            let n = match self.inner.read(&mut self.buf[self.end..]) {
+            let stop = if exact {
+                (self.start + want).min(self.buf.len())
+            } else {
+                self.buf.len()
+            };
+            let n = match self.inner.read(&mut self.buf[self.end..stop]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e.into()),
