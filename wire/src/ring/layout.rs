@@ -90,6 +90,27 @@ impl Geometry {
         })
     }
 
+    /// The geometry both sides derive from a hello session
+    /// ([`crate::hello::Session`]): the data area is the agreed
+    /// `ring_capacity` rounded down to a power of two, and a record may be as
+    /// large as a frame (`max_frame`) but no larger than the area allows.
+    /// Both sides compute the same value from the same session, and the
+    /// ring's setup message checks that they did.
+    pub fn negotiated(ring_capacity: u32, max_frame: u32) -> Result<Self, Corrupt> {
+        let cap = ring_capacity as usize;
+        if cap < MIN_CAPACITY {
+            return Err(Corrupt::Geometry {
+                capacity: cap as u64,
+                max_record: max_frame as u64,
+            });
+        }
+        let capacity = (1usize << (usize::BITS - 1 - cap.leading_zeros())).min(MAX_CAPACITY);
+        Self::new(
+            capacity,
+            (max_frame as usize).min(Self::max_record_for(capacity)),
+        )
+    }
+
     /// The largest record a data area of `capacity` bytes can always accept
     /// (see the module docs on skip markers).
     pub const fn max_record_for(capacity: usize) -> usize {
@@ -208,6 +229,17 @@ mod tests {
         assert!(Geometry::new(32, 8).is_err());
         assert!(Geometry::new(4096, 0).is_err());
         assert!(Geometry::new(1 << 31, 16).is_err());
+    }
+
+    #[test]
+    fn negotiated_from_hello_values() {
+        let g = Geometry::negotiated(3 << 20, 16 << 20).unwrap();
+        assert_eq!(g.capacity(), 2 << 20);
+        assert_eq!(g.max_record(), (1 << 20) - 8);
+        let g = Geometry::negotiated(1 << 20, 8192).unwrap();
+        assert_eq!((g.capacity(), g.max_record()), (1 << 20, 8192));
+        assert!(Geometry::negotiated(0, 8192).is_err());
+        assert!(Geometry::negotiated(1 << 20, 0).is_err());
     }
 
     #[test]
