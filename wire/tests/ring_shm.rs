@@ -196,3 +196,79 @@ fn header_mismatch_is_rejected() {
     let res = hostile_offer(&[memfd.as_raw_fd(), e1.as_raw_fd(), e2.as_raw_fd()]);
     assert!(matches!(res, Err(SetupError::BadHeader)), "{res:?}");
 }
+
+/// A hostile creator: a correct offer, then garbage written into the shared
+/// memory (through the memfd, as another process would). The consumer must
+/// answer with typed errors and never read outside the mapping.
+fn hostile_ring(tail: u64, first_header: u64) -> PopError {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    use nix::sys::uio::pwrite;
+    let g = geo();
+    let memfd = nix::sys::memfd::memfd_create(
+        c"hostile",
+        nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
+    )
+    .unwrap();
+    nix::unistd::ftruncate(&memfd, g.mapping_len() as i64).unwrap();
+    fcntl(
+        &memfd,
+        FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
+    )
+    .unwrap();
+    let header: Vec<u8> = [
+        u64::from_le_bytes(*b"TERNRING"),
+        1,
+        g.capacity() as u64,
+        g.max_record() as u64,
+    ]
+    .iter()
+    .flat_map(|w| w.to_ne_bytes())
+    .collect();
+    pwrite(&memfd, &header, 0).unwrap();
+    let e1 = nix::sys::eventfd::EventFd::new().unwrap();
+    let e2 = nix::sys::eventfd::EventFd::new().unwrap();
+    let (a, b) = UnixStream::pair().unwrap();
+    let msg = offer_bytes(g);
+    let fds = [memfd.as_raw_fd(), e1.as_raw_fd(), e2.as_raw_fd()];
+    let cmsg = [ControlMessage::ScmRights(&fds)];
+    sendmsg::<()>(
+        a.as_raw_fd(),
+        &[IoSlice::new(&msg)],
+        &cmsg,
+        MsgFlags::empty(),
+        None,
+    )
+    .unwrap();
+    let mut c = shm::attach_consumer(b, g, SpinConfig::default()).unwrap();
+    // The data area starts at 1024, the producer's tail at 128 (layout docs).
+    pwrite(&memfd, &first_header.to_ne_bytes(), 1024).unwrap();
+    pwrite(&memfd, &tail.to_ne_bytes(), 128).unwrap();
+    let mut out = Vec::new();
+    let err = c.try_pop(&mut out).unwrap_err();
+    assert!(
+        out.capacity() <= g.max_record(),
+        "allocation beyond the record limit"
+    );
+    // Poisoned: the same error again, never a read of the garbage.
+    assert_eq!(c.try_pop(&mut out).unwrap_err(), err);
+    drop(a);
+    err
+}
+
+#[test]
+fn hostile_mapping_gives_typed_errors() {
+    let rec = |len: u64| (0x5245_4331u64 << 32) | len;
+    let cases = [
+        (1u64 << 40, rec(8)),        // tail far beyond one capacity
+        (64, rec(1 << 31)),          // record longer than the limit
+        (16, rec(4000)),             // record longer than what was published
+        (64, 0xdead_beef_0000_0001), // unknown tag
+    ];
+    for (tail, header) in cases {
+        let err = hostile_ring(tail, header);
+        assert!(
+            matches!(err, PopError::Corrupt(_)),
+            "tail {tail} header {header:#x}: {err:?}"
+        );
+    }
+}
