@@ -103,9 +103,36 @@ fn ms(d: Option<Duration>) -> f64 {
     d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
 }
 
-/// Runs the suite.
+/// Runs one side of one case alone, for profiling (`perf record` on the
+/// process sees only that work). Cases: `{ours,quinn}:{bulk,bulk-nogso,msg1k,setup}`.
+fn single(case: &str, sizes: Sizes) -> Result<Outcome> {
+    let value = match case {
+        "ours:bulk" => ours::bulk(sizes.bulk_bytes, true, ours::Backend::Tokio)?.gbps,
+        "ours:bulk-nogso" => ours::bulk(sizes.bulk_bytes, false, ours::Backend::Tokio)?.gbps,
+        "ours:bulk-uring" => ours::bulk(sizes.bulk_bytes, true, ours::Backend::Uring)?.gbps,
+        "ours:msg1k" => ours::msg1k(sizes.messages)?,
+        "ours:setup" => ms(quantile(&mut ours::setup(sizes.setups)?, 0.5)),
+        "quinn:bulk" => theirs::bulk(sizes.bulk_bytes, true)?,
+        "quinn:bulk-nogso" => theirs::bulk(sizes.bulk_bytes, false)?,
+        "quinn:msg1k" => theirs::msg1k(sizes.messages)?,
+        "quinn:setup" => ms(quantile(&mut theirs::setup(sizes.setups)?, 0.5)),
+        other => anyhow::bail!("unknown transport case {other:?}"),
+    };
+    let mut t = Table::new(format!("transport {case} (alone)"), &["case", "value"]);
+    t.row([case.to_owned(), format!("{value:.3}")]);
+    Ok(Outcome {
+        tables: vec![t],
+        json: vec![json!({"case": case, "value": value})],
+    })
+}
+
+/// Runs the suite. Extra arguments name single cases to run alone (see
+/// [`single`]), for profiling.
 pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     let sizes = Sizes::new(opts.quick);
+    if let Some(case) = opts.args.first() {
+        return single(case, sizes);
+    }
     let mut out = Outcome::default();
     let mut json_all = serde_json::Map::new();
 

@@ -16,7 +16,12 @@
 //!   splitting a batch over several entries when a buffer is smaller) and
 //!   re-posts each slot once it is consumed.
 //! * **Send.** `poll_send` copies the transmit into a free slot, builds the
-//!   `UDP_SEGMENT`/ECN control messages and submits. Completion is
+//!   `UDP_SEGMENT`/ECN control messages and queues the SQE. The sends of one
+//!   burst go to the kernel together, with one `io_uring_enter`: when
+//!   [`SUBMIT_BATCH`] are queued, or at the next `poll_recv`, which the
+//!   driver runs after every burst and which `poll_send` guarantees by waking
+//!   the task (callers outside the driver use [`UringSocket::flush`]).
+//!   Submitting per transmit instead cost a third of the throughput. Completion is
 //!   asynchronous: errors are counted (QUIC retransmits), and a kernel that
 //!   refuses GSO (`EIO`/`EINVAL` with a segment size) turns GSO off. With no
 //!   free slot the call is `Pending` — the driver's would-block path.
@@ -68,6 +73,11 @@ const MAX_SEND_BYTES: usize = 65_507;
 const SEND_TAG: u64 = 1 << 32;
 /// `user_data` of cancellation requests.
 const CANCEL_TAG: u64 = u64::MAX;
+/// Sends queued before `poll_send` enters the kernel itself; below this the
+/// next `poll_recv` (which the driver runs after every burst of transmits,
+/// and which `poll_send` guarantees by waking the task) submits them all
+/// with one `io_uring_enter`.
+pub const SUBMIT_BATCH: usize = 16;
 
 /// Why the io_uring backend cannot be used here.
 #[derive(Debug, thiserror::Error)]
@@ -196,9 +206,15 @@ impl UringSocket {
     /// runtime (the completion eventfd registers with its reactor).
     pub fn bind(addr: SocketAddr) -> Result<Self, UringError> {
         // The ring first: if io_uring is refused there is nothing to clean up.
+        let entries = 2 * (RECV_SLOTS + SEND_SLOTS) as u32;
+        let cq = 4 * (RECV_SLOTS + SEND_SLOTS) as u32;
+        // Cooperative task running (5.19+) saves an interrupt per completion;
+        // older kernels refuse the flag, so retry without it.
         let ring = IoUring::builder()
-            .setup_cqsize(4 * (RECV_SLOTS + SEND_SLOTS) as u32)
-            .build(2 * (RECV_SLOTS + SEND_SLOTS) as u32)
+            .setup_cqsize(cq)
+            .setup_coop_taskrun()
+            .build(entries)
+            .or_else(|_| IoUring::builder().setup_cqsize(cq).build(entries))
             .map_err(UringError::Unavailable)?;
         let mut probe = Probe::new();
         ring.submitter()
@@ -285,6 +301,12 @@ impl UringSocket {
     /// Counters.
     pub fn stats(&self) -> UringStats {
         self.stats
+    }
+
+    /// Hands queued sends to the kernel now. The driver never needs this
+    /// (its next `poll_recv` does it); code that only sends does.
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.submit()
     }
 
     /// Posts a `recvmsg` on receive slot `i`.
@@ -597,7 +619,13 @@ impl Socket for UringSocket {
             let Some(i) = self.free_send.pop() else { break };
             self.queue_send(i, t.destination, chunk, seg, ecn)?;
         }
-        self.submit()?;
+        if self.unsubmitted >= SUBMIT_BATCH {
+            self.submit()?;
+        } else {
+            // Batch with the rest of this burst; the wake-up guarantees a
+            // `poll_recv` (which submits) even if the driver had nothing else.
+            cx.waker().wake_by_ref();
+        }
         Poll::Ready(Ok(()))
     }
 

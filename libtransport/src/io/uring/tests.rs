@@ -41,6 +41,18 @@ async fn send(
     poll_fn(|cx| s.poll_send(cx, &t)).await.unwrap();
 }
 
+/// Sends and, as the driver's next receive poll would, submits.
+async fn send_now(
+    s: &mut UringSocket,
+    to: SocketAddr,
+    data: &[u8],
+    seg: Option<usize>,
+    ecn: Option<Ecn>,
+) {
+    send(s, to, data, seg, ecn).await;
+    s.flush().unwrap();
+}
+
 /// Receives until `want` datagrams arrived; returns every entry.
 async fn recv_datagrams(s: &mut impl Socket, want: usize) -> Vec<(RecvMeta, Vec<u8>)> {
     let mut out = Vec::new();
@@ -74,7 +86,7 @@ async fn gso_send_arrives_intact_and_coalesced() {
     };
     let to = b.local_addr().unwrap();
     let data: Vec<u8> = (0..10 * 1200u32).map(|i| (i % 251) as u8).collect();
-    send(&mut a, to, &data, Some(1200), Some(Ecn::Ect0)).await;
+    send_now(&mut a, to, &data, Some(1200), Some(Ecn::Ect0)).await;
     let got = recv_datagrams(&mut b, 10).await;
     let joined: Vec<u8> = got.iter().flat_map(|(_, d)| d.clone()).collect();
     assert_eq!(joined, data);
@@ -108,7 +120,7 @@ async fn small_driver_buffers_split_a_gro_batch_by_whole_strides() {
     };
     let to = b.local_addr().unwrap();
     let data = vec![5u8; 8 * 1000];
-    send(&mut a, to, &data, Some(1000), None).await;
+    send_now(&mut a, to, &data, Some(1000), None).await;
     let mut total = 0;
     while total < data.len() {
         let mut b0 = vec![0u8; 2500];
@@ -134,7 +146,7 @@ async fn interoperates_with_the_tokio_backend_both_ways() {
     };
     let mut t = UdpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let (ua, ta) = (u.local_addr().unwrap(), t.local_addr().unwrap());
-    send(&mut u, ta, &[1u8; 3000], Some(1000), Some(Ecn::Ce)).await;
+    send_now(&mut u, ta, &[1u8; 3000], Some(1000), Some(Ecn::Ce)).await;
     let got = recv_datagrams(&mut t, 3).await;
     assert!(got.iter().all(|(m, _)| m.addr == ua));
     send(&mut t, ua, &[2u8; 700], None, Some(Ecn::Ect1)).await;
@@ -162,6 +174,7 @@ async fn many_sends_exhaust_slots_without_losing_any() {
     for i in 0..n {
         send(&mut a, to, &[i as u8; 100], None, None).await;
     }
+    a.flush().unwrap();
     assert_eq!(rx.await.unwrap(), n);
     // Completions are reaped on later calls; each send completes once.
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -171,6 +184,29 @@ async fn many_sends_exhaust_slots_without_losing_any() {
     let _ = poll_fn(|cx| Poll::Ready(a.poll_recv(cx, &mut bufs, &mut meta))).await;
     assert_eq!(a.stats().send_completions, n as u64);
     assert_eq!(a.stats().send_errors, 0);
+}
+
+#[tokio::test]
+async fn queued_sends_go_out_on_the_next_receive_poll() {
+    let Some(mut a) = bind_or_skip("queued_sends_go_out_on_the_next_receive_poll") else {
+        return;
+    };
+    let Some(mut b) = bind_or_skip("queued_sends_go_out_on_the_next_receive_poll") else {
+        return;
+    };
+    let to = b.local_addr().unwrap();
+    send(&mut a, to, b"queued", None, None).await;
+    assert_eq!(
+        a.stats().submits,
+        1,
+        "only the initial receive posting was submitted"
+    );
+    // What the driver does after a burst: poll for receives.
+    let mut buf = [0u8; 10];
+    let mut meta = [RecvMeta::empty(); 1];
+    let mut bufs = [IoSliceMut::new(&mut buf)];
+    let _ = poll_fn(|cx| Poll::Ready(a.poll_recv(cx, &mut bufs, &mut meta))).await;
+    assert_eq!(recv_datagrams(&mut b, 1).await[0].1, b"queued");
 }
 
 #[test]
