@@ -227,7 +227,10 @@ pub(crate) fn live_conn<'a>(
     rec: &ConnShared,
 ) -> Result<&'a mut super::state::Conn, Error> {
     match st.conns.get_mut(&rec.ch).filter(|c| c.uid == rec.uid) {
-        Some(c) if c.phase == Phase::Live => Ok(c),
+        Some(c) if c.phase == Phase::Live => {
+            c.dirty = true;
+            Ok(c)
+        }
         Some(c) => Err(Error::Closed(
             c.close_reason.clone().unwrap_or(CloseReason::Local),
         )),

@@ -178,6 +178,7 @@ pub(crate) fn flush_dirty(st: &mut State) {
         if !std::mem::take(&mut c.out_dirty) {
             continue;
         }
+        c.dirty = true;
         let mut gone = Vec::new();
         for (k, out) in &mut c.out_kinds {
             if flush_out(&mut c.inner, out).is_err() {
@@ -458,6 +459,7 @@ pub(crate) fn close_conn(
     if c.phase != Phase::Closing {
         c.inner.close(now, VarInt::from_u32(code), Bytes::new());
     }
+    c.dirty = true;
     end(st, ch, reason);
 }
 
@@ -561,6 +563,10 @@ enum Step {
 /// Reads one router stream as far as possible: header, then (uni) messages
 /// into the kind's queue, or (bi) hands the stream to the kind's handler.
 pub(crate) fn process_in(st: &mut State, ch: ConnectionHandle, id: StreamId) {
+    // Reading may release flow-control credit to transmit.
+    if let Some(c) = st.conns.get_mut(&ch) {
+        c.dirty = true;
+    }
     loop {
         match step(st, ch, id) {
             Step::Continue => {}

@@ -328,36 +328,47 @@ impl Driver {
         }
     }
 
+    /// Connections with something to do (received packets, fired timers,
+    /// application calls); idle connections cost nothing per wake-up.
+    fn collect_dirty(&mut self, st: &State) {
+        self.keys.clear();
+        self.keys.extend(st.conns.iter().filter(|(_, c)| c.dirty).map(|(ch, _)| *ch));
+    }
+
     fn drive(&mut self, cx: &mut Context<'_>, st: &mut State) -> bool {
         let mut now = io::now();
         for _ in 0..MAX_ITERATIONS {
             let mut progress = self.recv(cx, st, now);
             now = io::now();
-            self.keys.clear();
-            self.keys.extend(st.conns.keys().copied());
-            for i in 0..self.keys.len() {
-                let ch = self.keys[i];
-                if let Some(c) = st.conns.get_mut(&ch)
-                    && c.timer.is_some_and(|t| t <= now)
-                {
+            let mut deadlines = false;
+            for c in st.conns.values_mut() {
+                if c.timer.is_some_and(|t| t <= now) {
                     c.timer = None;
                     c.inner.handle_timeout(now);
+                    c.dirty = true;
                     progress = true;
                 }
-                conn::check_deadline(st, ch, now);
+                deadlines |= matches!(c.phase, super::state::Phase::Proving { deadline } if deadline <= now);
+            }
+            if deadlines {
+                self.keys.clear();
+                self.keys.extend(st.conns.keys().copied());
+                for i in 0..self.keys.len() {
+                    conn::check_deadline(st, self.keys[i], now);
+                }
             }
             if !st.unblocked.is_empty() {
                 conn::resume_unblocked(st);
                 progress = true;
             }
+            self.collect_dirty(st);
             for i in 0..self.keys.len() {
                 let ch = self.keys[i];
                 conn::process_events(st, ch, now);
                 self.endpoint_events(st, ch);
             }
             conn::flush_dirty(st);
-            self.keys.clear();
-            self.keys.extend(st.conns.keys().copied());
+            self.collect_dirty(st);
             let (sent, _blocked) = self.transmit(cx, st, now);
             progress |= sent;
             // Transmitting can queue events (e.g. a close); drain them now.

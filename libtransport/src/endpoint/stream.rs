@@ -15,7 +15,12 @@ use super::{BiStream, Error, IncomingBi};
 
 fn conn(st: &mut State, ch: ConnectionHandle, uid: u64) -> Result<&mut Conn, Error> {
     match st.conns.get_mut(&ch).filter(|c| c.uid == uid) {
-        Some(c) if c.phase != Phase::Closing => Ok(c),
+        Some(c) if c.phase != Phase::Closing => {
+            // The caller is about to act on the connection: the driver must
+            // poll it for transmits.
+            c.dirty = true;
+            Ok(c)
+        }
         Some(c) => Err(Error::Closed(
             c.close_reason.clone().unwrap_or(CloseReason::Local),
         )),
