@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use flatbuffers::FlatBufferBuilder;
 use verifyd::Verdict;
 use verifyd::proto::{self, ItemRef, Response};
-use verifyd::session::{self, HelloParams};
+use verifyd::session::{Established, HelloParams};
 use wire::generated::hello::Role;
 
 const CLIENTS: usize = 10;
@@ -55,20 +55,19 @@ fn ten_times_capacity_gets_busy_bounded_memory_no_silent_drops() {
     let peak = Arc::new(AtomicU64::new(base));
     let mut threads = Vec::new();
     for c in 0..CLIENTS {
-        let mut s = UnixStream::connect(&d.socket).unwrap();
+        let s = UnixStream::connect(&d.socket).unwrap();
         let p = HelloParams {
             protocol: proto::PROTOCOL,
             role: Role::Client,
             instance: c as u64,
             max_frame: 1 << 24,
         };
-        let n = session::handshake(&mut s, &p).unwrap();
+        let mut e = Established::handshake(s, &p).unwrap();
         let mut fbb = FlatBufferBuilder::new();
         let mut ids = Vec::new();
-        let mut buf = Vec::new();
         for k in &corpus.keys {
-            session::write_frame(&mut s, proto::encode_register_key(&mut fbb, 1, k)).unwrap();
-            session::read_frame(&mut s, &mut buf, n.max_frame).unwrap();
+            e.send(proto::encode_register_key(&mut fbb, 1, k)).unwrap();
+            let buf = e.recv().unwrap().unwrap();
             let Response::KeyRegistered { key_id, .. } = proto::decode_response(&buf).unwrap()
             else {
                 panic!()
@@ -77,7 +76,11 @@ fn ten_times_capacity_gets_busy_bounded_memory_no_silent_drops() {
         }
         let inflight = Arc::new(AtomicUsize::new(0));
         let answered = Arc::new(Mutex::new(vec![false; 1 << 20]));
-        let mut rx = s.try_clone().unwrap();
+        let Established {
+            reader: mut rx,
+            writer: mut s,
+            ..
+        } = e;
         let (inf, ans, res, bz, wr, du, truth) = (
             inflight.clone(),
             answered.clone(),
@@ -88,9 +91,8 @@ fn ten_times_capacity_gets_busy_bounded_memory_no_silent_drops() {
             truth.clone(),
         );
         threads.push(std::thread::spawn(move || {
-            let mut buf = Vec::new();
-            while session::read_frame(&mut rx, &mut buf, 1 << 24).is_ok() {
-                let (rid, ok) = match proto::decode_response(&buf).unwrap() {
+            while let Ok(Some(buf)) = rx.read_frame() {
+                let (rid, ok) = match proto::decode_response(buf).unwrap() {
                     Response::VerifyResult {
                         request_id,
                         verdicts,
@@ -135,11 +137,9 @@ fn ten_times_capacity_gets_busy_bounded_memory_no_silent_drops() {
                 }
                 rid += 1;
                 inflight.fetch_add(1, Ordering::SeqCst);
-                session::write_frame(
-                    &mut s,
-                    proto::encode_verify_batch(&mut fbb, rid, &[], &items),
-                )
-                .unwrap();
+                s.write_frame(proto::encode_verify_batch(&mut fbb, rid, &[], &items))
+                    .and_then(|()| s.flush())
+                    .unwrap();
                 se.fetch_add(1, Ordering::Relaxed);
             }
             // Wait for every answer, then close.
@@ -158,7 +158,7 @@ fn ten_times_capacity_gets_busy_bounded_memory_no_silent_drops() {
                 rid - 1,
                 "every request answered exactly once"
             );
-            let _ = s.shutdown(std::net::Shutdown::Both);
+            let _ = s.get_mut().shutdown(std::net::Shutdown::Both);
         }));
     }
     let t = Instant::now();

@@ -16,7 +16,9 @@ use wire::generated::hello::Role;
 use super::{PoolError, PoolInner, Sub, now};
 use crate::Verdict;
 use crate::proto::{self, ItemRef, Response};
-use crate::session::{self, HelloParams, SessionError};
+use crate::session::{self, Established, HelloParams};
+use wire::WireError;
+use wire::frame::{FrameReader, FrameWriter};
 
 /// How an item names its key on this connection.
 #[derive(Debug, Clone, Copy)]
@@ -40,7 +42,7 @@ enum Pending {
 
 pub(crate) struct Conn {
     pub(crate) path: PathBuf,
-    writer: Mutex<UnixStream>,
+    writer: Mutex<FrameWriter<UnixStream>>,
     pending: Mutex<HashMap<u64, Pending>>,
     keys: Mutex<HashMap<Bytes, KeyName>>,
     outstanding: AtomicUsize,
@@ -62,8 +64,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Conn {
-    pub(crate) fn open(pool: &Arc<PoolInner>, path: &Path) -> Result<Arc<Conn>, SessionError> {
-        let mut s = UnixStream::connect(path)?;
+    pub(crate) fn open(pool: &Arc<PoolInner>, path: &Path) -> Result<Arc<Conn>, WireError> {
+        let s = UnixStream::connect(path)?;
         // A draining daemon may still hold its socket without answering.
         s.set_read_timeout(Some(Duration::from_secs(1)))?;
         let params = HelloParams {
@@ -72,19 +74,26 @@ impl Conn {
             instance: u64::from(std::process::id()),
             max_frame: session::DEFAULT_MAX_FRAME,
         };
-        let n = session::handshake(&mut s, &params)?;
-        s.set_read_timeout(None)?;
-        s.set_write_timeout(Some(Duration::from_secs(5)))?;
-        let reader = s.try_clone()?;
+        let Established {
+            reader,
+            mut writer,
+            session,
+        } = Established::handshake(s, &params)?;
+        // Timeouts are per socket, shared by both halves.
+        writer.get_mut().set_read_timeout(None)?;
+        writer
+            .get_mut()
+            .set_write_timeout(Some(Duration::from_secs(5)))?;
+        let n = session;
         let conn = Arc::new(Conn {
             path: path.to_owned(),
-            writer: Mutex::new(s),
+            writer: Mutex::new(writer),
             pending: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
             outstanding: AtomicUsize::new(0),
             alive: AtomicBool::new(true),
             ready_at: Mutex::new(now()),
-            max_frame: n.max_frame,
+            max_frame: n.max_frame as usize,
         });
         let c = conn.clone();
         let weak = Arc::downgrade(pool);
@@ -108,7 +117,7 @@ impl Conn {
 
     fn write(&self, frame: &[u8]) -> bool {
         let mut w = lock(&self.writer);
-        session::write_frame(&mut *w, frame).is_ok()
+        w.write_frame(frame).and_then(|()| w.flush()).is_ok()
     }
 
     /// Registers the keys this connection does not know yet.
@@ -205,7 +214,9 @@ impl Conn {
         if self.alive.swap(false, Ordering::SeqCst) {
             pool.stats.conns_lost.fetch_add(1, Ordering::Relaxed);
         }
-        let _ = lock(&self.writer).shutdown(std::net::Shutdown::Both);
+        let _ = lock(&self.writer)
+            .get_mut()
+            .shutdown(std::net::Shutdown::Both);
         let drained: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
         for p in drained {
             if let Pending::Verify { sub, .. } = p {
@@ -220,16 +231,18 @@ impl Conn {
         lock(&self.pending).remove(&rid)
     }
 
-    fn read_loop(self: Arc<Self>, mut stream: UnixStream, pool: &Weak<PoolInner>) {
-        let mut buf = Vec::new();
+    fn read_loop(self: Arc<Self>, mut reader: FrameReader<UnixStream>, pool: &Weak<PoolInner>) {
         loop {
-            let ok = session::read_frame(&mut stream, &mut buf, self.max_frame).is_ok();
+            let frame = reader.read_frame();
             let Some(pool) = pool.upgrade() else { return };
-            if !ok {
-                self.kill(&pool);
-                return;
-            }
-            match proto::decode_response(&buf) {
+            let buf = match frame {
+                Ok(Some(b)) => b,
+                Ok(None) | Err(_) => {
+                    self.kill(&pool);
+                    return;
+                }
+            };
+            match proto::decode_response(buf) {
                 Ok(r) => self.on_response(&pool, r),
                 Err(e) => {
                     tracing::warn!(path = %self.path.display(), error = %e, "bad response; dropping connection");

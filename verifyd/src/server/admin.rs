@@ -14,7 +14,8 @@ use wire::generated::admin as fa;
 use wire::generated::hello::Role;
 
 use super::Shared;
-use crate::session::{self, HelloParams};
+use crate::session::{Established, HelloParams};
+use wire::WireError;
 
 /// Protocol name of the admin socket.
 pub const ADMIN_PROTOCOL: &str = "tern.admin";
@@ -25,27 +26,28 @@ pub(crate) fn serve_admin(shared: &Arc<Shared>, listener: &UnixListener) {
         if shared.stop.load(Ordering::Relaxed) {
             return;
         }
-        let Ok(mut s) = stream else { continue };
+        let Ok(s) = stream else { continue };
         let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-        if let Err(e) = admin_conn(shared, &mut s) {
+        if let Err(e) = admin_conn(shared, s) {
             tracing::debug!(error = %e, "admin connection ended");
         }
     }
 }
 
-fn admin_conn(shared: &Shared, s: &mut UnixStream) -> Result<(), session::SessionError> {
+fn admin_conn(shared: &Shared, s: UnixStream) -> Result<(), WireError> {
     let params = HelloParams {
         protocol: ADMIN_PROTOCOL,
         role: Role::Verifyd,
         instance: shared.instance,
         max_frame: ADMIN_MAX_FRAME,
     };
-    let n = session::handshake(s, &params)?;
-    let mut buf = Vec::new();
+    let mut conn = Established::handshake(s, &params)?;
     let mut fbb = FlatBufferBuilder::new();
     loop {
-        session::read_frame(s, &mut buf, n.max_frame)?;
-        let Ok(frame) = fa::root_as_admin_frame(&buf) else {
+        let Some(buf) = conn.recv()? else {
+            return Ok(());
+        };
+        let Ok(frame) = wire::frame::decode::<wire::frame::AdminSchema>(&buf) else {
             let e = crate::proto::encode_error(
                 &mut fbb,
                 0,
@@ -53,7 +55,7 @@ fn admin_conn(shared: &Shared, s: &mut UnixStream) -> Result<(), session::Sessio
                 false,
                 "not an admin frame",
             );
-            session::write_frame(s, &e)?;
+            conn.send(&e)?;
             continue;
         };
         fbb.reset();
@@ -96,7 +98,7 @@ fn admin_conn(shared: &Shared, s: &mut UnixStream) -> Result<(), session::Sessio
                 false,
                 "verifyd answers status and diagnostics",
             );
-            session::write_frame(s, &e)?;
+            conn.send(&e)?;
             continue;
         };
         let root = fa::AdminFrame::create(
@@ -107,20 +109,20 @@ fn admin_conn(shared: &Shared, s: &mut UnixStream) -> Result<(), session::Sessio
             },
         );
         fa::finish_admin_frame_buffer(&mut fbb, root);
-        session::write_frame(s, fbb.finished_data())?;
+        conn.send(fbb.finished_data())?;
     }
 }
 
 /// Asks a daemon's admin socket for diagnostics and returns the JSON.
-pub fn query_diagnostics(path: &std::path::Path) -> Result<String, session::SessionError> {
-    let mut s = UnixStream::connect(path)?;
+pub fn query_diagnostics(path: &std::path::Path) -> Result<String, WireError> {
+    let s = UnixStream::connect(path)?;
     let params = HelloParams {
         protocol: ADMIN_PROTOCOL,
         role: Role::Nodectl,
         instance: 0,
         max_frame: ADMIN_MAX_FRAME,
     };
-    let n = session::handshake(&mut s, &params)?;
+    let mut conn = Established::handshake(s, &params)?;
     let mut fbb = FlatBufferBuilder::new();
     let req = fa::DiagnosticsRequest::create(
         &mut fbb,
@@ -137,15 +139,16 @@ pub fn query_diagnostics(path: &std::path::Path) -> Result<String, session::Sess
         },
     );
     fa::finish_admin_frame_buffer(&mut fbb, root);
-    session::write_frame(&mut s, fbb.finished_data())?;
-    let mut buf = Vec::new();
-    session::read_frame(&mut s, &mut buf, n.max_frame)?;
-    let frame = fa::root_as_admin_frame(&buf)
-        .map_err(|e| session::SessionError::BadHello(e.to_string()))?;
+    conn.send(fbb.finished_data())?;
+    let buf = conn.recv()?.ok_or(WireError::PeerClosed)?;
+    let frame = wire::frame::decode::<wire::frame::AdminSchema>(&buf)?;
     frame
         .msg_as_diagnostics_response()
         .map(|d| d.json().to_owned())
-        .ok_or_else(|| session::SessionError::BadHello("no diagnostics response".into()))
+        .ok_or_else(|| WireError::UnexpectedMessage {
+            expected: "DiagnosticsResponse",
+            got: format!("{:?}", frame.msg_type()),
+        })
 }
 
 pub(crate) fn serve_metrics(shared: &Arc<Shared>, listener: &std::net::TcpListener) {

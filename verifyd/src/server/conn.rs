@@ -13,6 +13,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use flatbuffers::FlatBufferBuilder;
+use wire::WireError;
+use wire::frame::FrameWriter;
 use wire::generated::error::ErrorCode;
 use wire::generated::hello::Role;
 
@@ -21,7 +23,7 @@ use crate::Verdict;
 use crate::backend::{DecodedKey, verify_item};
 use crate::proto::{self, KeyRef, Request};
 use crate::sched::{Admission, ClientId};
-use crate::session::{self, HelloParams, SessionError};
+use crate::session::{Established, HelloParams};
 
 /// Batches this small run on the connection thread that admitted them (see
 /// `Shared::dispatch_keep`): one item in flight then costs no thread hand-off.
@@ -30,22 +32,22 @@ const INLINE_MAX: usize = 4;
 /// The write half of a connection, shared by the workers that answer on it.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    stream: Mutex<UnixStream>,
+    frames: Mutex<FrameWriter<UnixStream>>,
 }
 
 impl Writer {
     fn send(&self, shared: &Shared, frame: &[u8]) {
-        let mut s = self
-            .stream
+        let mut w = self
+            .frames
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(e) = session::write_frame(&mut *s, frame) {
+        if let Err(e) = w.write_frame(frame).and_then(|()| w.flush()) {
             shared
                 .metrics
                 .write_failures
                 .fetch_add(1, Ordering::Relaxed);
             tracing::debug!(error = %e, "response write failed; closing connection");
-            let _ = s.shutdown(std::net::Shutdown::Both);
+            let _ = w.get_mut().shutdown(std::net::Shutdown::Both);
         }
     }
 }
@@ -182,15 +184,19 @@ fn peer_allowed(stream: &UnixStream) -> bool {
     }
 }
 
-fn serve_conn(shared: &Arc<Shared>, client: ClientId, mut stream: UnixStream) {
+fn serve_conn(shared: &Arc<Shared>, client: ClientId, stream: UnixStream) {
     let params = HelloParams {
         protocol: proto::PROTOCOL,
         role: Role::Verifyd,
         instance: shared.instance,
         max_frame: shared.cfg.max_frame,
     };
-    let negotiated = match session::handshake(&mut stream, &params) {
-        Ok(n) => n,
+    let Established {
+        mut reader,
+        writer,
+        session,
+    } = match Established::handshake(stream, &params) {
+        Ok(e) => e,
         Err(e) => {
             shared
                 .metrics
@@ -200,35 +206,42 @@ fn serve_conn(shared: &Arc<Shared>, client: ClientId, mut stream: UnixStream) {
             return;
         }
     };
-    tracing::debug!(peer_pid = negotiated.peer_pid, "client connected");
-    let _ = stream.set_write_timeout(Some(shared.cfg.write_timeout));
-    let writer = match stream.try_clone() {
-        Ok(w) => Arc::new(Writer {
-            stream: Mutex::new(w),
-        }),
-        Err(_) => return,
-    };
+    tracing::debug!(peer_pid = session.peer_pid, "client connected");
+    let mut writer = writer;
+    let _ = writer
+        .get_mut()
+        .set_write_timeout(Some(shared.cfg.write_timeout));
+    let writer = Arc::new(Writer {
+        frames: Mutex::new(writer),
+    });
     shared.sched().handle_connect(client);
     let mut fbb = FlatBufferBuilder::new();
     loop {
-        let mut buf = Vec::new();
-        match session::read_frame(&mut stream, &mut buf, negotiated.max_frame) {
-            Ok(()) => {}
-            Err(SessionError::FrameTooLarge { len, max }) => {
-                shared
-                    .metrics
-                    .connections_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-                let msg = format!("frame of {len} bytes exceeds {max}");
-                writer.send(
-                    shared,
-                    &proto::encode_error(&mut fbb, 0, ErrorCode::FrameTooLarge, true, &msg),
-                );
+        let frame = match reader.read_frame() {
+            Ok(Some(f)) => f.to_vec(),
+            Ok(None) => break,
+            Err(e) => {
+                // An oversize or zero length prefix leaves the stream
+                // unsynchronised: answer with a fatal typed error and close.
+                let code = match &e {
+                    WireError::Oversize { .. } => Some(ErrorCode::FrameTooLarge),
+                    WireError::ZeroLength => Some(ErrorCode::Malformed),
+                    _ => None,
+                };
+                if let Some(code) = code {
+                    shared
+                        .metrics
+                        .connections_dropped
+                        .fetch_add(1, Ordering::Relaxed);
+                    writer.send(
+                        shared,
+                        &proto::encode_error(&mut fbb, 0, code, true, &e.to_string()),
+                    );
+                }
                 break;
             }
-            Err(_) => break,
-        }
-        handle_frame(shared, client, &writer, &mut fbb, buf);
+        };
+        handle_frame(shared, client, &writer, &mut fbb, frame);
     }
     let dropped = shared.sched().handle_disconnect(client);
     for (job, n) in dropped {

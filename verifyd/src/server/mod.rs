@@ -21,8 +21,7 @@
 pub mod admin;
 mod conn;
 
-use std::os::unix::fs::PermissionsExt as _;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -276,23 +275,13 @@ pub struct Server {
     metrics: Option<std::net::TcpListener>,
 }
 
-/// Removes a stale socket (one nobody accepts on), binds, and sets mode 0660.
+/// Binds a verify or admin socket with `wire`'s helper: stale socket
+/// removed, mode 0660, directory created.
 pub fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    if path.exists() {
-        if UnixStream::connect(path).is_ok() {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::AddrInUse,
-                format!("{} is in use", path.display()),
-            ));
-        }
-        std::fs::remove_file(path)?;
-    }
-    let l = UnixListener::bind(path)?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))?;
-    Ok(l)
+    wire::uds::bind(path).map_err(|e| match e {
+        wire::WireError::Io(io) => io,
+        other => std::io::Error::other(other.to_string()),
+    })
 }
 
 impl Server {
