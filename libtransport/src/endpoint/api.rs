@@ -107,10 +107,7 @@ async fn dial(ep: &Arc<Shared>, addr: SocketAddr, peer: PeerId) -> Result<Connec
         if st.shutdown {
             return Poll::Ready(Err(Error::EndpointClosed));
         }
-        st.peer_waiters
-            .entry(peer)
-            .or_default()
-            .push(cx.waker().clone());
+        push_waker(st.peer_waiters.entry(peer).or_default(), cx.waker());
         Poll::Pending
     })
     .await
@@ -132,7 +129,7 @@ pub(crate) async fn send_on(
         };
         if !c.out_kinds.contains_key(&kind) {
             let Some(id) = c.inner.streams().open(Dir::Uni) else {
-                c.open_waiters.push(cx.waker().clone());
+                push_waker(&mut c.open_waiters, cx.waker());
                 return Poll::Pending;
             };
             let _ = c.inner.send_stream(id).set_priority(kind.priority());
@@ -146,7 +143,7 @@ pub(crate) async fn send_on(
             return Poll::Ready(Err(Error::StreamClosed));
         };
         if out.pending_bytes >= limit {
-            out.waiters.push(cx.waker().clone());
+            push_waker(&mut out.waiters, cx.waker());
             return Poll::Pending;
         }
         let Some(payload) = data.take() else {
@@ -189,7 +186,7 @@ pub(crate) async fn open_bi_on(
             Err(e) => return Poll::Ready(Err(e)),
         };
         let Some(id) = c.inner.streams().open(Dir::Bi) else {
-            c.open_waiters.push(cx.waker().clone());
+            push_waker(&mut c.open_waiters, cx.waker());
             return Poll::Pending;
         };
         let _ = c.inner.send_stream(id).set_priority(kind.priority());
@@ -212,13 +209,21 @@ pub(crate) async fn open_raw_uni(ep: &Arc<Shared>, rec: &ConnShared) -> Result<S
         match c.inner.streams().open(Dir::Uni) {
             Some(id) => Poll::Ready(Ok(id)),
             None => {
-                c.open_waiters.push(cx.waker().clone());
+                push_waker(&mut c.open_waiters, cx.waker());
                 Poll::Pending
             }
         }
     })
     .await?;
     Ok(SendStream::new(ep.clone(), rec.ch, rec.uid, id))
+}
+
+/// Adds a waker unless an equivalent one is already parked (a future polled
+/// repeatedly must not grow the list).
+pub(crate) fn push_waker(list: &mut Vec<std::task::Waker>, w: &std::task::Waker) {
+    if !list.iter().any(|x| x.will_wake(w)) {
+        list.push(w.clone());
+    }
 }
 
 /// The live connection behind `rec`, or why there is none.
