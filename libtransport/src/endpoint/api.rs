@@ -245,14 +245,21 @@ pub(crate) fn live_conn<'a>(
     }
 }
 
-pub(crate) fn pop_msg(st: &mut State, kind: Kind) -> Option<MessageReceived> {
-    let q = st.kinds.get_mut(&kind)?;
-    let m = q.msgs.pop_front()?;
-    if !q.blocked.is_empty() && !q.full() {
+pub(crate) fn pop_msgs(
+    st: &mut State,
+    kind: Kind,
+    out: &mut std::collections::VecDeque<MessageReceived>,
+    max: usize,
+) {
+    let Some(q) = st.kinds.get_mut(&kind) else {
+        return;
+    };
+    let n = q.msgs.len().min(max);
+    out.extend(q.msgs.drain(..n));
+    if n > 0 && !q.blocked.is_empty() && !q.full() {
         st.unblocked.push(kind);
         st.wake_driver();
     }
-    Some(m)
 }
 
 pub(crate) fn pop_bi(st: &mut State, kind: Kind) -> Option<IncomingBi> {

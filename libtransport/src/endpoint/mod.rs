@@ -315,6 +315,7 @@ impl Endpoint {
         }
         st.kinds.insert(kind, KindQueue::new(config));
         Ok(KindReceiver {
+            local: Default::default(),
             shared: self.shared.clone(),
             kind,
         })
@@ -373,7 +374,14 @@ impl Endpoint {
 pub struct KindReceiver {
     shared: Arc<Shared>,
     kind: Kind,
+    /// Messages taken from the queue in one lock, handed out one by one.
+    local: std::collections::VecDeque<MessageReceived>,
 }
+
+/// Messages a receiver takes from its queue per lock. Keeps the endpoint
+/// lock out of the per-message path; the queue bound is then `capacity`
+/// plus this many in the receiver's hands.
+const RECV_BATCH: usize = 32;
 
 impl KindReceiver {
     /// The kind.
@@ -384,9 +392,13 @@ impl KindReceiver {
 
     /// The next message; `None` once the endpoint is closed.
     pub async fn recv(&mut self) -> Option<MessageReceived> {
+        if let Some(m) = self.local.pop_front() {
+            return Some(m);
+        }
         poll_fn(|cx| {
             let mut st = self.shared.lock();
-            if let Some(m) = api::pop_msg(&mut st, self.kind) {
+            api::pop_msgs(&mut st, self.kind, &mut self.local, RECV_BATCH);
+            if let Some(m) = self.local.pop_front() {
                 return Poll::Ready(Some(m));
             }
             if st.driver_done {
@@ -402,7 +414,10 @@ impl KindReceiver {
 
     /// A message if one is queued.
     pub fn try_recv(&mut self) -> Option<MessageReceived> {
-        api::pop_msg(&mut self.shared.lock(), self.kind)
+        if self.local.is_empty() {
+            api::pop_msgs(&mut self.shared.lock(), self.kind, &mut self.local, RECV_BATCH);
+        }
+        self.local.pop_front()
     }
 
     /// The next bidirectional stream a peer opened with this kind.
