@@ -60,7 +60,7 @@ fn main() {
     g.measurement_time(Duration::from_secs(3))
         .sample_size(20)
         .throughput(Throughput::Elements(1));
-    for kind in BackendKind::ALL {
+    for &kind in BackendKind::ALL {
         let b = kind.build();
         let keys: Vec<_> = items
             .iter()

@@ -94,11 +94,20 @@ pub enum BackendKind {
     AwsLc,
     /// RustCrypto `ml-dsa` (pure Rust).
     RustCrypto,
+    /// Cryspen's `libcrux-ml-dsa` (formally verified Rust, AVX2 when the CPU
+    /// has it); only with the `libcrux` cargo feature.
+    #[cfg(feature = "libcrux")]
+    Libcrux,
 }
 
 impl BackendKind {
     /// Every backend compiled in.
-    pub const ALL: [BackendKind; 2] = [BackendKind::AwsLc, BackendKind::RustCrypto];
+    pub const ALL: &'static [BackendKind] = &[
+        BackendKind::AwsLc,
+        BackendKind::RustCrypto,
+        #[cfg(feature = "libcrux")]
+        BackendKind::Libcrux,
+    ];
     /// The default, chosen by measurement (see the ADR).
     pub const DEFAULT: BackendKind = BackendKind::AwsLc;
 
@@ -108,6 +117,8 @@ impl BackendKind {
         match self {
             BackendKind::AwsLc => "aws-lc",
             BackendKind::RustCrypto => "rustcrypto",
+            #[cfg(feature = "libcrux")]
+            BackendKind::Libcrux => "libcrux",
         }
     }
 
@@ -117,6 +128,8 @@ impl BackendKind {
         match self {
             BackendKind::AwsLc => Arc::new(AwsLc),
             BackendKind::RustCrypto => Arc::new(RustCrypto),
+            #[cfg(feature = "libcrux")]
+            BackendKind::Libcrux => Arc::new(libcrux::Libcrux),
         }
     }
 }
@@ -136,7 +149,8 @@ impl FromStr for BackendKind {
     type Err = UnknownBackend;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         BackendKind::ALL
-            .into_iter()
+            .iter()
+            .copied()
             .find(|k| k.name() == s)
             .ok_or_else(|| UnknownBackend(s.to_owned()))
     }
@@ -224,13 +238,59 @@ impl Backend for RustCrypto {
     }
 }
 
+#[cfg(feature = "libcrux")]
+mod libcrux {
+    use std::sync::Arc;
+
+    use super::{
+        Backend, BackendKind, DecodedKey, KeyError, PUBLIC_KEY_LEN, SIGNATURE_LEN, VerifyKey,
+    };
+    use libcrux_ml_dsa::ml_dsa_65::{MLDSA65Signature, MLDSA65VerificationKey};
+
+    /// libcrux keeps no decoded form: a "decoded" key is the checked bytes.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Libcrux;
+
+    struct Key(MLDSA65VerificationKey);
+
+    impl std::fmt::Debug for Key {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("LibcruxKey")
+        }
+    }
+
+    impl VerifyKey for Key {
+        fn verify_sized(&self, msg: &[u8], ctx: &[u8], sig: &[u8]) -> bool {
+            let Ok(sig) = <[u8; SIGNATURE_LEN]>::try_from(sig) else {
+                return false;
+            };
+            libcrux_ml_dsa::ml_dsa_65::verify(&self.0, msg, ctx, &MLDSA65Signature::new(sig))
+                .is_ok()
+        }
+    }
+
+    impl Backend for Libcrux {
+        fn kind(&self) -> BackendKind {
+            BackendKind::Libcrux
+        }
+        fn decode_key(&self, key: &[u8]) -> Result<DecodedKey, KeyError> {
+            let k = <[u8; PUBLIC_KEY_LEN]>::try_from(key)
+                .map_err(|_| KeyError::WrongLength(key.len()))?;
+            Ok(Arc::new(Key(MLDSA65VerificationKey::new(k))))
+        }
+        fn supports_context(&self) -> bool {
+            true
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_round_trip() {
-        for k in BackendKind::ALL {
+        for &k in BackendKind::ALL {
             assert_eq!(k.name().parse::<BackendKind>().unwrap(), k);
         }
         assert!("nope".parse::<BackendKind>().is_err());
@@ -238,7 +298,7 @@ mod tests {
 
     #[test]
     fn wrong_sizes_are_malformed_for_every_backend() {
-        for k in BackendKind::ALL {
+        for &k in BackendKind::ALL {
             let b = k.build();
             assert_eq!(
                 b.decode_key(&[0; 10]).unwrap_err(),

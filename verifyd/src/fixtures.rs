@@ -24,6 +24,8 @@ pub struct Signer {
 enum SignerInner {
     AwsLc(aws_lc_rs::signature::PqdsaKeyPair),
     RustCrypto(Box<ml_dsa::SigningKey<ml_dsa::MlDsa65>>),
+    #[cfg(feature = "libcrux")]
+    Libcrux(Box<libcrux_ml_dsa::ml_dsa_65::MLDSA65SigningKey>),
 }
 
 impl std::fmt::Debug for SignerInner {
@@ -62,6 +64,16 @@ impl Signer {
                     inner: SignerInner::RustCrypto(Box::new(sk)),
                 })
             }
+            #[cfg(feature = "libcrux")]
+            BackendKind::Libcrux => {
+                let kp = libcrux_ml_dsa::ml_dsa_65::generate_key_pair(seed);
+                let public = kp.verification_key.as_ref().to_vec();
+                Ok(Signer {
+                    kind,
+                    public,
+                    inner: SignerInner::Libcrux(Box::new(kp.signing_key)),
+                })
+            }
         }
     }
 
@@ -91,6 +103,13 @@ impl Signer {
                     ml_dsa::Signer::try_sign(sk.as_ref(), msg)
                         .map_err(|e| FixtureError(e.to_string()))?;
                 Ok(s.encode().to_vec())
+            }
+            #[cfg(feature = "libcrux")]
+            SignerInner::Libcrux(sk) => {
+                // Zero randomness: the deterministic variant, like the others here.
+                let s = libcrux_ml_dsa::ml_dsa_65::sign(sk, msg, &[], [0; 32])
+                    .map_err(|e| FixtureError(format!("{e:?}")))?;
+                Ok(s.as_ref().to_vec())
             }
         }
     }

@@ -46,8 +46,11 @@ pub fn serve_child_if_requested() -> Option<Result<()>> {
         let socket = PathBuf::from(parts.next().context("socket")?);
         let threads: usize = parts.next().context("threads")?.parse()?;
         let backend: BackendKind = parts.next().context("backend")?.parse()?;
+        let mut admin = socket.clone().into_os_string();
+        admin.push(".admin");
         let mut cfg = ServerConfig::new(socket).threads(threads);
         cfg.backend = backend;
+        cfg.admin_socket = Some(PathBuf::from(admin));
         Server::bind(cfg)?.run()?;
         Ok(())
     })())
@@ -244,7 +247,7 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     let mut push = |k: &str, v: f64| r.entry(k.to_owned()).or_default().push(v);
     let (mut lat1, mut lat2) = (Vec::new(), Vec::new());
     for _ in 0..reps {
-        for kind in BackendKind::ALL {
+        for &kind in BackendKind::ALL {
             let (c, b) = single_core(kind, &items, dur / 2);
             push(&format!("{kind}_cached"), c);
             push(&format!("{kind}_bytes"), b);
@@ -283,7 +286,8 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     }
     let mut m = |k: &str| med(r.get_mut(k).map_or(&mut [][..], |v| &mut v[..]));
     let per_backend: Vec<(BackendKind, f64, f64)> = BackendKind::ALL
-        .into_iter()
+        .iter()
+        .copied()
         .map(|k| (k, m(&format!("{k}_cached")), m(&format!("{k}_bytes"))))
         .collect();
     let fastest = per_backend.iter().map(|b| b.1).fold(0.0, f64::max);
@@ -316,6 +320,18 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     );
     let verify_us = 1e6 / chosen_rate.max(1e-9);
     let near_us = 1e6 / near.max(1e-9);
+    // What the 2-thread daemon's scheduler settled on (after every case).
+    let diag: serde_json::Value = {
+        let mut p = two_thr.socket.clone().into_os_string();
+        p.push(".admin");
+        let text =
+            verifyd::server::admin::query_diagnostics(Path::new(&p)).map_err(anyhow::Error::msg)?;
+        serde_json::from_str(&text)?
+    };
+    let gather_delay_us = diag["sched"]["delay_us"].as_f64().unwrap_or(0.0);
+    let daemon_item_us = diag["sched"]["item_ns"].as_f64().unwrap_or(0.0) / 1e3;
+    let batch_hist = diag["batch_size_hist"].clone();
+    let admission_limit = diag["sched"]["limit"].as_f64().unwrap_or(0.0);
 
     let mut t1 = Table::new(
         "ML-DSA-65 backends, one core (median of reps)",
@@ -363,6 +379,11 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         format!("{pair:.0} ({ratio2:.2}x of one)"),
         "-".to_string(),
     ]);
+    t2.row([
+        format!("2-thread daemon: gather delay {gather_delay_us:.0} µs, admission limit {admission_limit:.0}, item {daemon_item_us:.1} µs"),
+        String::new(),
+        String::new(),
+    ]);
     let mut t3 = Table::new(
         format!(
             "One item in flight (verify alone: {verify_us:.1} µs; measured next to the latency runs: {near_us:.1} µs)"
@@ -405,6 +426,10 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         "single_item_1t_p99_us": p99_1,
         "two_procs_vs_one_ratio": ratio2,
         "transport": "uds",
+        "gather_delay_us": gather_delay_us,
+        "daemon_item_us": daemon_item_us,
+        "daemon_admission_limit": admission_limit,
+        "daemon_batch_size_hist": batch_hist,
         "reps": reps,
     });
     drop((p_one, p_pair, p_two, one, other, two_thr));
