@@ -157,6 +157,12 @@ pub(crate) async fn send_on(
             // Small messages are appended to one buffer that the driver hands
             // to quinn-proto as a single chunk per pass: fewer, larger chunks
             // keep quinn-proto's send buffer cheap to walk.
+            let need = kind::LEN_PREFIX + payload.len();
+            if out.acc.capacity() - out.acc.len() < need {
+                // Fresh 64 KiB blocks: `split` hands filled parts to quinn-proto
+                // and keeps the rest, so appends never reallocate-and-copy.
+                out.acc.reserve(need.max(64 * 1024));
+            }
             out.acc.put_u32(len);
             out.acc.put_slice(&payload);
         } else {

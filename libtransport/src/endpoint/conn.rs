@@ -704,6 +704,13 @@ fn step(st: &mut State, ch: ConnectionHandle, id: StreamId) -> Step {
     let msg = if s.partial.is_empty() && s.want == 0 {
         chunk
     } else {
+        if s.partial.is_empty() {
+            // Reserve room for several small messages so `split` below leaves
+            // capacity behind (one allocation per many spanning messages).
+            // Never by the declared length alone: a peer could announce the
+            // maximum and send one byte; larger messages grow as data arrives.
+            s.partial.reserve((chunk.len() + s.want.min(16 * 1024)).max(16 * 1024));
+        }
         s.partial.extend_from_slice(&chunk);
         if s.want > 0 {
             return Step::Continue;
@@ -716,7 +723,7 @@ fn step(st: &mut State, ch: ConnectionHandle, id: StreamId) -> Step {
 }
 
 fn deliver(
-    kinds: &mut std::collections::HashMap<Kind, super::state::KindQueue>,
+    kinds: &mut super::state::HashMap<Kind, super::state::KindQueue>,
     peer: crate::identity::PeerId,
     kind: Kind,
     data: Bytes,

@@ -7,7 +7,8 @@
 //! One owner and one lock keep the hot path free of channels and of the
 //! lock-ordering questions that per-connection locks would raise.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
@@ -22,6 +23,38 @@ use crate::config::Config;
 use crate::identity::{Identity, PeerId, Role, Verified};
 use crate::kind::{Kind, KindConfig, StreamReject};
 use crate::manager::Manager;
+
+/// A fast multiplicative hasher for the driver's small internal keys
+/// (connection handles, stream ids, kinds, PeerIds). None of them lets a
+/// peer pick colliding values cheaply: stream ids are bounded by the stream
+/// limits and PeerIds are SHA-256 outputs.
+#[derive(Default, Clone, Copy, Debug)]
+pub(crate) struct FastHasher(u64);
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, i: u8) {
+        self.write_u64(u64::from(i));
+    }
+    fn write_u64(&mut self, i: u64) {
+        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+    fn write_usize(&mut self, i: usize) {
+        self.write_u64(i as u64);
+    }
+}
+
+/// HashMap with [`FastHasher`].
+pub(crate) type HashMap<K, V> = std::collections::HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// Connection close codes (QUIC application error codes).
 pub mod close {
@@ -314,12 +347,12 @@ impl Conn {
             verified: None,
             proof_in: None,
             proof_out: None,
-            in_streams: HashMap::new(),
-            out_kinds: HashMap::new(),
-            readers: HashMap::new(),
-            writers: HashMap::new(),
+            in_streams: HashMap::default(),
+            out_kinds: HashMap::default(),
+            readers: HashMap::default(),
+            writers: HashMap::default(),
             open_waiters: Vec::new(),
-            app_bi_by_kind: HashMap::new(),
+            app_bi_by_kind: HashMap::default(),
             shared,
             proof_complete: false,
             close_reason: None,
