@@ -49,14 +49,14 @@ fn msg1k(c: &mut Criterion) {
     g.bench_function("libtransport", |b| {
         b.iter_custom(|iters| {
             (0..iters)
-                .map(|_| Duration::from_secs_f64(MSGS as f64 / ours::msg1k(MSGS).unwrap()))
+                .map(|_| Duration::from_secs_f64(MSGS as f64 / ours::msg1k(MSGS).unwrap().per_s))
                 .sum()
         });
     });
     g.bench_function("quinn", |b| {
         b.iter_custom(|iters| {
             (0..iters)
-                .map(|_| Duration::from_secs_f64(MSGS as f64 / theirs::msg1k(MSGS).unwrap()))
+                .map(|_| Duration::from_secs_f64(MSGS as f64 / theirs::msg1k(MSGS).unwrap().per_s))
                 .sum()
         });
     });

@@ -73,6 +73,19 @@ pub struct Bulk {
     pub gso_avg_segments: f64,
 }
 
+/// Result of one msg1k run, with the wire cost per message.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Msg {
+    /// Messages per second.
+    pub per_s: f64,
+    /// UDP datagrams the sender sent per message.
+    pub tx_datagrams: f64,
+    /// Send syscalls (transmits, GSO batches counted once) per message.
+    pub tx_ios: f64,
+    /// UDP datagrams the receiver sent (ACKs) per message.
+    pub rx_datagrams: f64,
+}
+
 /// A fresh runtime like the ones both sides are measured on.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
@@ -110,11 +123,11 @@ fn single(case: &str, sizes: Sizes) -> Result<Outcome> {
         "ours:bulk" => ours::bulk(sizes.bulk_bytes, true, ours::Backend::Tokio)?.gbps,
         "ours:bulk-nogso" => ours::bulk(sizes.bulk_bytes, false, ours::Backend::Tokio)?.gbps,
         "ours:bulk-uring" => ours::bulk(sizes.bulk_bytes, true, ours::Backend::Uring)?.gbps,
-        "ours:msg1k" => ours::msg1k(sizes.messages)?,
+        "ours:msg1k" => ours::msg1k(sizes.messages)?.per_s,
         "ours:setup" => ms(quantile(&mut ours::setup(sizes.setups)?, 0.5)),
         "quinn:bulk" => theirs::bulk(sizes.bulk_bytes, true)?,
         "quinn:bulk-nogso" => theirs::bulk(sizes.bulk_bytes, false)?,
-        "quinn:msg1k" => theirs::msg1k(sizes.messages)?,
+        "quinn:msg1k" => theirs::msg1k(sizes.messages)?.per_s,
         "quinn:setup" => ms(quantile(&mut theirs::setup(sizes.setups)?, 0.5)),
         other => anyhow::bail!("unknown transport case {other:?}"),
     };
@@ -211,10 +224,13 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
 
     // 1 KiB messages.
     let (mut o, mut q) = (Vec::new(), Vec::new());
+    let mut last = (Msg::default(), Msg::default());
     for _ in 0..sizes.reps {
-        o.push(ours::msg1k(sizes.messages)?);
-        q.push(theirs::msg1k(sizes.messages)?);
+        last = (ours::msg1k(sizes.messages)?, theirs::msg1k(sizes.messages)?);
+        o.push(last.0.per_s);
+        q.push(last.1.per_s);
     }
+    let (om, qm) = last;
     let (o, q) = (med(&mut o), med(&mut q));
     let mut t = Table::new(
         format!(
@@ -234,6 +250,22 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     json_all.insert("msg1k_per_s".into(), json!(o));
     json_all.insert("quinn_msg1k_per_s".into(), json!(q));
     json_all.insert("msg1k_ratio".into(), json!(o / q));
+    let mut t = Table::new(
+        "transport msg1k wire cost per message (last repetition)",
+        &["side", "tx datagrams", "tx syscalls", "rx (ACK) datagrams"],
+    );
+    for (side, m) in [("libtransport", om), ("quinn", qm)] {
+        t.row([
+            side.to_owned(),
+            format!("{:.3}", m.tx_datagrams),
+            format!("{:.3}", m.tx_ios),
+            format!("{:.3}", m.rx_datagrams),
+        ]);
+        out.json.push(json!({"case": "msg1k wire", "side": side,
+            "tx_datagrams_per_msg": m.tx_datagrams, "tx_syscalls_per_msg": m.tx_ios,
+            "rx_datagrams_per_msg": m.rx_datagrams}));
+    }
+    out.tables.push(t);
 
     // Connection setup.
     let mut so = ours::setup(sizes.setups)?;

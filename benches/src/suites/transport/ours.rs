@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow};
 use libtransport::{Bytes, Config, Endpoint, Identity, Kind, KindConfig, Overflow};
 
-use super::{Bulk, chunk, gbps, loopback, runtime, timed};
+use super::{Bulk, Msg, chunk, gbps, loopback, runtime, timed};
 
 /// Which I/O backend the endpoints run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +84,7 @@ pub fn bulk(bytes: u64, gso: bool, backend: Backend) -> Result<Bulk> {
 }
 
 /// 1 KiB messages with `send(peer, DM, Bytes)`; messages/s.
-pub fn msg1k(messages: u64) -> Result<f64> {
+pub fn msg1k(messages: u64) -> Result<Msg> {
     runtime()?.block_on(async {
         let server = endpoint(Config::default(), Backend::Tokio)?;
         let client = endpoint(Config::default(), Backend::Tokio)?;
@@ -121,10 +121,18 @@ pub fn msg1k(messages: u64) -> Result<f64> {
             Ok(())
         })
         .await?;
+        let per = |n: u64| n as f64 / messages as f64;
+        let (tx, rx) = (client.diagnostics().counters, server.diagnostics().counters);
+        let msg = Msg {
+            per_s: messages as f64 / d.as_secs_f64(),
+            tx_datagrams: per(tx.datagrams_out),
+            tx_ios: per(tx.datagrams_out - tx.gso_segments + tx.gso_batches),
+            rx_datagrams: per(rx.datagrams_out),
+        };
         client.close();
         server.close();
         client.closed().await;
-        Ok(messages as f64 / d.as_secs_f64())
+        Ok(msg)
     })
 }
 

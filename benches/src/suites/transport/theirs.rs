@@ -15,7 +15,7 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-use super::{chunk, gbps, loopback, runtime, timed};
+use super::{Msg, chunk, gbps, loopback, runtime, timed};
 
 const ALPN: &[u8] = b"bench/1";
 
@@ -114,10 +114,11 @@ pub fn bulk(bytes: u64, gso: bool) -> Result<f64> {
 }
 
 /// 1 KiB length-prefixed messages on one unidirectional stream; messages/s.
-pub fn msg1k(messages: u64) -> Result<f64> {
+pub fn msg1k(messages: u64) -> Result<Msg> {
     runtime()?.block_on(async {
         let (server, client) = pair(true)?;
         let (sc, cc) = connect(&server, &client).await?;
+        let sc_stats = sc.clone();
         let reader = tokio::spawn(async move {
             let mut recv = sc.accept_uni().await?;
             let mut buf = BytesMut::new();
@@ -155,9 +156,17 @@ pub fn msg1k(messages: u64) -> Result<f64> {
             Ok(())
         })
         .await?;
+        let per = |n: u64| n as f64 / messages as f64;
+        let (tx, rx) = (cc.stats(), sc_stats.stats());
+        let msg = Msg {
+            per_s: messages as f64 / d.as_secs_f64(),
+            tx_datagrams: per(tx.udp_tx.datagrams),
+            tx_ios: per(tx.udp_tx.ios),
+            rx_datagrams: per(rx.udp_tx.datagrams),
+        };
         cc.close(0u32.into(), b"done");
         client.wait_idle().await;
-        Ok(messages as f64 / d.as_secs_f64())
+        Ok(msg)
     })
 }
 
