@@ -6,6 +6,9 @@
 //! cargo bench -p benches --no-default-features --features transport --bench transport
 //! ```
 
+// A failed transfer must abort the benchmark, not be timed.
+#![allow(clippy::unwrap_used)]
+
 use std::time::Duration;
 
 use benches::suites::transport::{ours, theirs};
