@@ -50,14 +50,26 @@ fn answer(n: &mut Node, v: &VerifyRequest, now: Instant) {
     );
 }
 
+/// Drains outputs and reports every transmit as delivered (frees budget slots).
+fn drain_ack(n: &mut Node, now: Instant) -> Vec<Output> {
+    let out = drain(n);
+    for o in &out {
+        if let Output::Transmit(t) = o {
+            let latency = Duration::from_millis(20);
+            n.handle_send_outcome(t.id, SendOutcome::Delivered { latency }, now);
+        }
+    }
+    out
+}
+
 /// Publishes on `a` and returns the signed gossip it produced.
 fn published(a: &mut Node, topic: TopicId, payload: &'static [u8], now: Instant) -> Gossip {
     let peer = node(50).id();
     a.connect(topic, peer, now);
-    drain(a);
+    drain_ack(a, now);
     a.publish(topic, Bytes::from_static(payload), now).unwrap();
     a.handle_timeout(now + Duration::from_millis(50));
-    let out = drain(a);
+    let out = drain_ack(a, now);
     // The link is LAZY first, so the origin announces; answer its IHAVE.
     let ids: Vec<MessageId> = sends(&out)
         .into_iter()
@@ -74,7 +86,7 @@ fn published(a: &mut Node, topic: TopicId, payload: &'static [u8], now: Instant)
         },
         now,
     );
-    sends(&drain(a))
+    sends(&drain_ack(a, now))
         .into_iter()
         .find_map(|(_, m)| match m.body {
             Body::Eager(g) => Some(g),
@@ -232,9 +244,24 @@ fn ihave_flood_never_escapes_cooling() {
     drain(&mut a);
     let mut t = now;
     let mut cooled = false;
-    for _ in 0..3 {
+    for i in 0..3u8 {
+        // Something to send to p (an IHAVE: the link is LAZY), whose send
+        // then times out.
+        a.publish(topic, Bytes::from(vec![i; 8]), t).unwrap();
+        t += Duration::from_millis(30);
+        a.handle_timeout(t);
+        let ids: Vec<u64> = drain(&mut a)
+            .into_iter()
+            .filter_map(|o| match o {
+                Output::Transmit(tr) if tr.to == p => Some(tr.id),
+                _ => None,
+            })
+            .collect();
+        assert!(!ids.is_empty(), "an IHAVE went to p");
         t += Duration::from_millis(100);
-        a.handle_send_outcome(p, topic, false, SendOutcome::TimedOut, t);
+        for id in ids {
+            a.handle_send_outcome(id, SendOutcome::TimedOut, t);
+        }
         cooled |= drain(&mut a)
             .iter()
             .any(|o| matches!(o, Output::Event(Event::Cooled { .. })));
@@ -379,4 +406,54 @@ fn diagnostics_snapshot_consistent_under_concurrent_reads() {
     for r in readers {
         assert!(r.join().unwrap() > 0);
     }
+}
+
+/// G9: a neighbour that never completes a send holds at most its budget
+/// window in flight, however much is published; the excess is coalesced or
+/// skipped and counted, and other neighbours keep getting everything.
+#[test]
+fn blocked_peer_never_holds_more_than_its_budget() {
+    use libgossip::proto::health::budget::BudgetParams;
+    let now = Instant::now();
+    let topic = TopicId::from_name("t");
+    let mut a = node(1);
+    a.join(topic, &[], now);
+    let blocked = node(2).id();
+    let fine = node(3).id();
+    a.connect(topic, blocked, now);
+    a.connect(topic, fine, now);
+    drain_ack(&mut a, now);
+    let mut in_flight_blocked = 0usize;
+    let mut to_fine = 0usize;
+    let mut t = now;
+    for i in 0..200u32 {
+        a.publish(topic, Bytes::from(i.to_be_bytes().to_vec()), t)
+            .unwrap();
+        t += Duration::from_millis(25);
+        a.handle_timeout(t);
+        for o in drain(&mut a) {
+            if let Output::Transmit(tr) = o {
+                if tr.to == blocked {
+                    // Never reported: the peer is stuck.
+                    in_flight_blocked += 1;
+                } else {
+                    to_fine += 1;
+                    let latency = Duration::from_millis(10);
+                    a.handle_send_outcome(tr.id, SendOutcome::Delivered { latency }, t);
+                }
+            }
+        }
+        assert!(
+            in_flight_blocked as f64 <= BudgetParams::default().ceiling,
+            "blocked peer holds {in_flight_blocked} sends"
+        );
+    }
+    assert!(in_flight_blocked <= BudgetParams::default().initial as usize);
+    let s = a.snapshot(t);
+    let over: u64 = s.over_budget_by_kind.iter().map(|(_, v)| v).sum();
+    assert!(over > 0, "excess was counted");
+    assert!(
+        to_fine >= 100,
+        "the healthy neighbour kept receiving: {to_fine}"
+    );
 }

@@ -20,7 +20,7 @@ fn slow_peer_is_cooled_and_readmitted() {
         let base = run(&base_sc, seed);
         let s = r.slow.clone().expect("slow report");
         let b = base.slow.clone().expect("baseline report");
-        eprintln!("slow {s:?}\nbaseline {b:?}");
+        eprintln!("slow {s:?}\nbaseline {b:?}\nmissed {:?}", r.missed_sample);
         assert!(
             s.neighbours >= 3,
             "slow peer had neighbours: {}",

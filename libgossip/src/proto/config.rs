@@ -28,7 +28,13 @@ pub struct Config {
     /// Lower eager degree: a node with fewer eager links grafts its best lazy
     /// peer (one per maintenance tick — never bulk re-promotion).
     pub d_low: usize,
-    /// Upper eager degree: above it the worst-scored eager peer is pruned.
+    /// Target eager degree: promotions below `d_low` aim here (at most two
+    /// per maintenance round).
+    pub d: usize,
+    /// Upper eager degree: above it the lowest-scored eager peers are pruned.
+    /// Equal to the active view: PlumTree's eager links *are* the spanning
+    /// tree, and a hub may legitimately push to every neighbour; demoting
+    /// tree edges by degree alone only makes IHAVE repair re-graft them.
     pub d_high: usize,
     /// How long lazy IHAVEs are batched before they go out.
     pub ihave_interval: Duration,
@@ -88,7 +94,8 @@ impl Default for Config {
             shuffle_active: 3,
             shuffle_passive: 4,
             d_low: 1,
-            d_high: 4,
+            d: 2,
+            d_high: 5,
             ihave_interval: Duration::from_millis(20),
             iwant_timeout: Duration::from_millis(120),
             iwant_retry: Duration::from_millis(60),

@@ -6,7 +6,7 @@
 //! A reader therefore sees either the previous or the next snapshot, never a
 //! half-built or empty one.
 
-use super::health::cooling::{CoolingCounters, SuppressedPeer};
+use super::health::snapshot::HealthSnapshot;
 use super::message::Kind;
 use super::node::Node;
 use super::output::kind_label;
@@ -15,7 +15,7 @@ use super::topic::TopicStats;
 use super::types::{PeerId, TopicId};
 use super::verify::VerifyStats;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// One topic's view of the world.
 #[derive(Clone, Debug, Default)]
@@ -49,9 +49,7 @@ pub struct TopicDiag {
 pub struct PeerDiag {
     /// Peer.
     pub peer: PeerId,
-    /// Smoothed RTT, if measured.
-    pub srtt: Option<Duration>,
-    /// Score used to rank eager candidates (higher is better).
+    /// Decayed score ranking eager candidates (components in `health`).
     pub score: f64,
 }
 
@@ -82,20 +80,27 @@ pub struct Snapshot {
     pub peers: Vec<PeerDiag>,
     /// Timers armed.
     pub timers: usize,
-    /// Suppressed (peer, topic) pairs with reason, until, backoff and probe state.
-    pub suppressed: Vec<SuppressedPeer<PeerId, TopicId>>,
-    /// Cooling counters.
-    pub cooling: CoolingCounters,
+    /// Peer health: scores with components, suppressed (peer, topic) pairs
+    /// with reason, until, backoff and probe state, cooling / budget / score
+    /// counters, cleanup cadence (`None` only in the initial default).
+    pub health: Option<Arc<HealthSnapshot<PeerId, TopicId>>>,
     /// Sends withheld by cooling, by kind (name, count).
     pub gated_by_kind: Vec<(&'static str, u64)>,
-    /// Current adaptive cooling-cleanup interval.
-    pub cleanup_interval: Duration,
+    /// Sends refused by the outbound budget, by kind (name, count).
+    pub over_budget_by_kind: Vec<(&'static str, u64)>,
+    /// Transmits awaiting their outcome.
+    pub in_flight: usize,
+    /// Outcomes for unknown transmit ids.
+    pub unknown_outcomes: u64,
+    /// Transmits whose outcome never came (counted as timeouts).
+    pub expired_sends: u64,
 }
 
 impl Snapshot {
     pub(crate) fn build(node: &Node, now: Instant) -> Self {
         let (topics, verifier, out, peers, unknown_topic) = node.parts();
-        let (cooling, cleanup) = node.health_parts();
+        let health = node.health_snapshot(now);
+        let (in_flight, unknown_outcomes, expired_sends) = node.send_counters();
         let mut tds: Vec<TopicDiag> = topics
             .values()
             .map(|t| {
@@ -119,13 +124,9 @@ impl Snapshot {
         let mut pds: Vec<PeerDiag> = topics
             .values()
             .flat_map(|t| t.active.iter().map(|l| l.peer))
-            .map(|p| {
-                let srtt = peers.srtt(&p);
-                PeerDiag {
-                    peer: p,
-                    srtt,
-                    score: srtt.map_or(0.0, |d| -d.as_secs_f64()),
-                }
+            .map(|p| PeerDiag {
+                peer: p,
+                score: node.score(&p, now),
             })
             .collect();
         pds.sort_by_key(|p| p.peer);
@@ -149,13 +150,18 @@ impl Snapshot {
             topics: tds,
             peers: pds,
             timers: out.timers_len(),
-            suppressed: cooling.suppressed(now),
-            cooling: cooling.counters(),
+            health: Some(health),
             gated_by_kind: Kind::ALL
                 .iter()
                 .map(|k| (kind_label(*k), out.gated[k.index()]))
                 .collect(),
-            cleanup_interval: cleanup.interval(),
+            over_budget_by_kind: Kind::ALL
+                .iter()
+                .map(|k| (kind_label(*k), out.over_budget[k.index()]))
+                .collect(),
+            in_flight,
+            unknown_outcomes,
+            expired_sends,
         }
     }
 }

@@ -35,6 +35,7 @@ impl Topic {
         while self.active.len() >= ctx.cfg.active_view {
             let i = ctx.rng.random_range(0..self.active.len());
             let gone = self.active.swap_remove(i).peer;
+            ctx.health.on_disconnected(gone, ctx.now);
             ctx.send(self.id, gone, Body::Disconnect);
             ctx.out.push(Output::Event(Event::NeighborDown {
                 topic: self.id,
@@ -47,6 +48,7 @@ impl Topic {
             peer: p,
             eager: false,
         });
+        ctx.health.on_connected(p, ctx.now);
         ctx.out.push(Output::Event(Event::NeighborUp {
             topic: self.id,
             peer: p,
@@ -69,6 +71,7 @@ impl Topic {
         self.active.retain(|l| l.peer != *p);
         let removed = self.active.len() != before;
         if removed {
+            ctx.health.on_disconnected(*p, ctx.now);
             ctx.out.push(Output::Event(Event::NeighborDown {
                 topic: self.id,
                 peer: *p,
@@ -129,7 +132,9 @@ impl Topic {
                     .choose(ctx.rng)
                     .copied();
                 match next {
-                    Some(n) => ctx.send(self.id, n, Body::ForwardJoin { peer, ttl: ttl - 1 }),
+                    Some(n) => {
+                        ctx.send(self.id, n, Body::ForwardJoin { peer, ttl: ttl - 1 });
+                    }
                     None => {
                         if self.link(&peer).is_none() {
                             self.add_active(ctx, peer);
@@ -181,15 +186,14 @@ impl Topic {
                     None
                 };
                 match next {
-                    Some(n) => ctx.send(
-                        self.id,
-                        n,
-                        Body::Shuffle {
+                    Some(n) => {
+                        let body = Body::Shuffle {
                             origin,
                             ttl: ttl - 1,
                             peers,
-                        },
-                    ),
+                        };
+                        ctx.send(self.id, n, body);
+                    }
                     None => {
                         if origin == ctx.me {
                             return;

@@ -2,8 +2,10 @@
 
 use super::config::Config;
 use super::diag::{DiagHandle, Snapshot};
-use super::health::cleanup::{CleanupCadence, CleanupParams};
-use super::health::cooling::{CoolingDecision, CoolingParams, CoolingTable};
+use super::health::cooling::CoolingDecision;
+use super::health::mesh::{MeshMaintainer, MeshParams};
+use super::health::snapshot::HealthSnapshot;
+use super::health::{HealthParams, PeerHealth, SendTicket};
 use super::health::{SendOutcome as HealthOutcome, VerifiedActivity};
 use super::message::{Body, Gossip, Message};
 use super::output::Event;
@@ -57,8 +59,17 @@ pub struct Node {
     diag: DiagHandle,
     /// Messages for topics we are not in.
     unknown_topic: u64,
-    cooling: CoolingTable<PeerId, TopicId>,
-    cleanup: CleanupCadence,
+    health: PeerHealth<PeerId, TopicId>,
+    /// Admitted sends awaiting their outcome; bounded by the budgets'
+    /// windows, and expired if a driver never reports.
+    tickets: HashMap<u64, (SendTicket<PeerId, TopicId>, Instant)>,
+    next_send: u64,
+    /// Membership / key sends awaiting their outcome (failure detection only).
+    untracked: HashMap<u64, (PeerId, Instant)>,
+    /// Outcomes for unknown transmit ids (late, duplicate or expired).
+    unknown_outcome: u64,
+    /// Tickets expired because their outcome never came.
+    expired_tickets: u64,
 }
 
 impl std::fmt::Debug for Node {
@@ -78,9 +89,11 @@ macro_rules! ctx {
             rng: &mut $s.rng,
             now: $now,
             out: &mut $s.out,
-            peers: &mut $s.peers,
             verifying: &$s.verifier.by_id,
-            cooling: &mut $s.cooling,
+            health: &mut $s.health,
+            tickets: &mut $s.tickets,
+            next_send: &mut $s.next_send,
+            untracked: &mut $s.untracked,
         }
     };
 }
@@ -103,8 +116,12 @@ impl Node {
             maintenance_armed: false,
             diag: DiagHandle::default(),
             unknown_topic: 0,
-            cooling: CoolingTable::new(CoolingParams::default()),
-            cleanup: CleanupCadence::new(CleanupParams::default()),
+            health: PeerHealth::new(HealthParams::default()),
+            tickets: HashMap::new(),
+            next_send: 0,
+            untracked: HashMap::new(),
+            unknown_outcome: 0,
+            expired_tickets: 0,
         }
     }
 
@@ -125,17 +142,17 @@ impl Node {
 
     /// Joins `topic` through `bootstrap` peers (may be empty for the first node).
     pub fn join(&mut self, topic: TopicId, bootstrap: &[PeerId], now: Instant) {
+        let mesh = self.mesh_params();
         let t = self
             .topics
             .entry(topic)
-            .or_insert_with(|| Topic::new(topic));
+            .or_insert_with(|| Topic::new(topic, MeshMaintainer::new(mesh)));
         t.next_shuffle
             .get_or_insert(now + self.cfg.shuffle_interval);
         t.next_anti_entropy
             .get_or_insert(now + self.cfg.anti_entropy_interval);
         let mut ctx = ctx!(self, now);
         t.join(&mut ctx, bootstrap);
-        self.cleanup.start(now);
         self.arm_maintenance(now);
     }
 
@@ -193,7 +210,7 @@ impl Node {
                     return;
                 };
                 // Unsigned frames never reset cooling; they are only counted.
-                self.cooling.on_unverified_activity(from, topic, now);
+                self.health.on_unverified_activity(from, topic, now);
                 let mut ctx = ctx!(self, now);
                 match body {
                     Body::IHave(entries) => t.on_ihave(&mut ctx, from, &entries),
@@ -291,9 +308,7 @@ impl Node {
         // ask again, of whoever forwards next, if the last ask went stale.
         let stale = match self.verifier.key_asked.get(&origin) {
             None => true,
-            Some(at) => {
-                now.saturating_duration_since(*at) > self.peers.timeout(&from, &self.cfg) * 2
-            }
+            Some(at) => now.saturating_duration_since(*at) > self.health.send_timeout(&from) * 2,
         };
         if stale {
             self.verifier.key_asked.insert(origin, now);
@@ -364,7 +379,7 @@ impl Node {
                 };
                 let first = p.from[0];
                 // Only a Valid verdict may reset the sender's cooling window.
-                self.cooling.on_verified_activity(
+                self.health.on_verified_activity(
                     VerifiedActivity::after_valid_verdict(first, p.topic),
                     now,
                 );
@@ -377,29 +392,53 @@ impl Node {
     }
 
     /// The result of a [`super::Transmit`] (`probe` echoes [`super::Transmit::probe`]).
-    pub fn handle_send_outcome(
+    pub fn handle_send_outcome(&mut self, id: u64, outcome: SendOutcome, now: Instant) {
+        let Some((ticket, _)) = self.tickets.remove(&id) else {
+            match self.untracked.remove(&id) {
+                Some((to, _)) => self.on_link_outcome(to, None, outcome, now),
+                None => self.unknown_outcome += 1,
+            }
+            return;
+        };
+        let (to, topic) = (ticket.peer(), ticket.topic());
+        let h = match outcome {
+            SendOutcome::Delivered { latency } => HealthOutcome::Ok { latency },
+            SendOutcome::TimedOut => HealthOutcome::Timeout,
+            SendOutcome::Failed => HealthOutcome::Failed,
+        };
+        if let Some(d) = self.health.on_send_outcome(ticket, h, now) {
+            self.apply_cooling(d);
+        }
+        self.on_link_outcome(to, Some(topic), outcome, now);
+    }
+
+    /// Membership failure detection: a dead peer leaves the topic's views (or
+    /// every topic's, when the send was not topic-scoped data).
+    fn on_link_outcome(
         &mut self,
         to: PeerId,
-        topic: TopicId,
-        probe: bool,
+        topic: Option<TopicId>,
         outcome: SendOutcome,
         now: Instant,
     ) {
-        let health = match outcome {
-            SendOutcome::Delivered { latency } => Some(HealthOutcome::Ok { latency }),
-            SendOutcome::TimedOut => Some(HealthOutcome::Timeout),
-            SendOutcome::Failed => None,
-        };
-        if let Some(h) = health
-            && let Some(d) = self.cooling.on_send_outcome(to, topic, h, probe, now)
-        {
-            self.apply_cooling(d);
+        if self.peers.on_outcome(to, outcome, now) != LinkVerdict::Dead {
+            return;
         }
-        if self.peers.on_outcome(to, outcome, now) == LinkVerdict::Dead
-            && let Some(t) = self.topics.get_mut(&topic)
-        {
+        for (id, t) in self.topics.iter_mut() {
+            if topic.is_some_and(|x| x != *id) {
+                continue;
+            }
             let mut ctx = ctx!(self, now);
             t.on_peer_failed(&mut ctx, &to);
+        }
+    }
+
+    fn mesh_params(&self) -> MeshParams {
+        MeshParams {
+            d_low: self.cfg.d_low,
+            d: self.cfg.d,
+            d_high: self.cfg.d_high,
+            ..MeshParams::default()
         }
     }
 
@@ -424,12 +463,12 @@ impl Node {
 
     /// Whether sends to `peer` on `topic` are suppressed by cooling now.
     pub fn is_cooled(&self, peer: &PeerId, topic: &TopicId, now: Instant) -> bool {
-        self.cooling.is_suppressed(*peer, *topic, now)
+        self.health.cooling().is_suppressed(*peer, *topic, now)
     }
 
     /// The next time [`Node::handle_timeout`] wants to run.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.out.next_timer(), self.cooling.poll_timeout()) {
+        match (self.out.next_timer(), self.health.poll_timeout()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -437,7 +476,7 @@ impl Node {
 
     /// Runs due timers.
     pub fn handle_timeout(&mut self, now: Instant) {
-        for d in self.cooling.handle_timeout(now) {
+        for d in self.health.handle_timeout(now) {
             self.apply_cooling(d);
         }
         while let Some(t) = self.out.pop_due(now) {
@@ -477,12 +516,7 @@ impl Node {
             t.recent
                 .expire(now, ctx.cfg.seen_retention, ctx.cfg.store_retention);
             t.repair(&mut ctx);
-            let peers = &*ctx.peers;
-            let score = |p: &PeerId| peers.srtt(p).map_or(0.0, |d| -d.as_secs_f64());
-            // `ctx` is re-borrowed below; compute scores on a snapshot.
-            let scores: HashMap<PeerId, f64> =
-                t.active.iter().map(|l| (l.peer, score(&l.peer))).collect();
-            t.mesh_maintenance(&mut ctx, |p| scores.get(p).copied().unwrap_or(0.0));
+            t.mesh_maintenance(&mut ctx);
             if t.next_shuffle.is_some_and(|at| at <= now) {
                 t.next_shuffle = Some(now + ctx.cfg.shuffle_interval);
                 t.shuffle(&mut ctx);
@@ -492,11 +526,21 @@ impl Node {
                 t.anti_entropy(&mut ctx);
             }
         }
-        if self.cleanup.is_due(now) {
-            self.cooling.cleanup(now);
-            let suppressed = self.cooling.suppressed_count(now);
-            self.cleanup.on_cleanup(now, suppressed);
+        // A driver that never reports an outcome must not pin a budget slot
+        // forever: past twice the timeout ceiling the send counts as timed out.
+        let stale = self.cfg.max_send_timeout * 2;
+        let expired: Vec<u64> = self
+            .tickets
+            .iter()
+            .filter(|(_, (_, at))| now.saturating_duration_since(*at) > stale)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.expired_tickets += 1;
+            self.handle_send_outcome(id, SendOutcome::TimedOut, now);
         }
+        self.untracked
+            .retain(|_, (_, at)| now.saturating_duration_since(*at) <= stale);
         let topics = &self.topics;
         self.peers.retain(|p| topics.values().any(|t| t.knows(p)));
         let stale = self.cfg.max_send_timeout * 4;
@@ -535,8 +579,24 @@ impl Node {
         )
     }
 
-    pub(crate) fn health_parts(&self) -> (&CoolingTable<PeerId, TopicId>, &CleanupCadence) {
-        (&self.cooling, &self.cleanup)
+    pub(crate) fn health_snapshot(
+        &self,
+        now: Instant,
+    ) -> std::sync::Arc<HealthSnapshot<PeerId, TopicId>> {
+        self.health.snapshot(now)
+    }
+
+    pub(crate) fn send_counters(&self) -> (usize, u64, u64) {
+        (
+            self.tickets.len(),
+            self.unknown_outcome,
+            self.expired_tickets,
+        )
+    }
+
+    /// Current score of `peer` (higher is better).
+    pub fn score(&self, peer: &PeerId, now: Instant) -> f64 {
+        self.health.score(peer, now)
     }
 
     /// Active-view peers of `topic` with their EAGER flag.

@@ -31,8 +31,12 @@ pub struct Transmit {
     /// from the peer's observed RTT.
     pub timeout: Duration,
     /// This send is the single recovery probe of a cooled (peer, topic);
-    /// echo it in [`crate::proto::Node::handle_send_outcome`].
+    /// informational (the node tracks it by `id`).
     pub probe: bool,
+    /// Handle to report the outcome with ([`crate::proto::Node::handle_send_outcome`]).
+    /// Every transmit must be reported exactly once: its outbound-budget slot
+    /// is held until then.
+    pub id: u64,
 }
 
 /// A verified message for local subscribers.
@@ -150,10 +154,12 @@ pub(crate) struct Outbox {
     pub sent_bytes: [u64; 8],
     /// Sends withheld by cooling, by kind.
     pub gated: [u64; 8],
+    /// Sends refused by the outbound budget (coalesced or skipped), by kind.
+    pub over_budget: [u64; 8],
 }
 
 impl Outbox {
-    pub fn transmit(&mut self, to: PeerId, msg: Message, timeout: Duration, probe: bool) {
+    pub fn transmit(&mut self, to: PeerId, msg: Message, timeout: Duration, probe: bool, id: u64) {
         let k = msg.kind().index();
         self.sent[k] += 1;
         self.sent_bytes[k] += msg.wire_size() as u64;
@@ -162,6 +168,7 @@ impl Outbox {
             msg,
             timeout,
             probe,
+            id,
         }));
     }
 

@@ -9,10 +9,11 @@
 //! spanning tree shaped by first arrivals, i.e. by latency.
 
 use super::config::Config;
-use super::health::cooling::{CoolingTable, SendGate};
-use super::message::{Body, Gossip, IHaveEntry, Message};
+use super::health::budget::{OverBudget, SendKind};
+use super::health::mesh::MeshMaintainer;
+use super::health::{PeerHealth, SendDecision, SendTicket};
+use super::message::{Body, Gossip, IHaveEntry, Kind, Message};
 use super::output::{Delivery, Outbox, Timer};
-use super::peers::PeerTable;
 use super::recent::{Recent, Stored};
 use super::types::{MessageId, PeerId, TopicId};
 use rand::seq::IndexedRandom;
@@ -27,34 +28,101 @@ pub(crate) struct Ctx<'a> {
     pub rng: &'a mut ChaCha8Rng,
     pub now: Instant,
     pub out: &'a mut Outbox,
-    pub peers: &'a mut PeerTable,
     /// Messages whose signature is being checked right now.
     pub verifying: &'a HashMap<MessageId, u32>,
-    /// Slow-peer cooling per (peer, topic).
-    pub cooling: &'a mut CoolingTable<PeerId, TopicId>,
+    /// Peer health: score, RTT timeouts, cooling, budgets.
+    pub health: &'a mut PeerHealth<PeerId, TopicId>,
+    /// Admitted sends awaiting their outcome (transmit id → ticket, sent at).
+    pub tickets: &'a mut HashMap<u64, (SendTicket<PeerId, TopicId>, Instant)>,
+    pub next_send: &'a mut u64,
+    /// Membership / key sends (outside the data budget) awaiting their outcome.
+    pub untracked: &'a mut HashMap<u64, (PeerId, Instant)>,
+}
+
+/// Rounds through a message's announcers before giving up on IWANT.
+const IWANT_ROUNDS: u8 = 3;
+
+/// What became of a send.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Sent {
+    /// Handed to the driver.
+    Out,
+    /// Cooling holds the (peer, topic) back (counted).
+    Suppressed,
+    /// Over budget: keep it and retry with the next batch.
+    Coalesce,
+    /// Over budget: dropped (IHAVE/IWANT or anti-entropy recover it).
+    Skip,
+}
+
+/// Budget class of a body.
+fn send_kind(b: &Body) -> SendKind {
+    match b {
+        Body::Eager(_) => SendKind::Eager,
+        Body::IHave(_) => SendKind::IHave,
+        Body::IWant(_) => SendKind::IWant,
+        Body::Digest(_) => SendKind::AntiEntropy,
+        _ => SendKind::Control,
+    }
 }
 
 impl Ctx<'_> {
-    /// Sends through the cooling gate: a suppressed pair gets nothing (counted),
-    /// and after its cooldown exactly one send goes out as the probe.
-    pub fn send(&mut self, topic: TopicId, to: PeerId, body: Body) {
+    /// Sends through peer health: cooling may hold it back (after the
+    /// cooldown exactly one send goes out as the probe) and the per-peer
+    /// outbound budget may refuse it; both are counted.
+    pub fn send(&mut self, topic: TopicId, to: PeerId, body: Body) -> Sent {
+        let kind = send_kind(&body);
+        self.send_as(topic, to, body, kind)
+    }
+
+    /// [`Ctx::send`] with an explicit budget class (IWANT answers, anti-entropy).
+    pub fn send_as(&mut self, topic: TopicId, to: PeerId, body: Body, kind: SendKind) -> Sent {
         let msg = Message { topic, body };
-        let probe = match self.cooling.gate(to, topic, self.now) {
-            SendGate::Allowed => false,
-            SendGate::Probe => true,
-            SendGate::Suppressed { .. } => {
-                self.out.gated[msg.kind().index()] += 1;
-                return;
+        let k = msg.kind().index();
+        if matches!(msg.kind(), Kind::Membership | Kind::Key) {
+            // Membership and key fetches are not part of the data budget
+            // (EAGER, IHAVE, IWANT, anti-entropy, GRAFT/PRUNE): dropping a
+            // join reply to save a slot would only damage the overlay. They
+            // still respect cooling, without consuming its single probe.
+            if self.health.cooling().is_suppressed(to, topic, self.now) {
+                self.out.gated[k] += 1;
+                return Sent::Suppressed;
             }
-        };
-        let timeout = self.peers.timeout(&to, self.cfg);
-        self.out.transmit(to, msg, timeout, probe);
+            *self.next_send += 1;
+            let id = *self.next_send;
+            self.untracked.insert(id, (to, self.now));
+            let timeout = self.health.send_timeout(&to);
+            self.out.transmit(to, msg, timeout, false, id);
+            return Sent::Out;
+        }
+        match self.health.begin_send(to, topic, kind, self.now) {
+            SendDecision::Send { ticket, timeout } => {
+                let probe = ticket.is_probe();
+                *self.next_send += 1;
+                let id = *self.next_send;
+                self.tickets.insert(id, (ticket, self.now));
+                self.out.transmit(to, msg, timeout, probe, id);
+                Sent::Out
+            }
+            SendDecision::Suppressed { .. } => {
+                self.out.gated[k] += 1;
+                Sent::Suppressed
+            }
+            SendDecision::OverBudget(o) => {
+                self.out.over_budget[k] += 1;
+                match o {
+                    OverBudget::Coalesce => Sent::Coalesce,
+                    OverBudget::Skip => Sent::Skip,
+                }
+            }
+        }
     }
 
     /// Whether `p` may be made EAGER on `topic` now (GRAFT respects cooling
     /// backoff and post-recovery probation).
     pub fn graft_ok(&self, topic: TopicId, p: &PeerId) -> bool {
-        self.cooling
+        self.health
+            .cooling()
             .graft_blocked_until(*p, topic, self.now)
             .is_none()
     }
@@ -71,6 +139,12 @@ pub(crate) struct Link {
 #[derive(Debug, Default)]
 pub(crate) struct Missing {
     pub announcers: VecDeque<(PeerId, u16)>,
+    /// The announcer we last asked (IWANT/GRAFT) and when, to credit or blame it.
+    pub asked: Option<(PeerId, Instant)>,
+    /// Announcers already asked this round.
+    pub tried: Vec<PeerId>,
+    /// Rounds through the announcers so far (bounded by `IWANT_ROUNDS`).
+    pub rounds: u8,
 }
 
 /// Per-topic counters.
@@ -96,6 +170,8 @@ pub struct TopicStats {
     pub anti_entropy_requested: u64,
     /// List entries dropped because a frame exceeded `list_max`.
     pub list_truncated: u64,
+    /// Queued IHAVE entries dropped because the lazy queue was full.
+    pub ihave_dropped: u64,
     /// Peers declared failed.
     pub peer_failures: u64,
 }
@@ -117,10 +193,12 @@ pub(crate) struct Topic {
     pub next_shuffle: Option<Instant>,
     pub next_anti_entropy: Option<Instant>,
     pub stats: TopicStats,
+    /// Scored eager-set maintenance (opportunistic-graft rate limit).
+    pub mesh: MeshMaintainer,
 }
 
 impl Topic {
-    pub fn new(id: TopicId) -> Self {
+    pub fn new(id: TopicId, mesh: MeshMaintainer) -> Self {
         Self {
             id,
             active: Vec::new(),
@@ -135,6 +213,7 @@ impl Topic {
             next_shuffle: None,
             next_anti_entropy: None,
             stats: TopicStats::default(),
+            mesh,
         }
     }
 
@@ -165,11 +244,10 @@ impl Topic {
             if skip.contains(&l.peer) {
                 continue;
             }
-            if l.eager {
-                ctx.send(self.id, l.peer, Body::Eager(g.clone()));
-            } else {
-                self.lazy_queue
-                    .push((l.peer, IHaveEntry { id, hops: g.hops }));
+            // An eager push the budget refuses becomes an announcement: the
+            // peer can still IWANT it when its window opens.
+            if !l.eager || ctx.send(self.id, l.peer, Body::Eager(g.clone())) != Sent::Out {
+                self.queue_ihave(ctx, l.peer, IHaveEntry { id, hops: g.hops });
                 lazy_any = true;
             }
         }
@@ -234,7 +312,11 @@ impl Topic {
         let e = self.origins.entry(g.origin).or_insert(0);
         *e = (*e).max(g.seqno);
         g.hops = g.hops.saturating_add(1);
-        self.missing.remove(&id);
+        if let Some(m) = self.missing.remove(&id)
+            && m.asked.is_some_and(|(p, _)| p == from)
+        {
+            ctx.health.on_iwant_fulfilled(from, ctx.now);
+        }
         self.recent.insert(
             id,
             Stored {
@@ -301,7 +383,8 @@ impl Topic {
                 Some(s) => {
                     let mut g = s.gossip.clone();
                     g.hops = s.hops;
-                    ctx.send(self.id, p, Body::Eager(g));
+                    // Over budget: skipped; the asker tries its next announcer.
+                    ctx.send_as(self.id, p, Body::Eager(g), SendKind::IWant);
                 }
                 None => self.stats.iwant_unknown += 1,
             }
@@ -372,10 +455,30 @@ impl Topic {
         let Some(m) = self.missing.get_mut(&id) else {
             return;
         };
+        if let Some((prev, at)) = m.asked.take()
+            && ctx.now.saturating_duration_since(at) > ctx.health.send_timeout(&prev)
+        {
+            // Asked longer ago than its own RTT-derived timeout and still
+            // missing: that announcer broke its promise. (A retry sooner than
+            // that only means it is slower than the next announcer.)
+            ctx.health.on_iwant_broken(prev, ctx.now);
+        }
         let Some((p, _)) = m.announcers.pop_front() else {
-            self.missing.remove(&id);
+            // Everyone asked, nothing came (their budgets may have been full):
+            // go round again after a doubling pause, a bounded number of
+            // times; after that anti-entropy is the fallback.
+            if m.rounds < IWANT_ROUNDS && !m.tried.is_empty() {
+                m.rounds += 1;
+                m.announcers = m.tried.drain(..).map(|p| (p, 0)).collect();
+                let pause = ctx.cfg.iwant_timeout * (1u32 << m.rounds);
+                ctx.out.arm(ctx.now + pause, Timer::IWant(self.id, id));
+            } else {
+                self.missing.remove(&id);
+            }
             return;
         };
+        m.asked = Some((p, ctx.now));
+        m.tried.push(p);
         self.stats.iwant_timeouts += 1;
         if self.link(&p).is_some() && ctx.graft_ok(self.id, &p) {
             self.set_eager(&p, true);
@@ -384,9 +487,10 @@ impl Topic {
             ctx.send(self.id, p, Body::IWant(vec![id]));
         }
         // Keep the entry (a late announcer is queued without a new timer)
-        // and ask the next announcer if this one does not answer in time.
-        ctx.out
-            .arm(ctx.now + ctx.cfg.iwant_retry, Timer::IWant(self.id, id));
+        // and ask the next announcer if this one does not answer within its
+        // own RTT-derived timeout.
+        let wait = ctx.cfg.iwant_retry.max(ctx.health.send_timeout(&p));
+        ctx.out.arm(ctx.now + wait, Timer::IWant(self.id, id));
     }
 
     /// Sends the batched IHAVEs, one frame per peer.
@@ -396,6 +500,7 @@ impl Topic {
             return;
         }
         let mut q = std::mem::take(&mut self.lazy_queue);
+        let mut retry = Vec::new();
         q.sort_by_key(|(p, _)| *p);
         let mut i = 0;
         while i < q.len() {
@@ -410,9 +515,31 @@ impl Topic {
                 continue;
             }
             for chunk in entries.chunks(ctx.cfg.list_max) {
-                ctx.send(self.id, p, Body::IHave(chunk.to_vec()));
+                if ctx.send(self.id, p, Body::IHave(chunk.to_vec())) == Sent::Coalesce {
+                    // Over budget: keep the ids for the next flush.
+                    retry.extend(chunk.iter().map(|e| (p, *e)));
+                }
             }
         }
+        if !retry.is_empty() {
+            for (p, e) in retry {
+                self.queue_ihave(ctx, p, e);
+            }
+            self.flush_armed = true;
+            ctx.out
+                .arm(ctx.now + ctx.cfg.ihave_interval, Timer::IHaveFlush(self.id));
+        }
+    }
+
+    /// Queues one IHAVE entry, bounded: beyond `list_max` per active peer the
+    /// oldest announcements are dropped (and counted) — anti-entropy covers them.
+    fn queue_ihave(&mut self, ctx: &Ctx<'_>, p: PeerId, e: IHaveEntry) {
+        let cap = ctx.cfg.list_max * ctx.cfg.active_view.max(1);
+        if self.lazy_queue.len() >= cap {
+            self.lazy_queue.remove(0);
+            self.stats.ihave_dropped += 1;
+        }
+        self.lazy_queue.push((p, e));
     }
 
     /// Anti-entropy digest from `p`: ask for what we lack.
@@ -430,7 +557,7 @@ impl Topic {
             return false;
         }
         self.stats.anti_entropy_requested += want.len() as u64;
-        ctx.send(self.id, p, Body::IWant(want));
+        ctx.send_as(self.id, p, Body::IWant(want), SendKind::AntiEntropy);
         true
     }
 
@@ -454,31 +581,38 @@ impl Topic {
         }
     }
 
-    /// Keeps the eager degree within [d_low, d_high], one change per tick.
-    /// `score` ranks peers (higher is better); cooled peers are never grafted.
-    pub fn mesh_maintenance(&mut self, ctx: &mut Ctx<'_>, score: impl Fn(&PeerId) -> f64) {
-        let eager = self.eager_count();
-        if eager < ctx.cfg.d_low {
-            let best = self
-                .active
-                .iter()
-                .filter(|l| !l.eager && ctx.graft_ok(self.id, &l.peer))
-                .max_by(|a, b| score(&a.peer).total_cmp(&score(&b.peer)))
-                .map(|l| l.peer);
-            if let Some(p) = best {
-                self.set_eager(&p, true);
-                ctx.send(self.id, p, Body::Graft { ids: Vec::new() });
-            }
-        } else if eager > ctx.cfg.d_high {
-            let worst = self
-                .active
-                .iter()
-                .filter(|l| l.eager)
-                .min_by(|a, b| score(&a.peer).total_cmp(&score(&b.peer)))
-                .map(|l| l.peer);
-            if let Some(p) = worst {
+    /// Scored mesh maintenance: the health planner keeps the eager degree
+    /// within [d_low, d_high] (capped promotions per round — never bulk
+    /// re-promotion), demotes cooled or low-scored eager peers, and grafts a
+    /// clearly better lazy peer now and then. The plan becomes GRAFT/PRUNE.
+    pub fn mesh_maintenance(&mut self, ctx: &mut Ctx<'_>) {
+        use super::health::mesh::LinkState;
+        let view: Vec<(PeerId, LinkState)> = self
+            .active
+            .iter()
+            .map(|l| {
+                (
+                    l.peer,
+                    if l.eager {
+                        LinkState::Eager
+                    } else {
+                        LinkState::Lazy
+                    },
+                )
+            })
+            .collect();
+        let cands = ctx.health.mesh_candidates(self.id, view, ctx.now);
+        let plan = self.mesh.on_round(&cands, ctx.now);
+        for (p, _) in plan.demote {
+            if self.link(&p).is_some_and(|l| l.eager) {
                 self.set_eager(&p, false);
                 ctx.send(self.id, p, Body::Prune);
+            }
+        }
+        for (p, _) in plan.promote {
+            if self.link(&p).is_some_and(|l| !l.eager) {
+                self.set_eager(&p, true);
+                ctx.send(self.id, p, Body::Graft { ids: Vec::new() });
             }
         }
     }

@@ -25,9 +25,7 @@ enum EvKind {
     },
     Outcome {
         node: u32,
-        to: PeerId,
-        topic: TopicId,
-        probe: bool,
+        id: u64,
         outcome: SendOutcome,
     },
     Verdict {
@@ -121,6 +119,7 @@ pub struct Sim {
     /// Probes sent to the slow peer after it recovered, per sender.
     probes_after: HashMap<u32, u32>,
     slow_until: Option<Instant>,
+    slow_eager_links: usize,
 }
 
 impl std::fmt::Debug for Sim {
@@ -177,6 +176,7 @@ impl Sim {
             recovered: HashMap::new(),
             probes_after: HashMap::new(),
             slow_until: None,
+            slow_eager_links: 0,
             sc,
         }
     }
@@ -317,20 +317,14 @@ impl Sim {
                     .handle_message(from_id, msg, now);
                 self.drain(to);
             }
-            EvKind::Outcome {
-                node,
-                to,
-                topic,
-                probe,
-                outcome,
-            } => {
+            EvKind::Outcome { node, id, outcome } => {
                 if !self.nodes[node as usize].alive {
                     return;
                 }
                 let now = self.now;
                 self.nodes[node as usize]
                     .node
-                    .handle_send_outcome(to, topic, probe, outcome, now);
+                    .handle_send_outcome(id, outcome, now);
                 self.drain(node);
             }
             EvKind::Verdict { node, req, verdict } => {
@@ -412,6 +406,16 @@ impl Sim {
                             .any(|(p, _)| *p == slow_id)
                     })
                     .collect();
+                self.slow_eager_links = nb
+                    .iter()
+                    .filter(|i| {
+                        self.nodes[**i as usize]
+                            .node
+                            .active_view(&self.topic)
+                            .iter()
+                            .any(|(p, e)| *p == slow_id && *e)
+                    })
+                    .count();
                 self.slow_eager_at = Some((self.now, nb));
             }
             if s.until_round == Some(r) {
@@ -622,7 +626,7 @@ impl Sim {
             }
             _ => {}
         }
-        let topic = t.msg.topic;
+
         let Some(&j) = self.index.get(&t.to) else {
             return;
         };
@@ -632,9 +636,7 @@ impl Sim {
                 now + t.timeout,
                 EvKind::Outcome {
                     node: i,
-                    to: t.to,
-                    topic,
-                    probe: t.probe,
+                    id: t.id,
                     outcome: SendOutcome::Failed,
                 },
             );
@@ -649,9 +651,7 @@ impl Sim {
                 now + t.timeout,
                 EvKind::Outcome {
                     node: i,
-                    to: t.to,
-                    topic,
-                    probe: t.probe,
+                    id: t.id,
                     outcome: SendOutcome::TimedOut,
                 },
             );
@@ -668,9 +668,7 @@ impl Sim {
                 now + t.timeout,
                 EvKind::Outcome {
                     node: i,
-                    to: t.to,
-                    topic,
-                    probe: t.probe,
+                    id: t.id,
                     outcome: SendOutcome::TimedOut,
                 },
             );
@@ -688,9 +686,7 @@ impl Sim {
             now + accept,
             EvKind::Outcome {
                 node: i,
-                to: t.to,
-                topic,
-                probe: t.probe,
+                id: t.id,
                 outcome: SendOutcome::Delivered { latency: accept },
             },
         );
@@ -727,6 +723,11 @@ impl Sim {
                 })
                 .collect();
             let g = exp.iter().filter(|i| m.delivered[**i as usize]).count() as u64;
+            for i in exp.iter().filter(|i| !m.delivered[**i as usize]) {
+                if rep.missed_sample.len() < 20 {
+                    rep.missed_sample.push((*i, m.round));
+                }
+            }
             expected += exp.len() as u64;
             got += g;
             receptions += m.receptions;
@@ -801,6 +802,13 @@ impl Sim {
             }
             let s = n.snapshot(self.now);
             rep.invalid_verdicts += s.verify.invalid;
+            rep.over_budget += s.over_budget_by_kind.iter().map(|(_, v)| v).sum::<u64>();
+            rep.gated += s.gated_by_kind.iter().map(|(_, v)| v).sum::<u64>();
+            rep.timeouts += s.send_outcomes.1;
+            for t in &s.topics {
+                rep.iwant_timeouts += t.stats.iwant_timeouts;
+                rep.optimisation_grafts += t.stats.optimisation_grafts;
+            }
             rep.verify_requests += s.verify.requested;
         }
         rep.eager_degree = Dist::of(&mut eg);
@@ -863,7 +871,10 @@ impl Sim {
         };
         let until = s.until_round.unwrap_or(self.sc.rounds);
         r.baseline_p99_ms = p99_rounds(0, s.from_round);
-        r.slowed_p99_ms = p99_rounds(until.saturating_sub(5).max(s.from_round), until);
+        // The five rounds ending 30 s (at 1 s rounds) after the slowdown began.
+        let hi = (s.from_round + 30).min(until);
+        r.slowed_p99_ms = p99_rounds(hi.saturating_sub(5).max(s.from_round), hi);
+        r.eager_links_at_start = self.slow_eager_links;
         r.recovered_delivery = self
             .msgs
             .iter()

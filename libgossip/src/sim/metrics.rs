@@ -97,6 +97,16 @@ pub struct Report {
     pub sent_by_kind: Vec<(&'static str, u64)>,
     /// Forged copies delivered (must be 0).
     pub forged_delivered: u64,
+    /// Sends refused by outbound budgets over all nodes (coalesced or skipped).
+    pub over_budget: u64,
+    /// Sends withheld by cooling over all nodes.
+    pub gated: u64,
+    /// Timeouts reported over all nodes.
+    pub timeouts: u64,
+    /// IWANT timers that fired (→ GRAFT), over all nodes.
+    pub iwant_timeouts: u64,
+    /// Grafts by the PlumTree optimisation threshold, over all nodes.
+    pub optimisation_grafts: u64,
     /// Invalid verdicts over all nodes.
     pub invalid_verdicts: u64,
     /// Verify requests over all nodes.
@@ -107,6 +117,8 @@ pub struct Report {
     pub wall: Duration,
     /// Events processed.
     pub events: u64,
+    /// First missed deliveries as (node, round), at most 20 (for debugging).
+    pub missed_sample: Vec<(u32, usize)>,
     /// Per-round metrics.
     pub rounds: Vec<RoundReport>,
     /// The O(view) bound checked by [`Report::view_bound_ok`].
@@ -126,10 +138,13 @@ pub struct SlowReport {
     pub cooled_within_30s: usize,
     /// p99 delivery latency (ms) to other nodes before the slowdown.
     pub baseline_p99_ms: f64,
-    /// p99 delivery latency (ms) to other nodes, last rounds of the slowdown.
+    /// p99 delivery latency (ms) to other nodes over the five rounds ending
+    /// 30 s after the slowdown began.
     pub slowed_p99_ms: f64,
     /// Whether, after recovery, the slow node received every later message.
     pub recovered_delivery: bool,
+    /// Neighbours whose link to it was EAGER when it slowed.
+    pub eager_links_at_start: usize,
     /// Neighbours that re-admitted it (probe succeeded).
     pub recovered_neighbours: usize,
     /// Most probes one neighbour sent it after it recovered (1 expected).
