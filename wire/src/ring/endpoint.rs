@@ -9,6 +9,7 @@ use super::core::{ConsumerCore, ProducerCore, RingMemory, WriteError};
 use super::error::{Corrupt, PeerGone, PopError, PushError, TryPushError};
 use super::spin::{SpinConfig, SpinTuner};
 use crate::loom::hint::spin_loop;
+use crate::loom::thread::yield_now;
 use std::time::Duration;
 
 /// Sleeping, waking and watching the peer, for one side of a ring.
@@ -69,9 +70,17 @@ fn grace_ns<P: Parker>(cfg: &SpinConfig, parker: &P, woke_at: Option<u64>) -> u6
     wake.saturating_sub(parker.now_ns().saturating_sub(t))
 }
 
-/// Spins up to the tuner's budget (at least `min_spin_ns`), then parks
-/// until `ready` holds. Shared by
-/// both sides; `prepare` announces the park and re-checks (see
+/// Polls `ready` for up to the tuner's budget (or `grace_ns`, while a peer
+/// we woke is still getting up, if longer), then parks until `ready` holds.
+///
+/// Polling busy-spins only for the first `floor` of the budget and then
+/// yields the CPU between polls. That matters on an oversubscribed machine:
+/// if the scheduler put the peer on our core, a busy spin keeps it from
+/// running at all (measured: nearly every wait ended in a park), while a
+/// yield hands it the core; when the peer has its own core, a yield returns
+/// at once and costs a system call (~0.3 µs) per poll.
+///
+/// Shared by both sides; `prepare` announces the park and re-checks (see
 /// [`super::core`] on lost wake-ups), `cancel` withdraws the announcement.
 #[allow(clippy::too_many_arguments)]
 fn wait_until<S, P: Parker>(
@@ -84,25 +93,39 @@ fn wait_until<S, P: Parker>(
     mut prepare: impl FnMut(&mut S) -> Result<bool, Corrupt>,
     mut cancel: impl FnMut(&mut S),
     peer_closed: impl Fn(&S) -> bool,
-    min_spin_ns: u64,
+    grace_ns: u64,
 ) -> Result<(), WaitError> {
     stats.waits += 1;
     let start = parker.now_ns();
-    let budget = tuner.budget_ns().max(min_spin_ns);
+    let spin = tuner.budget_ns();
+    let budget = spin.max(grace_ns);
     stats.spin_budget_ns = budget;
     if budget > 0 {
         let mut spins: u32 = 0;
+        let pure = tuner.floor_ns().min(budget);
+        let mut yielding = pure == 0;
         loop {
             if ready(side)? {
                 stats.spin_hits += 1;
                 tuner.record(parker.now_ns().saturating_sub(start), false);
                 return Ok(());
             }
-            spin_loop();
             spins = spins.wrapping_add(1);
+            if yielding {
+                yield_now();
+                if parker.now_ns().saturating_sub(start) >= budget {
+                    break;
+                }
+                continue;
+            }
+            spin_loop();
             // Reading the clock costs ~20 ns; every 16 spins is precise enough.
-            if spins.is_multiple_of(16) && parker.now_ns().saturating_sub(start) >= budget {
-                break;
+            if spins.is_multiple_of(16) {
+                let waited = parker.now_ns().saturating_sub(start);
+                if waited >= budget {
+                    break;
+                }
+                yielding = waited >= pure;
             }
         }
     }
@@ -272,7 +295,7 @@ impl<M: RingMemory, P: Parker> Producer<M, P> {
 
     fn wait_space(&mut self) -> Result<(), WaitError> {
         let park_timeout = self.cfg.park_timeout;
-        let min_spin = grace_ns(&self.cfg, &self.parker, self.woke_at);
+        let grace = grace_ns(&self.cfg, &self.parker, self.woke_at);
         wait_until(
             &mut self.core,
             &mut self.parker,
@@ -283,7 +306,7 @@ impl<M: RingMemory, P: Parker> Producer<M, P> {
             |c| c.prepare_park(),
             |c| c.cancel_park(),
             |c| c.peer_closed(),
-            min_spin,
+            grace,
         )
     }
 }
@@ -385,7 +408,7 @@ impl<M: RingMemory, P: Parker> Consumer<M, P> {
                 return Ok(len);
             }
             let park_timeout = self.cfg.park_timeout;
-            let min_spin = grace_ns(&self.cfg, &self.parker, self.woke_at);
+            let grace = grace_ns(&self.cfg, &self.parker, self.woke_at);
             let waited = wait_until(
                 &mut self.core,
                 &mut self.parker,
@@ -396,7 +419,7 @@ impl<M: RingMemory, P: Parker> Consumer<M, P> {
                 |c| c.prepare_park(),
                 |c| c.cancel_park(),
                 |c| c.peer_closed(),
-                min_spin,
+                grace,
             );
             match waited {
                 Ok(()) => {}

@@ -20,6 +20,10 @@
 //!   half the ceiling (hysteresis: entering needs the mean above the
 //!   ceiling).
 //!
+//! "Spinning" is busy polling for the first `floor` of the budget and
+//! polling with a yield of the CPU in between afterwards (see
+//! `endpoint::wait_until`), so a peer that shares our core can run.
+//!
 //! Pure logic over nanosecond counts; the caller owns the clock.
 
 use std::time::Duration;
@@ -38,8 +42,9 @@ pub struct SpinConfig {
     /// the backstop. Default 100 ms.
     pub park_timeout: Duration,
     /// How long a peer this side just woke takes to run again: after a
-    /// wake-up, a wait spins at least until this much time has passed, even
-    /// when the adaptive budget is lower. Without it a streaming pair falls
+    /// wake-up, a wait keeps polling (yielding the CPU between polls) at
+    /// least until this much time has passed, even when the adaptive budget
+    /// is lower. Without it a streaming pair falls
     /// into a convoy — one side parks, the other fills (or drains) the ring
     /// during the sleeper's wake-up and parks too, and they take turns
     /// sleeping. Default 150 µs, twice the ~75 µs idle-core wake-up measured
@@ -159,6 +164,12 @@ impl SpinTuner {
         } else if self.mean_ns > self.ceiling_ns {
             self.long_waits = true;
         }
+    }
+
+    /// The floor: how long a wait busy-spins before it starts yielding the
+    /// CPU between polls.
+    pub fn floor_ns(&self) -> u64 {
+        self.floor_ns
     }
 
     /// The current mean wait, for diagnostics.
