@@ -27,8 +27,9 @@
 //! **Fairness**: each client has its own queue; a batch is filled round-robin
 //! with a quantum of `ceil(size / active clients)` items, so a client sending
 //! batches of 256 cannot starve one sending single items. Admission keeps a
-//! client to its fair share of the limit (`limit / connected clients`, at
-//! least one full batch) once the daemon is more than half full.
+//! client to its fair share of the limit (`limit / clients holding work`, at
+//! least one full batch) once the daemon is at least half full; idle
+//! connections do not count, so a lone busy client may use the whole limit.
 //!
 //! **Admission limit**: items admitted and not yet verified. It adapts to the
 //! measured throughput so that a newly admitted item waits at most about
@@ -239,8 +240,14 @@ impl<T: Clone> Scheduler<T> {
         request: T,
         items: usize,
     ) -> Admission {
-        let connected = self.clients.values().filter(|q| !q.gone).count().max(1);
-        let share = (self.limit / connected).max(self.cfg.max_batch);
+        // Share among clients that hold work now (and this one): an idle
+        // connection must not shrink a busy client's share.
+        let others = self
+            .clients
+            .iter()
+            .filter(|(id, q)| **id != client && !q.gone && q.in_flight > 0)
+            .count();
+        let share = (self.limit / (others + 1)).max(self.cfg.max_batch);
         let q = self.clients.entry(client).or_insert_with(|| ClientQueue {
             queue: VecDeque::new(),
             in_flight: 0,
@@ -581,13 +588,32 @@ mod tests {
         });
         s.handle_connect(1);
         s.handle_connect(2);
+        s.handle_connect(3); // connected but idle: does not shrink shares
+        assert_eq!(s.handle_submit(now, 2, "x", 8), Admission::Accepted);
         assert_eq!(s.handle_submit(now, 1, "a", 128), Admission::Accepted);
         assert_eq!(
             s.handle_submit(now, 1, "b", 16),
             Admission::Busy,
-            "over its share of 128"
+            "over its share of 128 (two active clients)"
         );
         assert_eq!(s.handle_submit(now, 2, "c", 100), Admission::Accepted);
+    }
+
+    /// A lone active client may use the whole limit even with idle connections.
+    #[test]
+    fn lone_client_gets_the_whole_limit() {
+        let now = t0();
+        let mut s = Scheduler::new(SchedConfig {
+            limit_floor: 256,
+            limit_ceiling: 256,
+            max_batch: 16,
+            ..cfg(1)
+        });
+        s.handle_connect(1);
+        s.handle_connect(2);
+        assert_eq!(s.handle_submit(now, 1, "a", 200), Admission::Accepted);
+        assert_eq!(s.handle_submit(now, 1, "b", 56), Admission::Accepted);
+        assert_eq!(s.handle_submit(now, 1, "c", 1), Admission::Busy);
     }
 
     /// The admission limit follows measured throughput, with hysteresis.

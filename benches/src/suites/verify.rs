@@ -100,6 +100,40 @@ impl Drop for Daemon {
     }
 }
 
+/// Nanoseconds the calling thread has spent on a CPU
+/// (`/proc/thread-self/schedstat`); 0 if unavailable. Unlike wall time it
+/// does not count time the thread waited for a CPU, which on a shared host
+/// is most of the noise.
+pub fn thread_cpu_ns() -> u64 {
+    read_schedstat("/proc/thread-self/schedstat")
+}
+
+fn read_schedstat(path: &str) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// CPU nanoseconds used so far by every thread of process `pid`.
+pub fn process_cpu_ns(pid: u32) -> u64 {
+    let Ok(rd) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    rd.filter_map(Result::ok)
+        .map(|t| read_schedstat(&format!("{}/schedstat", t.path().display())))
+        .sum()
+}
+
+/// CPU nanoseconds of this process plus `daemons`.
+fn cpu_ns(daemons: &[&Daemon]) -> u64 {
+    process_cpu_ns(std::process::id())
+        + daemons
+            .iter()
+            .map(|d| process_cpu_ns(d.child.id()))
+            .sum::<u64>()
+}
+
 /// Items and ground truth for the benches: 4 keys, 64 signatures over
 /// 256-byte messages (a 5,517-byte item), reused.
 pub fn workload(total: usize) -> Result<(Vec<Item>, Vec<Verdict>)> {
@@ -117,12 +151,13 @@ pub fn workload(total: usize) -> Result<(Vec<Item>, Vec<Verdict>)> {
     Ok((items, c.samples.iter().map(|s| s.expected).collect()))
 }
 
-/// Single-core verifications per second with a cached key, and µs per
-/// verify from bytes (decode included).
+/// Single-core verifications per CPU-second of the measuring thread with a
+/// cached key, and wall µs per verify from bytes (decode included).
 pub fn single_core(kind: BackendKind, items: &[Item], dur: Duration) -> (f64, f64) {
     let b = kind.build();
     let keys: Vec<_> = items.iter().map(|i| b.decode_key(&i.key).ok()).collect();
     let t = Instant::now();
+    let cpu0 = thread_cpu_ns();
     let mut n = 0usize;
     while t.elapsed() < dur {
         let i = n % items.len();
@@ -132,7 +167,13 @@ pub fn single_core(kind: BackendKind, items: &[Item], dur: Duration) -> (f64, f6
         }
         n += 1;
     }
-    let cached = n as f64 / t.elapsed().as_secs_f64();
+    let cpu = thread_cpu_ns().saturating_sub(cpu0);
+    // Per CPU-second when schedstat is available: robust to preemption.
+    let cached = if cpu > 0 {
+        n as f64 / (cpu as f64 / 1e9)
+    } else {
+        n as f64 / t.elapsed().as_secs_f64()
+    };
     let t = Instant::now();
     let mut m = 0usize;
     while t.elapsed() < dur / 2 {
@@ -194,6 +235,19 @@ pub fn inproc_throughput(ip: &InProcess, items: &[Item], dur: Duration) -> f64 {
     done as f64 / t.elapsed().as_secs_f64()
 }
 
+/// Runs a throughput case and returns (items/s, items per CPU-second of this
+/// process and `daemons`).
+fn per_cpu(daemons: &[&Daemon], f: impl FnOnce() -> Result<f64>) -> Result<(f64, f64)> {
+    let c0 = cpu_ns(daemons);
+    let t = Instant::now();
+    let rate = f()?;
+    let wall = t.elapsed().as_secs_f64();
+    let cpu = cpu_ns(daemons).saturating_sub(c0) as f64 / 1e9;
+    // Items ≈ rate × wall (the warm-up inside `f` only adds CPU, so this
+    // errs against verifyd).
+    Ok((rate, if cpu > 0.0 { rate * wall / cpu } else { 0.0 }))
+}
+
 /// Round-trip latencies with one item in flight at a time.
 pub fn single_item_latency(pool: &Pool, items: &[Item], n: usize) -> Result<Vec<Duration>> {
     let mut out = Vec::with_capacity(n);
@@ -252,22 +306,30 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
             push(&format!("{kind}_cached"), c);
             push(&format!("{kind}_bytes"), b);
         }
-        let in1 = inproc_throughput(&ip1, &items, dur);
+        // Each case also reports items per CPU-second of every process
+        // involved (bench process + daemons): the cost of going through
+        // verifyd, independent of how much CPU the neighbours left us.
+        let (in1, in1_cpu) = per_cpu(&[], || Ok(inproc_throughput(&ip1, &items, dur)))?;
         push("inproc_1t", in1);
-        let v = pool_throughput(&p_one, &items, 16, 16, dur)?;
+        let (v, c) = per_cpu(&[&one], || pool_throughput(&p_one, &items, 16, 16, dur))?;
         push("verifyd_1t_b16", v);
         push("ratio_1t_b16", v / in1);
-        let v = pool_throughput(&p_one, &items, 256, 4, dur)?;
+        push("cpu_ratio_1t_b16", c / in1_cpu);
+        let (v, c) = per_cpu(&[&one], || pool_throughput(&p_one, &items, 256, 4, dur))?;
         push("verifyd_1t_b256", v);
         push("ratio_1t_b256", v / in1);
-        let in2 = inproc_throughput(&ip2, &items, dur);
+        push("cpu_ratio_1t_b256", c / in1_cpu);
+        let (in2, in2_cpu) = per_cpu(&[], || Ok(inproc_throughput(&ip2, &items, dur)))?;
         push("inproc_2t", in2);
-        let v = pool_throughput(&p_two, &items, 16, 16, dur)?;
+        let (v, c) = per_cpu(&[&two_thr], || pool_throughput(&p_two, &items, 16, 16, dur))?;
         push("verifyd_2t_b16", v);
         push("ratio_2t_b16", v / in2);
-        let v = pool_throughput(&p_two, &items, 256, 4, dur)?;
+        push("cpu_ratio_2t_b16", c / in2_cpu);
+        let (v, c) = per_cpu(&[&two_thr], || pool_throughput(&p_two, &items, 256, 4, dur))?;
         push("verifyd_2t_b256", v);
         push("ratio_2t_b256", v / in2);
+        push("cpu_ratio_2t_b256", c / in2_cpu);
+        push("inproc_1t_per_cpu_s", in1_cpu);
         push(
             "verifyd_2t_b1",
             pool_throughput(&p_two, &items, 1, 32, dur)?,
@@ -310,6 +372,13 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         m("ratio_2t_b256"),
     );
     let (ratio2, pair) = (m("two_procs_ratio"), m("pair_b256"));
+    let (c1_16, c1_256, c2_16, c2_256) = (
+        m("cpu_ratio_1t_b16"),
+        m("cpu_ratio_1t_b256"),
+        m("cpu_ratio_2t_b16"),
+        m("cpu_ratio_2t_b256"),
+    );
+    let in1_cpu = m("inproc_1t_per_cpu_s");
     let near = m("verify_cached_near_latency");
     let q = |v: &mut Vec<Duration>, p| quantile(v, p).map_or(0.0, micros);
     let (p50_2, p99_2, p50_1, p99_1) = (
@@ -334,7 +403,7 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     let admission_limit = diag["sched"]["limit"].as_f64().unwrap_or(0.0);
 
     let mut t1 = Table::new(
-        "ML-DSA-65 backends, one core (median of reps)",
+        "ML-DSA-65 backends, one core (median of reps; cached key per CPU-second of the thread)",
         &[
             "backend",
             "verifies/s (cached key)",
@@ -354,6 +423,11 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         format!("Throughput, backend {chosen}, items/s (median of {reps})"),
         &["case", "1 thread", "2 threads"],
     );
+    t2.row([
+        "verifyd items per CPU-s ÷ in-process, batch 16 / 256".to_string(),
+        format!("{c1_16:.2}x / {c1_256:.2}x"),
+        format!("{c2_16:.2}x / {c2_256:.2}x"),
+    ]);
     t2.row([
         "in-process rayon".to_string(),
         format!("{in1:.0}"),
@@ -420,6 +494,11 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         "verifyd_vs_inproc_1t_batch16": r1_16,
         "verifyd_vs_inproc_1t_batch256": r1_256,
         "verify_us_near_latency": near_us,
+        "inproc_items_per_cpu_s": in1_cpu,
+        "verifyd_vs_inproc_cpu_efficiency_batch16": c2_16,
+        "verifyd_vs_inproc_cpu_efficiency_batch256": c2_256,
+        "verifyd_vs_inproc_cpu_efficiency_1t_batch16": c1_16,
+        "verifyd_vs_inproc_cpu_efficiency_1t_batch256": c1_256,
         "single_item_p50_us": p50_2,
         "single_item_p99_us": p99_2,
         "single_item_1t_p50_us": p50_1,
