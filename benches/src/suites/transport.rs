@@ -8,7 +8,8 @@
 //! controller (quinn-proto's default, Cubic), MTU and GSO switch match by
 //! construction. Each measurement runs on a fresh two-worker tokio runtime.
 //!
-//! Cases (medians over repetitions, libtransport and quinn interleaved):
+//! Cases (medians over repetitions, libtransport and quinn interleaved; the
+//! ratio is the median of per-repetition ratios):
 //! * bulk: one bidirectional stream, `bulk_bytes` written in 1 MiB chunks,
 //!   timed until the receiver has read the last byte; GSO on and off; and
 //!   on the io_uring backend when built with the `uring` feature;
@@ -58,7 +59,7 @@ impl Sizes {
                 bulk_bytes: 1 << 30,
                 messages: 200_000,
                 setups: 200,
-                reps: 3,
+                reps: 5,
             }
         }
     }
@@ -110,6 +111,19 @@ pub(crate) fn chunk() -> bytes::Bytes {
 
 fn med(v: &mut [f64]) -> f64 {
     median(v).unwrap_or(0.0)
+}
+
+/// Median of per-repetition ratios `a[i] / b[i]`: each pair ran back to back
+/// under the same background load, so this is steadier than a ratio of
+/// medians on a shared machine.
+fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
+    let mut r: Vec<f64> = a
+        .iter()
+        .zip(b)
+        .filter(|(_, y)| **y > 0.0)
+        .map(|(x, y)| x / y)
+        .collect();
+    med(&mut r)
 }
 
 fn ms(d: Option<Duration>) -> f64 {
@@ -171,24 +185,26 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
             segs.push(b.gso_avg_segments);
             q.push(theirs::bulk(sizes.bulk_bytes, gso)?);
         }
+        let ratio = paired_ratio(&o, &q);
         let (o, q, segs) = (med(&mut o), med(&mut q), med(&mut segs));
         let case = if gso { "bulk gso" } else { "bulk no-gso" };
         t.row(&[
             case.into(),
             format!("{o:.2}"),
             format!("{q:.2}"),
-            format!("{:.2}", o / q),
+            format!("{ratio:.2}"),
             format!("{segs:.1}"),
         ]);
-        out.json.push(json!({"case": case, "gbps": o, "quinn_gbps": q, "ratio": o / q, "gso_avg_segments": segs}));
+        out.json.push(json!({"case": case, "gbps": o, "quinn_gbps": q, "ratio": ratio, "gso_avg_segments": segs}));
         if gso {
             json_all.insert("bulk_gbps".into(), json!(o));
             json_all.insert("quinn_bulk_gbps".into(), json!(q));
-            json_all.insert("bulk_ratio".into(), json!(o / q));
+            json_all.insert("bulk_ratio".into(), json!(ratio));
             json_all.insert("gso_avg_segments".into(), json!(segs));
         } else {
             json_all.insert("bulk_nogso_gbps".into(), json!(o));
             json_all.insert("quinn_bulk_nogso_gbps".into(), json!(q));
+            json_all.insert("bulk_nogso_ratio".into(), json!(ratio));
         }
     }
     #[cfg(feature = "uring")]
@@ -206,18 +222,20 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
             q.push(ours::bulk(sizes.bulk_bytes, true, ours::Backend::Tokio)?.gbps);
         }
         if !o.is_empty() {
+            let ratio = paired_ratio(&o, &q);
             let (o, q) = (med(&mut o), med(&mut q));
             t.row(&[
                 "bulk uring vs tokio".into(),
                 format!("{o:.2}"),
                 format!("(tokio) {q:.2}"),
-                format!("{:.2}", o / q),
+                format!("{ratio:.2}"),
                 "-".into(),
             ]);
             out.json
-                .push(json!({"case": "bulk uring", "gbps": o, "tokio_gbps": q}));
+                .push(json!({"case": "bulk uring", "gbps": o, "tokio_gbps": q, "ratio": ratio}));
             json_all.insert("uring_bulk_gbps".into(), json!(o));
             json_all.insert("tokio_bulk_gbps_same_run".into(), json!(q));
+            json_all.insert("uring_vs_tokio_ratio".into(), json!(ratio));
         }
     }
     out.tables.push(t);
@@ -231,6 +249,7 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         q.push(last.1.per_s);
     }
     let (om, qm) = last;
+    let ratio = paired_ratio(&o, &q);
     let (o, q) = (med(&mut o), med(&mut q));
     let mut t = Table::new(
         format!(
@@ -239,17 +258,13 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         ),
         &["libtransport msg/s", "quinn msg/s", "ratio"],
     );
-    t.row(&[
-        format!("{o:.0}"),
-        format!("{q:.0}"),
-        format!("{:.2}", o / q),
-    ]);
+    t.row(&[format!("{o:.0}"), format!("{q:.0}"), format!("{ratio:.2}")]);
     out.tables.push(t);
     out.json
-        .push(json!({"case": "msg1k", "per_s": o, "quinn_per_s": q, "ratio": o / q}));
+        .push(json!({"case": "msg1k", "per_s": o, "quinn_per_s": q, "ratio": ratio}));
     json_all.insert("msg1k_per_s".into(), json!(o));
     json_all.insert("quinn_msg1k_per_s".into(), json!(q));
-    json_all.insert("msg1k_ratio".into(), json!(o / q));
+    json_all.insert("msg1k_ratio".into(), json!(ratio));
     let mut t = Table::new(
         "transport msg1k wire cost per message (last repetition)",
         &["side", "tx datagrams", "tx syscalls", "rx (ACK) datagrams"],
@@ -268,8 +283,12 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     out.tables.push(t);
 
     // Connection setup.
-    let mut so = ours::setup(sizes.setups)?;
-    let mut sq = theirs::setup(sizes.setups)?;
+    // Alternating blocks of 10 so both sides see the same background load.
+    let (mut so, mut sq) = (Vec::new(), Vec::new());
+    for _ in 0..sizes.setups.div_ceil(10) {
+        so.extend(ours::setup(10)?);
+        sq.extend(theirs::setup(10)?);
+    }
     let (o50, o99) = (ms(quantile(&mut so, 0.5)), ms(quantile(&mut so, 0.99)));
     let (q50, q99) = (ms(quantile(&mut sq, 0.5)), ms(quantile(&mut sq, 0.99)));
     let mut t = Table::new(
