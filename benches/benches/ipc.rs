@@ -21,7 +21,7 @@ fn stream(c: &mut Criterion) {
         // One iteration = one batch; each sample streams `iters` batches.
         g.throughput(Throughput::Elements(batch as u64));
         g.bench_with_input(BenchmarkId::new("uds", batch), &batch, |b, &batch| {
-            b.iter_custom(|iters| uds_stream(batch, iters as usize * batch).unwrap());
+            b.iter_custom(|iters| uds_stream(batch, iters as usize * batch, None).unwrap());
         });
         g.bench_with_input(BenchmarkId::new("shm", batch), &batch, |b, &batch| {
             b.iter_custom(|iters| {
@@ -40,7 +40,7 @@ fn rtt(c: &mut Criterion) {
     for batch in BATCHES {
         g.throughput(Throughput::Elements(batch as u64));
         g.bench_with_input(BenchmarkId::new("uds", batch), &batch, |b, &batch| {
-            b.iter_custom(|iters| uds_rtt(batch, iters as usize).unwrap().iter().sum());
+            b.iter_custom(|iters| uds_rtt(batch, iters as usize, None).unwrap().iter().sum());
         });
         g.bench_with_input(BenchmarkId::new("shm", batch), &batch, |b, &batch| {
             b.iter_custom(|iters| {

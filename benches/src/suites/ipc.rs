@@ -27,7 +27,10 @@
 //! two cores); the ring's spin-then-park is on with its default
 //! [`SpinConfig`], so the rtt numbers are with spinning enabled. Suite
 //! arguments override it: `ceiling-us=N`, `floor-us=N`, `peer-wake-us=N`,
-//! `park-only` (e.g. `stagebench ipc park-only`).
+//! `park-only` (e.g. `stagebench ipc park-only`), and `uds-sndbuf=N` sets
+//! the Unix sockets' send buffer (default: the kernel's, 208 KiB). Larger
+//! buffers measured *slower* here (4 MiB: about a third of the batch-256
+//! rate): more bytes in flight fall out of the caches before they are read.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -189,6 +192,18 @@ fn decode_result(payload: &[u8]) -> Result<usize> {
     Ok(result.verdicts().len())
 }
 
+/// A socket pair with `sndbuf` bytes of send buffer (`None`: kernel default).
+fn socket_pair(sndbuf: Option<usize>) -> Result<(UnixStream, UnixStream)> {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let (a, b) = UnixStream::pair()?;
+    if let Some(size) = sndbuf {
+        for s in [&a, &b] {
+            setsockopt(s, sockopt::SndBuf, &size)?;
+        }
+    }
+    Ok((a, b))
+}
+
 fn join<T>(h: thread::JoinHandle<Result<T>>) -> Result<T> {
     h.join().map_err(|_| anyhow!("benchmark thread panicked"))?
 }
@@ -196,10 +211,10 @@ fn join<T>(h: thread::JoinHandle<Result<T>>) -> Result<T> {
 /// Streams `n` items (rounded up to whole batches) over a Unix socket in
 /// `batch`-item frames; returns the time until the receiver acknowledged
 /// the last one.
-pub fn uds_stream(batch: usize, n: usize) -> Result<Duration> {
+pub fn uds_stream(batch: usize, n: usize, sndbuf: Option<usize>) -> Result<Duration> {
     let frames = n.div_ceil(batch);
     let items: Vec<Item> = (0..batch).map(Item::new).collect();
-    let (a, b) = UnixStream::pair()?;
+    let (a, b) = socket_pair(sndbuf)?;
     let receiver = thread::spawn(move || -> Result<()> {
         let mut ack = b.try_clone()?;
         let mut reader = FrameReader::new(b, DEFAULT_MAX_FRAME);
@@ -227,9 +242,9 @@ pub fn uds_stream(batch: usize, n: usize) -> Result<Duration> {
 
 /// `rounds` request/response round trips of one `batch`-item frame each
 /// over a Unix socket.
-pub fn uds_rtt(batch: usize, rounds: usize) -> Result<Vec<Duration>> {
+pub fn uds_rtt(batch: usize, rounds: usize, sndbuf: Option<usize>) -> Result<Vec<Duration>> {
     let items: Vec<Item> = (0..batch).map(Item::new).collect();
-    let (a, b) = UnixStream::pair()?;
+    let (a, b) = socket_pair(sndbuf)?;
     let server = thread::spawn(move || -> Result<()> {
         let mut fbb = FlatBufferBuilder::with_capacity(4096);
         let mut writer = FrameWriter::new(b.try_clone()?, DEFAULT_MAX_FRAME);
@@ -366,21 +381,31 @@ fn rtt_rounds(sizes: Sizes, batch: usize) -> usize {
     (sizes.rtt_rounds_b1 / batch).max(50)
 }
 
-/// The ring's spin settings: defaults, or overridden by suite arguments
-/// `ceiling-us=N`, `floor-us=N`, `peer-wake-us=N`, or `park-only`.
-fn spin_config(args: &[String]) -> Result<SpinConfig> {
-    let mut cfg = SpinConfig::default();
+/// Knobs the suite's arguments can turn.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    spin: SpinConfig,
+    uds_sndbuf: Option<usize>,
+}
+
+/// Defaults, overridden by suite arguments: `ceiling-us=N`, `floor-us=N`,
+/// `peer-wake-us=N`, `park-only` (ring spinning) and `uds-sndbuf=N` (bytes;
+/// 0 = kernel default).
+fn settings(args: &[String]) -> Result<Settings> {
+    let mut spin = SpinConfig::default();
+    let mut uds_sndbuf = None;
     for arg in args {
         let us = |v: &str| -> Result<Duration> { Ok(Duration::from_micros(v.parse()?)) };
-        cfg = match arg.split_once('=') {
-            Some(("ceiling-us", v)) => cfg.ceiling(us(v)?),
-            Some(("floor-us", v)) => cfg.floor(us(v)?),
-            Some(("peer-wake-us", v)) => cfg.peer_wake(us(v)?),
-            None if arg == "park-only" => SpinConfig::park_only(),
+        match arg.split_once('=') {
+            Some(("ceiling-us", v)) => spin = spin.ceiling(us(v)?),
+            Some(("floor-us", v)) => spin = spin.floor(us(v)?),
+            Some(("peer-wake-us", v)) => spin = spin.peer_wake(us(v)?),
+            Some(("uds-sndbuf", v)) => uds_sndbuf = Some(v.parse()?).filter(|&n: &usize| n > 0),
+            None if arg == "park-only" => spin = SpinConfig::park_only(),
             _ => bail!("unknown ipc argument {arg:?}"),
-        };
+        }
     }
-    Ok(cfg)
+    Ok(Settings { spin, uds_sndbuf })
 }
 
 /// Runs the suite.
@@ -398,7 +423,8 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
             reps: 5,
         }
     };
-    let cfg = spin_config(&opts.args)?;
+    let set = settings(&opts.args)?;
+    let cfg = set.spin;
     let mut stream = Table::new(
         format!(
             "ipc stream: {ITEM_LEN}-byte items, {} items per run, median of {} runs",
@@ -435,7 +461,7 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
             for _ in 0..sizes.reps {
                 let total = sizes.stream_items.div_ceil(batch) * batch;
                 let elapsed = if path == "uds" {
-                    uds_stream(batch, total)?
+                    uds_stream(batch, total, set.uds_sndbuf)?
                 } else {
                     let (elapsed, counters) = shm_stream(batch, total, cfg)?;
                     notes.push(format!("shm batch {batch}: {counters}"));
@@ -467,7 +493,7 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         for batch in BATCHES {
             let rounds = rtt_rounds(sizes, batch);
             let mut samples = if path == "uds" {
-                uds_rtt(batch, rounds)?
+                uds_rtt(batch, rounds, set.uds_sndbuf)?
             } else {
                 shm_rtt(batch, rounds, cfg)?
             };

@@ -31,8 +31,9 @@ use std::time::Duration;
 /// Spin-then-park settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SpinConfig {
-    /// Shortest spin before parking. Default 2 µs (about one cross-core
-    /// cache-line round trip plus a record copy).
+    /// Shortest spin before parking, and how long a wait busy-spins before
+    /// it polls with yields instead. Default 2 µs (a few cross-core
+    /// cache-line round trips plus a record copy).
     pub floor: Duration,
     /// Longest spin before parking. Default 100 µs, a little above the cost
     /// of waking an idle core on these VMs. Zero disables spinning.
