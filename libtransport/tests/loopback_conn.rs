@@ -135,14 +135,14 @@ async fn no_proof_within_timeout_is_refused() {
 #[tokio::test]
 async fn weak_handle_keeps_stats_after_close() {
     let (a, b) = (ep(), ep());
-    let _rx = b.register(Kind::BULK, KindConfig::default()).unwrap();
+    let mut rx = b.register(Kind::BULK, KindConfig::default()).unwrap();
     let conn = a.connect(b.local_addr(), b.peer_id()).await.unwrap();
     conn.send(Kind::BULK, Bytes::from(vec![7u8; 200_000]))
         .await
         .unwrap();
     let weak = conn.downgrade();
     assert!(weak.upgrade().is_some());
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(rx.recv().await.unwrap().data.len(), 200_000);
     conn.close();
     assert_eq!(weak.on_closed().await, CloseReason::Local);
     assert!(weak.upgrade().is_none());

@@ -170,7 +170,8 @@ pub(crate) async fn send_on(
                 let acc = out.acc.split().freeze();
                 out.pending.push_back(acc);
             }
-            out.pending.push_back(Bytes::copy_from_slice(&len.to_be_bytes()));
+            out.pending
+                .push_back(Bytes::copy_from_slice(&len.to_be_bytes()));
             out.pending.push_back(payload);
         }
         c.out_dirty = true;

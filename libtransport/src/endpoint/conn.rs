@@ -709,7 +709,8 @@ fn step(st: &mut State, ch: ConnectionHandle, id: StreamId) -> Step {
             // capacity behind (one allocation per many spanning messages).
             // Never by the declared length alone: a peer could announce the
             // maximum and send one byte; larger messages grow as data arrives.
-            s.partial.reserve((chunk.len() + s.want.min(16 * 1024)).max(16 * 1024));
+            s.partial
+                .reserve((chunk.len() + s.want.min(16 * 1024)).max(16 * 1024));
         }
         s.partial.extend_from_slice(&chunk);
         if s.want > 0 {

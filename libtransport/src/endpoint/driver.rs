@@ -306,6 +306,10 @@ impl Driver {
                     self.send_buf.clear();
                     let Some(t) = c.inner.poll_transmit(now, self.max_gso, &mut self.send_buf)
                     else {
+                        // Drained: until input marks it dirty again nothing
+                        // can change its timer, so cache that here.
+                        c.dirty = false;
+                        c.timer = c.inner.poll_timeout();
                         break;
                     };
                     any = true;
@@ -334,7 +338,8 @@ impl Driver {
     /// application calls); idle connections cost nothing per wake-up.
     fn collect_dirty(&mut self, st: &State) {
         self.keys.clear();
-        self.keys.extend(st.conns.iter().filter(|(_, c)| c.dirty).map(|(ch, _)| *ch));
+        self.keys
+            .extend(st.conns.iter().filter(|(_, c)| c.dirty).map(|(ch, _)| *ch));
     }
 
     fn drive(&mut self, cx: &mut Context<'_>, st: &mut State) -> bool {
@@ -350,7 +355,8 @@ impl Driver {
                     c.dirty = true;
                     progress = true;
                 }
-                deadlines |= matches!(c.phase, super::state::Phase::Proving { deadline } if deadline <= now);
+                deadlines |=
+                    matches!(c.phase, super::state::Phase::Proving { deadline } if deadline <= now);
             }
             if deadlines {
                 self.keys.clear();
@@ -409,7 +415,9 @@ impl Driver {
     fn next_deadline(st: &mut State) -> Option<Instant> {
         let mut next: Option<Instant> = None;
         for c in st.conns.values_mut() {
-            c.timer = c.inner.poll_timeout();
+            if c.dirty {
+                c.timer = c.inner.poll_timeout();
+            }
             let proof = match c.phase {
                 super::state::Phase::Proving { deadline } => Some(deadline),
                 _ => None,

@@ -415,7 +415,12 @@ impl KindReceiver {
     /// A message if one is queued.
     pub fn try_recv(&mut self) -> Option<MessageReceived> {
         if self.local.is_empty() {
-            api::pop_msgs(&mut self.shared.lock(), self.kind, &mut self.local, RECV_BATCH);
+            api::pop_msgs(
+                &mut self.shared.lock(),
+                self.kind,
+                &mut self.local,
+                RECV_BATCH,
+            );
         }
         self.local.pop_front()
     }
