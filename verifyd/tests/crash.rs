@@ -29,6 +29,9 @@ fn sigkill_one_instance_every_item_one_true_verdict() {
         dir.path(),
         PoolConfig {
             max_request_items: 50,
+            // The debug-built pure-Rust backend is slow and CI machines are
+            // shared: never give up on a batch within the test's lifetime.
+            give_up_after: Duration::from_secs(600),
             ..PoolConfig::default()
         },
     )
@@ -60,9 +63,9 @@ fn sigkill_one_instance_every_item_one_true_verdict() {
     let mut got = Vec::with_capacity(truth.len());
     for t in tickets {
         let v = t
-            .wait_timeout(Duration::from_secs(60))
+            .wait_timeout(Duration::from_secs(600))
             .expect("ticket timed out")
-            .expect("batch failed");
+            .unwrap_or_else(|e| panic!("batch failed: {e}"));
         got.extend(v);
     }
     assert_eq!(got.len(), truth.len());

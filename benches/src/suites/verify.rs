@@ -321,6 +321,9 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         push("cpu_ratio_1t_b256", c / in1_cpu);
         let (in2, in2_cpu) = per_cpu(&[], || Ok(inproc_throughput(&ip2, &items, dur)))?;
         push("inproc_2t", in2);
+        // How much a second thread helps at all right now: the ceiling for
+        // every scaling ratio measured in this repetition.
+        push("inproc_2t_vs_1t", in2 / in1);
         let (v, c) = per_cpu(&[&two_thr], || pool_throughput(&p_two, &items, 16, 16, dur))?;
         push("verifyd_2t_b16", v);
         push("ratio_2t_b16", v / in2);
@@ -450,7 +453,10 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     ]);
     t2.row([
         "2 verifyd × 1 thread, batch 256".to_string(),
-        format!("{pair:.0} ({ratio2:.2}x of one)"),
+        format!(
+            "{pair:.0} ({ratio2:.2}x of one; in-process 2t/1t {:.2}x)",
+            m("inproc_2t_vs_1t")
+        ),
         "-".to_string(),
     ]);
     t2.row([
@@ -504,6 +510,7 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         "single_item_1t_p50_us": p50_1,
         "single_item_1t_p99_us": p99_1,
         "two_procs_vs_one_ratio": ratio2,
+        "inproc_rayon_2t_vs_1t": m("inproc_2t_vs_1t"),
         "transport": "uds",
         "gather_delay_us": gather_delay_us,
         "daemon_item_us": daemon_item_us,
