@@ -4,8 +4,8 @@
 //! # Note to the `mem` backend author (what `io/mem.rs` must provide)
 //!
 //! 1. A type implementing [`Socket`] (one per bound address) and a network
-//!    object that creates them; `Endpoint::with_socket(config, identity,
-//!    Box::new(socket))` runs the driver over any `Socket`.
+//!    object that creates them; `Endpoint::with_socket(Box::new(socket),
+//!    identity, config)` runs the driver over any `Socket`.
 //! 2. `poll_recv` fills `bufs[i]`/`meta[i]` and returns how many entries were
 //!    filled; it may coalesce same-source datagrams of equal size into one
 //!    entry with `meta.stride` (GRO) if it reports `max_receive_segments() > 1`.
