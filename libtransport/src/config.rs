@@ -106,12 +106,21 @@ impl Config {
         self
     }
 
+    /// The keepalive actually used: the configured interval, bounded to
+    /// `[1 s, idle_timeout / 3]` so at least two keepalives can be lost before
+    /// the idle timeout fires, whatever the two settings say.
+    #[must_use]
+    pub fn effective_keepalive(&self) -> Duration {
+        let ceiling = (self.idle_timeout / 3).max(Duration::from_secs(1));
+        self.keepalive_interval.clamp(Duration::from_secs(1), ceiling)
+    }
+
     /// The `quinn-proto` transport parameters this config implies. Exposed so
     /// comparisons with `quinn` can configure it identically.
     #[must_use]
     pub fn transport_config(&self) -> TransportConfig {
         let mut t = TransportConfig::default();
-        t.keep_alive_interval(Some(self.keepalive_interval))
+        t.keep_alive_interval(Some(self.effective_keepalive()))
             .max_idle_timeout(IdleTimeout::try_from(self.idle_timeout).ok())
             .stream_receive_window(VarInt::from_u32(self.stream_receive_window))
             .receive_window(VarInt::from_u32(self.receive_window))
@@ -126,5 +135,26 @@ impl Config {
 
     pub(crate) fn transport(&self) -> Arc<TransportConfig> {
         Arc::new(self.transport_config())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// T7: the default keepalive fits twice into a 30 s NAT binding timeout
+    /// and three times into the idle timeout; a misconfigured interval is
+    /// pulled back under the idle timeout.
+    #[test]
+    fn keepalive_is_bounded() {
+        let d = Config::default();
+        assert!(d.effective_keepalive() * 2 <= Duration::from_secs(30));
+        assert!(d.effective_keepalive() * 3 <= d.idle_timeout);
+        let bad = Config::default()
+            .keepalive_interval(Duration::from_secs(600))
+            .idle_timeout(Duration::from_secs(30));
+        assert_eq!(bad.effective_keepalive(), Duration::from_secs(10));
+        let tiny = Config::default().keepalive_interval(Duration::from_millis(1));
+        assert_eq!(tiny.effective_keepalive(), Duration::from_secs(1));
     }
 }
