@@ -112,7 +112,8 @@ impl Config {
     #[must_use]
     pub fn effective_keepalive(&self) -> Duration {
         let ceiling = (self.idle_timeout / 3).max(Duration::from_secs(1));
-        self.keepalive_interval.clamp(Duration::from_secs(1), ceiling)
+        self.keepalive_interval
+            .clamp(Duration::from_secs(1), ceiling)
     }
 
     /// The `quinn-proto` transport parameters this config implies. Exposed so
