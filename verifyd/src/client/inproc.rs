@@ -64,8 +64,26 @@ impl InProcess {
     /// Verdicts for `items`, in order, verified in parallel.
     #[must_use]
     pub fn verify(&self, items: &[Item]) -> Vec<Verdict> {
-        // Resolve keys once per batch (sequentially: few distinct keys).
-        let keys: Vec<Option<DecodedKey>> = items.iter().map(|it| self.key(&it.key)).collect();
+        // Resolve each distinct key once per batch, finding repeats by
+        // allocation (callers clone one `Bytes` per key) so no item pays for
+        // hashing 1,952 key bytes.
+        let mut distinct: Vec<(&[u8], Option<DecodedKey>)> = Vec::new();
+        let keys: Vec<Option<DecodedKey>> = items
+            .iter()
+            .map(|it| {
+                let k: &[u8] = &it.key;
+                if let Some((_, d)) = distinct
+                    .iter()
+                    .take(256)
+                    .find(|(b, _)| b.as_ptr() == k.as_ptr() && b.len() == k.len())
+                {
+                    return d.clone();
+                }
+                let d = self.key(k);
+                distinct.push((k, d.clone()));
+                d
+            })
+            .collect();
         self.pool.install(|| {
             items
                 .par_iter()

@@ -414,13 +414,26 @@ fn send_busy(
 fn resolve(shared: &Shared, frame: &[u8], items: Vec<proto::RawItem>) -> Vec<Work> {
     let mut out = Vec::with_capacity(items.len());
     let mut keys = shared.keys();
+    // Consecutive items usually share a key: look each id up (and touch
+    // the LRU) once per run rather than once per item.
+    let mut last: Option<(u64, Option<DecodedKey>)> = None;
     for it in items {
         let (key, preset) = match it.key {
             KeyRef::Missing => (None, Some(Verdict::Malformed)),
-            KeyRef::Id(id) => match keys.get(id) {
-                Some(k) => (Some(k), None),
-                None => (None, Some(Verdict::UnknownKey)),
-            },
+            KeyRef::Id(id) => {
+                let found = match &last {
+                    Some((l, k)) if *l == id => k.clone(),
+                    _ => {
+                        let k = keys.get(id);
+                        last = Some((id, k.clone()));
+                        k
+                    }
+                };
+                match found {
+                    Some(k) => (Some(k), None),
+                    None => (None, Some(Verdict::UnknownKey)),
+                }
+            }
             KeyRef::Inline(r) => {
                 let bytes = &frame[r];
                 match keys.lookup_bytes(bytes) {

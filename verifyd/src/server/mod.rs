@@ -190,14 +190,16 @@ impl Shared {
         }
         let busy = start.elapsed();
         let done = now();
+        // Count before answering, so a client that saw its verdicts also
+        // sees them counted.
+        self.metrics
+            .items
+            .fetch_add(batch.items as u64, Ordering::Relaxed);
         for piece in &batch.pieces {
             if piece.request.finish_items(piece.len) {
                 piece.request.respond(&self, done);
             }
         }
-        self.metrics
-            .items
-            .fetch_add(batch.items as u64, Ordering::Relaxed);
         match rayon::current_thread_index() {
             Some(i) => {
                 if let Some(b) = self.metrics.worker_busy_ns.get(i) {
