@@ -137,7 +137,7 @@ fn killed_consumer_is_reported_and_a_new_one_starts_clean() {
     let detected = killed_at.expect("push failed before the kill").elapsed();
     child.wait().unwrap();
     eprintln!(
-        "peer death reported after {detected:?} ({seq} records pushed); {:?}",
+        "peer death reported after {detected:?} as {err:?} ({seq} records pushed); {:?}",
         p.stats()
     );
     assert!(
