@@ -263,7 +263,10 @@ pub(crate) fn pop_msgs(
     };
     let n = q.msgs.len().min(max);
     out.extend(q.msgs.drain(..n));
-    if n > 0 && !q.blocked.is_empty() && !q.full() {
+    // Hysteresis: paused streams resume at half capacity, not at the first
+    // free slot, so a full queue does not flap between pause and resume on
+    // every message.
+    if n > 0 && !q.blocked.is_empty() && q.depth() <= q.cfg.capacity / 2 {
         st.unblocked.push(kind);
         st.wake_driver();
     }
