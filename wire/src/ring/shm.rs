@@ -138,6 +138,8 @@ unsafe impl Sync for ShmMapping {}
 impl ShmMapping {
     fn map(fd: &OwnedFd, geo: Geometry) -> Result<Self, SetupError> {
         let len = NonZeroUsize::new(geo.mapping_len()).ok_or(SetupError::BadOffer("empty"))?;
+        // MAP_POPULATE faults every page in now, at setup, rather than on the
+        // hot path during the first lap of records.
         // SAFETY: a fresh shared mapping of a memfd whose size is sealed at
         // `len` (checked by the caller); nothing else in this process aliases it.
         let ptr = unsafe {
@@ -145,7 +147,7 @@ impl ShmMapping {
                 None,
                 len,
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
+                MapFlags::MAP_SHARED | MapFlags::MAP_POPULATE,
                 fd,
                 0,
             )
