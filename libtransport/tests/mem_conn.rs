@@ -3,6 +3,7 @@
 //! on, without a `Replaced` storm; a peer that crashed and restarted on the
 //! same address (new session epoch) replaces its old connection.
 #![allow(clippy::disallowed_methods)] // tests own the clock
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns too
 
 mod mem_support;
 

@@ -4,6 +4,7 @@
 //! dropped at the proof timeout; and no application stream is delivered
 //! from an unproven connection.
 #![allow(clippy::disallowed_methods)] // tests own the clock
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns too
 
 mod mem_support;
 

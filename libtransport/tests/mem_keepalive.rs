@@ -5,6 +5,7 @@
 //! the first try. A control run with keepalives slower than the NAT shows
 //! the same message being dropped, so the test can fail.
 #![allow(clippy::disallowed_methods)] // tests own the clock
+#![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns too
 
 mod mem_support;
 

@@ -2,6 +2,8 @@
 //! event tallies, and a raw `quinn-proto` client that speaks TLS but lets a
 //! test write whatever it likes where the identity proof belongs.
 #![allow(dead_code)] // each test crate uses a subset
+// Test helpers: a failed setup step should fail the test loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::future::poll_fn;
 use std::io::IoSliceMut;
@@ -117,20 +119,18 @@ impl RawClient {
         s.finish().unwrap();
     }
 
-    fn flush(&mut self) -> impl std::future::Future<Output = ()> + '_ {
-        async move {
-            let mut buf = Vec::new();
-            while let Some(t) = self.conn.poll_transmit(io::now(), 1, &mut buf) {
-                let tx = Transmit {
-                    destination: t.destination,
-                    ecn: None,
-                    contents: &buf[..t.size],
-                    segment_size: t.segment_size,
-                    src_ip: None,
-                };
-                poll_fn(|cx| self.sock.poll_send(cx, &tx)).await.unwrap();
-                buf.clear();
-            }
+    async fn flush(&mut self) {
+        let mut buf = Vec::new();
+        while let Some(t) = self.conn.poll_transmit(io::now(), 1, &mut buf) {
+            let tx = Transmit {
+                destination: t.destination,
+                ecn: None,
+                contents: &buf[..t.size],
+                segment_size: t.segment_size,
+                src_ip: None,
+            };
+            poll_fn(|cx| self.sock.poll_send(cx, &tx)).await.unwrap();
+            buf.clear();
         }
     }
 
