@@ -3,7 +3,8 @@
 //! after 30 s of outbound silence stays reachable through 30 idle minutes
 //! with the default keepalive, and a message from the far side arrives on
 //! the first try. A control run with keepalives slower than the NAT shows
-//! the same message being dropped, so the test can fail.
+//! the same message being dropped, so the test can fail. A NAT rebinding
+//! (new public port) migrates the connection instead of breaking it.
 #![allow(clippy::disallowed_methods)] // tests own the clock
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns too
 
@@ -126,4 +127,45 @@ async fn control_keepalive_slower_than_the_nat_loses_the_message() {
     );
     let nat = s.net.with(|n| n.nat_stats(s.nat)).unwrap();
     assert!(nat.dropped_expired > 0, "{nat:?}");
+}
+
+/// The NAT reboots mid-connection and maps the inside host to a new public
+/// port (a NAT rebinding). The next datagram from inside arrives from the new
+/// address; QUIC validates the new path and both directions keep working on
+/// the same connection — no reconnect, no new generation.
+#[tokio::test(start_paused = true)]
+async fn nat_rebinding_migrates_the_connection() {
+    let mut s = setup(Config::default()).await;
+    let mut server_rx = s.server.register(Kind::DM, KindConfig::default()).unwrap();
+    let in_at = addr("192.168.1.10:4000");
+    let before = s.net.with(|n| n.public_addr(in_at)).unwrap();
+    s.net.with(|n| n.rebind_nat(in_at)).unwrap();
+    let after = s.net.with(|n| n.public_addr(in_at)).unwrap();
+    assert_ne!(before, after);
+    let generation = s
+        .server
+        .connection(&s.inside.peer_id())
+        .unwrap()
+        .generation();
+
+    let server_id = s.server.peer_id();
+    s.inside
+        .send(&server_id, Kind::DM, Bytes::from_static(b"moved"))
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), server_rx.recv()).await;
+    assert_eq!(m.unwrap().unwrap().data, "moved");
+    let inside_id = s.inside.peer_id();
+    s.server
+        .send(&inside_id, Kind::DM, Bytes::from_static(b"seen you"))
+        .await
+        .unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(5), s.inside_rx.recv()).await;
+    assert_eq!(m.unwrap().unwrap().data, "seen you");
+    assert_eq!(
+        s.server.connection(&inside_id).unwrap().generation(),
+        generation
+    );
+    let nat = s.net.with(|n| n.nat_stats(s.nat)).unwrap();
+    assert_eq!(nat.rebinds, 1);
 }
