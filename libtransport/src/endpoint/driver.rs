@@ -366,7 +366,7 @@ impl Driver {
                 }
             }
             if !st.unblocked.is_empty() {
-                conn::resume_unblocked(st);
+                super::router::resume_unblocked(st);
                 progress = true;
             }
             self.collect_dirty(st);

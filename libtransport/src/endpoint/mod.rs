@@ -32,6 +32,7 @@ mod api;
 pub(crate) mod conn;
 mod driver;
 mod handle;
+mod router;
 pub(crate) mod state;
 mod stream;
 
