@@ -4,6 +4,7 @@
 //!
 //! ```text
 //! cargo bench -p benches --no-default-features --features transport --bench transport
+//! cargo bench -p benches --no-default-features --features uring --bench transport  # + io_uring
 //! ```
 
 // A failed transfer must abort the benchmark, not be timed.
@@ -24,22 +25,38 @@ fn secs(bytes: u64, gbps: f64) -> Duration {
 fn bulk(c: &mut Criterion) {
     let mut g = c.benchmark_group("transport/bulk_64MiB");
     g.sample_size(10).throughput(Throughput::Bytes(BULK));
-    g.bench_function("libtransport", |b| {
+    for gso in [true, false] {
+        let tag = if gso { "gso" } else { "no-gso" };
+        g.bench_function(format!("libtransport/{tag}"), |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| {
+                        secs(
+                            BULK,
+                            ours::bulk(BULK, gso, ours::Backend::Tokio).unwrap().gbps,
+                        )
+                    })
+                    .sum()
+            });
+        });
+        g.bench_function(format!("quinn/{tag}"), |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| secs(BULK, theirs::bulk(BULK, gso).unwrap()))
+                    .sum()
+            });
+        });
+    }
+    #[cfg(feature = "uring")]
+    g.bench_function("libtransport/uring", |b| {
         b.iter_custom(|iters| {
             (0..iters)
                 .map(|_| {
                     secs(
                         BULK,
-                        ours::bulk(BULK, true, ours::Backend::Tokio).unwrap().gbps,
+                        ours::bulk(BULK, true, ours::Backend::Uring).unwrap().gbps,
                     )
                 })
-                .sum()
-        });
-    });
-    g.bench_function("quinn", |b| {
-        b.iter_custom(|iters| {
-            (0..iters)
-                .map(|_| secs(BULK, theirs::bulk(BULK, true).unwrap()))
                 .sum()
         });
     });
