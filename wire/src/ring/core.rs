@@ -219,6 +219,7 @@ impl<M: RingMemory> ProducerCore<M> {
                 head,
                 tail: self.published,
             };
+            tracing::warn!(error = %err, "ring producer saw a corrupt head");
             self.poisoned = Some(err);
             return Err(err);
         }
@@ -368,6 +369,7 @@ impl<M: RingMemory> ConsumerCore<M> {
     }
 
     fn poison(&mut self, err: Corrupt) -> Corrupt {
+        tracing::warn!(error = %err, head = self.head, "ring consumer saw corrupt data");
         self.poisoned = Some(err);
         err
     }

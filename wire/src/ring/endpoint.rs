@@ -217,6 +217,12 @@ impl<M: RingMemory, P: Parker> Producer<M, P> {
     }
 
     /// Pushes `rec` and publishes it, or hands it back at once.
+    ///
+    /// Never blocks and makes no system call unless the consumer sleeps, so
+    /// it notices a consumer that *closed* but not one that died; a caller
+    /// that keeps getting [`TryPushError::Full`] should call
+    /// [`Self::check_peer`] (or use [`Self::push`], whose park watches the
+    /// peer).
     pub fn try_push<T: AsRef<[u8]>>(&mut self, rec: T) -> Result<(), TryPushError<T>> {
         self.try_push_deferred(rec)?;
         self.flush();

@@ -286,6 +286,8 @@ impl Region for ShmRegion {
 /// Parks on an eventfd while watching the control socket and the peer's pidfd.
 #[derive(Debug)]
 pub struct ShmParker {
+    /// From `SO_PEERCRED`, for logs.
+    peer_pid: Option<i32>,
     own: OwnedFd,
     peer: OwnedFd,
     sock: UnixStream,
@@ -297,10 +299,11 @@ impl ShmParker {
     // The driver owns the clock (spin budgets); protocol code never reads it.
     #[allow(clippy::disallowed_methods)]
     fn new(own: OwnedFd, peer: OwnedFd, sock: UnixStream) -> Self {
-        let pidfd = getsockopt(&sock, PeerCredentials)
-            .ok()
-            .and_then(|c| pidfd_open(c.pid()));
+        let peer_pid = getsockopt(&sock, PeerCredentials).ok().map(|c| c.pid());
+        let pidfd = peer_pid.and_then(pidfd_open);
+        tracing::debug!(peer_pid, pidfd = pidfd.is_some(), "ring parker ready");
         Self {
+            peer_pid,
             own,
             peer,
             sock,
@@ -311,6 +314,14 @@ impl ShmParker {
 
     /// Polls the socket, pidfd and (when `with_own`) the own eventfd.
     fn poll_fds(&mut self, timeout: PollTimeout, with_own: bool) -> Result<(), PeerGone> {
+        let res = self.poll_fds_inner(timeout, with_own);
+        if let Err(why) = &res {
+            tracing::info!(peer_pid = self.peer_pid, ?why, "ring peer gone");
+        }
+        res
+    }
+
+    fn poll_fds_inner(&mut self, timeout: PollTimeout, with_own: bool) -> Result<(), PeerGone> {
         let sock_events = PollFlags::POLLIN | POLLRDHUP;
         let mut fds = Vec::with_capacity(3);
         fds.push(PollFd::new(self.sock.as_fd(), sock_events));
@@ -503,6 +514,15 @@ fn attach(sock: &mut UnixStream, geo: Geometry, me: Role) -> Result<Parts, Setup
         sock.read_exact(&mut msg[got..])?;
     }
     let result = check_offer(&msg, geo, me, &mut fds);
+    match &result {
+        Ok(_) => tracing::debug!(
+            role = ?me,
+            capacity = geo.capacity(),
+            max_record = geo.max_record(),
+            "ring attached"
+        ),
+        Err(e) => tracing::warn!(role = ?me, error = %e, "ring offer refused"),
+    }
     let status: u32 = if result.is_ok() { 0 } else { 1 };
     let mut ack = [0u8; ACK_LEN];
     ack[0..8].copy_from_slice(ACK_MAGIC);
