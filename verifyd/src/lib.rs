@@ -18,6 +18,8 @@
 //! * [`fixtures`] — deterministic keys and signatures for tests and benches.
 //!
 //! Operators: see `docs/verifyd.md`. Design decisions: `docs/adr/002*.md`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
 
 pub mod backend;
 pub mod client;

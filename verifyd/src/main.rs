@@ -7,6 +7,7 @@
 //!
 //! SIGTERM (or SIGINT) drains: no new work, admitted items get their
 //! verdicts, then exit. A second signal, or the drain deadline, stops at once.
+#![forbid(unsafe_code)]
 
 use std::path::PathBuf;
 use std::time::Duration;
