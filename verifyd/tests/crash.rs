@@ -129,3 +129,36 @@ fn sigterm_drains_then_exits() {
     }
     assert!(answered > 0);
 }
+
+/// A second SIGTERM stops at once, abandoning admitted work (exit status 1).
+#[test]
+fn second_sigterm_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    // The pure-Rust backend in a debug build is slow: plenty of admitted
+    // work is still queued when the signals arrive.
+    let mut d = common::Daemon::start(dir.path(), "d.sock", 1, &["--backend", "rustcrypto"]);
+    let (items, _) = common::items(&common::corpus(2000));
+    let pool = Pool::connect(
+        vec![d.socket.clone()],
+        PoolConfig {
+            max_request_items: 100,
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
+    let _tickets: Vec<_> = items.chunks(100).map(|c| pool.submit(c.to_vec())).collect();
+    let t = Instant::now();
+    while pool.outstanding().first().map_or(0, |x| x.1) == 0
+        && t.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+    let pid = Pid::from_raw(d.child.id() as i32);
+    kill(pid, Signal::SIGTERM).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    kill(pid, Signal::SIGTERM).unwrap();
+    let t = Instant::now();
+    let status = d.child.wait().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5), "stopped promptly");
+    assert_eq!(status.code(), Some(1), "{status:?}");
+}
