@@ -23,8 +23,8 @@
 //! with one verdict byte per item (a `VerifyResult` frame, or a ring record
 //! on a second ring), time until the answer is decoded; p50/p99 per round.
 //!
-//! Both sides are threads of this process (the scheduler puts them on the
-//! two cores); the ring's spin-then-park is on with its default
+//! Both sides are threads of this process, pinned to CPUs 0 and 1 (the
+//! `no-pin` argument leaves placement to the scheduler); the ring's spin-then-park is on with its default
 //! [`SpinConfig`], so the rtt numbers are with spinning enabled. Suite
 //! arguments override it: `ceiling-us=N`, `floor-us=N`, `peer-wake-us=N`,
 //! `park-only` (e.g. `stagebench ipc park-only`), and `uds-sndbuf=N` sets
@@ -34,6 +34,7 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -204,6 +205,33 @@ fn socket_pair(sndbuf: Option<usize>) -> Result<(UnixStream, UnixStream)> {
     Ok((a, b))
 }
 
+/// Whether to pin the two ends to CPUs 0 and 1 (default on; the suite's
+/// `no-pin` argument turns it off and leaves placement to the scheduler).
+static PIN: AtomicBool = AtomicBool::new(true);
+
+/// Turns pinning of the two ends on or off for later measurements.
+pub fn set_pinning(on: bool) {
+    PIN.store(on, Ordering::Relaxed);
+}
+
+/// Pins the calling thread to `cpu` when pinning is on and the CPU exists.
+/// The sending end runs on CPU 0, the receiving end on CPU 1, so the two
+/// really are on different cores rather than wherever the scheduler puts
+/// them (on a busy 2-core machine it often puts both on one).
+fn place(cpu: usize) {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    use nix::unistd::Pid;
+    if !PIN.load(Ordering::Relaxed) || thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        return;
+    }
+    let mut set = CpuSet::new();
+    // Best effort: a failure (e.g. a restricted cpuset) leaves placement to
+    // the scheduler, which is what `no-pin` measures anyway.
+    if set.set(cpu).is_ok() {
+        let _ = sched_setaffinity(Pid::from_raw(0), &set);
+    }
+}
+
 fn join<T>(h: thread::JoinHandle<Result<T>>) -> Result<T> {
     h.join().map_err(|_| anyhow!("benchmark thread panicked"))?
 }
@@ -215,7 +243,9 @@ pub fn uds_stream(batch: usize, n: usize, sndbuf: Option<usize>) -> Result<Durat
     let frames = n.div_ceil(batch);
     let items: Vec<Item> = (0..batch).map(Item::new).collect();
     let (a, b) = socket_pair(sndbuf)?;
+    place(0);
     let receiver = thread::spawn(move || -> Result<()> {
+        place(1);
         let mut ack = b.try_clone()?;
         let mut reader = FrameReader::new(b, DEFAULT_MAX_FRAME);
         let mut got = 0;
@@ -245,7 +275,9 @@ pub fn uds_stream(batch: usize, n: usize, sndbuf: Option<usize>) -> Result<Durat
 pub fn uds_rtt(batch: usize, rounds: usize, sndbuf: Option<usize>) -> Result<Vec<Duration>> {
     let items: Vec<Item> = (0..batch).map(Item::new).collect();
     let (a, b) = socket_pair(sndbuf)?;
+    place(0);
     let server = thread::spawn(move || -> Result<()> {
+        place(1);
         let mut fbb = FlatBufferBuilder::with_capacity(4096);
         let mut writer = FrameWriter::new(b.try_clone()?, DEFAULT_MAX_FRAME);
         let mut reader = FrameReader::new(b, DEFAULT_MAX_FRAME);
@@ -291,7 +323,9 @@ pub fn shm_stream(batch: usize, n: usize, cfg: SpinConfig) -> Result<(Duration, 
     let record = Item::new(0).raw();
     let (mut producer, mut consumer) = shm_pair(ring_geometry(), cfg)?;
     let (mut ack_tx, mut ack_rx) = UnixStream::pair()?;
+    place(0);
     let receiver = thread::spawn(move || -> Result<wire::ring::RingStats> {
+        place(1);
         let mut out = Vec::with_capacity(ITEM_LEN);
         for _ in 0..total {
             let len = consumer.pop(&mut out)?;
@@ -335,7 +369,9 @@ pub fn shm_rtt(batch: usize, rounds: usize, cfg: SpinConfig) -> Result<Vec<Durat
     let record = Item::new(0).raw();
     let (mut req_tx, mut req_rx) = shm_pair(ring_geometry(), cfg)?;
     let (mut rep_tx, mut rep_rx) = shm_pair(ring_geometry(), cfg)?;
+    place(0);
     let server = thread::spawn(move || -> Result<()> {
+        place(1);
         let mut out = Vec::with_capacity(ITEM_LEN);
         let verdicts = vec![Verdict::Valid.0; batch];
         for _ in 0..rounds {
@@ -389,8 +425,9 @@ struct Settings {
 }
 
 /// Defaults, overridden by suite arguments: `ceiling-us=N`, `floor-us=N`,
-/// `peer-wake-us=N`, `park-only` (ring spinning) and `uds-sndbuf=N` (bytes;
-/// 0 = kernel default).
+/// `peer-wake-us=N`, `park-only` (ring spinning), `uds-sndbuf=N` (bytes;
+/// 0 = kernel default) and `no-pin` (leave thread placement to the
+/// scheduler).
 fn settings(args: &[String]) -> Result<Settings> {
     let mut spin = SpinConfig::default();
     let mut uds_sndbuf = None;
@@ -402,6 +439,7 @@ fn settings(args: &[String]) -> Result<Settings> {
             Some(("peer-wake-us", v)) => spin = spin.peer_wake(us(v)?),
             Some(("uds-sndbuf", v)) => uds_sndbuf = Some(v.parse()?).filter(|&n: &usize| n > 0),
             None if arg == "park-only" => spin = SpinConfig::park_only(),
+            None if arg == "no-pin" => set_pinning(false),
             _ => bail!("unknown ipc argument {arg:?}"),
         }
     }
@@ -453,6 +491,7 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     let mut summary = serde_json::Map::new();
     summary.insert("suite".into(), json!("ipc"));
     summary.insert("item_bytes".into(), json!(ITEM_LEN));
+    summary.insert("pinned".into(), json!(PIN.load(Ordering::Relaxed)));
     let mut notes = Vec::new();
 
     for path in ["uds", "shm"] {
