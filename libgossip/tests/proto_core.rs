@@ -386,7 +386,8 @@ fn diagnostics_snapshot_consistent_under_concurrent_reads() {
             let stop = stop.clone();
             std::thread::spawn(move || {
                 let mut reads = 0u64;
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Read at least once, then until the writer is done.
+                while reads == 0 || !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let s = h.load();
                     assert!(s.at.is_some());
                     assert_eq!(s.topics.len(), 1, "never an empty transient");

@@ -116,7 +116,7 @@ impl Snapshot {
                     stored: t.recent.store_len(),
                     state_bytes: t.state_bytes(),
                     stats: t.stats,
-                    evictions: t.recent.stats,
+                    evictions: t.recent.stats(now),
                 }
             })
             .collect();

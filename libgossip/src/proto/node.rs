@@ -146,7 +146,7 @@ impl Node {
         let t = self
             .topics
             .entry(topic)
-            .or_insert_with(|| Topic::new(topic, MeshMaintainer::new(mesh)));
+            .or_insert_with(|| Topic::new(topic, MeshMaintainer::new(mesh), &self.cfg));
         t.next_shuffle
             .get_or_insert(now + self.cfg.shuffle_interval);
         t.next_anti_entropy
@@ -513,8 +513,7 @@ impl Node {
     fn maintenance(&mut self, now: Instant) {
         for t in self.topics.values_mut() {
             let mut ctx = ctx!(self, now);
-            t.recent
-                .expire(now, ctx.cfg.seen_retention, ctx.cfg.store_retention);
+            t.recent.expire(now);
             t.repair(&mut ctx);
             t.mesh_maintenance(&mut ctx);
             if t.next_shuffle.is_some_and(|at| at <= now) {

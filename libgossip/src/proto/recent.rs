@@ -1,14 +1,16 @@
-//! Per-topic seen set and message store, bounded by age and size.
+//! Per-topic seen set and message store on top of [`super::store`].
 //!
 //! The store keeps full messages for IWANT answers and anti-entropy; the seen
-//! set only ids (it outlives the store so late duplicates are recognised).
-//! Both evict oldest-first, and every eviction is counted. Insertion order is
-//! time order because `now` never goes backwards for one node.
+//! set only ids, and outlives the store so late duplicates are recognised.
+//! Both are [`Retained`] maps: retention follows the observed byte rate
+//! between a floor and a ceiling, under a hard byte budget, and every
+//! eviction is counted by reason.
 
+use super::config::Config;
 use super::message::Gossip;
+use super::store::{Retained, RetentionParams, RetentionStats, SeenCache};
 use super::types::{MessageId, PeerId};
-use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// A message kept for IWANT answers and digests.
 #[derive(Clone, Debug)]
@@ -20,32 +22,44 @@ pub(crate) struct Stored {
     pub from: PeerId,
 }
 
-/// Eviction counters.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Retention counters of one topic.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct RecentStats {
-    /// Seen ids evicted by age.
-    pub seen_evicted_age: u64,
-    /// Seen ids evicted by count.
-    pub seen_evicted_size: u64,
-    /// Stored messages evicted by age.
-    pub store_evicted_age: u64,
-    /// Stored messages evicted by byte budget.
-    pub store_evicted_size: u64,
+    /// Seen-id cache.
+    pub seen: RetentionStats,
+    /// Payload store.
+    pub store: RetentionStats,
 }
 
-#[derive(Debug, Default)]
+/// Bytes charged per seen id (the id itself; the per-entry overhead is added
+/// by the cache).
+const ID_BYTES: usize = 32;
+
+#[derive(Debug)]
 pub(crate) struct Recent {
-    seen: HashMap<MessageId, Instant>,
-    seen_order: VecDeque<(Instant, MessageId)>,
-    store: HashMap<MessageId, Stored>,
-    store_order: VecDeque<(Instant, MessageId)>,
-    store_bytes: usize,
-    pub stats: RecentStats,
+    seen: SeenCache<MessageId>,
+    store: Retained<MessageId, Stored>,
 }
 
 impl Recent {
+    pub fn new(cfg: &Config) -> Self {
+        let mut store = RetentionParams::payload_store();
+        store.max_bytes = cfg.store_max_bytes;
+        store.ttl_ceiling = cfg.store_retention.max(store.ttl_floor);
+        let mut seen = RetentionParams::seen_cache();
+        seen.max_bytes = cfg.seen_max.saturating_mul(ID_BYTES + seen.entry_overhead);
+        // The seen set must outlive the store (late duplicates of evicted
+        // messages are still recognised).
+        seen.ttl_floor = seen.ttl_floor.max(store.ttl_ceiling);
+        seen.ttl_ceiling = cfg.seen_retention.max(seen.ttl_floor);
+        Self {
+            seen: Retained::new(seen),
+            store: Retained::new(store),
+        }
+    }
+
     pub fn is_seen(&self, id: &MessageId) -> bool {
-        self.seen.contains_key(id)
+        self.seen.contains(id)
     }
 
     pub fn get(&self, id: &MessageId) -> Option<&Stored> {
@@ -53,84 +67,24 @@ impl Recent {
     }
 
     /// Records a verified message. Returns false if it was already seen.
-    pub fn insert(
-        &mut self,
-        id: MessageId,
-        s: Stored,
-        now: Instant,
-        seen_max: usize,
-        store_max_bytes: usize,
-    ) -> bool {
-        if self.seen.insert(id, now).is_some() {
+    pub fn insert(&mut self, id: MessageId, s: Stored, now: Instant) -> bool {
+        if !self.seen.insert(id, (), ID_BYTES, now) {
             return false;
         }
-        self.seen_order.push_back((now, id));
-        self.store_bytes += s.gossip.payload.len() + s.gossip.signature.len();
-        self.store.insert(id, s);
-        self.store_order.push_back((now, id));
-        while self.seen.len() > seen_max {
-            if !self.pop_seen() {
-                break;
-            }
-            self.stats.seen_evicted_size += 1;
-        }
-        while self.store_bytes > store_max_bytes {
-            if !self.pop_store() {
-                break;
-            }
-            self.stats.store_evicted_size += 1;
-        }
+        let bytes = s.gossip.payload.len() + s.gossip.signature.len();
+        self.store.insert(id, s, bytes, now);
         true
     }
 
-    fn pop_seen(&mut self) -> bool {
-        match self.seen_order.pop_front() {
-            Some((_, id)) => {
-                self.seen.remove(&id);
-                true
-            }
-            None => false,
-        }
+    /// Expires by age (harmless to call often).
+    pub fn expire(&mut self, now: Instant) {
+        self.seen.handle_timeout(now);
+        self.store.handle_timeout(now);
     }
 
-    fn pop_store(&mut self) -> bool {
-        match self.store_order.pop_front() {
-            Some((_, id)) => {
-                if let Some(s) = self.store.remove(&id) {
-                    self.store_bytes -= s.gossip.payload.len() + s.gossip.signature.len();
-                }
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Drops what is older than the retention windows.
-    pub fn expire(&mut self, now: Instant, seen_ret: Duration, store_ret: Duration) {
-        while let Some(&(at, _)) = self.seen_order.front() {
-            if now.saturating_duration_since(at) <= seen_ret {
-                break;
-            }
-            self.pop_seen();
-            self.stats.seen_evicted_age += 1;
-        }
-        while let Some(&(at, _)) = self.store_order.front() {
-            if now.saturating_duration_since(at) <= store_ret {
-                break;
-            }
-            self.pop_store();
-            self.stats.store_evicted_age += 1;
-        }
-    }
-
-    /// Newest stored ids, at most `max`, received no earlier than `since`.
+    /// Newest stored ids, at most `max`.
     pub fn recent_ids(&self, max: usize) -> Vec<MessageId> {
-        self.store_order
-            .iter()
-            .rev()
-            .take(max)
-            .map(|(_, id)| *id)
-            .collect()
+        self.store.keys_newest_first().take(max).collect()
     }
 
     pub fn seen_len(&self) -> usize {
@@ -141,11 +95,16 @@ impl Recent {
         self.store.len()
     }
 
-    /// Approximate bytes of state.
+    /// Bytes charged against the budgets.
     pub fn bytes(&self) -> usize {
-        self.store_bytes
-            + self.seen.len() * 48
-            + self.seen_order.len() * 48
-            + self.store.len() * 160
+        self.seen.bytes() + self.store.bytes()
+    }
+
+    /// Retention counters now.
+    pub fn stats(&self, now: Instant) -> RecentStats {
+        RecentStats {
+            seen: self.seen.stats(now),
+            store: self.store.stats(now),
+        }
     }
 }

@@ -198,7 +198,7 @@ pub(crate) struct Topic {
 }
 
 impl Topic {
-    pub fn new(id: TopicId, mesh: MeshMaintainer) -> Self {
+    pub fn new(id: TopicId, mesh: MeshMaintainer, cfg: &Config) -> Self {
         Self {
             id,
             active: Vec::new(),
@@ -207,7 +207,7 @@ impl Topic {
             lazy_queue: Vec::new(),
             flush_armed: false,
             missing: HashMap::new(),
-            recent: Recent::default(),
+            recent: Recent::new(cfg),
             next_seqno: 1,
             origins: HashMap::new(),
             next_shuffle: None,
@@ -269,8 +269,6 @@ impl Topic {
                 from: ctx.me,
             },
             ctx.now,
-            ctx.cfg.seen_max,
-            ctx.cfg.store_max_bytes,
         );
         self.forward(ctx, &g, id, &[]);
     }
@@ -325,8 +323,6 @@ impl Topic {
                 from,
             },
             ctx.now,
-            ctx.cfg.seen_max,
-            ctx.cfg.store_max_bytes,
         );
         // PlumTree: whoever pushed to us is on the tree (unless cooled).
         if self.link(&from).is_some_and(|l| !l.eager) && ctx.graft_ok(self.id, &from) {
