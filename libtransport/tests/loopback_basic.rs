@@ -77,3 +77,66 @@ async fn messages_route_by_kind() {
         assert_eq!(m.data.as_ref(), i.to_be_bytes());
     }
 }
+
+/// T1: an `Incoming` over the connection limit is refused with a close (the
+/// dialer fails fast instead of timing out) and counted, never ignored.
+#[tokio::test]
+async fn incoming_over_limit_is_refused_and_counted() {
+    let cfg = Config {
+        max_connections: 1,
+        ..Config::default()
+    };
+    let server = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Identity::generate().unwrap(),
+        cfg,
+    )
+    .unwrap();
+    let (a, b) = (ep(), ep());
+    a.connect(server.local_addr(), server.peer_id())
+        .await
+        .unwrap();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        b.connect(server.local_addr(), server.peer_id()),
+    )
+    .await
+    .expect("a refused dial must fail fast, not time out");
+    assert!(matches!(refused, Err(Error::Closed(_))), "{refused:?}");
+    let d = server.diagnostics();
+    assert_eq!(d.counters.incoming_accepted, 1);
+    // Each Initial datagram of the refused dial is its own `Incoming` (the
+    // post-quantum ClientHello takes two), and each is refused and counted.
+    assert!(d.counters.incoming_refused >= 1, "{:?}", d.counters);
+}
+
+/// T1, T5: the diagnostics snapshot serialises to JSON with the endpoint,
+/// connection and per-kind fields, and counts batches and streams.
+#[tokio::test]
+async fn diagnostics_snapshot_serialises() {
+    let (a, b) = (ep(), ep());
+    let _dm = b.register(Kind::DM, KindConfig::default()).unwrap();
+    a.connect(b.local_addr(), b.peer_id()).await.unwrap();
+    a.send(&b.peer_id(), Kind::DM, Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    let mut json = serde_json::Value::Null;
+    for _ in 0..200 {
+        let d = b.diagnostics();
+        if d.kinds.first().is_some_and(|k| k.depth == 1) {
+            json = serde_json::to_value(&d).unwrap();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(json["live_connections"], 1);
+    assert_eq!(json["kinds"][0]["kind"], Kind::DM.0);
+    assert_eq!(json["kinds"][0]["high_water"], 1);
+    assert_eq!(
+        json["conns"][0]["incoming_streams_by_kind"][Kind::DM.0.to_string()],
+        1
+    );
+    assert!(json["conns"][0]["stats"]["rtt"].is_object());
+    assert!(json["counters"]["datagrams_in"].as_u64().unwrap() > 0);
+    assert_eq!(json["backend"], "udp");
+}
