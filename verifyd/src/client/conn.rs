@@ -205,8 +205,15 @@ impl Conn {
             })
             .collect();
         let rid = pool.next_req.fetch_add(1, Ordering::Relaxed);
-        let mut fbb = FlatBufferBuilder::new();
-        let frame = proto::encode_verify_batch(&mut fbb, rid, &[], &items).to_vec();
+        // Size the builder for the whole frame up front: the builder copies
+        // everything it holds each time it grows, and items are 5.5 KB each.
+        let estimate: usize = items
+            .iter()
+            .map(|it| it.msg.len() + it.sig.len() + it.inline_key.map_or(0, <[u8]>::len) + 64)
+            .sum::<usize>()
+            + 128;
+        let mut fbb = FlatBufferBuilder::with_capacity(estimate.min(self.max_frame + 1024));
+        let frame = proto::encode_verify_batch(&mut fbb, rid, &[], &items);
         drop(items);
         if frame.len() > self.max_frame {
             // Cannot happen with sane item sizes and max_request_items; fail
@@ -220,7 +227,7 @@ impl Conn {
         let n = sub.idx.len();
         self.outstanding.fetch_add(n, Ordering::Relaxed);
         lock(&self.pending).insert(rid, Pending::Verify { sub, names });
-        if !self.write(&frame) {
+        if !self.write(frame) {
             // The pending entry (ours included) is re-routed by kill().
             self.kill(pool);
         }
