@@ -430,6 +430,12 @@ impl UringSocket {
             // and it is not re-posted until we are done reading it.
             let (hdr, data) = unsafe { (&(*p).hdr, &(*p).buf) };
             let total = (r.result as usize).min(SLOT_BYTES);
+            if total == 0 {
+                // An empty datagram carries nothing QUIC could use.
+                self.ready.pop_front();
+                self.post_recv(i)?;
+                continue;
+            }
             let Some(src) = cmsg::read_addr(
                 // SAFETY: as above; the kernel wrote `msg_namelen` bytes.
                 unsafe { &(*p).name },
