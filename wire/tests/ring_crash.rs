@@ -165,6 +165,8 @@ fn killed_consumer_is_reported_and_a_new_one_starts_clean() {
     assert_eq!(p.stats().pushed, 100);
     let status = child.wait().unwrap();
     assert!(status.success(), "reconnected consumer failed: {status:?}");
-    let got: Vec<String> = lines.try_iter().collect();
+    // The child has exited, so its stdout reaches end-of-file and the reader
+    // thread hangs up: this collects every line it printed.
+    let got: Vec<String> = lines.iter().collect();
     assert!(got.iter().any(|l| l.contains("clean 100")), "{got:?}");
 }
