@@ -82,9 +82,27 @@ impl Recent {
         self.store.handle_timeout(now);
     }
 
-    /// Newest stored ids, at most `max`.
-    pub fn recent_ids(&self, max: usize) -> Vec<MessageId> {
-        self.store.keys_newest_first().take(max).collect()
+    /// A digest of at most `max` stored ids: the newest half, then a window
+    /// of older ones starting `cursor` entries past them. Returns the ids and
+    /// the next cursor (wrapping), so successive digests sweep the whole
+    /// store instead of repeating only the newest messages.
+    pub fn digest(&self, max: usize, cursor: usize) -> (Vec<MessageId>, usize) {
+        let newest = max / 2;
+        let mut ids: Vec<MessageId> = self.store.keys_newest_first().take(newest).collect();
+        let older = self.store.len().saturating_sub(newest);
+        if older == 0 {
+            return (ids, 0);
+        }
+        let start = if cursor >= older { 0 } else { cursor };
+        let window = max - ids.len();
+        ids.extend(
+            self.store
+                .keys_newest_first()
+                .skip(newest + start)
+                .take(window),
+        );
+        let next = start + window;
+        (ids, if next >= older { 0 } else { next })
     }
 
     pub fn seen_len(&self) -> usize {

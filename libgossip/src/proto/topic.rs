@@ -195,6 +195,8 @@ pub(crate) struct Topic {
     pub stats: TopicStats,
     /// Scored eager-set maintenance (opportunistic-graft rate limit).
     pub mesh: MeshMaintainer,
+    /// Where the next anti-entropy digest resumes in the store.
+    ae_cursor: usize,
 }
 
 impl Topic {
@@ -214,6 +216,7 @@ impl Topic {
             next_anti_entropy: None,
             stats: TopicStats::default(),
             mesh,
+            ae_cursor: 0,
         }
     }
 
@@ -561,7 +564,8 @@ impl Topic {
     /// that two halves of a healed partition find each other.
     pub fn anti_entropy(&mut self, ctx: &mut Ctx<'_>) {
         use rand::Rng;
-        let ids = self.recent.recent_ids(ctx.cfg.digest_max);
+        let (ids, next) = self.recent.digest(ctx.cfg.digest_max, self.ae_cursor);
+        self.ae_cursor = next;
         if ids.is_empty() {
             return;
         }
