@@ -39,7 +39,10 @@ struct Cli {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let opts = SuiteOpts { quick: cli.quick, args: cli.args };
+    let opts = SuiteOpts {
+        quick: cli.quick,
+        args: cli.args,
+    };
     let outcome = run(cli.suite, &opts)?;
     if cli.json {
         for obj in &outcome.json {
