@@ -65,6 +65,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let got = sink.await?;
     let secs = start.elapsed().as_secs_f64();
     let d = client.diagnostics();
+    let stats = conn.stats();
+    println!(
+        "path: rtt {:?}, cwnd {} B, sent {} packets, lost {} packets",
+        stats.rtt, stats.cwnd, stats.sent_packets, stats.lost_packets
+    );
     println!(
         "{} MiB in {:.3} s = {:.2} Gbit/s (gso={gso}, messages={messages}); sender GSO batches {} avg {:.1} segments; receiver GRO batches {}",
         got >> 20,
