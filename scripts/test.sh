@@ -15,12 +15,17 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # Sans-IO cores must build without their runtimes.
 cargo clippy -p wire --no-default-features --locked -- -D warnings
 cargo clippy -p libgossip --no-default-features --locked -- -D warnings
+# The io_uring backend is feature-gated; lint it too.
+cargo clippy -p libtransport --features uring --all-targets --locked -- -D warnings
 
 step "docs (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
 
 step "tests (nextest)"
 cargo nextest run --workspace --locked --no-fail-fast
+
+step "io_uring backend tests (feature uring)"
+cargo nextest run -p libtransport --features uring --locked -E 'test(/uring/)'
 
 step "doc tests"
 cargo test --workspace --doc --locked

@@ -38,6 +38,10 @@ fn seeds() -> BTreeMap<PathBuf, Vec<u8>> {
             Path::new("frame_decoder").join(format!("{schema}_{msg}")),
             framed(&[bytes]),
         );
+        // verifyd's request decoder reads the same verify-schema payloads.
+        if schema == "verify" {
+            out.insert(Path::new("verify_request").join(msg), bytes.clone());
+        }
     }
     let small: Vec<&[u8]> = samples
         .iter()

@@ -153,8 +153,8 @@ fn single(case: &str, sizes: Sizes) -> Result<Outcome> {
     })
 }
 
-/// Runs the suite. Extra arguments name single cases to run alone (see
-/// [`single`]), for profiling.
+/// Runs the suite. An extra argument names one case to run alone, for
+/// profiling: `{ours,quinn}:{bulk,bulk-nogso,msg1k,setup}`.
 pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     let sizes = Sizes::new(opts.quick);
     if let Some(case) = opts.args.first() {

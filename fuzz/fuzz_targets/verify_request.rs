@@ -1,7 +1,7 @@
-//! Fuzz target for verifyd's request decoder, ready for the `fuzz/` crate
-//! (copy to `fuzz/fuzz_targets/verify_request.rs`; see the [[bin]] entry in
-//! this directory's README). Every range the decoder returns must index
-//! inside the frame, and decoding must never panic.
+//! Fuzz target for verifyd's request decoder (`verifyd::proto::decode_request`),
+//! the only function that reads untrusted request bytes in the daemon. Every
+//! range the decoder returns must index inside the frame, and decoding must
+//! never panic.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
