@@ -15,6 +15,8 @@
 //! * [`client`] — a pool over several daemons with least-outstanding
 //!   balancing, `Busy` back-off and re-submission when an instance dies,
 //!   plus an explicit in-process backend;
+//! * [`transport`] — frames on the socket, or a shared-memory ring pair
+//!   when both sides offer it in the hello;
 //! * [`fixtures`] — deterministic keys and signatures for tests and benches.
 //!
 //! Operators: see `docs/verifyd.md`. Design decisions: `docs/adr/002*.md`.
@@ -30,6 +32,7 @@ pub mod proto;
 pub mod sched;
 pub mod server;
 pub mod session;
+pub mod transport;
 
 pub use backend::{Backend, BackendKind, PUBLIC_KEY_LEN, SIGNATURE_LEN};
 

@@ -46,6 +46,12 @@ struct Cli {
     /// Seconds a drain may take before the daemon stops anyway.
     #[arg(long, default_value_t = 10)]
     drain_deadline_s: u64,
+    /// Do not offer shared-memory rings: every session uses socket frames.
+    #[arg(long)]
+    no_shm: bool,
+    /// Shared-memory ring capacity offered per direction, bytes.
+    #[arg(long, default_value_t = verifyd::transport::DEFAULT_RING_CAPACITY)]
+    ring_capacity: u32,
 }
 
 fn main() -> Result<()> {
@@ -74,6 +80,7 @@ fn main() -> Result<()> {
     cfg.backend = cli.backend;
     cfg.key_capacity = cli.key_capacity;
     cfg.drain_deadline = Duration::from_secs(cli.drain_deadline_s);
+    cfg.ring_capacity = if cli.no_shm { 0 } else { cli.ring_capacity };
     if let Some(n) = cli.max_in_flight {
         cfg.sched.limit_ceiling = n.max(1);
         cfg.sched.limit_floor = cfg.sched.limit_floor.min(n.max(1));

@@ -115,6 +115,14 @@ pub struct Metrics {
     pub connections_dropped: AtomicU64,
     /// Responses that could not be written (peer gone or stalled).
     pub write_failures: AtomicU64,
+    /// Sessions that agreed on a shared-memory ring pair.
+    pub ring_sessions: AtomicU64,
+    /// Sessions on socket frames (ring not offered by one side).
+    pub frame_sessions: AtomicU64,
+    /// Sessions whose ring setup failed (the connection is closed).
+    pub ring_setup_failures: AtomicU64,
+    /// Ring sessions ended by a corrupt ring or a peer that died.
+    pub ring_errors: AtomicU64,
     /// Dispatched batch sizes.
     pub batch_sizes: BatchHist,
     /// Request latency, receipt to response written.
@@ -136,6 +144,10 @@ impl Metrics {
             connections: AtomicU64::new(0),
             connections_dropped: AtomicU64::new(0),
             write_failures: AtomicU64::new(0),
+            ring_sessions: AtomicU64::new(0),
+            frame_sessions: AtomicU64::new(0),
+            ring_setup_failures: AtomicU64::new(0),
+            ring_errors: AtomicU64::new(0),
             batch_sizes: BatchHist::default(),
             latency: LatencyHist::default(),
             worker_busy_ns: (0..threads.max(1)).map(|_| AtomicU64::new(0)).collect(),
@@ -183,6 +195,17 @@ pub struct Snapshot {
     pub connections_dropped: u64,
     /// Responses that could not be written.
     pub write_failures: u64,
+    /// Transport offered to clients: `ring` (shared memory when the client
+    /// offers it too) or `frames` (`--no-shm`).
+    pub transport_offered: &'static str,
+    /// Sessions on a shared-memory ring pair.
+    pub ring_sessions: u64,
+    /// Sessions on socket frames.
+    pub frame_sessions: u64,
+    /// Ring setups that failed.
+    pub ring_setup_failures: u64,
+    /// Ring sessions ended by a dead peer or a corrupt ring.
+    pub ring_errors: u64,
 }
 
 impl Snapshot {
@@ -220,6 +243,11 @@ impl Snapshot {
             connections: m.connections.load(Relaxed),
             connections_dropped: m.connections_dropped.load(Relaxed),
             write_failures: m.write_failures.load(Relaxed),
+            transport_offered: "frames",
+            ring_sessions: m.ring_sessions.load(Relaxed),
+            frame_sessions: m.frame_sessions.load(Relaxed),
+            ring_setup_failures: m.ring_setup_failures.load(Relaxed),
+            ring_errors: m.ring_errors.load(Relaxed),
         }
     }
 
@@ -280,6 +308,30 @@ impl Snapshot {
             "Items in requests answered Busy.",
             "counter",
             self.sched.busy_items as f64,
+        );
+        g(
+            "ring_sessions_total",
+            "Sessions on a shared-memory ring pair.",
+            "counter",
+            self.ring_sessions as f64,
+        );
+        g(
+            "frame_sessions_total",
+            "Sessions on socket frames.",
+            "counter",
+            self.frame_sessions as f64,
+        );
+        g(
+            "ring_setup_failures_total",
+            "Ring setups that failed.",
+            "counter",
+            self.ring_setup_failures as f64,
+        );
+        g(
+            "ring_errors_total",
+            "Ring sessions ended by a dead peer or a corrupt ring.",
+            "counter",
+            self.ring_errors as f64,
         );
         g(
             "request_errors_total",

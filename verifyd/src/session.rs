@@ -4,14 +4,15 @@
 //! [`Established`] holds the two halves of one Unix stream: a
 //! [`FrameReader`] for the reader thread and a [`FrameWriter`] for whoever
 //! answers. The hello is `wire::hello::exchange`; this daemon offers no
-//! capabilities (in particular no shared-memory ring), so every session
-//! stays on the socket.
+//! capability but [`Capability::ShmRing`], and that only when
+//! [`HelloParams::ring_capacity`] is non-zero; what happens after a ring is
+//! agreed is in [`crate::transport`].
 
 use std::os::unix::net::UnixStream;
 
 use wire::WireError;
 use wire::frame::{FrameReader, FrameWriter};
-use wire::generated::hello::Role;
+use wire::generated::hello::{Capability, Role};
 use wire::hello::{HelloConfig, Session};
 
 use crate::proto::VERSION;
@@ -30,6 +31,9 @@ pub struct HelloParams {
     pub instance: u64,
     /// Largest frame we accept.
     pub max_frame: usize,
+    /// Shared-memory ring capacity to propose (bytes per direction); 0 offers
+    /// no ring, so the session stays on frames.
+    pub ring_capacity: u32,
 }
 
 impl HelloParams {
@@ -39,7 +43,13 @@ impl HelloParams {
             .instance(self.instance)
             .max_frame(u32::try_from(self.max_frame).unwrap_or(u32::MAX))
             .software(concat!("verifyd ", env!("CARGO_PKG_VERSION")));
-        c.capabilities = wire::generated::hello::Capability::empty();
+        if self.ring_capacity > 0 {
+            c.capabilities = Capability::ShmRing;
+            c.ring_capacity = self.ring_capacity;
+        } else {
+            c.capabilities = Capability::empty();
+            c.ring_capacity = 0;
+        }
         c
     }
 }
@@ -101,6 +111,7 @@ mod tests {
                 role: Role::Verifyd,
                 instance: 2,
                 max_frame: 1 << 20,
+                ring_capacity: 0,
             };
             Established::handshake(b, &p).map(|e| (e.max_frame(), e.session.peer_instance))
         });
@@ -109,6 +120,7 @@ mod tests {
             role: Role::Client,
             instance: 1,
             max_frame: 1 << 24,
+            ring_capacity: 0,
         };
         let n = Established::handshake(a, &p).unwrap();
         let (m_max, m_peer) = t.join().unwrap().unwrap();
@@ -128,6 +140,7 @@ mod tests {
                 role: Role::Verifyd,
                 instance: 2,
                 max_frame: 1 << 20,
+                ring_capacity: 0,
             };
             Established::handshake(b, &p).map(|_| ())
         });
@@ -136,6 +149,7 @@ mod tests {
             role: Role::Client,
             instance: 1,
             max_frame: 1 << 20,
+            ring_capacity: 0,
         };
         assert!(Established::handshake(a, &p).is_err());
         assert!(matches!(

@@ -36,6 +36,7 @@ impl Raw {
             role: Role::Client,
             instance: 9,
             max_frame: MAX_FRAME,
+            ring_capacity: 0,
         };
         Raw {
             e: Established::handshake(s, &p).unwrap(),
@@ -300,6 +301,7 @@ fn wrong_protocol_hello_is_refused_with_a_typed_error() {
         role: Role::Client,
         instance: 1,
         max_frame: 4096,
+        ring_capacity: 0,
     };
     let e = Established::handshake(s, &p).unwrap_err();
     assert!(matches!(e, wire::WireError::ProtocolMismatch { .. }), "{e}");

@@ -2,7 +2,10 @@
 //!
 //! Proves V4: with 10,000 items in flight across two instances, SIGKILL one;
 //! every item gets exactly one verdict, equal to the ground truth (the test
-//! knows which items it tampered). Also: SIGTERM drains admitted work.
+//! knows which items it tampered). Run twice: killing an instance whose
+//! session is a shared-memory ring pair (the other on frames, `--no-shm`),
+//! and the other way round, so both transports' deaths go through the same
+//! re-submission. Also: SIGTERM drains admitted work.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // helpers outside #[test] fns unwrap too
 #![allow(clippy::disallowed_methods)] // the test owns the clock
 
@@ -15,14 +18,33 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use verifyd::Verdict;
 use verifyd::client::{Pool, PoolConfig};
+use verifyd::transport::Transport;
 
-/// V4: SIGKILL one of two instances mid-stream; exactly one true verdict per item.
+/// V4: SIGKILL a ring-session instance mid-stream; exactly one true verdict per item.
 #[test]
-fn sigkill_one_instance_every_item_one_true_verdict() {
+fn sigkill_ring_instance_every_item_one_true_verdict() {
+    sigkill_one_instance(true);
+}
+
+/// V4: SIGKILL a frame-session instance mid-stream; exactly one true verdict per item.
+#[test]
+fn sigkill_frames_instance_every_item_one_true_verdict() {
+    sigkill_one_instance(false);
+}
+
+/// Instance `b` (killed) runs on the ring when `kill_ring`, else on frames;
+/// instance `a` (survivor) on the other transport.
+fn sigkill_one_instance(kill_ring: bool) {
     let dir = tempfile::tempdir().unwrap();
     let rc = ["--backend", "rustcrypto"];
-    let a = common::Daemon::start(dir.path(), "a.sock", 1, &rc);
-    let mut b = common::Daemon::start(dir.path(), "b.sock", 1, &rc);
+    let rc_frames = ["--backend", "rustcrypto", "--no-shm"];
+    let (a_args, b_args) = if kill_ring {
+        (&rc_frames[..], &rc[..])
+    } else {
+        (&rc[..], &rc_frames[..])
+    };
+    let a = common::Daemon::start(dir.path(), "a.sock", 1, a_args);
+    let mut b = common::Daemon::start(dir.path(), "b.sock", 1, b_args);
     let (items, truth) = common::items(&common::corpus(10_000));
     assert!(truth.iter().filter(|v| **v == Verdict::Invalid).count() > 1000);
     let pool = Pool::connect_dir(
@@ -39,6 +61,17 @@ fn sigkill_one_instance_every_item_one_true_verdict() {
     // The directory also holds the admin sockets, which refuse the verify
     // hello; only the two verify sockets connect.
     assert_eq!(pool.connected(), 2);
+    let b_transport = if kill_ring {
+        Transport::Ring
+    } else {
+        Transport::Frames
+    };
+    assert!(
+        pool.transports().contains(&(b.socket.clone(), b_transport)),
+        "{:?}",
+        pool.transports()
+    );
+    assert_eq!(pool.stats().ring_conns.load(Ordering::Relaxed), 1);
 
     // 200 requests of 50 items, all submitted before any answer is awaited;
     // the daemons run the slower pure-Rust backend so that most items are

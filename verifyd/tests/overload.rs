@@ -61,6 +61,7 @@ fn ten_times_capacity_gets_busy_bounded_memory_no_silent_drops() {
             role: Role::Client,
             instance: c as u64,
             max_frame: 1 << 24,
+            ring_capacity: 0,
         };
         let mut e = Established::handshake(s, &p).unwrap();
         let mut fbb = FlatBufferBuilder::new();

@@ -17,8 +17,7 @@ use super::{PoolError, PoolInner, Sub, now};
 use crate::Verdict;
 use crate::proto::{self, ItemRef, Response};
 use crate::session::{self, Established, HelloParams};
-use wire::WireError;
-use wire::frame::{FrameReader, FrameWriter};
+use crate::transport::{self, Rx, Transport, TransportError, Tx};
 
 /// How an item names its key on this connection.
 #[derive(Debug, Clone, Copy)]
@@ -42,7 +41,8 @@ enum Pending {
 
 pub(crate) struct Conn {
     pub(crate) path: PathBuf,
-    writer: Mutex<FrameWriter<UnixStream>>,
+    writer: Mutex<Tx>,
+    transport: Transport,
     pending: Mutex<HashMap<u64, Pending>>,
     keys: Mutex<HashMap<Bytes, KeyName>>,
     outstanding: AtomicUsize,
@@ -64,7 +64,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Conn {
-    pub(crate) fn open(pool: &Arc<PoolInner>, path: &Path) -> Result<Arc<Conn>, WireError> {
+    pub(crate) fn open(pool: &Arc<PoolInner>, path: &Path) -> Result<Arc<Conn>, TransportError> {
         let s = UnixStream::connect(path)?;
         // A draining daemon may still hold its socket without answering.
         s.set_read_timeout(Some(Duration::from_secs(1)))?;
@@ -73,6 +73,7 @@ impl Conn {
             role: Role::Client,
             instance: u64::from(std::process::id()),
             max_frame: session::DEFAULT_MAX_FRAME,
+            ring_capacity: pool.cfg.ring_capacity,
         };
         let Established {
             reader,
@@ -85,21 +86,43 @@ impl Conn {
             .get_mut()
             .set_write_timeout(Some(Duration::from_secs(5)))?;
         let n = session;
+        let mut max_frame = n.max_frame as usize;
+        let (tx, rx) = if transport::ring_agreed(&n) {
+            let (producer, consumer) = transport::client_rings(writer.get_mut(), &n)?;
+            // A request is one ring record: the ring's limit is the frame limit.
+            max_frame = max_frame.min(producer.max_record());
+            let sock = writer.get_mut().try_clone()?;
+            pool.stats.ring_conns.fetch_add(1, Ordering::Relaxed);
+            (
+                Tx::Ring {
+                    producer: Box::new(producer),
+                    sock,
+                    deadline: Duration::from_secs(5),
+                },
+                Rx::Ring(Box::new(consumer)),
+            )
+        } else {
+            pool.stats.frame_conns.fetch_add(1, Ordering::Relaxed);
+            (Tx::Frames(writer), Rx::Frames(reader))
+        };
+        let transport = tx.transport();
+        tracing::debug!(path = %path.display(), transport = transport.name(), "connected");
         let conn = Arc::new(Conn {
             path: path.to_owned(),
-            writer: Mutex::new(writer),
+            writer: Mutex::new(tx),
+            transport,
             pending: Mutex::new(HashMap::new()),
             keys: Mutex::new(HashMap::new()),
             outstanding: AtomicUsize::new(0),
             alive: AtomicBool::new(true),
             ready_at: Mutex::new(now()),
-            max_frame: n.max_frame as usize,
+            max_frame,
         });
         let c = conn.clone();
         let weak = Arc::downgrade(pool);
         std::thread::Builder::new()
             .name("verify-client-rx".into())
-            .spawn(move || c.read_loop(reader, &weak))?;
+            .spawn(move || c.read_loop(rx, &weak))?;
         Ok(conn)
     }
 
@@ -111,13 +134,17 @@ impl Conn {
         self.outstanding.load(Ordering::Relaxed)
     }
 
+    /// Which transport this connection uses.
+    pub(crate) fn transport(&self) -> Transport {
+        self.transport
+    }
+
     pub(crate) fn ready_at(&self) -> Instant {
         *lock(&self.ready_at)
     }
 
     fn write(&self, frame: &[u8]) -> bool {
-        let mut w = lock(&self.writer);
-        w.write_frame(frame).and_then(|()| w.flush()).is_ok()
+        lock(&self.writer).send(frame).is_ok()
     }
 
     /// Registers the keys this connection does not know yet.
@@ -239,9 +266,7 @@ impl Conn {
         if self.alive.swap(false, Ordering::SeqCst) {
             pool.stats.conns_lost.fetch_add(1, Ordering::Relaxed);
         }
-        let _ = lock(&self.writer)
-            .get_mut()
-            .shutdown(std::net::Shutdown::Both);
+        lock(&self.writer).hang_up();
         let drained: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
         for p in drained {
             if let Pending::Verify { sub, .. } = p {
@@ -256,18 +281,27 @@ impl Conn {
         lock(&self.pending).remove(&rid)
     }
 
-    fn read_loop(self: Arc<Self>, mut reader: FrameReader<UnixStream>, pool: &Weak<PoolInner>) {
+    /// Delivers answers until the session ends. A dead daemon, a hang-up or
+    /// a corrupt ring all end it the same way: [`Self::kill`] re-routes
+    /// everything pending, whichever transport carried it.
+    fn read_loop(self: Arc<Self>, mut rx: Rx, pool: &Weak<PoolInner>) {
         loop {
-            let frame = reader.read_frame();
+            let msg = rx.recv();
             let Some(pool) = pool.upgrade() else { return };
-            let buf = match frame {
+            let buf = match msg {
                 Ok(Some(b)) => b,
-                Ok(None) | Err(_) => {
+                Ok(None) => {
+                    self.kill(&pool);
+                    return;
+                }
+                Err(e) => {
+                    tracing::info!(path = %self.path.display(), error = %e,
+                        transport = self.transport.name(), "connection lost");
                     self.kill(&pool);
                     return;
                 }
             };
-            match proto::decode_response(buf) {
+            match proto::decode_response(&buf) {
                 Ok(r) => self.on_response(&pool, r),
                 Err(e) => {
                     tracing::warn!(path = %self.path.display(), error = %e, "bad response; dropping connection");

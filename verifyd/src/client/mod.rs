@@ -87,6 +87,9 @@ pub struct PoolConfig {
     pub max_attempts: u32,
     /// Wait between reconnection attempts to a dead instance.
     pub reconnect_every: Duration,
+    /// Shared-memory ring capacity offered to each instance, bytes per
+    /// direction; 0 offers none and every connection uses socket frames.
+    pub ring_capacity: u32,
 }
 
 impl Default for PoolConfig {
@@ -96,6 +99,7 @@ impl Default for PoolConfig {
             give_up_after: Duration::from_secs(30),
             max_attempts: 3,
             reconnect_every: Duration::from_millis(200),
+            ring_capacity: crate::transport::DEFAULT_RING_CAPACITY,
         }
     }
 }
@@ -111,6 +115,10 @@ pub struct PoolStats {
     pub unknown_key_retries: AtomicU64,
     /// Connections lost.
     pub conns_lost: AtomicU64,
+    /// Connections opened on a shared-memory ring pair.
+    pub ring_conns: AtomicU64,
+    /// Connections opened on socket frames.
+    pub frame_conns: AtomicU64,
     /// Verdicts that arrived for an item that already had one and were
     /// ignored. Always 0 unless there is a bug; tests assert it.
     pub duplicate_verdicts: AtomicU64,
@@ -399,6 +407,17 @@ impl Pool {
             .live()
             .iter()
             .map(|c| (c.path.clone(), c.outstanding()))
+            .collect()
+    }
+
+    /// The transport of each connected instance (frames or shared-memory
+    /// ring), for diagnostics.
+    #[must_use]
+    pub fn transports(&self) -> Vec<(PathBuf, crate::transport::Transport)> {
+        self.0
+            .live()
+            .iter()
+            .map(|c| (c.path.clone(), c.transport()))
             .collect()
     }
 }

@@ -40,6 +40,7 @@ fn admin_conn(shared: &Shared, s: UnixStream) -> Result<(), WireError> {
         role: Role::Verifyd,
         instance: shared.instance,
         max_frame: ADMIN_MAX_FRAME,
+        ring_capacity: 0,
     };
     let mut conn = Established::handshake(s, &params)?;
     let mut fbb = FlatBufferBuilder::new();
@@ -121,6 +122,7 @@ pub fn query_diagnostics(path: &std::path::Path) -> Result<String, WireError> {
         role: Role::Nodectl,
         instance: 0,
         max_frame: ADMIN_MAX_FRAME,
+        ring_capacity: 0,
     };
     let mut conn = Established::handshake(s, &params)?;
     let mut fbb = FlatBufferBuilder::new();

@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use flatbuffers::FlatBufferBuilder;
 use wire::WireError;
-use wire::frame::FrameWriter;
 use wire::generated::error::ErrorCode;
 use wire::generated::hello::Role;
 
@@ -24,30 +23,34 @@ use crate::backend::{DecodedKey, verify_item};
 use crate::proto::{self, KeyRef, Request};
 use crate::sched::{Admission, ClientId};
 use crate::session::{Established, HelloParams};
+use crate::transport::{self, Rx, Transport, TransportError, Tx};
 
 /// Batches this small run on the connection thread that admitted them (see
 /// `Shared::dispatch_keep`): one item in flight then costs no thread hand-off.
 const INLINE_MAX: usize = 4;
 
-/// The write half of a connection, shared by the workers that answer on it.
+/// The write half of a connection (frames or the response ring), shared by
+/// the workers that answer on it.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    frames: Mutex<FrameWriter<UnixStream>>,
+    tx: Mutex<Tx>,
 }
 
 impl Writer {
     fn send(&self, shared: &Shared, frame: &[u8]) {
         let mut w = self
-            .frames
+            .tx
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Err(e) = w.write_frame(frame).and_then(|()| w.flush()) {
+        if let Err(e) = w.send(frame) {
             shared
                 .metrics
                 .write_failures
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::debug!(error = %e, "response write failed; closing connection");
-            let _ = w.get_mut().shutdown(std::net::Shutdown::Both);
+            tracing::debug!(error = %e, transport = w.transport().name(),
+                "response write failed; closing connection");
+            // Hanging up also ends a ring session: the reader's park sees it.
+            w.hang_up();
         }
     }
 }
@@ -190,9 +193,10 @@ fn serve_conn(shared: &Arc<Shared>, client: ClientId, stream: UnixStream) {
         role: Role::Verifyd,
         instance: shared.instance,
         max_frame: shared.cfg.max_frame,
+        ring_capacity: shared.cfg.ring_capacity,
     };
     let Established {
-        mut reader,
+        reader,
         writer,
         session,
     } = match Established::handshake(stream, &params) {
@@ -206,21 +210,64 @@ fn serve_conn(shared: &Arc<Shared>, client: ClientId, stream: UnixStream) {
             return;
         }
     };
-    tracing::debug!(peer_pid = session.peer_pid, "client connected");
     let mut writer = writer;
     let _ = writer
         .get_mut()
         .set_write_timeout(Some(shared.cfg.write_timeout));
-    let writer = Arc::new(Writer {
-        frames: Mutex::new(writer),
-    });
+    let (tx, mut rx) = if transport::ring_agreed(&session) {
+        match transport::server_rings(writer.get_mut(), &session) {
+            Ok((producer, consumer)) => {
+                shared.metrics.ring_sessions.fetch_add(1, Ordering::Relaxed);
+                let sock = match writer.get_mut().try_clone() {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "socket clone failed");
+                        return;
+                    }
+                };
+                (
+                    Tx::Ring {
+                        producer: Box::new(producer),
+                        sock,
+                        deadline: shared.cfg.write_timeout,
+                    },
+                    Rx::Ring(Box::new(consumer)),
+                )
+            }
+            Err(e) => {
+                shared
+                    .metrics
+                    .ring_setup_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                shared
+                    .metrics
+                    .connections_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::info!(error = %e, "ring setup failed; closing connection");
+                return;
+            }
+        }
+    } else {
+        shared
+            .metrics
+            .frame_sessions
+            .fetch_add(1, Ordering::Relaxed);
+        (Tx::Frames(writer), Rx::Frames(reader))
+    };
+    let transport = tx.transport();
+    tracing::debug!(
+        peer_pid = session.peer_pid,
+        transport = transport.name(),
+        "client connected"
+    );
+    let writer = Arc::new(Writer { tx: Mutex::new(tx) });
     shared.sched().handle_connect(client);
     let mut fbb = FlatBufferBuilder::new();
     loop {
-        let frame = match reader.read_frame() {
-            Ok(Some(f)) => f.to_vec(),
+        let frame = match rx.recv() {
+            Ok(Some(f)) => f,
             Ok(None) => break,
-            Err(e) => {
+            Err(TransportError::Wire(e)) => {
                 // An oversize or zero length prefix leaves the stream
                 // unsynchronised: answer with a fatal typed error and close.
                 let code = match &e {
@@ -238,6 +285,15 @@ fn serve_conn(shared: &Arc<Shared>, client: ClientId, stream: UnixStream) {
                         &proto::encode_error(&mut fbb, 0, code, true, &e.to_string()),
                     );
                 }
+                break;
+            }
+            Err(e) => {
+                // A dead client or a corrupt ring: end the session; what it
+                // had admitted is dropped below like on a closed socket.
+                if transport == Transport::Ring {
+                    shared.metrics.ring_errors.fetch_add(1, Ordering::Relaxed);
+                }
+                tracing::info!(error = %e, "session ended");
                 break;
             }
         };

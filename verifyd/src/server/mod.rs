@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub drain_deadline: Duration,
     /// A response write that blocks this long drops the connection.
     pub write_timeout: Duration,
+    /// Shared-memory ring capacity offered in the hello, bytes per
+    /// direction; 0 (`--no-shm`) offers none and every session uses frames.
+    pub ring_capacity: u32,
 }
 
 impl ServerConfig {
@@ -79,6 +82,7 @@ impl ServerConfig {
             sched: SchedConfig::new(threads),
             drain_deadline: Duration::from_secs(10),
             write_timeout: Duration::from_secs(2),
+            ring_capacity: crate::transport::DEFAULT_RING_CAPACITY,
         }
     }
 
@@ -236,14 +240,18 @@ impl Shared {
     pub(crate) fn snapshot(&self) -> Snapshot {
         let sched = self.sched().stats();
         let keys = self.keys().stats();
-        Snapshot::take(
+        let mut snap = Snapshot::take(
             &self.metrics,
             self.backend.kind().name(),
             self.started.elapsed(),
             self.draining.load(Ordering::Relaxed),
             sched,
             keys,
-        )
+        );
+        if self.cfg.ring_capacity > 0 {
+            snap.transport_offered = "ring";
+        }
+        snap
     }
 }
 
