@@ -8,15 +8,20 @@
 //! * in-process rayon with 1 and 2 threads;
 //! * through verifyd processes over Unix-socket frames at batch 1, 16 and
 //!   256, with 1 and 2 worker threads, and two processes × 1 thread vs one ×
-//!   1 thread (the pool balances over both).
+//!   1 thread (the pool balances over both);
+//! * through the same daemons over the shared-memory ring pair at batch 16
+//!   and 256, with 1 and 2 worker threads, plus one-item latency.
 //!
 //! verifyd processes are this same executable re-run with
 //! [`CHILD_ENV`] set: [`serve_child_if_requested`] turns it into a daemon, so
 //! the suite needs no separately built binary. Repetitions alternate
 //! in-process and daemon cases; tables and JSON report medians.
 //!
-//! The shared-memory ring is not used: verifyd offers no ring capability yet
-//! (see docs/verifyd.md), so "best transport" is Unix-socket frames.
+//! The daemons offer the ring; a pool with `ring_capacity: 0` keeps a
+//! session on frames, so both transports run against the same processes.
+//! The headline `verifyd_batch16_items_per_s` / `verifyd_batch256_items_per_s`
+//! report the faster transport (median against median) and the `transport`
+//! field names it.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -29,6 +34,7 @@ use verifyd::backend::verify_item;
 use verifyd::client::{Bytes, InProcess, Item, Pool, PoolConfig};
 use verifyd::fixtures::Corpus;
 use verifyd::server::{Server, ServerConfig};
+use verifyd::transport::Transport;
 use verifyd::{BackendKind, Verdict};
 
 use crate::stats::{median, micros, quantile};
@@ -289,17 +295,36 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     let one = Daemon::start(&dir, "one.sock", 1, chosen, &["verify"])?;
     let other = Daemon::start(&dir, "other.sock", 1, chosen, &["verify"])?;
     let two_thr = Daemon::start(&dir, "two.sock", 2, chosen, &["verify"])?;
-    let cfg = PoolConfig::default;
+    // Frame sessions (the ring declined on the client side) and ring sessions.
+    let cfg = || PoolConfig {
+        ring_capacity: 0,
+        ..PoolConfig::default()
+    };
     let p_one = Pool::connect(vec![one.socket.clone()], cfg()).map_err(anyhow::Error::msg)?;
     let p_pair = Pool::connect(vec![one.socket.clone(), other.socket.clone()], cfg())
         .map_err(anyhow::Error::msg)?;
     let p_two = Pool::connect(vec![two_thr.socket.clone()], cfg()).map_err(anyhow::Error::msg)?;
+    let rcfg = PoolConfig::default;
+    let r_one = Pool::connect(vec![one.socket.clone()], rcfg()).map_err(anyhow::Error::msg)?;
+    let r_two = Pool::connect(vec![two_thr.socket.clone()], rcfg()).map_err(anyhow::Error::msg)?;
+    for (p, want) in [
+        (&p_one, Transport::Frames),
+        (&p_two, Transport::Frames),
+        (&r_one, Transport::Ring),
+        (&r_two, Transport::Ring),
+    ] {
+        anyhow::ensure!(
+            p.transports().iter().all(|t| t.1 == want),
+            "pool not on {want:?}: {:?}",
+            p.transports()
+        );
+    }
     let ip1 = InProcess::new(chosen, 1, 64)?;
     let ip2 = InProcess::new(chosen, 2, 64)?;
 
     let mut r: std::collections::BTreeMap<String, Vec<f64>> = Default::default();
     let mut push = |k: &str, v: f64| r.entry(k.to_owned()).or_default().push(v);
-    let (mut lat1, mut lat2) = (Vec::new(), Vec::new());
+    let (mut lat1, mut lat2, mut lat2r) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..reps {
         for &kind in BackendKind::ALL {
             let (c, b) = single_core(kind, &items, dur / 2);
@@ -332,6 +357,24 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         push("verifyd_2t_b256", v);
         push("ratio_2t_b256", v / in2);
         push("cpu_ratio_2t_b256", c / in2_cpu);
+        // The same four cases over the ring pair.
+        let (v, c) = per_cpu(&[&one], || pool_throughput(&r_one, &items, 16, 16, dur))?;
+        push("ring_1t_b16", v);
+        push("ring_ratio_1t_b16", v / in1);
+        push("ring_cpu_ratio_1t_b16", c / in1_cpu);
+        let (v, c) = per_cpu(&[&one], || pool_throughput(&r_one, &items, 256, 4, dur))?;
+        push("ring_1t_b256", v);
+        push("ring_ratio_1t_b256", v / in1);
+        push("ring_cpu_ratio_1t_b256", c / in1_cpu);
+        let (v, c) = per_cpu(&[&two_thr], || pool_throughput(&r_two, &items, 16, 16, dur))?;
+        push("ring_2t_b16", v);
+        push("ring_ratio_2t_b16", v / in2);
+        push("ring_cpu_ratio_2t_b16", c / in2_cpu);
+        let (v, c) = per_cpu(&[&two_thr], || pool_throughput(&r_two, &items, 256, 4, dur))?;
+        push("ring_2t_b256", v);
+        push("ring_ratio_2t_b256", v / in2);
+        push("ring_cpu_ratio_2t_b256", c / in2_cpu);
+        lat2r.extend(single_item_latency(&r_two, &items, lat_n)?);
         push("inproc_1t_per_cpu_s", in1_cpu);
         push(
             "verifyd_2t_b1",
@@ -381,6 +424,39 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         m("cpu_ratio_2t_b16"),
         m("cpu_ratio_2t_b256"),
     );
+    let (g1_16, g1_256, g2_16, g2_256) = (
+        m("ring_1t_b16"),
+        m("ring_1t_b256"),
+        m("ring_2t_b16"),
+        m("ring_2t_b256"),
+    );
+    let (gr1_16, gr1_256, gr2_16, gr2_256) = (
+        m("ring_ratio_1t_b16"),
+        m("ring_ratio_1t_b256"),
+        m("ring_ratio_2t_b16"),
+        m("ring_ratio_2t_b256"),
+    );
+    let (gc1_16, gc1_256, gc2_16, gc2_256) = (
+        m("ring_cpu_ratio_1t_b16"),
+        m("ring_cpu_ratio_1t_b256"),
+        m("ring_cpu_ratio_2t_b16"),
+        m("ring_cpu_ratio_2t_b256"),
+    );
+    // Best transport per batch size (2-thread daemon, the headline case).
+    let best = |frames: (f64, f64, f64), ring: (f64, f64, f64)| {
+        if ring.0 > frames.0 {
+            (ring, Transport::Ring)
+        } else {
+            (frames, Transport::Frames)
+        }
+    };
+    let ((b16, br16, bc16), t16) = best((v2_16, r2_16, c2_16), (g2_16, gr2_16, gc2_16));
+    let ((b256, br256, bc256), t256) = best((v2_256, r2_256, c2_256), (g2_256, gr2_256, gc2_256));
+    let transport = if t16 == t256 {
+        t16.name().to_string()
+    } else {
+        format!("{} (batch 16), {} (batch 256)", t16.name(), t256.name())
+    };
     let in1_cpu = m("inproc_1t_per_cpu_s");
     let near = m("verify_cached_near_latency");
     let q = |v: &mut Vec<Duration>, p| quantile(v, p).map_or(0.0, micros);
@@ -390,6 +466,7 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         q(&mut lat1, 0.5),
         q(&mut lat1, 0.99),
     );
+    let (p50_2r, p99_2r) = (q(&mut lat2r, 0.5), q(&mut lat2r, 0.99));
     let verify_us = 1e6 / chosen_rate.max(1e-9);
     let near_us = 1e6 / near.max(1e-9);
     // What the 2-thread daemon's scheduler settled on (after every case).
@@ -447,6 +524,21 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         format!("{v2_256:.0} ({r2_256:.2}x)"),
     ]);
     t2.row([
+        "verifyd ring items per CPU-s ÷ in-process, batch 16 / 256".to_string(),
+        format!("{gc1_16:.2}x / {gc1_256:.2}x"),
+        format!("{gc2_16:.2}x / {gc2_256:.2}x"),
+    ]);
+    t2.row([
+        "verifyd through the ring, batch 16 (median ratio)".to_string(),
+        format!("{g1_16:.0} ({gr1_16:.2}x)"),
+        format!("{g2_16:.0} ({gr2_16:.2}x)"),
+    ]);
+    t2.row([
+        "verifyd through the ring, batch 256 (median ratio)".to_string(),
+        format!("{g1_256:.0} ({gr1_256:.2}x)"),
+        format!("{g2_256:.0} ({gr2_256:.2}x)"),
+    ]);
+    t2.row([
         "verifyd, batch 1 (32 in flight)".to_string(),
         "-".to_string(),
         format!("{v2_1:.0}"),
@@ -480,8 +572,35 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         format!("{p50_2:.1}"),
         format!("{p99_2:.1}"),
     ]);
+    t3.row([
+        "2 threads, ring".to_string(),
+        format!("{p50_2r:.1}"),
+        format!("{p99_2r:.1}"),
+    ]);
 
-    let json = json!({
+    // Per-transport detail, merged below (one `json!` this size exceeds the
+    // macro recursion limit).
+    let per_transport = json!({
+        "verifyd_frames_batch16_items_per_s": v2_16,
+        "verifyd_frames_batch256_items_per_s": v2_256,
+        "verifyd_ring_batch16_items_per_s": g2_16,
+        "verifyd_ring_batch256_items_per_s": g2_256,
+        "verifyd_ring_1t_batch16_items_per_s": g1_16,
+        "verifyd_ring_1t_batch256_items_per_s": g1_256,
+        "verifyd_ring_vs_inproc_batch16": gr2_16,
+        "verifyd_ring_vs_inproc_batch256": gr2_256,
+        "verifyd_ring_vs_inproc_1t_batch16": gr1_16,
+        "verifyd_ring_vs_inproc_1t_batch256": gr1_256,
+        "verifyd_ring_vs_inproc_cpu_efficiency_batch16": gc2_16,
+        "verifyd_ring_vs_inproc_cpu_efficiency_batch256": gc2_256,
+        "single_item_ring_p50_us": p50_2r,
+        "single_item_ring_p99_us": p99_2r,
+        "verifyd_frames_vs_inproc_batch16": r2_16,
+        "verifyd_frames_vs_inproc_batch256": r2_256,
+        "verifyd_frames_vs_inproc_cpu_efficiency_batch16": c2_16,
+        "verifyd_frames_vs_inproc_cpu_efficiency_batch256": c2_256,
+    });
+    let mut json = json!({
         "suite": "verify",
         "backend": chosen.name(),
         "verify_us": verify_us,
@@ -491,18 +610,20 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         "inproc_rayon_items_per_s": in2,
         "inproc_rayon_1t_items_per_s": in1,
         "verifyd_batch1_items_per_s": v2_1,
-        "verifyd_batch16_items_per_s": v2_16,
-        "verifyd_batch256_items_per_s": v2_256,
+        "verifyd_batch16_items_per_s": b16,
+        "verifyd_batch256_items_per_s": b256,
+        "verifyd_batch16_transport": t16.name(),
+        "verifyd_batch256_transport": t256.name(),
         "verifyd_1t_batch16_items_per_s": v1_16,
         "verifyd_1t_batch256_items_per_s": v1_256,
-        "verifyd_vs_inproc_batch16": r2_16,
-        "verifyd_vs_inproc_batch256": r2_256,
+        "verifyd_vs_inproc_batch16": br16,
+        "verifyd_vs_inproc_batch256": br256,
         "verifyd_vs_inproc_1t_batch16": r1_16,
         "verifyd_vs_inproc_1t_batch256": r1_256,
         "verify_us_near_latency": near_us,
         "inproc_items_per_cpu_s": in1_cpu,
-        "verifyd_vs_inproc_cpu_efficiency_batch16": c2_16,
-        "verifyd_vs_inproc_cpu_efficiency_batch256": c2_256,
+        "verifyd_vs_inproc_cpu_efficiency_batch16": bc16,
+        "verifyd_vs_inproc_cpu_efficiency_batch256": bc256,
         "verifyd_vs_inproc_cpu_efficiency_1t_batch16": c1_16,
         "verifyd_vs_inproc_cpu_efficiency_1t_batch256": c1_256,
         "single_item_p50_us": p50_2,
@@ -511,14 +632,19 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         "single_item_1t_p99_us": p99_1,
         "two_procs_vs_one_ratio": ratio2,
         "inproc_rayon_2t_vs_1t": m("inproc_2t_vs_1t"),
-        "transport": "uds",
+        // Best transport of the headline batch-16/256 numbers; the 1-thread,
+        // batch-1, two-process and latency keys without "ring" are frames.
+        "transport": transport,
         "gather_delay_us": gather_delay_us,
         "daemon_item_us": daemon_item_us,
         "daemon_admission_limit": admission_limit,
         "daemon_batch_size_hist": batch_hist,
         "reps": reps,
     });
-    drop((p_one, p_pair, p_two, one, other, two_thr));
+    if let (Some(o), serde_json::Value::Object(extra)) = (json.as_object_mut(), per_transport) {
+        o.extend(extra);
+    }
+    drop((p_one, p_pair, p_two, r_one, r_two, one, other, two_thr));
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Outcome {
         tables: vec![t1, t2, t3],
