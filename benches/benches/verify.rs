@@ -4,11 +4,14 @@
 //! * `verify_inproc_rayon/<threads>`: batches of 256 on a local rayon pool;
 //! * `verify_verifyd_uds/<batch>`: through one verifyd (2 threads) over
 //!   Unix-socket frames, batch 1, 16 and 256, 16 requests in flight;
-//! * `verify_scale/{one_proc_2t,two_procs_1t,one_proc_1t}`: batch 256.
+//! * `verify_verifyd_ring/<batch>`: the same daemon through the
+//!   shared-memory ring pair, batch 16 and 256;
+//! * `verify_scale/{one_proc_2t,two_procs_1t,one_proc_1t}`: batch 256
+//!   (frames).
 //!
 //! verifyd runs as child processes of this bench binary (see
-//! `benches::suites::verify::serve_child_if_requested`). The shared-memory
-//! ring path is absent: verifyd does not offer the ring capability yet.
+//! `benches::suites::verify::serve_child_if_requested`). The daemons offer
+//! the ring; pools with `ring_capacity: 0` stay on frames.
 //!
 //! ```text
 //! cargo bench -p benches --no-default-features --features verify --bench verify
@@ -94,13 +97,14 @@ fn main() {
     let one = Daemon::start(&dir, "one.sock", 1, kind, &[]).unwrap();
     let other = Daemon::start(&dir, "other.sock", 1, kind, &[]).unwrap();
     let two = Daemon::start(&dir, "two.sock", 2, kind, &[]).unwrap();
-    let p_two = Pool::connect(vec![two.socket.clone()], PoolConfig::default()).unwrap();
-    let p_one = Pool::connect(vec![one.socket.clone()], PoolConfig::default()).unwrap();
-    let p_pair = Pool::connect(
-        vec![one.socket.clone(), other.socket.clone()],
-        PoolConfig::default(),
-    )
-    .unwrap();
+    let frames = || PoolConfig {
+        ring_capacity: 0,
+        ..PoolConfig::default()
+    };
+    let p_two = Pool::connect(vec![two.socket.clone()], frames()).unwrap();
+    let p_one = Pool::connect(vec![one.socket.clone()], frames()).unwrap();
+    let p_pair = Pool::connect(vec![one.socket.clone(), other.socket.clone()], frames()).unwrap();
+    let r_two = Pool::connect(vec![two.socket.clone()], PoolConfig::default()).unwrap();
 
     let mut g = c.benchmark_group("verify_verifyd_uds");
     g.measurement_time(Duration::from_secs(3)).sample_size(10);
@@ -108,6 +112,16 @@ fn main() {
         g.throughput(Throughput::Elements(batch as u64));
         g.bench_function(BenchmarkId::from_parameter(batch), |b| {
             b.iter_custom(|iters| through(&p_two, &items, batch, 16, iters as usize * batch));
+        });
+    }
+    g.finish();
+
+    let mut g = c.benchmark_group("verify_verifyd_ring");
+    g.measurement_time(Duration::from_secs(3)).sample_size(10);
+    for batch in [16usize, 256] {
+        g.throughput(Throughput::Elements(batch as u64));
+        g.bench_function(BenchmarkId::from_parameter(batch), |b| {
+            b.iter_custom(|iters| through(&r_two, &items, batch, 16, iters as usize * batch));
         });
     }
     g.finish();
@@ -126,7 +140,7 @@ fn main() {
         });
     }
     g.finish();
-    drop((p_one, p_two, p_pair, one, other, two));
+    drop((p_one, p_two, p_pair, r_two, one, other, two));
     let _ = std::fs::remove_dir_all(&dir);
     c.final_summary();
 }
