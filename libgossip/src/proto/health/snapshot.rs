@@ -91,22 +91,31 @@ mod tests {
     fn concurrent_readers_never_see_empty() {
         let cell = Arc::new(SnapshotCell::new(vec![0u32; 100]));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Readers and the writer start together, so the swaps really overlap
+        // the reads even when thread start-up is slow.
+        let start = Arc::new(std::sync::Barrier::new(4));
         let readers: Vec<_> = (0..3)
             .map(|_| {
                 let cell = Arc::clone(&cell);
                 let stop = Arc::clone(&stop);
+                let start = Arc::clone(&start);
                 std::thread::spawn(move || {
+                    start.wait();
                     let mut reads = 0u64;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    loop {
                         let s = cell.load();
                         assert!(!s.is_empty());
                         assert!(s.iter().all(|v| *v == s[0]), "torn snapshot");
                         reads += 1;
+                        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            break;
+                        }
                     }
                     reads
                 })
             })
             .collect();
+        start.wait();
         for round in 1..=5_000u32 {
             // Build off to the side (the "rebuild"), then swap.
             let mut next = Vec::with_capacity(100 + (round % 7) as usize);
