@@ -113,6 +113,24 @@ pub fn geometry(session: &Session) -> Result<Geometry, TransportError> {
     Geometry::negotiated(session.ring_capacity, session.max_frame).map_err(TransportError::Geometry)
 }
 
+/// How long each side waits for the other's ring offer: a peer that agreed
+/// on a ring in the hello and then sends nothing must not hold a thread.
+pub const RING_SETUP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs `f` with [`RING_SETUP_TIMEOUT`] as the socket's read timeout, then
+/// restores the previous one (timeouts belong to the socket, shared by all
+/// its handles).
+fn with_setup_timeout<T>(
+    sock: &UnixStream,
+    f: impl FnOnce() -> Result<T, TransportError>,
+) -> Result<T, TransportError> {
+    let previous = sock.read_timeout()?;
+    sock.set_read_timeout(Some(RING_SETUP_TIMEOUT))?;
+    let out = f()?;
+    sock.set_read_timeout(previous)?;
+    Ok(out)
+}
+
 /// Sets up the ring pair on the client side: returns (requests, responses).
 pub fn client_rings(
     sock: &UnixStream,
@@ -120,9 +138,11 @@ pub fn client_rings(
 ) -> Result<(ShmProducer, ShmConsumer), TransportError> {
     let geo = geometry(session)?;
     let cfg = SpinConfig::default();
-    let tx = shm::create_producer(sock.try_clone()?, geo, cfg)?;
-    let rx = shm::attach_consumer(sock.try_clone()?, geo, cfg)?;
-    Ok((tx, rx))
+    with_setup_timeout(sock, || {
+        let tx = shm::create_producer(sock.try_clone()?, geo, cfg)?;
+        let rx = shm::attach_consumer(sock.try_clone()?, geo, cfg)?;
+        Ok((tx, rx))
+    })
 }
 
 /// Sets up the ring pair on the daemon side: returns (responses, requests).
@@ -132,9 +152,11 @@ pub fn server_rings(
 ) -> Result<(ShmProducer, ShmConsumer), TransportError> {
     let geo = geometry(session)?;
     let cfg = SpinConfig::default();
-    let rx = shm::attach_consumer(sock.try_clone()?, geo, cfg)?;
-    let tx = shm::create_producer(sock.try_clone()?, geo, cfg)?;
-    Ok((tx, rx))
+    with_setup_timeout(sock, || {
+        let rx = shm::attach_consumer(sock.try_clone()?, geo, cfg)?;
+        let tx = shm::create_producer(sock.try_clone()?, geo, cfg)?;
+        Ok((tx, rx))
+    })
 }
 
 /// The sending half of a session.
@@ -242,5 +264,104 @@ impl Rx {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::{Established, HelloParams};
+    use wire::generated::hello::Role;
+
+    fn params(role: Role, ring_capacity: u32) -> HelloParams {
+        HelloParams {
+            protocol: crate::proto::PROTOCOL,
+            role,
+            instance: 1,
+            max_frame: 1 << 20,
+            ring_capacity,
+        }
+    }
+
+    /// Both sides' rings over one socket pair: messages each way, then a
+    /// clean close on one side is a clean end on the other.
+    #[test]
+    fn ring_pair_carries_messages_both_ways_and_ends_cleanly() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut e = Established::handshake(b, &params(Role::Verifyd, 1 << 20)).unwrap();
+            assert!(ring_agreed(&e.session));
+            let (tx, rx) = server_rings(e.writer.get_mut(), &e.session).unwrap();
+            let mut rx = Rx::Ring(Box::new(rx));
+            let sock = e.writer.get_mut().try_clone().unwrap();
+            let mut tx = Tx::Ring {
+                producer: Box::new(tx),
+                sock,
+                deadline: Duration::from_secs(1),
+            };
+            let got = rx.recv().unwrap().unwrap();
+            tx.send(&got.iter().rev().copied().collect::<Vec<u8>>())
+                .unwrap();
+            // The client dropped its producer: a clean end, not an error.
+            assert!(rx.recv().unwrap().is_none());
+        });
+        let mut e = Established::handshake(a, &params(Role::Client, 1 << 22)).unwrap();
+        // The smaller proposal wins.
+        assert_eq!(e.session.ring_capacity, 1 << 20);
+        let (tx, rx) = client_rings(e.writer.get_mut(), &e.session).unwrap();
+        let sock = e.writer.get_mut().try_clone().unwrap();
+        let mut tx = Tx::Ring {
+            producer: Box::new(tx),
+            sock,
+            deadline: Duration::from_secs(1),
+        };
+        assert_eq!(tx.transport(), Transport::Ring);
+        let mut rx = Rx::Ring(Box::new(rx));
+        tx.send(b"abc").unwrap();
+        assert_eq!(rx.recv().unwrap().unwrap(), b"cba");
+        drop(tx);
+        server.join().unwrap();
+    }
+
+    /// A record over the negotiated limit is a typed error, not a panic.
+    #[test]
+    fn oversize_record_is_typed() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let server = std::thread::spawn(move || {
+            let mut e = Established::handshake(b, &params(Role::Verifyd, 1 << 16)).unwrap();
+            let rings = server_rings(e.writer.get_mut(), &e.session).unwrap();
+            // Hold the rings until the client is done.
+            let mut rx = Rx::Ring(Box::new(rings.1));
+            let _ = rx.recv();
+        });
+        let mut e = Established::handshake(a, &params(Role::Client, 1 << 16)).unwrap();
+        let (tx, _rx) = client_rings(e.writer.get_mut(), &e.session).unwrap();
+        let limit = tx.max_record();
+        let sock = e.writer.get_mut().try_clone().unwrap();
+        let mut tx = Tx::Ring {
+            producer: Box::new(tx),
+            sock,
+            deadline: Duration::from_secs(1),
+        };
+        assert!(matches!(
+            tx.send(&vec![0u8; limit + 1]),
+            Err(TransportError::TooLarge(n)) if n == limit + 1
+        ));
+        drop(tx);
+        server.join().unwrap();
+    }
+
+    /// One side without the ring: the hello agrees on none.
+    #[test]
+    fn one_side_without_ring_means_frames() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            Established::handshake(b, &params(Role::Verifyd, 1 << 20))
+                .map(|e| ring_agreed(&e.session))
+                .unwrap()
+        });
+        let e = Established::handshake(a, &params(Role::Client, 0)).unwrap();
+        assert!(!ring_agreed(&e.session));
+        assert!(!t.join().unwrap());
     }
 }
