@@ -117,3 +117,107 @@ fn either_side_can_disable_the_ring() {
     h1.stop();
     h2.stop();
 }
+
+/// A hand-driven ring client: the hello with the ring, then both rings.
+struct RawRing {
+    tx: verifyd::transport::Tx,
+    rx: verifyd::transport::Rx,
+}
+
+impl RawRing {
+    fn connect(path: &std::path::Path) -> RawRing {
+        use verifyd::session::{Established, HelloParams};
+        use verifyd::transport::{self, Rx, Tx};
+        let s = std::os::unix::net::UnixStream::connect(path).unwrap();
+        let p = HelloParams {
+            protocol: verifyd::proto::PROTOCOL,
+            role: wire::generated::hello::Role::Client,
+            instance: 7,
+            max_frame: 1 << 20,
+            ring_capacity: 1 << 20,
+        };
+        let mut e = Established::handshake(s, &p).unwrap();
+        assert!(transport::ring_agreed(&e.session));
+        let (tx, rx) = transport::client_rings(e.writer.get_mut(), &e.session).unwrap();
+        let sock = e.writer.get_mut().try_clone().unwrap();
+        RawRing {
+            tx: Tx::Ring {
+                producer: Box::new(tx),
+                sock,
+                deadline: std::time::Duration::from_secs(2),
+            },
+            rx: Rx::Ring(Box::new(rx)),
+        }
+    }
+
+    fn call(&mut self, msg: &[u8]) -> verifyd::proto::Response {
+        self.tx.send(msg).unwrap();
+        let buf = self.rx.recv().unwrap().expect("an answer");
+        verifyd::proto::decode_response(&buf).unwrap()
+    }
+}
+
+/// V5 over the ring: a garbage record gets a typed error answer on the ring
+/// and the session goes on; a client that hangs up mid-session ends it on
+/// the daemon with a counted ring error, and the daemon keeps serving.
+#[test]
+#[allow(clippy::disallowed_methods)] // the test owns the clock
+fn ring_bad_record_is_typed_and_dead_client_is_counted() {
+    use verifyd::proto::{self, ItemRef, Response};
+    let dir = tempfile::tempdir().unwrap();
+    let (path, h, _j) = common::spawn_server(dir.path(), "v.sock", |c| c);
+    let corpus = common::corpus(8);
+    let mut c = RawRing::connect(&path);
+
+    let r = c.call(b"definitely not a flatbuffer");
+    assert!(matches!(r, Response::Error { fatal: false, .. }), "{r:?}");
+
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let r = c.call(proto::encode_register_key(&mut fbb, 5, &corpus.keys[0]));
+    let Response::KeyRegistered {
+        request_id: 5,
+        key_id,
+    } = r
+    else {
+        panic!("{r:?}")
+    };
+    let mine: Vec<_> = corpus.samples.iter().filter(|s| s.key == 0).collect();
+    assert!(!mine.is_empty());
+    let items: Vec<ItemRef<'_>> = mine
+        .iter()
+        .map(|s| ItemRef {
+            key_id,
+            inline_key: None,
+            msg: &s.msg,
+            sig: &s.sig,
+        })
+        .collect();
+    let r = c.call(proto::encode_verify_batch(&mut fbb, 6, &[], &items));
+    let Response::VerifyResult {
+        request_id: 6,
+        verdicts,
+    } = r
+    else {
+        panic!("{r:?}")
+    };
+    let truth: Vec<Verdict> = mine.iter().map(|s| s.expected).collect();
+    assert_eq!(verdicts, truth);
+
+    // Hang up without closing the ring: the daemon's parked reader sees it.
+    c.tx.hang_up();
+    let t = std::time::Instant::now();
+    while h.snapshot().ring_errors == 0 {
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "daemon did not notice the hang-up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(c);
+    // Still serving.
+    let (items, truth) = common::items(&common::corpus(30));
+    let pool = Pool::connect(vec![path], PoolConfig::default()).unwrap();
+    assert_eq!(pool.verify(items).unwrap(), truth);
+    assert!(h.snapshot().request_errors >= 1);
+    h.stop();
+}
