@@ -78,7 +78,13 @@ fn ring_session_re_registers_evicted_keys() {
     assert_eq!(got, truth);
     let snap = h.snapshot();
     assert!(snap.keys.evictions > 0);
-    assert_eq!(snap.ring_sessions, 1);
+    assert_eq!(
+        snap.ring_sessions,
+        1,
+        "lost {} resub {}",
+        pool.stats().conns_lost.load(Ordering::Relaxed),
+        pool.stats().resubmitted.load(Ordering::Relaxed)
+    );
     h.stop();
 }
 

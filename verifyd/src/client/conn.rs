@@ -167,37 +167,48 @@ impl Conn {
                 distinct.len() - 1
             }));
         }
-        let mut waits = Vec::new();
-        {
+        // An `UnknownKey` answer to an older request can make us forget a key
+        // between registering it and reading its id back (the reader thread
+        // removes stale ids): register again rather than give up the
+        // connection. A few rounds are plenty; each needs a fresh eviction.
+        const ROUNDS: usize = 4;
+        for _ in 0..ROUNDS {
+            let mut waits = Vec::new();
+            {
+                let known = lock(&self.keys);
+                let mut asked: Vec<&Bytes> = Vec::new();
+                for k in &distinct {
+                    if !known.contains_key(*k) && !asked.contains(k) {
+                        asked.push(k);
+                    }
+                }
+                drop(known);
+                let mut fbb = FlatBufferBuilder::new();
+                for k in asked {
+                    let rid = pool.next_req.fetch_add(1, Ordering::Relaxed);
+                    let (tx, rx) = mpsc::channel();
+                    lock(&self.pending).insert(rid, Pending::Register { key: k.clone(), tx });
+                    if !self.write(proto::encode_register_key(&mut fbb, rid, k)) {
+                        return None;
+                    }
+                    waits.push(rx);
+                }
+            }
+            for rx in waits {
+                // The reader answers or, if the connection dies, drops the sender.
+                rx.recv_timeout(Duration::from_secs(5)).ok()?;
+            }
             let known = lock(&self.keys);
-            let mut asked: Vec<&Bytes> = Vec::new();
-            for k in &distinct {
-                if !known.contains_key(*k) && !asked.contains(k) {
-                    asked.push(k);
-                }
+            let names: Option<Vec<KeyName>> =
+                distinct.iter().map(|k| known.get(*k).copied()).collect();
+            if let Some(names) = names {
+                return Some(which.into_iter().map(|w| names[w]).collect());
             }
-            drop(known);
-            let mut fbb = FlatBufferBuilder::new();
-            for k in asked {
-                let rid = pool.next_req.fetch_add(1, Ordering::Relaxed);
-                let (tx, rx) = mpsc::channel();
-                lock(&self.pending).insert(rid, Pending::Register { key: k.clone(), tx });
-                if !self.write(proto::encode_register_key(&mut fbb, rid, k)) {
-                    return None;
-                }
-                waits.push(rx);
-            }
+            pool.stats
+                .key_reregistrations
+                .fetch_add(1, Ordering::Relaxed);
         }
-        for rx in waits {
-            // The reader answers or, if the connection dies, drops the sender.
-            rx.recv_timeout(Duration::from_secs(5)).ok()?;
-        }
-        let known = lock(&self.keys);
-        let names: Vec<KeyName> = distinct
-            .iter()
-            .map(|k| known.get(*k).copied())
-            .collect::<Option<_>>()?;
-        Some(which.into_iter().map(|w| names[w]).collect())
+        None
     }
 
     /// Sends a sub-batch; hands it back if this connection cannot take it.

@@ -115,6 +115,9 @@ pub struct PoolStats {
     pub unknown_key_retries: AtomicU64,
     /// Connections lost.
     pub conns_lost: AtomicU64,
+    /// Registration rounds repeated because a concurrent `UnknownKey`
+    /// answer made the connection forget a key it had just registered.
+    pub key_reregistrations: AtomicU64,
     /// Connections opened on a shared-memory ring pair.
     pub ring_conns: AtomicU64,
     /// Connections opened on socket frames.
