@@ -27,6 +27,13 @@ cargo nextest run --workspace --locked --no-fail-fast
 step "io_uring backend tests (feature uring)"
 cargo nextest run -p libtransport --features uring --locked -E 'test(/uring/)'
 
+step "libtransport examples run (crates using only libtransport's public API)"
+cargo build -p libtransport --examples --locked
+for example in "echo" "chat" "bulk 16"; do
+  # shellcheck disable=SC2086 # the example's arguments split on purpose
+  timeout 120 "${CARGO_TARGET_DIR:-target}/debug/examples/"$example
+done
+
 step "doc tests"
 cargo test --workspace --doc --locked
 
