@@ -98,6 +98,10 @@ pub enum BackendKind {
     /// has it); only with the `libcrux` cargo feature.
     #[cfg(feature = "libcrux")]
     Libcrux,
+    /// PQClean's ML-DSA-65 through `pqcrypto-mldsa` (C; AVX2 code chosen at
+    /// run time when the CPU has it); only with the `pqcrypto` cargo feature.
+    #[cfg(feature = "pqcrypto")]
+    Pqcrypto,
 }
 
 impl BackendKind {
@@ -107,6 +111,8 @@ impl BackendKind {
         BackendKind::RustCrypto,
         #[cfg(feature = "libcrux")]
         BackendKind::Libcrux,
+        #[cfg(feature = "pqcrypto")]
+        BackendKind::Pqcrypto,
     ];
     /// The default, chosen by measurement (see the ADR).
     pub const DEFAULT: BackendKind = BackendKind::AwsLc;
@@ -119,6 +125,8 @@ impl BackendKind {
             BackendKind::RustCrypto => "rustcrypto",
             #[cfg(feature = "libcrux")]
             BackendKind::Libcrux => "libcrux",
+            #[cfg(feature = "pqcrypto")]
+            BackendKind::Pqcrypto => "pqcrypto",
         }
     }
 
@@ -130,6 +138,8 @@ impl BackendKind {
             BackendKind::RustCrypto => Arc::new(RustCrypto),
             #[cfg(feature = "libcrux")]
             BackendKind::Libcrux => Arc::new(libcrux::Libcrux),
+            #[cfg(feature = "pqcrypto")]
+            BackendKind::Pqcrypto => Arc::new(pqclean::Pqcrypto),
         }
     }
 }
@@ -142,7 +152,9 @@ impl fmt::Display for BackendKind {
 
 /// An unknown backend name.
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("unknown backend {0:?} (expected aws-lc or rustcrypto)")]
+#[error(
+    "unknown backend {0:?} (expected aws-lc, rustcrypto, or a backend enabled by a cargo feature: libcrux, pqcrypto)"
+)]
 pub struct UnknownBackend(pub String);
 
 impl FromStr for BackendKind {
@@ -277,6 +289,60 @@ mod libcrux {
             let k = <[u8; PUBLIC_KEY_LEN]>::try_from(key)
                 .map_err(|_| KeyError::WrongLength(key.len()))?;
             Ok(Arc::new(Key(MLDSA65VerificationKey::new(k))))
+        }
+        fn supports_context(&self) -> bool {
+            true
+        }
+    }
+}
+
+#[cfg(feature = "pqcrypto")]
+mod pqclean {
+    use std::sync::Arc;
+
+    use super::{
+        Backend, BackendKind, DecodedKey, KeyError, SIGNATURE_LEN, VerifyKey, check_key_len,
+    };
+    use pqcrypto_mldsa::mldsa65;
+    use pqcrypto_traits::sign::{DetachedSignature as _, PublicKey as _};
+
+    /// PQClean keeps no decoded form either (its verify unpacks the key and
+    /// expands the matrix every time): a "decoded" key is the checked bytes.
+    #[derive(Debug, Clone, Copy, Default)]
+    pub struct Pqcrypto;
+
+    struct Key(mldsa65::PublicKey);
+
+    impl std::fmt::Debug for Key {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("PqcryptoKey")
+        }
+    }
+
+    impl VerifyKey for Key {
+        fn verify_sized(&self, msg: &[u8], ctx: &[u8], sig: &[u8]) -> bool {
+            // `from_bytes` accepts any length up to the maximum; the caller
+            // has already checked it is exactly SIGNATURE_LEN, checked again
+            // here so this key never verifies a short signature on its own.
+            if sig.len() != SIGNATURE_LEN {
+                return false;
+            }
+            let Ok(sig) = mldsa65::DetachedSignature::from_bytes(sig) else {
+                return false;
+            };
+            mldsa65::verify_detached_signature_ctx(&sig, msg, ctx, &self.0).is_ok()
+        }
+    }
+
+    impl Backend for Pqcrypto {
+        fn kind(&self) -> BackendKind {
+            BackendKind::Pqcrypto
+        }
+        fn decode_key(&self, key: &[u8]) -> Result<DecodedKey, KeyError> {
+            check_key_len(key)?;
+            let k = mldsa65::PublicKey::from_bytes(key)
+                .map_err(|_| KeyError::WrongLength(key.len()))?;
+            Ok(Arc::new(Key(k)))
         }
         fn supports_context(&self) -> bool {
             true

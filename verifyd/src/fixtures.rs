@@ -26,6 +26,8 @@ enum SignerInner {
     RustCrypto(Box<ml_dsa::SigningKey<ml_dsa::MlDsa65>>),
     #[cfg(feature = "libcrux")]
     Libcrux(Box<libcrux_ml_dsa::ml_dsa_65::MLDSA65SigningKey>),
+    #[cfg(feature = "pqcrypto")]
+    Pqcrypto(Box<pqcrypto_mldsa::mldsa65::SecretKey>),
 }
 
 impl std::fmt::Debug for SignerInner {
@@ -74,6 +76,27 @@ impl Signer {
                     inner: SignerInner::Libcrux(Box::new(kp.signing_key)),
                 })
             }
+            #[cfg(feature = "pqcrypto")]
+            BackendKind::Pqcrypto => {
+                // pqcrypto only offers random key generation, so the key pair
+                // comes from FIPS 204 KeyGen_internal (RustCrypto) and its
+                // standard 4032-byte secret-key encoding is imported; all
+                // signing below is done by PQClean's code.
+                use pqcrypto_traits::sign::SecretKey as _;
+                let sk = ml_dsa::SigningKey::<ml_dsa::MlDsa65>::from_seed(&seed.into());
+                let public = ml_dsa::Keypair::verifying_key(&sk).encode().to_vec();
+                // skEncode is deprecated in ml-dsa in favour of seeds, but it
+                // is the interchange format PQClean expects.
+                #[allow(deprecated)]
+                let expanded = sk.expanded_key().to_expanded();
+                let secret = pqcrypto_mldsa::mldsa65::SecretKey::from_bytes(expanded.as_slice())
+                    .map_err(|e| FixtureError(e.to_string()))?;
+                Ok(Signer {
+                    kind,
+                    public,
+                    inner: SignerInner::Pqcrypto(Box::new(secret)),
+                })
+            }
         }
     }
 
@@ -110,6 +133,14 @@ impl Signer {
                 let s = libcrux_ml_dsa::ml_dsa_65::sign(sk, msg, &[], [0; 32])
                     .map_err(|e| FixtureError(format!("{e:?}")))?;
                 Ok(s.as_ref().to_vec())
+            }
+            #[cfg(feature = "pqcrypto")]
+            SignerInner::Pqcrypto(sk) => {
+                // PQClean signs hedged (fresh randomness), not deterministically;
+                // the signature is still a valid pure ML-DSA-65 signature.
+                use pqcrypto_traits::sign::DetachedSignature as _;
+                let s = pqcrypto_mldsa::mldsa65::detached_sign(msg, sk);
+                Ok(s.as_bytes().to_vec())
             }
         }
     }

@@ -2,8 +2,11 @@
 //!
 //! ```text
 //! verifyd [--socket PATH] [--admin-socket PATH] [--metrics-listen 127.0.0.1:9464]
-//!         [--threads N] [--backend aws-lc|rustcrypto] [--key-capacity N]
+//!         [--threads N] [--backend aws-lc|rustcrypto|libcrux|pqcrypto] [--key-capacity N]
 //! ```
+//!
+//! `libcrux` and `pqcrypto` exist only when built with the cargo feature of
+//! the same name.
 //!
 //! SIGTERM (or SIGINT) drains: no new work, admitted items get their
 //! verdicts, then exit. A second signal, or the drain deadline, stops at once.
