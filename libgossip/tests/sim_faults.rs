@@ -73,9 +73,14 @@ fn churn_and_loss() {
 /// G1, G8, G18: 1,000 nodes, one sender and a random sender per round: full
 /// delivery, p99 eager degree within [D_low, D_high], sends per publish
 /// bounded by the view.
-fn thousand(name: &str) {
+fn thousand(name: &str, seed: u64) {
     let d = libgossip::proto::Config::default();
-    let r = run(&scenario(name), 1);
+    let sc = scenario(name);
+    assert!(
+        sc.seeds.contains(&seed),
+        "seed {seed} not listed in {name}.toml"
+    );
+    let r = run(&sc, seed);
     assert_eq!(r.missed, 0, "{name}");
     assert!(r.view_bound_ok(), "{name}");
     let (lo, hi) = (d.d_low as f64, d.d_high as f64);
@@ -92,13 +97,23 @@ fn thousand(name: &str) {
 }
 
 #[test]
-fn thousand_nodes_one_sender() {
-    thousand("s1000-one");
+fn thousand_nodes_one_sender_1() {
+    thousand("s1000-one", 1);
 }
 
 #[test]
-fn thousand_nodes_random_sender() {
-    thousand("s1000-random");
+fn thousand_nodes_one_sender_2() {
+    thousand("s1000-one", 2);
+}
+
+#[test]
+fn thousand_nodes_random_sender_1() {
+    thousand("s1000-random", 1);
+}
+
+#[test]
+fn thousand_nodes_random_sender_2() {
+    thousand("s1000-random", 2);
 }
 
 /// G1, G18: 10 % of 1,000 nodes crash; after repair ≥ 99.9 % delivered.
