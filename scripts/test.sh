@@ -17,6 +17,8 @@ cargo clippy -p wire --no-default-features --locked -- -D warnings
 cargo clippy -p libgossip --no-default-features --locked -- -D warnings
 # The io_uring backend is feature-gated; lint it too.
 cargo clippy -p libtransport --features uring --all-targets --locked -- -D warnings
+# The optional pqcrypto verify backend, so it cannot rot unseen.
+cargo clippy -p verifyd --features pqcrypto --all-targets --locked -- -D warnings
 
 step "docs (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked
@@ -26,6 +28,9 @@ cargo nextest run --workspace --locked --no-fail-fast
 
 step "io_uring backend tests (feature uring)"
 cargo nextest run -p libtransport --features uring --locked -E 'test(/uring/)'
+
+step "verify backends agree, including the optional pqcrypto backend"
+cargo nextest run -p verifyd --features pqcrypto --locked -E 'binary(agreement)'
 
 step "libtransport examples run (crates using only libtransport's public API)"
 cargo build -p libtransport --examples --locked
