@@ -5,8 +5,11 @@
 //! selection of items is tampered (a flipped bit in the message or the
 //! signature) so tests know the ground truth for every item.
 
+use bytes::Bytes;
+
 use crate::Verdict;
 use crate::backend::{BackendKind, PUBLIC_KEY_LEN, SIGNATURE_LEN};
+use crate::client::Item;
 
 /// An error while making fixtures (only if a library refuses a seed).
 #[derive(Debug, thiserror::Error)]
@@ -234,5 +237,21 @@ impl Corpus {
                 .all(|s| s.public_key().len() == PUBLIC_KEY_LEN)
         );
         Ok(Corpus { keys, samples })
+    }
+
+    /// The samples as client [`Item`]s (keys shared, not copied per item)
+    /// and, in the same order, the verdict each must get.
+    pub fn items(&self) -> (Vec<Item>, Vec<Verdict>) {
+        let keys: Vec<Bytes> = self.keys.iter().map(|k| Bytes::from(k.clone())).collect();
+        let items = self
+            .samples
+            .iter()
+            .map(|s| Item {
+                key: keys[s.key].clone(),
+                msg: Bytes::from(s.msg.clone()),
+                sig: Bytes::from(s.sig.clone()),
+            })
+            .collect();
+        (items, self.samples.iter().map(|s| s.expected).collect())
     }
 }

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use serde_json::json;
 use verifyd::backend::verify_item;
-use verifyd::client::{Bytes, InProcess, Item, Pool, PoolConfig};
+use verifyd::client::{InProcess, Item, Pool, PoolConfig};
 use verifyd::fixtures::Corpus;
 use verifyd::server::{Server, ServerConfig};
 use verifyd::transport::Transport;
@@ -144,17 +144,7 @@ fn cpu_ns(daemons: &[&Daemon]) -> u64 {
 /// 256-byte messages (a 5,517-byte item), reused.
 pub fn workload(total: usize) -> Result<(Vec<Item>, Vec<Verdict>)> {
     let c = Corpus::build(BackendKind::AwsLc, 4, 64, 256, total, 0, 7)?;
-    let keys: Vec<Bytes> = c.keys.iter().map(|k| Bytes::from(k.clone())).collect();
-    let items = c
-        .samples
-        .iter()
-        .map(|s| Item {
-            key: keys[s.key].clone(),
-            msg: Bytes::from(s.msg.clone()),
-            sig: Bytes::from(s.sig.clone()),
-        })
-        .collect();
-    Ok((items, c.samples.iter().map(|s| s.expected).collect()))
+    Ok(c.items())
 }
 
 /// Single-core verifications per CPU-second of the measuring thread with a

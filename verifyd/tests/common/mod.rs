@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use verifyd::client::Item;
 use verifyd::fixtures::Corpus;
 use verifyd::server::{Server, ServerConfig, ServerHandle};
@@ -17,17 +16,7 @@ pub fn corpus(total: usize) -> Corpus {
 }
 
 pub fn items(c: &Corpus) -> (Vec<Item>, Vec<Verdict>) {
-    let keys: Vec<Bytes> = c.keys.iter().map(|k| Bytes::from(k.clone())).collect();
-    let items = c
-        .samples
-        .iter()
-        .map(|s| Item {
-            key: keys[s.key].clone(),
-            msg: Bytes::from(s.msg.clone()),
-            sig: Bytes::from(s.sig.clone()),
-        })
-        .collect();
-    (items, c.samples.iter().map(|s| s.expected).collect())
+    c.items()
 }
 
 /// An in-process daemon on a socket in `dir`.
