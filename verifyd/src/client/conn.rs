@@ -265,8 +265,12 @@ impl Conn {
         let n = sub.idx.len();
         self.outstanding.fetch_add(n, Ordering::Relaxed);
         lock(&self.pending).insert(rid, Pending::Verify { sub, names });
-        if !self.write(frame) {
-            // The pending entry (ours included) is re-routed by kill().
+        // Re-check liveness after inserting: the reader may have killed the
+        // session (and drained `pending`) between our first check and the
+        // insert, and a write into a dead peer's ring can still succeed.
+        // kill() sets `alive` before it drains, so either it drained our
+        // entry or we see it dead here and drain again ourselves.
+        if !self.write(frame) || !self.is_alive() {
             self.kill(pool);
         }
         Ok(())
