@@ -104,13 +104,7 @@ fn on_connected(st: &mut State, ch: ConnectionHandle, now: Instant) {
     let Some(proof) = proof else {
         warn!("cannot build identity proof");
         let uid = c.uid;
-        close_conn(
-            st,
-            ch,
-            uid,
-            close::IDENTITY_INVALID,
-            CloseReason::IdentityInvalid,
-        );
+        close_identity_invalid(st, ch, uid);
         return;
     };
     if withhold {
@@ -120,13 +114,7 @@ fn on_connected(st: &mut State, ch: ConnectionHandle, now: Instant) {
     }
     let Some(id) = c.inner.streams().open(Dir::Uni) else {
         let uid = c.uid;
-        close_conn(
-            st,
-            ch,
-            uid,
-            close::IDENTITY_INVALID,
-            CloseReason::IdentityInvalid,
-        );
+        close_identity_invalid(st, ch, uid);
         return;
     };
     let _ = c
@@ -319,13 +307,7 @@ fn read_proof(st: &mut State, ch: ConnectionHandle, id: StreamId, now: Instant) 
     if bad {
         st.counters.identity_invalid += 1;
         let uid = c.uid;
-        close_conn(
-            st,
-            ch,
-            uid,
-            close::IDENTITY_INVALID,
-            CloseReason::IdentityInvalid,
-        );
+        close_identity_invalid(st, ch, uid);
         return;
     }
     if done {
@@ -354,13 +336,7 @@ fn try_verify(st: &mut State, ch: ConnectionHandle, now: Instant) {
         Err(e) => {
             debug!(error = %e, "identity proof rejected");
             st.counters.identity_invalid += 1;
-            close_conn(
-                st,
-                ch,
-                uid,
-                close::IDENTITY_INVALID,
-                CloseReason::IdentityInvalid,
-            );
+            close_identity_invalid(st, ch, uid);
             return;
         }
     };
@@ -442,6 +418,17 @@ fn go_live(st: &mut State, ch: ConnectionHandle, generation: u64, now: Instant) 
     });
     st.wake_peer(&peer);
     accept_streams(st, ch, now);
+}
+
+/// Closes a connection whose identity proof could not be made or checked.
+fn close_identity_invalid(st: &mut State, ch: ConnectionHandle, uid: u64) {
+    close_conn(
+        st,
+        ch,
+        uid,
+        close::IDENTITY_INVALID,
+        CloseReason::IdentityInvalid,
+    );
 }
 
 /// Closes connection `ch` (if it is still the connection `uid`), records the
