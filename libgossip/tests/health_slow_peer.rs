@@ -79,9 +79,12 @@ impl World {
                 LinkState::Lazy => SendKind::IHave,
                 LinkState::New => continue,
             };
-            if let SendDecision::Send { ticket, timeout } =
-                self.health.begin_send(p, TOPIC, kind, self.now)
-            {
+            let decision = self.health.begin_send(p, TOPIC, kind, self.now);
+            if decision == SendDecision::OverBudget {
+                // This model keeps no queue: refused work is dropped.
+                self.health.on_budget_overflow(p, self.now);
+            }
+            if let SendDecision::Send { ticket, timeout } = decision {
                 *self.sends.entry(p).or_default() += 1;
                 let delay = self.delay[&p];
                 let (at, outcome) = if delay <= timeout {
@@ -233,7 +236,7 @@ fn blocked_neighbour_in_a_fanout_storm() {
     }
     assert!(w.max_in_flight[&10] <= 4);
     let c = w.health.budgets().counters();
-    assert!(c.skipped(SendKind::Eager) > 0);
+    assert!(c.refused(SendKind::Eager) > 0);
     // Healthy peers got (almost) every message: only the first window's
     // growth costs a few.
     for p in (0..50).filter(|p| *p != 10) {

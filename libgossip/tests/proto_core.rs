@@ -458,3 +458,122 @@ fn blocked_peer_never_holds_more_than_its_budget() {
         "the healthy neighbour kept receiving: {to_fine}"
     );
 }
+
+/// Node `a` joined to `topic` with `peer` in its active view as an EAGER link.
+fn with_eager_peer(cfg: Config, topic: TopicId, peer: PeerId, now: Instant) -> Node {
+    let mut a = Node::new(C.signer(1), cfg);
+    a.join(topic, &[], now);
+    a.connect(topic, peer, now);
+    drain_ack(&mut a, now);
+    let graft = Message {
+        topic,
+        body: Body::Graft { ids: Vec::new() },
+    };
+    a.handle_message(peer, graft, now);
+    drain_ack(&mut a, now);
+    assert!(a.active_view(&topic).contains(&(peer, true)));
+    a
+}
+
+/// G9: a burst to a healthy EAGER peer waits behind its window and goes out
+/// as sends complete: every message is pushed, none dropped, the window is
+/// never exceeded, and the peer's score is not charged for being busy.
+#[test]
+fn burst_to_healthy_peer_is_queued_not_dropped() {
+    use libgossip::proto::health::budget::BudgetParams;
+    let now = Instant::now();
+    let topic = TopicId::from_name("burst");
+    let peer = node(2).id();
+    let mut a = with_eager_peer(Config::default(), topic, peer, now);
+    for i in 0..500u32 {
+        a.publish(topic, Bytes::from(i.to_be_bytes().to_vec()), now)
+            .unwrap();
+    }
+    let queued = a.snapshot(now).send_queue;
+    assert!(queued.len > 400, "the burst waits: {queued:?}");
+    let mut pending: Vec<u64> = Vec::new();
+    let mut eager = 0usize;
+    let mut t = now;
+    for _ in 0..200 {
+        for o in drain(&mut a) {
+            if let Output::Transmit(tr) = o {
+                eager += usize::from(matches!(tr.msg.body, Body::Eager(_)));
+                pending.push(tr.id);
+            }
+        }
+        assert!(pending.len() as f64 <= BudgetParams::default().ceiling);
+        if pending.is_empty() {
+            break;
+        }
+        // One round trip: every send in flight completes.
+        t += Duration::from_millis(40);
+        let latency = Duration::from_millis(40);
+        for id in std::mem::take(&mut pending) {
+            a.handle_send_outcome(id, SendOutcome::Delivered { latency }, t);
+        }
+    }
+    assert_eq!(eager, 500, "every message pushed eagerly");
+    let s = a.snapshot(t);
+    assert_eq!(s.send_queue.len, 0);
+    assert_eq!(s.send_queue.dropped_full.iter().sum::<u64>(), 0);
+    assert!(s.send_queue.sent >= 400);
+    let h = s.health.unwrap();
+    let p = h.peers.iter().find(|p| p.peer == peer).unwrap();
+    assert_eq!(p.score.budget_exhausted, 0.0, "busy is not bad");
+    assert!(
+        t - now < Duration::from_secs(2),
+        "slow start: {:?}",
+        t - now
+    );
+}
+
+/// G9, G16: the queue behind a stuck peer's window is bounded; overflow is
+/// dropped, counted, announced instead (IHAVE) and charged to the peer's
+/// score; when the peer is cooled its queue is flushed.
+#[test]
+fn queue_behind_stuck_peer_is_bounded_and_flushed_on_cooling() {
+    use libgossip::proto::SendQueueParams;
+    let now = Instant::now();
+    let topic = TopicId::from_name("stuck");
+    let peer = node(2).id();
+    let mut cfg = Config::default();
+    cfg.send_queue = SendQueueParams::default();
+    cfg.send_queue.per_peer_items = 16;
+    let mut a = with_eager_peer(cfg, topic, peer, now);
+    let mut sent = Vec::new();
+    for i in 0..100u32 {
+        a.publish(topic, Bytes::from(i.to_be_bytes().to_vec()), now)
+            .unwrap();
+        for o in drain(&mut a) {
+            if let Output::Transmit(tr) = o {
+                sent.push((tr.id, tr.timeout));
+            }
+        }
+    }
+    let s = a.snapshot(now).send_queue;
+    assert_eq!(s.len, 16, "bounded: {s:?}");
+    assert_eq!(
+        s.dropped_full.iter().sum::<u64>(),
+        100 - 16 - sent.len() as u64
+    );
+    let h = a.snapshot(now).health.unwrap();
+    let p = h.peers.iter().find(|p| p.peer == peer).unwrap();
+    assert!(p.score.budget_exhausted < 0.0, "overflow lowers the score");
+    // Dropped pushes are announced instead.
+    a.handle_timeout(now + Duration::from_millis(30));
+    let ihaves: usize = drain(&mut a)
+        .iter()
+        .filter(|o| matches!(o, Output::Transmit(t) if matches!(t.msg.body, Body::IHave(_))))
+        .count();
+    assert!(ihaves > 0 || a.snapshot(now).over_budget_by_kind[1].1 > 0);
+    // Every send in flight times out: the pair is cooled, the queue flushed.
+    let mut t = now;
+    for (id, timeout) in sent {
+        t = t.max(now + timeout);
+        a.handle_send_outcome(id, SendOutcome::TimedOut, t);
+    }
+    assert!(a.is_cooled(&peer, &topic, t));
+    let s = a.snapshot(t).send_queue;
+    assert_eq!((s.len, s.bytes), (0, 0));
+    assert!(s.flushed > 0);
+}

@@ -3,6 +3,7 @@
 //! See `docs/gossip.md` for the PlumTree ↔ gossipsub mapping
 //! (`D`, `D_low`, `D_high`, `D_lazy`).
 
+use super::sendq::SendQueueParams;
 use std::time::Duration;
 
 /// Tunables of one node. All sizes are hard bounds on state.
@@ -79,6 +80,8 @@ pub struct Config {
     pub seqno_window: u64,
     /// Per-(origin, topic) seqno high-water marks kept at most.
     pub origins_max: usize,
+    /// Bounds of the per-peer queues behind the outbound budget window.
+    pub send_queue: SendQueueParams,
     /// Seed of the node's RNG (peer sampling). Inject a fresh one per node.
     pub seed: u64,
 }
@@ -117,6 +120,7 @@ impl Default for Config {
             max_send_timeout: Duration::from_secs(5),
             seqno_window: 4096,
             origins_max: 4096,
+            send_queue: SendQueueParams::default(),
             seed: 0,
         }
     }

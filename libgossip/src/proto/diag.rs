@@ -86,8 +86,12 @@ pub struct Snapshot {
     pub health: Option<Arc<HealthSnapshot<PeerId, TopicId>>>,
     /// Sends withheld by cooling, by kind (name, count).
     pub gated_by_kind: Vec<(&'static str, u64)>,
-    /// Sends refused by the outbound budget, by kind (name, count).
+    /// Sends refused by the outbound budget window, by kind (name, count);
+    /// what became of them is in `send_queue` (queued, then sent, expired,
+    /// flushed or dropped) — IHAVEs stay in their topic's next batch.
     pub over_budget_by_kind: Vec<(&'static str, u64)>,
+    /// Per-peer queues behind the budget window: sizes and drops.
+    pub send_queue: super::SendQueueStats,
     /// Transmits awaiting their outcome.
     pub in_flight: usize,
     /// Outcomes for unknown transmit ids.
@@ -159,6 +163,7 @@ impl Snapshot {
                 .iter()
                 .map(|k| (kind_label(*k), out.over_budget[k.index()]))
                 .collect(),
+            send_queue: node.send_queue_stats(),
             in_flight,
             unknown_outcomes,
             expired_sends,

@@ -14,6 +14,8 @@ mod node;
 mod output;
 mod peers;
 mod recent;
+mod send;
+mod sendq;
 pub mod store;
 pub mod supervisor;
 mod topic;
@@ -28,6 +30,7 @@ pub use output::{
     Delivery, Event, Output, SendOutcome, Transmit, Verdict, VerifyRequest, kind_label,
 };
 pub use recent::RecentStats;
+pub use sendq::{SendQueueParams, SendQueueStats};
 pub use topic::TopicStats;
 pub use types::{MessageId, PeerId, TopicId, message_id, payload_hash, signed_bytes};
 pub use verify::VerifyStats;

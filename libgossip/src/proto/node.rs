@@ -11,6 +11,7 @@ use super::message::{Body, Gossip, Message};
 use super::output::Event;
 use super::output::{Outbox, Output, SendOutcome, Timer, Verdict, VerifyRequest};
 use super::peers::{LinkVerdict, PeerTable};
+use super::sendq::SendQueues;
 use super::topic::{Ctx, Topic};
 use super::types::{MessageId, PeerId, TopicId, message_id, payload_hash, signed_bytes};
 use super::verify::Verifier;
@@ -60,6 +61,8 @@ pub struct Node {
     /// Messages for topics we are not in.
     unknown_topic: u64,
     health: PeerHealth<PeerId, TopicId>,
+    /// Work waiting for a peer's outbound window (bounded, drops counted).
+    sendq: SendQueues,
     /// Admitted sends awaiting their outcome; bounded by the budgets'
     /// windows, and expired if a driver never reports.
     tickets: HashMap<u64, (SendTicket<PeerId, TopicId>, Instant)>,
@@ -91,6 +94,7 @@ macro_rules! ctx {
             out: &mut $s.out,
             verifying: &$s.verifier.by_id,
             health: &mut $s.health,
+            sendq: &mut $s.sendq,
             tickets: &mut $s.tickets,
             next_send: &mut $s.next_send,
             untracked: &mut $s.untracked,
@@ -103,6 +107,7 @@ impl Node {
     pub fn new(signer: Box<dyn Signer>, cfg: Config) -> Self {
         let my_key = signer.public_key();
         let me = PeerId::from_public_key(&my_key);
+        let send_queue = cfg.send_queue;
         Self {
             me,
             signer,
@@ -117,6 +122,7 @@ impl Node {
             diag: DiagHandle::default(),
             unknown_topic: 0,
             health: PeerHealth::new(HealthParams::default()),
+            sendq: SendQueues::new(send_queue),
             tickets: HashMap::new(),
             next_send: 0,
             untracked: HashMap::new(),
@@ -409,6 +415,9 @@ impl Node {
         if let Some(d) = self.health.on_send_outcome(ticket, h, now) {
             self.apply_cooling(d);
         }
+        // A slot came back: queued work for this peer may go now.
+        let mut ctx = ctx!(self, now);
+        ctx.drain(to);
         self.on_link_outcome(to, Some(topic), outcome, now);
     }
 
@@ -450,6 +459,7 @@ impl Node {
                 if let Some(t) = self.topics.get_mut(&topic) {
                     t.set_eager(&peer, false);
                 }
+                self.sendq.flush(&peer, Some(topic));
                 tracing::debug!(%peer, %topic, "peer cooled");
                 self.out
                     .push(Output::Event(Event::Cooled { topic, peer, until }));
@@ -542,6 +552,16 @@ impl Node {
             .retain(|_, (_, at)| now.saturating_duration_since(*at) <= stale);
         let topics = &self.topics;
         self.peers.retain(|p| topics.values().any(|t| t.knows(p)));
+        // Queued work: drop it for peers no topic knows any more, and send
+        // what the windows allow (slots may have come back by expiry).
+        for p in self.sendq.peers() {
+            if self.topics.values().any(|t| t.knows(&p)) {
+                let mut ctx = ctx!(self, now);
+                ctx.drain(p);
+            } else {
+                self.sendq.flush(&p, None);
+            }
+        }
         let stale = self.cfg.max_send_timeout * 4;
         self.verifier
             .key_asked
@@ -583,6 +603,10 @@ impl Node {
         now: Instant,
     ) -> std::sync::Arc<HealthSnapshot<PeerId, TopicId>> {
         self.health.snapshot(now)
+    }
+
+    pub(crate) fn send_queue_stats(&self) -> super::SendQueueStats {
+        self.sendq.stats()
     }
 
     pub(crate) fn send_counters(&self) -> (usize, u64, u64) {

@@ -9,124 +9,19 @@
 //! spanning tree shaped by first arrivals, i.e. by latency.
 
 use super::config::Config;
-use super::health::budget::{OverBudget, SendKind};
+use super::health::budget::SendKind;
 use super::health::mesh::MeshMaintainer;
-use super::health::{PeerHealth, SendDecision, SendTicket};
-use super::message::{Body, Gossip, IHaveEntry, Kind, Message};
-use super::output::{Delivery, Outbox, Timer};
+use super::message::{Body, Gossip, IHaveEntry};
+use super::output::{Delivery, Timer};
 use super::recent::{Recent, Stored};
+pub(crate) use super::send::{Ctx, Sent};
 use super::types::{MessageId, PeerId, TopicId};
 use rand::seq::IndexedRandom;
-use rand_chacha::ChaCha8Rng;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
-/// Borrowed node context handed to topic code.
-pub(crate) struct Ctx<'a> {
-    pub me: PeerId,
-    pub cfg: &'a Config,
-    pub rng: &'a mut ChaCha8Rng,
-    pub now: Instant,
-    pub out: &'a mut Outbox,
-    /// Messages whose signature is being checked right now.
-    pub verifying: &'a HashMap<MessageId, u32>,
-    /// Peer health: score, RTT timeouts, cooling, budgets.
-    pub health: &'a mut PeerHealth<PeerId, TopicId>,
-    /// Admitted sends awaiting their outcome (transmit id → ticket, sent at).
-    pub tickets: &'a mut HashMap<u64, (SendTicket<PeerId, TopicId>, Instant)>,
-    pub next_send: &'a mut u64,
-    /// Membership / key sends (outside the data budget) awaiting their outcome.
-    pub untracked: &'a mut HashMap<u64, (PeerId, Instant)>,
-}
-
 /// Rounds through a message's announcers before giving up on IWANT.
 const IWANT_ROUNDS: u8 = 3;
-
-/// What became of a send.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Sent {
-    /// Handed to the driver.
-    Out,
-    /// Cooling holds the (peer, topic) back (counted).
-    Suppressed,
-    /// Over budget: keep it and retry with the next batch.
-    Coalesce,
-    /// Over budget: dropped (IHAVE/IWANT or anti-entropy recover it).
-    Skip,
-}
-
-/// Budget class of a body.
-fn send_kind(b: &Body) -> SendKind {
-    match b {
-        Body::Eager(_) => SendKind::Eager,
-        Body::IHave(_) => SendKind::IHave,
-        Body::IWant(_) => SendKind::IWant,
-        Body::Digest(_) => SendKind::AntiEntropy,
-        _ => SendKind::Control,
-    }
-}
-
-impl Ctx<'_> {
-    /// Sends through peer health: cooling may hold it back (after the
-    /// cooldown exactly one send goes out as the probe) and the per-peer
-    /// outbound budget may refuse it; both are counted.
-    pub fn send(&mut self, topic: TopicId, to: PeerId, body: Body) -> Sent {
-        let kind = send_kind(&body);
-        self.send_as(topic, to, body, kind)
-    }
-
-    /// [`Ctx::send`] with an explicit budget class (IWANT answers, anti-entropy).
-    pub fn send_as(&mut self, topic: TopicId, to: PeerId, body: Body, kind: SendKind) -> Sent {
-        let msg = Message { topic, body };
-        let k = msg.kind().index();
-        if matches!(msg.kind(), Kind::Membership | Kind::Key) {
-            // Membership and key fetches are not part of the data budget
-            // (EAGER, IHAVE, IWANT, anti-entropy, GRAFT/PRUNE): dropping a
-            // join reply to save a slot would only damage the overlay. They
-            // still respect cooling, without consuming its single probe.
-            if self.health.cooling().is_suppressed(to, topic, self.now) {
-                self.out.gated[k] += 1;
-                return Sent::Suppressed;
-            }
-            *self.next_send += 1;
-            let id = *self.next_send;
-            self.untracked.insert(id, (to, self.now));
-            let timeout = self.health.send_timeout(&to);
-            self.out.transmit(to, msg, timeout, false, id);
-            return Sent::Out;
-        }
-        match self.health.begin_send(to, topic, kind, self.now) {
-            SendDecision::Send { ticket, timeout } => {
-                let probe = ticket.is_probe();
-                *self.next_send += 1;
-                let id = *self.next_send;
-                self.tickets.insert(id, (ticket, self.now));
-                self.out.transmit(to, msg, timeout, probe, id);
-                Sent::Out
-            }
-            SendDecision::Suppressed { .. } => {
-                self.out.gated[k] += 1;
-                Sent::Suppressed
-            }
-            SendDecision::OverBudget(o) => {
-                self.out.over_budget[k] += 1;
-                match o {
-                    OverBudget::Coalesce => Sent::Coalesce,
-                    OverBudget::Skip => Sent::Skip,
-                }
-            }
-        }
-    }
-
-    /// Whether `p` may be made EAGER on `topic` now (GRAFT respects cooling
-    /// backoff and post-recovery probation).
-    pub fn graft_ok(&self, topic: TopicId, p: &PeerId) -> bool {
-        self.health
-            .cooling()
-            .graft_blocked_until(*p, topic, self.now)
-            .is_none()
-    }
-}
 
 /// An active-view link.
 #[derive(Clone, Copy, Debug)]
@@ -183,7 +78,7 @@ pub(crate) struct Topic {
     pub passive: Vec<PeerId>,
     /// Outstanding Join / Neighbor requests (peer, sent at).
     pub pending: Vec<(PeerId, Instant)>,
-    lazy_queue: Vec<(PeerId, IHaveEntry)>,
+    lazy_queue: VecDeque<(PeerId, IHaveEntry)>,
     flush_armed: bool,
     pub missing: HashMap<MessageId, Missing>,
     pub recent: Recent,
@@ -206,7 +101,7 @@ impl Topic {
             active: Vec::new(),
             passive: Vec::new(),
             pending: Vec::new(),
-            lazy_queue: Vec::new(),
+            lazy_queue: VecDeque::new(),
             flush_armed: false,
             missing: HashMap::new(),
             recent: Recent::new(cfg),
@@ -247,9 +142,14 @@ impl Topic {
             if skip.contains(&l.peer) {
                 continue;
             }
-            // An eager push the budget refuses becomes an announcement: the
-            // peer can still IWANT it when its window opens.
-            if !l.eager || ctx.send(self.id, l.peer, Body::Eager(g.clone())) != Sent::Out {
+            // An eager push that cannot even be queued becomes an
+            // announcement: the peer can still IWANT it later.
+            if !l.eager
+                || !matches!(
+                    ctx.send(self.id, l.peer, Body::Eager(g.clone())),
+                    Sent::Out | Sent::Queued
+                )
+            {
                 self.queue_ihave(ctx, l.peer, IHaveEntry { id, hops: g.hops });
                 lazy_any = true;
             }
@@ -498,7 +398,7 @@ impl Topic {
         if self.lazy_queue.is_empty() {
             return;
         }
-        let mut q = std::mem::take(&mut self.lazy_queue);
+        let mut q: Vec<(PeerId, IHaveEntry)> = std::mem::take(&mut self.lazy_queue).into();
         let mut retry = Vec::new();
         q.sort_by_key(|(p, _)| *p);
         let mut i = 0;
@@ -535,10 +435,10 @@ impl Topic {
     fn queue_ihave(&mut self, ctx: &Ctx<'_>, p: PeerId, e: IHaveEntry) {
         let cap = ctx.cfg.list_max * ctx.cfg.active_view.max(1);
         if self.lazy_queue.len() >= cap {
-            self.lazy_queue.remove(0);
+            self.lazy_queue.pop_front();
             self.stats.ihave_dropped += 1;
         }
-        self.lazy_queue.push((p, e));
+        self.lazy_queue.push_back((p, e));
     }
 
     /// Anti-entropy digest from `p`: ask for what we lack.

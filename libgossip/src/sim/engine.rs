@@ -803,6 +803,9 @@ impl Sim {
             let s = n.snapshot(self.now);
             rep.invalid_verdicts += s.verify.invalid;
             rep.over_budget += s.over_budget_by_kind.iter().map(|(_, v)| v).sum::<u64>();
+            let q = s.send_queue;
+            rep.queued += q.queued.iter().sum::<u64>();
+            rep.queue_dropped += q.dropped_full.iter().sum::<u64>() + q.expired + q.flushed;
             rep.gated += s.gated_by_kind.iter().map(|(_, v)| v).sum::<u64>();
             rep.timeouts += s.send_outcomes.1;
             for t in &s.topics {

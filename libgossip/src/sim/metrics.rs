@@ -97,8 +97,13 @@ pub struct Report {
     pub sent_by_kind: Vec<(&'static str, u64)>,
     /// Forged copies delivered (must be 0).
     pub forged_delivered: u64,
-    /// Sends refused by outbound budgets over all nodes (coalesced or skipped).
+    /// Sends refused by outbound budget windows over all nodes (then queued,
+    /// or for IHAVE coalesced into the next batch).
     pub over_budget: u64,
+    /// Sends that waited in a per-peer queue behind a full window.
+    pub queued: u64,
+    /// Queued work dropped: queue full, waited too long, or peer cooled/gone.
+    pub queue_dropped: u64,
     /// Sends withheld by cooling over all nodes.
     pub gated: u64,
     /// Timeouts reported over all nodes.

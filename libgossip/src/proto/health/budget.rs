@@ -16,18 +16,20 @@
 //!   it back with [`Budgets::release`] when its outcome (ok or timeout) is
 //!   known. The driver bounds every send with a timeout, so every ticket comes
 //!   back. Tickets are not `Clone`: a slot is released once.
-//! * The window adapts per peer like a congestion window (AIMD): each
-//!   successful send adds `1/window`, each timeout halves it, within
-//!   `[floor, ceiling]`. A fast peer earns a wide pipe; a stuck one drops to
-//!   `floor` quickly.
+//! * The window adapts per peer like a TCP congestion window: in *slow start*
+//!   each successful send adds one slot (the window doubles per round trip),
+//!   from the first timeout on each success adds `1/window` (AIMD), and each
+//!   timeout halves it and ends slow start; always within `[floor, ceiling]`.
+//!   A fast peer earns a wide pipe within a few round trips, so a burst is
+//!   not throttled for seconds; a stuck one drops to `floor` quickly.
 //! * Data kinds (EAGER, IWANT, anti-entropy) may not take the last slot when
 //!   the window is at least 2, so a control message (IHAVE, GRAFT/PRUNE) can
 //!   still get through to a peer busy with data.
-//! * Over budget, IHAVE and control are **coalesced** (the core keeps them in
-//!   its pending batch and sends them with the next flush) and data is
-//!   **skipped** (the peer can still pull it with IWANT after an IHAVE, or via
-//!   anti-entropy). Both are counted by kind, and the core lowers the peer's
-//!   score (see [`super::PeerHealth`]).
+//! * A refusal only says "the window is full" and is counted by kind. What
+//!   happens to the work is the core's business: it queues data and control
+//!   in a bounded per-peer queue drained as slots come back, coalesces IHAVEs
+//!   into its next batch, and only when that queue is full drops work, which
+//!   it counts and charges to the peer's score (`super::PeerHealth::on_budget_overflow`).
 //!
 //! The invariant "a peer never has more than its window in flight" holds
 //! whatever the caller does, since acquisition is the only way to get a slot.
@@ -72,8 +74,8 @@ impl SendKind {
         }
     }
 
-    /// Whether this kind carries message payloads (and so is skipped, not
-    /// coalesced, over budget).
+    /// Whether this kind carries message payloads (and so may not take the
+    /// last slot of a window).
     pub const fn is_data(self) -> bool {
         matches!(
             self,
@@ -82,14 +84,9 @@ impl SendKind {
     }
 }
 
-/// What the core must do with work refused by the budget.
+/// The peer's window is full (or the peer table is full of busy peers).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OverBudget {
-    /// Keep it in the pending batch and send it with the next flush.
-    Coalesce,
-    /// Drop it (it can be recovered by IHAVE/IWANT or anti-entropy).
-    Skip,
-}
+pub struct BudgetFull;
 
 /// Budget parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,7 +96,9 @@ pub struct BudgetParams {
     pub floor: f64,
     /// Window of a new peer. Default 4: one or two payloads plus control.
     pub initial: f64,
-    /// Largest window. Default 32.
+    /// Largest window. Default 64: at a 100 ms round trip a healthy peer
+    /// takes 640 sends/s, enough to relay a burst of a thousand messages in
+    /// under two seconds, while a stuck peer can still pin only this many.
     pub ceiling: f64,
     /// Maximum peers tracked. Default 4096.
     pub max_peers: usize,
@@ -110,7 +109,7 @@ impl Default for BudgetParams {
         Self {
             floor: 1.0,
             initial: 4.0,
-            ceiling: 32.0,
+            ceiling: 64.0,
             max_peers: 4096,
         }
     }
@@ -142,10 +141,8 @@ impl<P: Copy> BudgetTicket<P> {
 pub struct BudgetCounters {
     /// Slots granted.
     pub acquired: [u64; 5],
-    /// Refused and coalesced.
-    pub coalesced: [u64; 5],
-    /// Refused and skipped.
-    pub skipped: [u64; 5],
+    /// Refused because the window was full.
+    pub refused: [u64; 5],
     /// Refused because the peer table was full of busy peers.
     pub table_full: u64,
     /// Tickets released for a peer that was forgotten meanwhile.
@@ -160,20 +157,17 @@ impl BudgetCounters {
         self.acquired[kind.index()]
     }
 
-    /// Coalesced refusals for `kind`.
-    pub fn coalesced(&self, kind: SendKind) -> u64 {
-        self.coalesced[kind.index()]
-    }
-
-    /// Skipped refusals for `kind`.
-    pub fn skipped(&self, kind: SendKind) -> u64 {
-        self.skipped[kind.index()]
+    /// Refusals for `kind`.
+    pub fn refused(&self, kind: SendKind) -> u64 {
+        self.refused[kind.index()]
     }
 }
 
 #[derive(Debug, Clone)]
 struct PeerBudget {
     window: f64,
+    /// Slow start ends once the window reaches this; set by the first timeout.
+    slow_start_until: f64,
     in_flight: u32,
     generation: u64,
 }
@@ -215,13 +209,8 @@ impl<P: Copy + Eq + Hash + Ord> Budgets<P> {
         window.clamp(self.params.floor.max(1.0), self.params.ceiling.max(1.0)) as u32
     }
 
-    /// Take a slot for a `kind` send to `peer`, or say what to do instead.
-    pub fn try_acquire(&mut self, peer: P, kind: SendKind) -> Result<BudgetTicket<P>, OverBudget> {
-        let refusal = if kind.is_data() {
-            OverBudget::Skip
-        } else {
-            OverBudget::Coalesce
-        };
+    /// Take a slot for a `kind` send to `peer`.
+    pub fn try_acquire(&mut self, peer: P, kind: SendKind) -> Result<BudgetTicket<P>, BudgetFull> {
         if !self.peers.contains_key(&peer) && self.peers.len() >= self.params.max_peers.max(1) {
             let idle = self
                 .peers
@@ -236,15 +225,17 @@ impl<P: Copy + Eq + Hash + Ord> Budgets<P> {
                 }
                 None => {
                     self.counters.table_full += 1;
-                    self.count_refusal(kind, refusal);
-                    return Err(refusal);
+                    self.counters.refused[kind.index()] += 1;
+                    return Err(BudgetFull);
                 }
             }
         }
         let initial = self.params.initial;
+        let ceiling = self.params.ceiling;
         let generation = self.next_generation;
         let b = self.peers.entry(peer).or_insert_with(|| PeerBudget {
             window: initial,
+            slow_start_until: ceiling,
             in_flight: 0,
             generation,
         });
@@ -261,13 +252,13 @@ impl<P: Copy + Eq + Hash + Ord> Budgets<P> {
             limit
         };
         if in_flight >= usable {
-            self.count_refusal(kind, refusal);
-            return Err(refusal);
+            self.counters.refused[kind.index()] += 1;
+            return Err(BudgetFull);
         }
         let b = self.peers.get_mut(&peer);
         let Some(b) = b else {
             // Inserted above and not removed since.
-            return Err(refusal);
+            return Err(BudgetFull);
         };
         b.in_flight += 1;
         self.counters.acquired[kind.index()] += 1;
@@ -278,13 +269,6 @@ impl<P: Copy + Eq + Hash + Ord> Budgets<P> {
         })
     }
 
-    fn count_refusal(&mut self, kind: SendKind, r: OverBudget) {
-        match r {
-            OverBudget::Coalesce => self.counters.coalesced[kind.index()] += 1,
-            OverBudget::Skip => self.counters.skipped[kind.index()] += 1,
-        }
-    }
-
     /// Return a slot with the send's outcome; adapts the window.
     pub fn release(&mut self, ticket: BudgetTicket<P>, outcome: SendOutcome) {
         let p = self.params;
@@ -292,8 +276,12 @@ impl<P: Copy + Eq + Hash + Ord> Budgets<P> {
             Some(b) if b.generation == ticket.generation => {
                 b.in_flight = b.in_flight.saturating_sub(1);
                 b.window = match outcome {
+                    SendOutcome::Ok { .. } if b.window < b.slow_start_until => b.window + 1.0,
                     SendOutcome::Ok { .. } => b.window + 1.0 / b.window.max(1.0),
-                    SendOutcome::Timeout => b.window / 2.0,
+                    SendOutcome::Timeout => {
+                        b.slow_start_until = b.window / 2.0;
+                        b.window / 2.0
+                    }
                     SendOutcome::Failed => b.window,
                 }
                 .clamp(p.floor.max(1.0), p.ceiling.max(1.0));
@@ -383,15 +371,11 @@ mod tests {
         assert_eq!(held.len() as u32, b.limit_of(&1));
         assert_eq!(b.in_flight(&1), 4);
         let c = b.counters();
-        let refused: u64 = c.skipped.iter().sum::<u64>() + c.coalesced.iter().sum::<u64>();
+        let refused: u64 = c.refused.iter().sum::<u64>();
         assert_eq!(refused, 10_000 - 4);
-        assert!(c.coalesced(SendKind::IHave) > 0 && c.skipped(SendKind::Eager) > 0);
-        assert_eq!(
-            c.skipped(SendKind::IHave),
-            0,
-            "IHAVE is coalesced, not skipped"
-        );
-        assert_eq!(c.coalesced(SendKind::Eager), 0, "data is skipped");
+        for kind in SendKind::ALL {
+            assert!(c.refused(kind) > 0, "{kind:?} refusals are counted");
+        }
         // A healthy peer still gets its full window.
         for _ in 0..3 {
             let t = b.try_acquire(2, SendKind::Eager).unwrap();
@@ -404,7 +388,7 @@ mod tests {
         assert_eq!(b.limit_of(&1), 1);
         assert_eq!(b.in_flight(&1), 0);
         let t = b.try_acquire(1, SendKind::Eager).unwrap();
-        assert_eq!(b.try_acquire(1, SendKind::IHave), Err(OverBudget::Coalesce));
+        assert_eq!(b.try_acquire(1, SendKind::IHave), Err(BudgetFull));
         b.release(t, OK);
     }
 
@@ -417,10 +401,7 @@ mod tests {
         }
         assert_eq!(held.len(), 3, "window 4 minus the control slot");
         let ihave = b.try_acquire(1, SendKind::IHave).unwrap();
-        assert_eq!(
-            b.try_acquire(1, SendKind::Control),
-            Err(OverBudget::Coalesce)
-        );
+        assert_eq!(b.try_acquire(1, SendKind::Control), Err(BudgetFull));
         b.release(ihave, OK);
         for t in held {
             b.release(t, OK);
@@ -436,6 +417,37 @@ mod tests {
             b.release(t, OK);
         }
         assert_eq!(b.limit_of(&1), p.ceiling as u32);
+    }
+
+    /// G9: a healthy peer's window doubles per round trip (slow start) until
+    /// the first timeout, then grows by one slot per window (AIMD).
+    #[test]
+    fn slow_start_doubles_per_round_trip_until_first_timeout() {
+        let p = BudgetParams::default();
+        let mut b: Budgets<u32> = Budgets::new(p);
+        // One "round trip": fill the window, then every send succeeds.
+        let round_trip = |b: &mut Budgets<u32>| {
+            let mut held = Vec::new();
+            while let Ok(t) = b.try_acquire(1, SendKind::Control) {
+                held.push(t);
+            }
+            for t in held {
+                b.release(t, OK);
+            }
+            b.limit_of(&1)
+        };
+        assert_eq!(round_trip(&mut b), 8);
+        assert_eq!(round_trip(&mut b), 16);
+        assert_eq!(round_trip(&mut b), 32);
+        // A timeout halves the window and ends slow start.
+        let t = b.try_acquire(1, SendKind::Eager).unwrap();
+        b.release(t, SendOutcome::Timeout);
+        assert_eq!(b.limit_of(&1), 16);
+        // Congestion avoidance: a whole window of successes adds just under
+        // one slot (1/w each, w growing meanwhile).
+        assert_eq!(round_trip(&mut b), 16);
+        let w = b.view(&1).unwrap().window;
+        assert!(w > 16.9 && w < 17.0, "{w}");
     }
 
     #[test]
@@ -463,7 +475,7 @@ mod tests {
         });
         let t1 = b.try_acquire(1, SendKind::Eager).unwrap();
         let t2 = b.try_acquire(2, SendKind::Eager).unwrap();
-        assert_eq!(b.try_acquire(3, SendKind::Eager), Err(OverBudget::Skip));
+        assert_eq!(b.try_acquire(3, SendKind::Eager), Err(BudgetFull));
         assert_eq!(b.counters().table_full, 1);
         b.release(t1, OK);
         let t3 = b.try_acquire(3, SendKind::Eager).unwrap();

@@ -6,7 +6,7 @@ use std::hash::Hash;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::budget::{BudgetParams, BudgetTicket, Budgets, OverBudget, SendKind};
+use super::budget::{BudgetParams, BudgetTicket, Budgets, SendKind};
 use super::cleanup::{CleanupCadence, CleanupParams};
 use super::cooling::{CoolingDecision, CoolingParams, CoolingTable, GraftGate, SendGate};
 use super::mesh::{Candidate, LinkState};
@@ -74,8 +74,9 @@ pub enum SendDecision<P, T> {
         /// When the suppression or probe deadline ends.
         until: Instant,
     },
-    /// The peer's outbound budget is full: coalesce or skip as told.
-    OverBudget(OverBudget),
+    /// The peer's outbound window is full: queue or coalesce the work, and
+    /// call [`PeerHealth::on_budget_overflow`] if it has to be dropped.
+    OverBudget,
 }
 
 /// Peer health for one node.
@@ -138,12 +139,8 @@ where
         {
             return SendDecision::Suppressed { until };
         }
-        let ticket = match self.budgets.try_acquire(peer, kind) {
-            Ok(t) => t,
-            Err(over) => {
-                self.scores.on_budget_exhausted(peer, now);
-                return SendDecision::OverBudget(over);
-            }
+        let Ok(ticket) = self.budgets.try_acquire(peer, kind) else {
+            return SendDecision::OverBudget;
         };
         let probe = match self.cooling.gate(peer, topic, now) {
             SendGate::Allowed => false,
@@ -217,6 +214,14 @@ where
     /// An unsigned/unverified frame arrived. Counted; changes nothing else.
     pub fn on_unverified_activity(&mut self, peer: P, topic: T, now: Instant) {
         self.cooling.on_unverified_activity(peer, topic, now);
+    }
+
+    /// Work for `peer` was dropped because its window and its queue were
+    /// full: the peer is not keeping up, which lowers its score. (A refusal
+    /// that is queued and sent later costs nothing: a busy fast peer is not
+    /// a bad peer.)
+    pub fn on_budget_overflow(&mut self, peer: P, now: Instant) {
+        self.scores.on_budget_exhausted(peer, now);
     }
 
     /// The peer answered our IWANT with a message that verified.

@@ -217,8 +217,10 @@ fn over_budget_does_not_consume_probe() {
     }
     assert_eq!(
         h2.begin_send(3, 0, SendKind::Eager, due),
-        SendDecision::OverBudget(OverBudget::Skip)
+        SendDecision::OverBudget
     );
+    // The core drops the work (its queue is full, say) and says so.
+    h2.on_budget_overflow(3, due);
     let snap = h2.snapshot(due);
     assert_eq!(
         snap.suppressed[0].probe,
@@ -227,7 +229,7 @@ fn over_budget_does_not_consume_probe() {
     );
     assert!(
         snap.peers[0].score.budget_exhausted < 0.0,
-        "exhaustion feeds the score"
+        "dropped work feeds the score"
     );
     for t in tickets {
         h2.on_send_outcome(t, SendOutcome::Ok { latency: ms(5) }, due);
