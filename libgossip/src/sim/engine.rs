@@ -5,6 +5,7 @@
 
 use super::crypto::SimCrypto;
 use super::metrics::{Dist, Report, RoundReport, SlowReport};
+use super::queue::EventQueue;
 use super::scenario::{Scenario, Senders};
 use crate::proto::{
     Body, Config, Event, Gossip, Message, Node, Output, PeerId, SendOutcome, TopicId, Verdict,
@@ -13,8 +14,7 @@ use bytes::Bytes;
 use rand::seq::IndexedRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::cmp::Ordering;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 enum EvKind {
@@ -42,30 +42,6 @@ enum EvKind {
     Round {
         r: usize,
     },
-}
-
-struct Ev {
-    at: Instant,
-    seq: u64,
-    kind: EvKind,
-}
-
-impl PartialEq for Ev {
-    fn eq(&self, o: &Self) -> bool {
-        self.at == o.at && self.seq == o.seq
-    }
-}
-impl Eq for Ev {}
-impl PartialOrd for Ev {
-    fn partial_cmp(&self, o: &Self) -> Option<Ordering> {
-        Some(self.cmp(o))
-    }
-}
-impl Ord for Ev {
-    // Min-heap on (time, insertion order).
-    fn cmp(&self, o: &Self) -> Ordering {
-        (o.at, o.seq).cmp(&(self.at, self.seq))
-    }
 }
 
 struct SimNode {
@@ -98,8 +74,7 @@ pub struct Sim {
     nodes: Vec<SimNode>,
     index: HashMap<PeerId, u32>,
     keys: Vec<Bytes>,
-    queue: BinaryHeap<Ev>,
-    seq: u64,
+    queue: EventQueue<EvKind>,
     topic: TopicId,
     msgs: Vec<MsgTrack>,
     by_origin_seq: HashMap<(PeerId, u64), u32>,
@@ -156,8 +131,7 @@ impl Sim {
             nodes: Vec::with_capacity(capacity),
             index: HashMap::new(),
             keys: Vec::new(),
-            queue: BinaryHeap::new(),
-            seq: 0,
+            queue: EventQueue::new(base),
             topic: TopicId::from_name(&sc.name),
             msgs: Vec::new(),
             by_origin_seq: HashMap::new(),
@@ -182,12 +156,7 @@ impl Sim {
     }
 
     fn push(&mut self, at: Instant, kind: EvKind) {
-        self.seq += 1;
-        self.queue.push(Ev {
-            at,
-            seq: self.seq,
-            kind,
-        });
+        self.queue.push(at, kind);
     }
 
     fn proto_config(&self, idx: usize) -> Config {
@@ -286,14 +255,13 @@ impl Sim {
         let end = self.round_start
             + round * self.sc.rounds as u32
             + Duration::from_millis(self.sc.settle_ms);
-        while let Some(ev) = self.queue.peek() {
-            if ev.at > end {
+        while self.queue.peek_at().is_some_and(|at| at <= end) {
+            let Some((at, kind)) = self.queue.pop() else {
                 break;
-            }
-            let Some(ev) = self.queue.pop() else { break };
-            self.now = ev.at;
+            };
+            self.now = at;
             self.events += 1;
-            self.step(ev.kind);
+            self.step(kind);
         }
         self.now = end;
         self.report(wall.elapsed())

@@ -11,6 +11,7 @@
 mod crypto;
 mod engine;
 mod metrics;
+mod queue;
 mod scenario;
 
 pub use crypto::{SimCrypto, StubCrypto};
