@@ -4,10 +4,15 @@
 //!
 //! `stagebench gossip [FILE.toml ...]` — default: the 100-node scenarios.
 //! `--quick` runs only the first seed of each file.
+//!
+//! `stagebench gossip soak [MESSAGES]` — one node under sustained load with
+//! the default config, reporting process memory at checkpoints (see [`soak`]).
 
 use crate::{Outcome, SuiteOpts, Table};
 use libgossip::sim::{Report, Scenario, Sim, StubCrypto};
 use std::path::{Path, PathBuf};
+
+pub mod soak;
 
 fn default_files() -> Vec<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../libgossip/simulations");
@@ -19,6 +24,9 @@ fn default_files() -> Vec<PathBuf> {
 
 /// Runs the suite.
 pub fn run(opts: &SuiteOpts) -> anyhow::Result<Outcome> {
+    if opts.args.first().is_some_and(|a| a == "soak") {
+        return soak::run(opts);
+    }
     let files: Vec<PathBuf> = if opts.args.is_empty() {
         default_files()
     } else {

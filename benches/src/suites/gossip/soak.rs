@@ -1,0 +1,408 @@
+//! `stagebench gossip soak [MESSAGES]`: one node with the DEFAULT config under
+//! sustained, partly hostile load for millions of messages (virtual time),
+//! printing process memory (VmRSS / VmHWM) and the node's own state at
+//! checkpoints — the memory side of capability G16 (bound: RSS ≤ 2× the
+//! warmed baseline). `--quick` runs 1 M messages; the default is 10 M.
+//!
+//! Load per 100 ms virtual step (1,000 genuine messages/s):
+//! * 100 signed messages, 256–2,055 B, from 5,000 origins (more than
+//!   `origins_max` 4,096 and `key_cache` 1,024, so keys are refetched and the
+//!   origins map evicts), pushed by an honest neighbour that answers key
+//!   requests one step later; verdicts come one step later too, except for a
+//!   3 s verifier stall every 5 min;
+//! * an echo neighbour repeating one fresh and one 300 ms-old copy;
+//! * 64 IHAVE entries for ids that never arrive (the `missing` map and IWANT
+//!   timers stay full), and once a second phantom digests from that
+//!   neighbour and from one of 50,000 distinct strangers, plus a stranger's
+//!   key request;
+//! * a neighbour that never reports send outcomes (tickets must expire),
+//!   reconnected every minute after it is declared dead.
+//!
+//! Left out on purpose: verdicts lost for good and copies from origins whose
+//! key never comes — each wedges the node today (pending verifications and
+//! key waits never expire), so they would stop the load rather than grow
+//! memory.
+
+use crate::{Outcome, SuiteOpts, Table};
+use libgossip::proto::{
+    Body, Config, Gossip, IHaveEntry, Message, MessageId, Node, Output, PeerId, SendOutcome,
+    Signer, Snapshot, TopicId, Verdict, VerifyRequest, payload_hash, signed_bytes,
+};
+use libgossip::sim::{SimCrypto, StubCrypto};
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+const C: StubCrypto = StubCrypto { seed: 16 };
+const STEP: Duration = Duration::from_millis(100);
+const PER_STEP: u64 = 100;
+const ORIGINS: usize = 5_000;
+const STRANGERS: u64 = 50_000;
+/// Checkpoints per run.
+const CHECKPOINTS: u64 = 20;
+
+/// An id no one will ever deliver.
+fn phantom(n: u64) -> MessageId {
+    let mut b = [0u8; 32];
+    b[..8].copy_from_slice(&n.to_be_bytes());
+    b[8..16].copy_from_slice(b"phantom!");
+    MessageId(b)
+}
+
+fn peer(tag: u8, n: u64) -> PeerId {
+    let mut b = [tag; 32];
+    b[..8].copy_from_slice(&n.to_be_bytes());
+    PeerId(b)
+}
+
+struct Origin {
+    signer: Box<dyn Signer>,
+    id: PeerId,
+    seqno: u64,
+}
+
+struct Soak {
+    node: Node,
+    topic: TopicId,
+    now: Instant,
+    origins: Vec<Origin>,
+    by_id: HashMap<PeerId, usize>,
+    feeder: PeerId,
+    flooder: PeerId,
+    hole: PeerId,
+    echo: PeerId,
+    recent: VecDeque<Gossip>,
+    verify_q: VecDeque<(u64, VerifyRequest)>,
+    key_q: Vec<PeerId>,
+    msg_no: u64,
+    delivered: u64,
+}
+
+impl Soak {
+    fn new(cfg: Config) -> Self {
+        let now = Instant::now();
+        let topic = TopicId::from_name("soak");
+        let mut node = Node::new(C.signer(0), cfg);
+        node.join(topic, &[], now);
+        let origins: Vec<Origin> = (0..ORIGINS)
+            .map(|i| {
+                let signer = C.signer(1000 + i);
+                let id = PeerId::from_public_key(&signer.public_key());
+                Origin {
+                    signer,
+                    id,
+                    seqno: 0,
+                }
+            })
+            .collect();
+        let by_id = origins.iter().enumerate().map(|(i, o)| (o.id, i)).collect();
+        let mut s = Self {
+            node,
+            topic,
+            now,
+            origins,
+            by_id,
+            feeder: peer(1, 0),
+            flooder: peer(2, 0),
+            hole: peer(3, 0),
+            echo: peer(4, 0),
+            recent: VecDeque::new(),
+            verify_q: VecDeque::new(),
+            key_q: Vec::new(),
+            msg_no: 0,
+            delivered: 0,
+        };
+        for p in [s.feeder, s.flooder, s.hole, s.echo] {
+            s.node.connect(topic, p, now);
+        }
+        s.pump(0);
+        s
+    }
+
+    fn send(&mut self, from: PeerId, body: Body) {
+        let msg = Message {
+            topic: self.topic,
+            body,
+        };
+        self.node.handle_message(from, msg, self.now);
+    }
+
+    fn genuine(&mut self) -> Gossip {
+        self.msg_no += 1;
+        let n = self.msg_no;
+        let o = &mut self.origins[(n.wrapping_mul(7919) % ORIGINS as u64) as usize];
+        o.seqno += 1;
+        let len = 256 + (n * 37 % 1800) as usize;
+        let mut payload = vec![(n % 251) as u8; len];
+        payload[..8].copy_from_slice(&n.to_be_bytes());
+        let ph = payload_hash(&payload);
+        let signed = signed_bytes(&self.topic, &o.id, o.seqno, &ph);
+        Gossip {
+            origin: o.id,
+            seqno: o.seqno,
+            signature: o.signer.sign(&signed),
+            payload: payload.into(),
+            hops: 1,
+        }
+    }
+
+    fn pump(&mut self, step: u64) {
+        let stalled = step % 3_000 >= 100 && step % 3_000 < 130;
+        while let Some(o) = self.node.poll_output() {
+            match o {
+                Output::Transmit(t) => {
+                    if let Body::KeyRequest { origin } = t.msg.body {
+                        self.key_q.push(origin);
+                    }
+                    if t.to != self.hole {
+                        let latency = Duration::from_millis(20);
+                        self.node.handle_send_outcome(
+                            t.id,
+                            SendOutcome::Delivered { latency },
+                            self.now,
+                        );
+                    }
+                }
+                Output::Verify(v) => {
+                    let due = if stalled { step + 30 } else { step + 1 };
+                    self.verify_q.push_back((due, v));
+                }
+                Output::Deliver(_) => self.delivered += 1,
+                Output::Event(_) => {}
+            }
+        }
+    }
+
+    fn answer_due(&mut self, step: u64) {
+        while self.verify_q.front().is_some_and(|(due, _)| *due <= step) {
+            let Some((_, v)) = self.verify_q.pop_front() else {
+                break;
+            };
+            let ok = C.verify(&v.key, &v.signed, &v.signature);
+            let verdict = if ok { Verdict::Valid } else { Verdict::Invalid };
+            self.node.handle_verdict(v.req, verdict, self.now);
+        }
+        for origin in std::mem::take(&mut self.key_q) {
+            if let Some(&i) = self.by_id.get(&origin) {
+                let key = self.origins[i].signer.public_key();
+                self.send(self.feeder, Body::KeyResponse { origin, key });
+            }
+        }
+    }
+
+    fn step(&mut self, step: u64) {
+        self.now += STEP;
+        self.answer_due(step);
+        for _ in 0..PER_STEP {
+            let g = self.genuine();
+            self.send(self.feeder, Body::Eager(g.clone()));
+            self.recent.push_back(g);
+        }
+        let back = self.recent.len().saturating_sub(PER_STEP as usize);
+        let fresh = self.recent[back].clone();
+        self.send(self.echo, Body::Eager(fresh));
+        let mut old = None;
+        while self.recent.len() > 3 * PER_STEP as usize {
+            old = self.recent.pop_front();
+        }
+        if let Some(old) = old {
+            self.send(self.echo, Body::Eager(old));
+        }
+        let base = step * 64;
+        let entries = (0..64)
+            .map(|i| IHaveEntry {
+                id: phantom(base + i),
+                hops: 1,
+            })
+            .collect();
+        self.send(self.flooder, Body::IHave(entries));
+        if step.is_multiple_of(10) {
+            let ids: Vec<MessageId> = (0..32).map(|i| phantom(base + (1 << 60) + i)).collect();
+            self.send(self.flooder, Body::Digest(ids.clone()));
+            self.send(peer(5, step / 10 % STRANGERS), Body::Digest(ids));
+            let origin = self.origins[(step / 10) as usize % ORIGINS].id;
+            self.send(peer(6, step), Body::KeyRequest { origin });
+        }
+        if step % 600 == 300 {
+            self.node.connect(self.topic, self.hole, self.now);
+        }
+        self.node.handle_timeout(self.now);
+        self.pump(step);
+    }
+}
+
+/// VmRSS and VmHWM of this process in KiB (0 where /proc is unavailable).
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+struct Point {
+    messages: u64,
+    sim_s: f64,
+    wall_s: f64,
+    rss: u64,
+    hwm: u64,
+    snap: Snapshot,
+    delivered: u64,
+}
+
+/// Runs the soak: `args` after `soak` may hold the message count.
+pub fn run(opts: &SuiteOpts) -> anyhow::Result<Outcome> {
+    let messages: u64 = match opts.args.get(1) {
+        Some(n) => n.replace('_', "").parse()?,
+        None if opts.quick => 1_000_000,
+        None => 10_000_000,
+    };
+    let steps = messages.div_ceil(PER_STEP);
+    let every = steps.div_ceil(CHECKPOINTS).max(1);
+    let cfg = Config::default();
+    let start = Instant::now();
+    let (rss0, _) = rss_kib();
+    let mut s = Soak::new(cfg.clone());
+    let mut points = Vec::new();
+    for step in 1..=steps {
+        s.step(step);
+        if step.is_multiple_of(every) || step == steps {
+            let (rss, hwm) = rss_kib();
+            let p = Point {
+                messages: s.msg_no,
+                sim_s: (step * STEP.as_millis() as u64) as f64 / 1000.0,
+                wall_s: start.elapsed().as_secs_f64(),
+                rss,
+                hwm,
+                snap: s.node.snapshot(s.now),
+                delivered: s.delivered,
+            };
+            eprintln!(
+                "soak: {} msgs, {:.0} s virtual, RSS {} MiB, HWM {} MiB, state {} MiB",
+                p.messages,
+                p.sim_s,
+                p.rss >> 10,
+                p.hwm >> 10,
+                p.snap.topics.first().map_or(0, |t| t.state_bytes) >> 20
+            );
+            points.push(p);
+        }
+    }
+    // Warmed baseline: the first checkpoint past the seen cache's longest
+    // retention (the slowest structure to fill), so every cache is full.
+    let warm_at = cfg
+        .seen_retention
+        .as_secs_f64()
+        .max(cfg.store_retention.as_secs_f64());
+    let base = points
+        .iter()
+        .find(|p| p.sim_s > warm_at)
+        .or(points.last())
+        .map_or(1, |p| p.rss.max(1));
+    let peak = points.iter().map(|p| p.hwm).max().unwrap_or(0);
+    Ok(outcome(&points, rss0, base, peak, messages))
+}
+
+fn outcome(points: &[Point], rss0: u64, base: u64, peak: u64, messages: u64) -> Outcome {
+    let mut table = Table::new(
+        format!(
+            "gossip soak: one node, default Config, {messages} msgs (virtual time; stub signatures); \
+             RSS at start {} MiB, warmed baseline {} MiB, peak (VmHWM) {} MiB = {:.2}x baseline",
+            rss0 >> 10,
+            base >> 10,
+            peak >> 10,
+            peak as f64 / base as f64
+        ),
+        &[
+            "msgs",
+            "virtual s",
+            "wall s",
+            "RSS MiB",
+            "HWM MiB",
+            "RSS/base",
+            "state MiB",
+            "store MiB",
+            "stored",
+            "seen",
+            "missing",
+            "keys",
+            "verifying",
+            "timers",
+            "in flight",
+            "delivered",
+            "evicted",
+        ],
+    );
+    let mut json = Vec::new();
+    for p in points {
+        let t = p.snap.topics.first().cloned().unwrap_or_default();
+        let ev = t.evictions;
+        let evicted = ev.store.evicted_ttl
+            + ev.store.evicted_bytes
+            + ev.seen.evicted_ttl
+            + ev.seen.evicted_bytes;
+        let ratio = p.rss as f64 / base as f64;
+        table.row([
+            p.messages.to_string(),
+            format!("{:.0}", p.sim_s),
+            format!("{:.1}", p.wall_s),
+            format!("{:.1}", p.rss as f64 / 1024.0),
+            format!("{:.1}", p.hwm as f64 / 1024.0),
+            format!("{ratio:.2}"),
+            format!("{:.1}", t.state_bytes as f64 / 1048576.0),
+            format!("{:.1}", ev.store.bytes as f64 / 1048576.0),
+            t.stored.to_string(),
+            t.seen.to_string(),
+            t.missing.to_string(),
+            p.snap.keys.to_string(),
+            p.snap.verifying.to_string(),
+            p.snap.timers.to_string(),
+            p.snap.in_flight.to_string(),
+            p.delivered.to_string(),
+            evicted.to_string(),
+        ]);
+        json.push(serde_json::json!({
+            "suite": "gossip",
+            "case": "soak",
+            "messages": p.messages,
+            "sim_s": p.sim_s,
+            "wall_s": p.wall_s,
+            "rss_kib": p.rss,
+            "hwm_kib": p.hwm,
+            "rss_over_baseline": ratio,
+            "baseline_kib": base,
+            "state_bytes": t.state_bytes,
+            "store_bytes": ev.store.bytes,
+            "seen_bytes": ev.seen.bytes,
+            "stored": t.stored,
+            "seen": t.seen,
+            "missing": t.missing,
+            "keys": p.snap.keys,
+            "verifying": p.snap.verifying,
+            "key_waiting": p.snap.key_waiting,
+            "timers": p.snap.timers,
+            "in_flight": p.snap.in_flight,
+            "delivered": p.delivered,
+            "store_evicted_ttl": ev.store.evicted_ttl,
+            "store_evicted_bytes": ev.store.evicted_bytes,
+            "store_evicted_under_floor": ev.store.evicted_under_floor,
+            "seen_evicted_ttl": ev.seen.evicted_ttl,
+            "seen_evicted_bytes": ev.seen.evicted_bytes,
+            "store_ttl_ms": ev.store.ttl_ms,
+            "seen_ttl_ms": ev.seen.ttl_ms,
+            "keys_evicted": p.snap.verify.keys_evicted,
+            "verify_full": p.snap.verify.verify_full,
+            "key_wait_full": p.snap.verify.key_wait_full,
+            "missing_full": t.stats.missing_full,
+            "expired_sends": p.snap.expired_sends,
+        }));
+    }
+    Outcome {
+        tables: vec![table],
+        json,
+    }
+}
