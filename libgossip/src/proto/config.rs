@@ -64,6 +64,17 @@ pub struct Config {
     pub key_wait_max: usize,
     /// Verifications in flight at most.
     pub verify_max: usize,
+    /// Bytes (payload + signature + 128 B each) held by verifications in
+    /// flight at most: `verify_max` alone would allow 4,096 full-size messages.
+    pub verify_max_bytes: usize,
+    /// A verification with no verdict after this long is given up (counted):
+    /// a verifier that died must not pin its slots forever.
+    pub verify_timeout: Duration,
+    /// Bytes held by copies waiting for an origin's key at most.
+    pub key_wait_max_bytes: usize,
+    /// A copy whose origin's key has not arrived after this long is dropped
+    /// (counted): made-up origin ids must not fill the key-wait queue.
+    pub key_wait_timeout: Duration,
     /// Copies kept per pending verification (their senders learn the verdict).
     pub coalesce_max: usize,
     /// Entries per IHAVE / IWANT / GRAFT / digest frame the receiver reads.
@@ -112,6 +123,10 @@ impl Default for Config {
             key_cache: 1024,
             key_wait_max: 1024,
             verify_max: 4096,
+            verify_max_bytes: 64 << 20,
+            verify_timeout: Duration::from_secs(10),
+            key_wait_max_bytes: 16 << 20,
+            key_wait_timeout: Duration::from_secs(10),
             coalesce_max: 8,
             list_max: 1024,
             maintenance_interval: Duration::from_millis(500),

@@ -14,7 +14,7 @@ use super::peers::{LinkVerdict, PeerTable};
 use super::sendq::SendQueues;
 use super::topic::{Ctx, Topic};
 use super::types::{MessageId, PeerId, TopicId, message_id, payload_hash, signed_bytes};
-use super::verify::Verifier;
+use super::verify::{Verifier, Waiting, held_bytes};
 use bytes::Bytes;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -228,8 +228,11 @@ impl Node {
                         // A digest from outside our active view that shows
                         // messages we lack means the overlay split (e.g. a
                         // healed partition): link up with that peer.
+                        // (Bounded: strangers' digests cannot grow the
+                        // pending list past one active view's worth.)
                         if diverged
                             && t.link(&from).is_none()
+                            && t.pending.len() < self.cfg.active_view
                             && !t.pending.iter().any(|(q, _)| *q == from)
                         {
                             t.pending.push((from, now));
@@ -268,20 +271,30 @@ impl Node {
             self.verifier.key(&g.origin).cloned()
         };
         match key {
-            Some(key) => self.start_verify(topic, id, g, from, key),
+            Some(key) => self.start_verify(topic, id, g, from, key, now),
             None => self.wait_for_key(topic, id, g, from, now),
         }
     }
 
-    fn start_verify(&mut self, topic: TopicId, id: MessageId, g: Gossip, from: PeerId, key: Bytes) {
-        if self.verifier.pending.len() >= self.cfg.verify_max {
+    fn start_verify(
+        &mut self,
+        topic: TopicId,
+        id: MessageId,
+        g: Gossip,
+        from: PeerId,
+        key: Bytes,
+        now: Instant,
+    ) {
+        if self.verifier.pending.len() >= self.cfg.verify_max
+            || self.verifier.pending_bytes + held_bytes(&g) > self.cfg.verify_max_bytes
+        {
             self.verifier.stats.verify_full += 1;
             return;
         }
         let signed = signed_bytes(&topic, &g.origin, g.seqno, &payload_hash(&g.payload));
         let origin = g.origin;
         let signature = g.signature.clone();
-        let req = self.verifier.start(topic, id, g, from);
+        let req = self.verifier.start(topic, id, g, from, now);
         self.out.push(Output::Verify(VerifyRequest {
             req,
             origin,
@@ -299,17 +312,14 @@ impl Node {
         from: PeerId,
         now: Instant,
     ) {
-        if self.verifier.waiting_len >= self.cfg.key_wait_max {
+        if self.verifier.waiting_len >= self.cfg.key_wait_max
+            || self.verifier.waiting_bytes + held_bytes(&g) > self.cfg.key_wait_max_bytes
+        {
             self.verifier.stats.key_wait_full += 1;
             return;
         }
         let origin = g.origin;
-        self.verifier
-            .waiting
-            .entry(origin)
-            .or_default()
-            .push((topic, id, g, from));
-        self.verifier.waiting_len += 1;
+        self.verifier.wait(topic, id, g, from, now);
         // Ask the forwarder (it verified the message, so it has the key);
         // ask again, of whoever forwards next, if the last ask went stale.
         let stale = match self.verifier.key_asked.get(&origin) {
@@ -339,7 +349,7 @@ impl Node {
         }
     }
 
-    fn on_key_response(&mut self, origin: PeerId, key: Bytes, _now: Instant) {
+    fn on_key_response(&mut self, origin: PeerId, key: Bytes, now: Instant) {
         if PeerId::from_public_key(&key) != origin {
             self.verifier.stats.keys_bad += 1;
             return;
@@ -350,9 +360,14 @@ impl Node {
             self.verifier
                 .insert_key(origin, key.clone(), self.cfg.key_cache);
         }
-        let waiting = self.verifier.waiting.remove(&origin).unwrap_or_default();
-        self.verifier.waiting_len -= waiting.len();
-        for (topic, id, g, from) in waiting {
+        for Waiting {
+            topic,
+            id,
+            gossip: g,
+            from,
+            ..
+        } in self.verifier.take_waiting(&origin)
+        {
             if self
                 .topics
                 .get(&topic)
@@ -363,7 +378,7 @@ impl Node {
             if self.verifier.coalesce(&id, &g, from, self.cfg.coalesce_max) {
                 continue;
             }
-            self.start_verify(topic, id, g, from, key.clone());
+            self.start_verify(topic, id, g, from, key.clone(), now);
         }
     }
 
@@ -566,6 +581,8 @@ impl Node {
         self.verifier
             .key_asked
             .retain(|_, at| now.saturating_duration_since(*at) < stale);
+        self.verifier
+            .expire(now, self.cfg.verify_timeout, self.cfg.key_wait_timeout);
         self.diag.store(self.snapshot(now));
     }
 

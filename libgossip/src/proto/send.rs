@@ -38,6 +38,9 @@ pub(crate) struct Ctx<'a> {
     pub untracked: &'a mut HashMap<u64, (PeerId, Instant)>,
 }
 
+/// Membership / key-request sends tracked for failure detection at most.
+const UNTRACKED_MAX: usize = 4096;
+
 /// What became of a send.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Sent {
@@ -61,6 +64,9 @@ fn send_kind(b: &Body) -> SendKind {
         Body::IHave(_) => SendKind::IHave,
         Body::IWant(_) => SendKind::IWant,
         Body::Digest(_) => SendKind::AntiEntropy,
+        // A key is 1,952 bytes sent on request: a pull, so a flood of
+        // requests is bounded by the asker's window and queue like IWANT.
+        Body::KeyResponse { .. } => SendKind::IWant,
         _ => SendKind::Control,
     }
 }
@@ -78,18 +84,25 @@ impl Ctx<'_> {
     pub fn send_as(&mut self, topic: TopicId, to: PeerId, body: Body, kind: SendKind) -> Sent {
         let msg = Message { topic, body };
         let k = msg.kind().index();
-        if matches!(msg.kind(), Kind::Membership | Kind::Key) {
-            // Membership and key fetches are not part of the data budget
-            // (EAGER, IHAVE, IWANT, anti-entropy, GRAFT/PRUNE): dropping a
-            // join reply to save a slot would only damage the overlay. They
-            // still respect cooling, without consuming its single probe.
+        if msg.kind() == Kind::Membership || matches!(msg.body, Body::KeyRequest { .. }) {
+            // Membership frames and key requests are not part of the data
+            // budget (EAGER, IHAVE, IWANT, anti-entropy, GRAFT/PRUNE, key
+            // responses): dropping a join reply to save a slot would only
+            // damage the overlay, and a key request is small and sent once
+            // per unknown origin. They still respect cooling, without
+            // consuming its single probe.
             if self.health.cooling().is_suppressed(to, topic, self.now) {
                 self.out.gated[k] += 1;
                 return Sent::Suppressed;
             }
             *self.next_send += 1;
             let id = *self.next_send;
-            self.untracked.insert(id, (to, self.now));
+            // Tracked only for failure detection, so past the bound (a peer
+            // flooding membership requests) the outcome just goes untracked
+            // and is counted as an unknown outcome when it comes.
+            if self.untracked.len() < UNTRACKED_MAX {
+                self.untracked.insert(id, (to, self.now));
+            }
             let timeout = self.health.send_timeout(&to);
             self.out.transmit(to, msg, timeout, false, id);
             return Sent::Out;

@@ -529,6 +529,7 @@ impl Topic {
         self.recent.bytes()
             + self.active.len() * 40
             + self.passive.len() * 32
+            + self.pending.len() * 48
             + self.lazy_queue.len() * 70
             + self.missing.len() * 120
             + self.origins.len() * 48

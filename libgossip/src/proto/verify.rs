@@ -12,7 +12,7 @@ use super::message::Gossip;
 use super::types::{MessageId, PeerId, TopicId};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 #[derive(Debug)]
 pub(crate) struct Pending {
@@ -21,6 +21,22 @@ pub(crate) struct Pending {
     pub gossip: Gossip,
     /// Senders, first one first (bounded by `coalesce_max`).
     pub from: Vec<PeerId>,
+    started: Instant,
+}
+
+/// A copy waiting for its origin's key.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    pub topic: TopicId,
+    pub id: MessageId,
+    pub gossip: Gossip,
+    pub from: PeerId,
+    since: Instant,
+}
+
+/// Bytes a held copy is charged: payload, signature and a fixed overhead.
+pub(crate) fn held_bytes(g: &Gossip) -> usize {
+    g.payload.len() + g.signature.len() + 128
 }
 
 /// Verification and key-fetch counters.
@@ -50,6 +66,12 @@ pub struct VerifyStats {
     pub key_wait_full: u64,
     /// Key requests we could not answer.
     pub key_unknown: u64,
+    /// Verifications given up because no verdict came within `verify_timeout`
+    /// (a late verdict then counts as `unknown_verdict`).
+    pub verify_expired: u64,
+    /// Copies given up because their origin's key did not come within
+    /// `key_wait_timeout`.
+    pub key_wait_expired: u64,
 }
 
 #[derive(Debug, Default)]
@@ -60,9 +82,13 @@ pub(crate) struct Verifier {
     pub by_id: HashMap<MessageId, u32>,
     keys: HashMap<PeerId, Bytes>,
     key_order: VecDeque<PeerId>,
-    /// Copies waiting for an origin's key: origin → (topic, id, gossip, from).
-    pub waiting: HashMap<PeerId, Vec<(TopicId, MessageId, Gossip, PeerId)>>,
+    /// Bytes held by pending verifications.
+    pub pending_bytes: usize,
+    /// Copies waiting for an origin's key, by origin.
+    pub waiting: HashMap<PeerId, Vec<Waiting>>,
     pub waiting_len: usize,
+    /// Bytes held by waiting copies.
+    pub waiting_bytes: usize,
     /// Outstanding key requests: origin → sent at.
     pub key_asked: HashMap<PeerId, Instant>,
     pub stats: VerifyStats,
@@ -86,10 +112,18 @@ impl Verifier {
         false
     }
 
-    pub fn start(&mut self, topic: TopicId, id: MessageId, gossip: Gossip, from: PeerId) -> u64 {
+    pub fn start(
+        &mut self,
+        topic: TopicId,
+        id: MessageId,
+        gossip: Gossip,
+        from: PeerId,
+        now: Instant,
+    ) -> u64 {
         self.next_req += 1;
         let req = self.next_req;
         *self.by_id.entry(id).or_insert(0) += 1;
+        self.pending_bytes += held_bytes(&gossip);
         self.pending.insert(
             req,
             Pending {
@@ -97,6 +131,7 @@ impl Verifier {
                 id,
                 gossip,
                 from: vec![from],
+                started: now,
             },
         );
         self.stats.requested += 1;
@@ -105,6 +140,7 @@ impl Verifier {
 
     pub fn finish(&mut self, req: u64) -> Option<Pending> {
         let p = self.pending.remove(&req)?;
+        self.pending_bytes -= held_bytes(&p.gossip);
         if let Some(c) = self.by_id.get_mut(&p.id) {
             *c -= 1;
             if *c == 0 {
@@ -112,6 +148,70 @@ impl Verifier {
             }
         }
         Some(p)
+    }
+
+    /// Parks a copy until its origin's key arrives.
+    pub fn wait(
+        &mut self,
+        topic: TopicId,
+        id: MessageId,
+        gossip: Gossip,
+        from: PeerId,
+        now: Instant,
+    ) {
+        self.waiting_len += 1;
+        self.waiting_bytes += held_bytes(&gossip);
+        self.waiting
+            .entry(gossip.origin)
+            .or_default()
+            .push(Waiting {
+                topic,
+                id,
+                gossip,
+                from,
+                since: now,
+            });
+    }
+
+    /// Takes every copy waiting for `origin`'s key.
+    pub fn take_waiting(&mut self, origin: &PeerId) -> Vec<Waiting> {
+        let w = self.waiting.remove(origin).unwrap_or_default();
+        self.waiting_len -= w.len();
+        self.waiting_bytes -= w.iter().map(|w| held_bytes(&w.gossip)).sum::<usize>();
+        w
+    }
+
+    /// Gives up on verifications with no verdict after `verify_timeout` (a
+    /// verifier that died loses its requests; the copies are recovered by
+    /// IHAVE/IWANT or anti-entropy) and on copies whose key did not arrive
+    /// within `key_wait_timeout` (made-up origins cost an attacker nothing).
+    /// Both are counted.
+    pub fn expire(&mut self, now: Instant, verify_timeout: Duration, key_wait_timeout: Duration) {
+        let stale: Vec<u64> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| now.saturating_duration_since(p.started) > verify_timeout)
+            .map(|(r, _)| *r)
+            .collect();
+        for r in stale {
+            self.finish(r);
+            self.stats.verify_expired += 1;
+        }
+        let (mut n, mut bytes) = (0, 0);
+        self.waiting.retain(|_, v| {
+            v.retain(|w| {
+                let keep = now.saturating_duration_since(w.since) <= key_wait_timeout;
+                if !keep {
+                    n += 1;
+                    bytes += held_bytes(&w.gossip);
+                }
+                keep
+            });
+            !v.is_empty()
+        });
+        self.waiting_len -= n;
+        self.waiting_bytes -= bytes;
+        self.stats.key_wait_expired += n as u64;
     }
 
     pub fn key(&self, p: &PeerId) -> Option<&Bytes> {
