@@ -2,7 +2,8 @@
 //! latency, 30 rounds, seeds 1–3), mirroring the bounds iroh-gossip's
 //! simulator asserts. One test per (scenario, seed) so nextest runs them in
 //! parallel. Proves G1, G2, G3 (every delivery went through a Valid verdict),
-//! G18 (sends per publish bounded by the view).
+//! G8 (p99 eager degree within [D_low, D_high], D_high below the active
+//! view), G18 (sends per publish bounded by the view).
 #![cfg(feature = "sim")]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (STYLE.md)
 
@@ -27,6 +28,20 @@ fn check(name: &str, seed: u64, max_rmr: f64, max_ldh: u16) {
         r.view_bound
     );
     assert_eq!(r.forged_delivered, 0, "no double or forged delivery");
+    // A D_high equal to the active view would bound nothing. Below ~50
+    // nodes p99 is the maximum, which a publisher may hold (it keeps its
+    // links: they are its tree's first hop).
+    let d = libgossip::proto::Config::default();
+    assert!(d.d_high < d.active_view, "D_high {} vacuous", d.d_high);
+    if sc.nodes >= 100 {
+        assert!(
+            r.eager_degree.p99 >= d.d_low as f64 && r.eager_degree.p99 <= d.d_high as f64,
+            "{name}/{seed}: eager degree {:?} outside [{}, {}]",
+            r.eager_degree,
+            d.d_low,
+            d.d_high
+        );
+    }
     assert_eq!(
         r.messages,
         match sc.senders {

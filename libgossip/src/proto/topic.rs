@@ -487,6 +487,8 @@ impl Topic {
     /// clearly better lazy peer now and then. The plan becomes GRAFT/PRUNE.
     pub fn mesh_maintenance(&mut self, ctx: &mut Ctx<'_>) {
         use super::health::mesh::LinkState;
+        /// Newest deliveries that count as tree-parent evidence.
+        const MESH_PARENT_WINDOW: usize = 16;
         let view: Vec<(PeerId, LinkState)> = self
             .active
             .iter()
@@ -501,7 +503,16 @@ impl Topic {
                 )
             })
             .collect();
-        let cands = ctx.health.mesh_candidates(self.id, view, ctx.now);
+        let mut cands = ctx.health.mesh_candidates(self.id, view, ctx.now);
+        // Tree-parent evidence for the planner: who sent the newest stored
+        // messages first (`digest` from cursor 0 lists the newest ids).
+        for id in self.recent.digest(MESH_PARENT_WINDOW, 0).0 {
+            if let Some(s) = self.recent.get(&id)
+                && let Some(c) = cands.iter_mut().find(|c| c.peer == s.from)
+            {
+                c.first_deliveries += 1;
+            }
+        }
         let plan = self.mesh.on_round(&cands, ctx.now);
         for (p, _) in plan.demote {
             if self.link(&p).is_some_and(|l| l.eager) {

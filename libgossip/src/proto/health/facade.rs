@@ -269,11 +269,18 @@ where
         now: Instant,
     ) -> Vec<Candidate<P>> {
         view.into_iter()
-            .map(|(peer, link)| Candidate {
-                peer,
-                link,
-                score: self.scores.score(&peer, now),
-                graft_allowed: self.cooling.graft_blocked_until(peer, topic, now).is_none(),
+            .map(|(peer, link)| {
+                let c = self.scores.components(&peer, now);
+                Candidate {
+                    peer,
+                    link,
+                    score: c.map_or(0.0, |c| c.total),
+                    graft_allowed: self.cooling.graft_blocked_until(peer, topic, now).is_none(),
+                    first_deliveries: 0,
+                    srtt: c
+                        .and_then(|c| c.srtt_ms)
+                        .and_then(|ms| Duration::try_from_secs_f64(ms / 1e3).ok()),
+                }
             })
             .collect()
     }

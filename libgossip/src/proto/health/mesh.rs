@@ -9,8 +9,8 @@
 //! | gossipsub | here | meaning |
 //! |---|---|---|
 //! | `D_low` | [`MeshParams::d_low`] | below it, promote the best lazy peers |
-//! | `D` | [`MeshParams::d`] | promotions/demotions aim here |
-//! | `D_high` | [`MeshParams::d_high`] | above it, demote the worst eager peers |
+//! | `D` | [`MeshParams::d`] | promotions below `D_low` aim here |
+//! | `D_high` | [`MeshParams::d_high`] | above it, demote the excess (slowest child links) |
 //! | `D_lazy` | the rest of the active view | peers that get IHAVE only |
 //! | opportunistic graft | [`MeshParams::opportunistic_margin`] | swap in a clearly better lazy peer |
 //! | graft backoff | `graft_allowed = false` | cooled/probation peers are never promoted |
@@ -23,7 +23,15 @@
 //!    demoted, as are eager peers with a score below `min_score`.
 //! 3. **Below `d_low`**: promote the highest-scoring eligible lazy peers
 //!    (graft allowed, score ≥ `min_score`) towards `d`.
-//! 4. **Above `d_high`**: demote the lowest-scoring eager peers towards `d`.
+//! 4. **Above `d_high`**: demote only the excess over `d_high` (never down
+//!    to `d`: every eager link is a live tree edge, and each cut one is
+//!    re-grafted through IHAVE with a burst of duplicates in the cut
+//!    subtree). Victims: children before parents (peers that delivered none
+//!    of the topic's newest messages first), then the slowest link (highest
+//!    smoothed RTT; unmeasured first), then the lowest score. A node with no
+//!    eager parent — a publisher, the root of its own tree, or a node in
+//!    repair — skips rule 4: any link it cut would be its child's fastest
+//!    path and come straight back.
 //! 5. **Otherwise**, if allowed this round, **opportunistic graft**: if the
 //!    best eligible lazy peer beats the worst eager peer by more than
 //!    `opportunistic_margin`, swap them.
@@ -40,12 +48,13 @@ use std::time::{Duration, Instant};
 /// Mesh maintenance parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct MeshParams {
-    /// Lower eager degree. Default 2.
+    /// Lower eager degree. Default 1, as `Config::d_low` (a tree leaf).
     pub d_low: usize,
-    /// Target eager degree. Default 3.
+    /// Target of promotions below `d_low`. Default 2, as `Config::d`.
     pub d: usize,
-    /// Upper eager degree. Default 4: with a HyParView active view of 5, at
-    /// least one link stays lazy for repair and tree optimisation.
+    /// Upper eager degree. Default 4, as `Config::d_high`: with a HyParView
+    /// active view of 5, at least one link stays lazy for repair and tree
+    /// optimisation.
     pub d_high: usize,
     /// Promotions per round at most. Default 2.
     pub max_promotions: usize,
@@ -64,8 +73,8 @@ pub struct MeshParams {
 impl Default for MeshParams {
     fn default() -> Self {
         Self {
-            d_low: 2,
-            d: 3,
+            d_low: 1,
+            d: 2,
             d_high: 4,
             max_promotions: 2,
             max_demotions: 2,
@@ -98,6 +107,14 @@ pub struct Candidate<P> {
     pub score: f64,
     /// False when cooling suppresses it or GRAFT is in backoff.
     pub graft_allowed: bool,
+    /// Of the topic's newest deliveries, how many this peer sent first.
+    /// Non-zero marks a tree parent, which rule 4 demotes last. Filled in by
+    /// the topic (the health tables do not see deliveries).
+    pub first_deliveries: u32,
+    /// Smoothed RTT of sends to the peer, if measured. Rule 4 cuts the
+    /// slowest child link first: that child most likely has another path
+    /// about as fast, so it re-homes instead of re-grafting us.
+    pub srtt: Option<Duration>,
 }
 
 /// Why a peer is promoted.
@@ -157,6 +174,8 @@ pub fn plan<P: Copy + Ord>(
     let d = params.d.clamp(d_low, d_high);
     // NaN scores (never produced by the score book) sort as the worst.
     let score = |c: &Candidate<P>| if c.score.is_nan() { f64::MIN } else { c.score };
+    // An unmeasured link sorts as the slowest: nothing shows it carries data.
+    let slowness = |c: &Candidate<P>| c.srtt.unwrap_or(Duration::MAX);
 
     let mut eager: Vec<&Candidate<P>> = Vec::new();
     let mut lazy: Vec<&Candidate<P>> = Vec::new();
@@ -197,11 +216,21 @@ pub fn plan<P: Copy + Ord>(
             out.promote.push((c.peer, PromoteReason::BelowDLow));
         }
     } else if eager.len() > d_high {
-        // Rule 4.
-        let excess =
-            (eager.len() - d).min(params.max_demotions.saturating_sub(low_score_demotions));
-        for c in eager.iter().take(excess) {
-            out.demote.push((c.peer, DemoteReason::AboveDHigh));
+        // Rule 4, only with an eager parent to keep (see the module docs).
+        if eager.iter().any(|c| c.first_deliveries > 0) {
+            let excess = (eager.len() - d_high)
+                .min(params.max_demotions.saturating_sub(low_score_demotions));
+            let mut victims = eager;
+            victims.sort_by(|a, b| {
+                a.first_deliveries
+                    .cmp(&b.first_deliveries)
+                    .then(slowness(b).cmp(&slowness(a)))
+                    .then(score(a).total_cmp(&score(b)))
+                    .then(a.peer.cmp(&b.peer))
+            });
+            for c in victims.iter().take(excess) {
+                out.demote.push((c.peer, DemoteReason::AboveDHigh));
+            }
         }
     } else if allow_opportunistic && params.max_promotions > 0 {
         // Rule 5.

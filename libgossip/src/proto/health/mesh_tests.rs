@@ -8,6 +8,27 @@ fn c(peer: u32, link: LinkState, score: f64, graft_allowed: bool) -> Candidate<u
         link,
         score,
         graft_allowed,
+        first_deliveries: 0,
+        srtt: None,
+    }
+}
+
+/// An eager peer with tree-parent evidence and a measured RTT (ms).
+fn e(peer: u32, score: f64, first_deliveries: u32, rtt_ms: Option<u64>) -> Candidate<u32> {
+    Candidate {
+        first_deliveries,
+        srtt: rtt_ms.map(Duration::from_millis),
+        ..c(peer, E, score, true)
+    }
+}
+
+/// The degrees the rows of [`plan_table`] were written for.
+fn legacy() -> MeshParams {
+    MeshParams {
+        d_low: 2,
+        d: 3,
+        d_high: 4,
+        ..MeshParams::default()
     }
 }
 
@@ -16,7 +37,7 @@ use LinkState::{Eager as E, Lazy as L, New as N};
 /// G8: table of situations → plan.
 #[test]
 fn plan_table() {
-    let p = MeshParams::default(); // d_low 2, d 3, d_high 4, max 2 per round
+    let p = legacy(); // d_low 2, d 3, d_high 4, max 2 per round
     struct Row {
         name: &'static str,
         input: Vec<Candidate<u32>>,
@@ -67,13 +88,6 @@ fn plan_table() {
             promote: vec![(3, PromoteReason::Opportunistic)],
         },
         Row {
-            name: "above d_high demotes the worst down towards d",
-            input: (1..=7).map(|i| c(i, E, f64::from(i), true)).collect(),
-            admit: vec![],
-            demote: vec![(1, DemoteReason::AboveDHigh), (2, DemoteReason::AboveDHigh)],
-            promote: vec![],
-        },
-        Row {
             name: "cooled eager peer is demoted and replaced",
             input: vec![
                 c(1, E, 30.0, false),
@@ -109,6 +123,92 @@ fn plan_table() {
         assert_eq!(got.admit_lazy, r.admit, "{}", r.name);
         assert_eq!(got.demote, r.demote, "{}", r.name);
         assert_eq!(got.promote, r.promote, "{}", r.name);
+    }
+}
+
+/// G8: rule 4 demotes only the excess over `d_high`, children before
+/// parents, slowest link first, within the per-round demotion cap.
+#[test]
+fn above_d_high_table() {
+    let p = MeshParams::default(); // d_low 1, d 2, d_high 4, max 2 demotions
+    assert_eq!((p.d_low, p.d, p.d_high, p.max_demotions), (1, 2, 4, 2));
+    let above = |peer| (peer, DemoteReason::AboveDHigh);
+    // Parent 1 (slowest link, lowest score) and children 2.. with RTTs.
+    let tree = |n: u32| -> Vec<Candidate<u32>> {
+        std::iter::once(e(1, 0.0, 5, Some(90)))
+            .chain((2..=n).map(|i| e(i, 10.0, 0, Some(10 * u64::from(i)))))
+            .collect()
+    };
+    type Row = (&'static str, Vec<Candidate<u32>>, Vec<(u32, DemoteReason)>);
+    let rows: Vec<Row> = vec![
+        ("exactly at d_high: nothing", tree(4), vec![]),
+        ("one above: the slowest child only", tree(5), vec![above(5)]),
+        (
+            "two above: two, slowest first",
+            tree(6),
+            vec![above(6), above(5)],
+        ),
+        (
+            "three above: capped at max_demotions",
+            tree(7),
+            vec![above(7), above(6)],
+        ),
+        (
+            "cap shared with low-score demotions",
+            [tree(6), vec![e(9, -5.0, 0, Some(1))]].concat(),
+            vec![(9, DemoteReason::LowScore), above(6)],
+        ),
+        (
+            "unmeasured link before the slowest measured one",
+            [tree(4), vec![e(8, 10.0, 0, None)]].concat(),
+            vec![above(8)],
+        ),
+        (
+            "equal RTT: lowest score, then lowest id",
+            vec![
+                e(1, 0.0, 3, Some(10)),
+                e(2, 10.0, 0, Some(40)),
+                e(3, 5.0, 0, Some(40)),
+                e(4, 5.0, 0, Some(40)),
+                e(5, 10.0, 0, Some(20)),
+                e(6, 10.0, 0, Some(20)),
+            ],
+            vec![above(3), above(4)],
+        ),
+        (
+            "all parents (several senders): fewest first deliveries",
+            vec![
+                e(1, 0.0, 4, Some(90)),
+                e(2, 10.0, 3, Some(10)),
+                e(3, 10.0, 1, Some(10)),
+                e(4, 10.0, 2, Some(10)),
+                e(5, 10.0, 6, Some(10)),
+            ],
+            vec![above(3)],
+        ),
+        (
+            "no eager parent (a publisher): keeps its links",
+            (1..=5).map(|i| e(i, 10.0, 0, Some(10))).collect(),
+            vec![],
+        ),
+        (
+            "no eager parent, the lost one lazy: keeps its links",
+            [
+                (2..=6).map(|i| e(i, 10.0, 0, Some(10))).collect(),
+                vec![Candidate {
+                    first_deliveries: 5,
+                    ..c(1, L, 10.0, true)
+                }],
+            ]
+            .concat(),
+            vec![],
+        ),
+    ];
+    for (name, input, demote) in rows {
+        let got = plan(&p, &input, true);
+        assert_eq!(got.demote, demote, "{name}");
+        assert!(got.promote.is_empty(), "{name}");
+        assert!(got.admit_lazy.is_empty(), "{name}");
     }
 }
 
