@@ -59,7 +59,13 @@ macro_rules! acc {
 
 acc! {
     s20_one_1: "s20-one", 1, 0.2, 15;
+    s20_one_2: "s20-one", 2, 0.2, 15;
+    s20_one_3: "s20-one", 3, 0.2, 15;
+    s20_random_1: "s20-random", 1, 1.0, 18;
     s20_random_2: "s20-random", 2, 1.0, 18;
+    s20_random_3: "s20-random", 3, 1.0, 18;
+    s20_all_1: "s20-all", 1, 3.0, 30;
+    s20_all_2: "s20-all", 2, 3.0, 30;
     s20_all_3: "s20-all", 3, 3.0, 30;
     s100_one_1: "s100-one", 1, 0.2, 15;
     s100_one_2: "s100-one", 2, 0.2, 15;
