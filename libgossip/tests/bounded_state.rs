@@ -7,27 +7,33 @@
 
 use bytes::Bytes;
 use libgossip::proto::{
-    Body, Config, Gossip, IHaveEntry, Message, MessageId, Node, Output, PeerId, SendOutcome,
-    Signer, Snapshot, TopicId, Verdict, VerifyRequest, payload_hash, signed_bytes,
+    Body, Config, Gossip, Message, Node, Output, PeerId, SendOutcome, Snapshot, TopicId,
+    payload_hash, signed_bytes,
 };
+use libgossip::sim::soak::{SOAK_STEP, SoakLoad, SoakParams};
 use libgossip::sim::{SimCrypto, StubCrypto};
 use sha2::{Digest, Sha256};
-use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 const C: StubCrypto = StubCrypto { seed: 16 };
 /// One driver step of virtual time.
-const STEP: Duration = Duration::from_millis(100);
+const STEP: Duration = SOAK_STEP;
 /// Two simulated hours.
 const STEPS: u64 = 72_000;
 /// A checkpoint every five simulated minutes.
 const CHECK_EVERY: u64 = 3_000;
-/// Genuine messages the feeding neighbour pushes per step (50/s).
-const PER_STEP: u64 = 5;
-/// Distinct origins: several times `origins_max` and `key_cache`.
-const ORIGINS: usize = 300;
 /// Bytes charged per seen id by the cache (id + per-entry overhead).
 const SEEN_ENTRY: usize = 32 + 96;
+/// 50 genuine messages/s from 300 origins (several times `origins_max` and
+/// `key_cache`), an IHAVE flood of 64 phantom ids every other step (320/s),
+/// and every 5 s a phantom digest from one of 1,440 distinct strangers.
+const PARAMS: SoakParams = SoakParams {
+    per_step: 5,
+    origins: 300,
+    ihave_every: 2,
+    stranger_digest_every: 50,
+    strangers: 1_440,
+};
 
 /// Small bounds so two hours of load overrun every one of them many times.
 fn config() -> Config {
@@ -43,226 +49,11 @@ fn config() -> Config {
     c
 }
 
-/// A fake id nobody will ever deliver (announced by the IHAVE flooder).
-fn phantom(n: u64) -> MessageId {
-    MessageId(Sha256::digest(n.to_be_bytes()).into())
-}
-
 fn peer(tag: &str, n: u64) -> PeerId {
     let mut h = Sha256::new();
     h.update(tag.as_bytes());
     h.update(n.to_be_bytes());
     PeerId(h.finalize().into())
-}
-
-struct Origin {
-    signer: Box<dyn Signer>,
-    key: Bytes,
-    id: PeerId,
-    seqno: u64,
-}
-
-/// The hand-driven world around the node under test.
-struct World {
-    node: Node,
-    topic: TopicId,
-    now: Instant,
-    origins: Vec<Origin>,
-    by_id: HashMap<PeerId, usize>,
-    /// Honest neighbour: pushes genuine messages, answers key requests.
-    feeder: PeerId,
-    /// Announces ids that never arrive; sends digests of them.
-    flooder: PeerId,
-    /// Never reports a send outcome (its tickets must expire).
-    hole: PeerId,
-    /// Re-sends copies (coalesced while verifying, duplicates after).
-    echo: PeerId,
-    /// Messages from the feeder, kept briefly so `echo` can repeat them.
-    recent: VecDeque<Gossip>,
-    /// Verify requests held back (answered one step later, or never).
-    verify_q: VecDeque<(u64, VerifyRequest)>,
-    /// Key requests to answer next step.
-    key_q: Vec<PeerId>,
-    msg_no: u64,
-    delivered: u64,
-}
-
-impl World {
-    fn new() -> Self {
-        let now = Instant::now();
-        let topic = TopicId::from_name("soak");
-        let mut node = Node::new(C.signer(0), config());
-        node.join(topic, &[], now);
-        let origins: Vec<Origin> = (0..ORIGINS)
-            .map(|i| {
-                let signer = C.signer(1000 + i);
-                let key = signer.public_key();
-                let id = PeerId::from_public_key(&key);
-                Origin {
-                    signer,
-                    key,
-                    id,
-                    seqno: 0,
-                }
-            })
-            .collect();
-        let by_id = origins.iter().enumerate().map(|(i, o)| (o.id, i)).collect();
-        let mut w = Self {
-            node,
-            topic,
-            now,
-            origins,
-            by_id,
-            feeder: peer("feeder", 0),
-            flooder: peer("flooder", 0),
-            hole: peer("hole", 0),
-            echo: peer("echo", 0),
-            recent: VecDeque::new(),
-            verify_q: VecDeque::new(),
-            key_q: Vec::new(),
-            msg_no: 0,
-            delivered: 0,
-        };
-        for p in [w.feeder, w.flooder, w.hole, w.echo] {
-            w.node.connect(topic, p, now);
-        }
-        w.pump(0);
-        w
-    }
-
-    fn send(&mut self, from: PeerId, body: Body) {
-        let msg = Message {
-            topic: self.topic,
-            body,
-        };
-        self.node.handle_message(from, msg, self.now);
-    }
-
-    /// A genuine, correctly signed message from the next origin.
-    fn genuine(&mut self) -> Gossip {
-        self.msg_no += 1;
-        let n = self.msg_no;
-        // Origins in a scrambled but deterministic order, so the key cache
-        // and the origins map keep evicting.
-        let o = &mut self.origins[(n.wrapping_mul(7919) % ORIGINS as u64) as usize];
-        o.seqno += 1;
-        let len = 256 + (n * 37 % 1800) as usize;
-        let mut payload = vec![(n % 251) as u8; len];
-        payload[..8].copy_from_slice(&n.to_be_bytes());
-        let payload = Bytes::from(payload);
-        let signed = signed_bytes(&self.topic, &o.id, o.seqno, &payload_hash(&payload));
-        Gossip {
-            origin: o.id,
-            seqno: o.seqno,
-            signature: o.signer.sign(&signed),
-            payload,
-            hops: 1,
-        }
-    }
-
-    /// Drains outputs: acks every transmit except to the hole, queues key
-    /// requests and verifications, counts deliveries.
-    fn pump(&mut self, step: u64) {
-        // Verifyd stalls for three seconds every five minutes: the pending
-        // set hits `verify_max` and the excess is dropped (counted).
-        let stalled = step % CHECK_EVERY >= 100 && step % CHECK_EVERY < 130;
-        while let Some(o) = self.node.poll_output() {
-            match o {
-                Output::Transmit(t) => {
-                    if let Body::KeyRequest { origin } = t.msg.body {
-                        self.key_q.push(origin);
-                    }
-                    if t.to != self.hole {
-                        let latency = Duration::from_millis(20);
-                        self.node.handle_send_outcome(
-                            t.id,
-                            SendOutcome::Delivered { latency },
-                            self.now,
-                        );
-                    }
-                }
-                Output::Verify(v) => {
-                    let due = if stalled { step + 30 } else { step + 1 };
-                    self.verify_q.push_back((due, v));
-                }
-                Output::Deliver(_) => self.delivered += 1,
-                Output::Event(_) => {}
-            }
-        }
-    }
-
-    fn answer_due(&mut self, step: u64) {
-        let mut keep = VecDeque::new();
-        while let Some((due, v)) = self.verify_q.pop_front() {
-            if due > step {
-                keep.push_back((due, v));
-                continue;
-            }
-            let ok = C.verify(&v.key, &v.signed, &v.signature);
-            let verdict = if ok { Verdict::Valid } else { Verdict::Invalid };
-            self.node.handle_verdict(v.req, verdict, self.now);
-        }
-        self.verify_q = keep;
-        for origin in std::mem::take(&mut self.key_q) {
-            if let Some(&i) = self.by_id.get(&origin) {
-                let key = self.origins[i].key.clone();
-                self.send(self.feeder, Body::KeyResponse { origin, key });
-            }
-        }
-    }
-
-    fn step(&mut self, step: u64) {
-        self.now += STEP;
-        self.answer_due(step);
-        for _ in 0..PER_STEP {
-            let g = self.genuine();
-            self.send(self.feeder, Body::Eager(g.clone()));
-            self.recent.push_back(g);
-        }
-        // Echo: a copy of this step's first message (coalesced or a
-        // duplicate) and of one from two steps ago (a duplicate).
-        let back = self.recent.len().saturating_sub(PER_STEP as usize);
-        let fresh = self.recent[back].clone();
-        self.send(self.echo, Body::Eager(fresh));
-        let mut old = None;
-        while self.recent.len() > 3 * PER_STEP as usize {
-            old = self.recent.pop_front();
-        }
-        if let Some(old) = old {
-            self.send(self.echo, Body::Eager(old));
-        }
-        // IHAVE flood of ids that never arrive (320/s): fills `missing`,
-        // arms IWANT timers, grafts and asks the flooder again and again.
-        let base = step * 64;
-        if step.is_multiple_of(2) {
-            let entries = (0..64)
-                .map(|i| IHaveEntry {
-                    id: phantom(base + i),
-                    hops: 1,
-                })
-                .collect();
-            self.send(self.flooder, Body::IHave(entries));
-        }
-        if step.is_multiple_of(10) {
-            // Digests of phantoms: from the flooder each second, and every
-            // 5 s from a stranger (one of 1,440 distinct ids) outside the
-            // active view.
-            let ids: Vec<MessageId> = (0..32).map(|i| phantom(base + 1_000_000_000 + i)).collect();
-            self.send(self.flooder, Body::Digest(ids.clone()));
-            if step.is_multiple_of(50) {
-                self.send(peer("stranger", step / 50), Body::Digest(ids));
-            }
-            // A stranger asks for an origin key.
-            let origin = self.origins[(step / 10) as usize % ORIGINS].id;
-            self.send(peer("stranger", step), Body::KeyRequest { origin });
-        }
-        if step % 600 == 300 {
-            // The hole keeps coming back after being declared dead.
-            self.node.connect(self.topic, self.hole, self.now);
-        }
-        self.node.handle_timeout(self.now);
-        self.pump(step);
-    }
 }
 
 /// What one checkpoint recorded.
@@ -359,34 +150,36 @@ fn check_bounds(cfg: &Config, s: &Snapshot) -> Point {
 #[test]
 fn state_stays_bounded_over_two_simulated_hours() {
     let cfg = config();
-    let mut w = World::new();
+    let mut w = SoakLoad::new(cfg.clone(), PARAMS);
     let mut points = Vec::new();
     let mut last_delivered = 0;
     for step in 1..=STEPS {
-        w.step(step);
+        w.step();
         if step.is_multiple_of(CHECK_EVERY) {
-            let s = w.node.snapshot(w.now);
+            let s = w.node().snapshot(w.now());
             points.push(check_bounds(&cfg, &s));
             // Bounded must not mean wedged: the stall costs a few hundred
             // messages per window, nothing else may.
-            let offered = CHECK_EVERY * PER_STEP;
-            let got = w.delivered - last_delivered;
+            let offered = CHECK_EVERY * PARAMS.per_step;
+            let got = w.delivered() - last_delivered;
             assert!(
                 got > offered * 95 / 100,
                 "window to step {step}: {got} of {offered}"
             );
-            last_delivered = w.delivered;
+            last_delivered = w.delivered();
         }
     }
-    let s = w.node.snapshot(w.now);
+    let s = w.node().snapshot(w.now());
     let t = &s.topics[0];
-    let total = STEPS * PER_STEP;
+    let total = STEPS * PARAMS.per_step;
+    let delivered = w.delivered();
+    assert_eq!(w.sent(), total);
 
     // The load really exercised the node: most genuine messages delivered,
     // each delivered at most once.
-    assert!(w.delivered > total * 95 / 100, "{} of {total}", w.delivered);
-    assert!(w.delivered <= total);
-    assert_eq!(t.stats.delivered, w.delivered);
+    assert!(delivered > total * 95 / 100, "{delivered} of {total}");
+    assert!(delivered <= total);
+    assert_eq!(t.stats.delivered, delivered);
 
     // Every bound was hit, and every drop it caused was counted.
     let (st, se) = (t.evictions.store, t.evictions.seen);

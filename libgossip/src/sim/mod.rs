@@ -13,6 +13,7 @@ mod engine;
 mod metrics;
 mod queue;
 mod scenario;
+pub mod soak;
 
 pub use crypto::{SimCrypto, StubCrypto};
 pub use engine::Sim;

@@ -24,211 +24,21 @@
 //! memory.
 
 use crate::{Outcome, SuiteOpts, Table};
-use libgossip::proto::{
-    Body, Config, Gossip, IHaveEntry, Message, MessageId, Node, Output, PeerId, SendOutcome,
-    Signer, Snapshot, TopicId, Verdict, VerifyRequest, payload_hash, signed_bytes,
-};
-use libgossip::sim::{SimCrypto, StubCrypto};
-use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use libgossip::proto::{Config, Snapshot};
+use libgossip::sim::soak::{SOAK_STEP, SoakLoad, SoakParams};
+use std::time::Instant;
 
-const C: StubCrypto = StubCrypto { seed: 16 };
-const STEP: Duration = Duration::from_millis(100);
-const PER_STEP: u64 = 100;
-const ORIGINS: usize = 5_000;
-const STRANGERS: u64 = 50_000;
+/// The load above: 1,000 msgs/s from 5,000 origins, a full IHAVE flood every
+/// step and a stranger's digest every second from 50,000 strangers.
+const PARAMS: SoakParams = SoakParams {
+    per_step: 100,
+    origins: 5_000,
+    ihave_every: 1,
+    stranger_digest_every: 10,
+    strangers: 50_000,
+};
 /// Checkpoints per run.
 const CHECKPOINTS: u64 = 20;
-
-/// An id no one will ever deliver.
-fn phantom(n: u64) -> MessageId {
-    let mut b = [0u8; 32];
-    b[..8].copy_from_slice(&n.to_be_bytes());
-    b[8..16].copy_from_slice(b"phantom!");
-    MessageId(b)
-}
-
-fn peer(tag: u8, n: u64) -> PeerId {
-    let mut b = [tag; 32];
-    b[..8].copy_from_slice(&n.to_be_bytes());
-    PeerId(b)
-}
-
-struct Origin {
-    signer: Box<dyn Signer>,
-    id: PeerId,
-    seqno: u64,
-}
-
-struct Soak {
-    node: Node,
-    topic: TopicId,
-    now: Instant,
-    origins: Vec<Origin>,
-    by_id: HashMap<PeerId, usize>,
-    feeder: PeerId,
-    flooder: PeerId,
-    hole: PeerId,
-    echo: PeerId,
-    recent: VecDeque<Gossip>,
-    verify_q: VecDeque<(u64, VerifyRequest)>,
-    key_q: Vec<PeerId>,
-    msg_no: u64,
-    delivered: u64,
-}
-
-impl Soak {
-    fn new(cfg: Config) -> Self {
-        let now = Instant::now();
-        let topic = TopicId::from_name("soak");
-        let mut node = Node::new(C.signer(0), cfg);
-        node.join(topic, &[], now);
-        let origins: Vec<Origin> = (0..ORIGINS)
-            .map(|i| {
-                let signer = C.signer(1000 + i);
-                let id = PeerId::from_public_key(&signer.public_key());
-                Origin {
-                    signer,
-                    id,
-                    seqno: 0,
-                }
-            })
-            .collect();
-        let by_id = origins.iter().enumerate().map(|(i, o)| (o.id, i)).collect();
-        let mut s = Self {
-            node,
-            topic,
-            now,
-            origins,
-            by_id,
-            feeder: peer(1, 0),
-            flooder: peer(2, 0),
-            hole: peer(3, 0),
-            echo: peer(4, 0),
-            recent: VecDeque::new(),
-            verify_q: VecDeque::new(),
-            key_q: Vec::new(),
-            msg_no: 0,
-            delivered: 0,
-        };
-        for p in [s.feeder, s.flooder, s.hole, s.echo] {
-            s.node.connect(topic, p, now);
-        }
-        s.pump(0);
-        s
-    }
-
-    fn send(&mut self, from: PeerId, body: Body) {
-        let msg = Message {
-            topic: self.topic,
-            body,
-        };
-        self.node.handle_message(from, msg, self.now);
-    }
-
-    fn genuine(&mut self) -> Gossip {
-        self.msg_no += 1;
-        let n = self.msg_no;
-        let o = &mut self.origins[(n.wrapping_mul(7919) % ORIGINS as u64) as usize];
-        o.seqno += 1;
-        let len = 256 + (n * 37 % 1800) as usize;
-        let mut payload = vec![(n % 251) as u8; len];
-        payload[..8].copy_from_slice(&n.to_be_bytes());
-        let ph = payload_hash(&payload);
-        let signed = signed_bytes(&self.topic, &o.id, o.seqno, &ph);
-        Gossip {
-            origin: o.id,
-            seqno: o.seqno,
-            signature: o.signer.sign(&signed),
-            payload: payload.into(),
-            hops: 1,
-        }
-    }
-
-    fn pump(&mut self, step: u64) {
-        let stalled = step % 3_000 >= 100 && step % 3_000 < 130;
-        while let Some(o) = self.node.poll_output() {
-            match o {
-                Output::Transmit(t) => {
-                    if let Body::KeyRequest { origin } = t.msg.body {
-                        self.key_q.push(origin);
-                    }
-                    if t.to != self.hole {
-                        let latency = Duration::from_millis(20);
-                        self.node.handle_send_outcome(
-                            t.id,
-                            SendOutcome::Delivered { latency },
-                            self.now,
-                        );
-                    }
-                }
-                Output::Verify(v) => {
-                    let due = if stalled { step + 30 } else { step + 1 };
-                    self.verify_q.push_back((due, v));
-                }
-                Output::Deliver(_) => self.delivered += 1,
-                Output::Event(_) => {}
-            }
-        }
-    }
-
-    fn answer_due(&mut self, step: u64) {
-        while self.verify_q.front().is_some_and(|(due, _)| *due <= step) {
-            let Some((_, v)) = self.verify_q.pop_front() else {
-                break;
-            };
-            let ok = C.verify(&v.key, &v.signed, &v.signature);
-            let verdict = if ok { Verdict::Valid } else { Verdict::Invalid };
-            self.node.handle_verdict(v.req, verdict, self.now);
-        }
-        for origin in std::mem::take(&mut self.key_q) {
-            if let Some(&i) = self.by_id.get(&origin) {
-                let key = self.origins[i].signer.public_key();
-                self.send(self.feeder, Body::KeyResponse { origin, key });
-            }
-        }
-    }
-
-    fn step(&mut self, step: u64) {
-        self.now += STEP;
-        self.answer_due(step);
-        for _ in 0..PER_STEP {
-            let g = self.genuine();
-            self.send(self.feeder, Body::Eager(g.clone()));
-            self.recent.push_back(g);
-        }
-        let back = self.recent.len().saturating_sub(PER_STEP as usize);
-        let fresh = self.recent[back].clone();
-        self.send(self.echo, Body::Eager(fresh));
-        let mut old = None;
-        while self.recent.len() > 3 * PER_STEP as usize {
-            old = self.recent.pop_front();
-        }
-        if let Some(old) = old {
-            self.send(self.echo, Body::Eager(old));
-        }
-        let base = step * 64;
-        let entries = (0..64)
-            .map(|i| IHaveEntry {
-                id: phantom(base + i),
-                hops: 1,
-            })
-            .collect();
-        self.send(self.flooder, Body::IHave(entries));
-        if step.is_multiple_of(10) {
-            let ids: Vec<MessageId> = (0..32).map(|i| phantom(base + (1 << 60) + i)).collect();
-            self.send(self.flooder, Body::Digest(ids.clone()));
-            self.send(peer(5, step / 10 % STRANGERS), Body::Digest(ids));
-            let origin = self.origins[(step / 10) as usize % ORIGINS].id;
-            self.send(peer(6, step), Body::KeyRequest { origin });
-        }
-        if step % 600 == 300 {
-            self.node.connect(self.topic, self.hole, self.now);
-        }
-        self.node.handle_timeout(self.now);
-        self.pump(step);
-    }
-}
 
 /// VmRSS and VmHWM of this process in KiB (0 where /proc is unavailable).
 fn rss_kib() -> (u64, u64) {
@@ -261,25 +71,25 @@ pub fn run(opts: &SuiteOpts) -> anyhow::Result<Outcome> {
         None if opts.quick => 1_000_000,
         None => 10_000_000,
     };
-    let steps = messages.div_ceil(PER_STEP);
+    let steps = messages.div_ceil(PARAMS.per_step);
     let every = steps.div_ceil(CHECKPOINTS).max(1);
     let cfg = Config::default();
     let start = Instant::now();
     let (rss0, _) = rss_kib();
-    let mut s = Soak::new(cfg.clone());
+    let mut s = SoakLoad::new(cfg.clone(), PARAMS);
     let mut points = Vec::new();
     for step in 1..=steps {
-        s.step(step);
+        s.step();
         if step.is_multiple_of(every) || step == steps {
             let (rss, hwm) = rss_kib();
             let p = Point {
-                messages: s.msg_no,
-                sim_s: (step * STEP.as_millis() as u64) as f64 / 1000.0,
+                messages: s.sent(),
+                sim_s: (step * SOAK_STEP.as_millis() as u64) as f64 / 1000.0,
                 wall_s: start.elapsed().as_secs_f64(),
                 rss,
                 hwm,
-                snap: s.node.snapshot(s.now),
-                delivered: s.delivered,
+                snap: s.node().snapshot(s.now()),
+                delivered: s.delivered(),
             };
             eprintln!(
                 "soak: {} msgs, {:.0} s virtual, RSS {} MiB, HWM {} MiB, state {} MiB",
