@@ -42,7 +42,7 @@ pub struct SendQueueParams {
     /// Entries per peer. Default 2,048: a burst of a thousand messages to one
     /// eager peer, plus the pulls that repair it.
     pub per_peer_items: usize,
-    /// Bytes per peer (wire size + [`ENTRY_OVERHEAD`]). Default 4 MiB.
+    /// Bytes per peer (wire size + 64 B per entry). Default 4 MiB.
     pub per_peer_bytes: usize,
     /// Bytes over all peers. Default 32 MiB.
     pub total_bytes: usize,

@@ -19,9 +19,9 @@
 //!   reconnected every minute after it is declared dead.
 //!
 //! Left out on purpose: verdicts lost for good and copies from origins whose
-//! key never comes — each wedges the node today (pending verifications and
-//! key waits never expire), so they would stop the load rather than grow
-//! memory.
+//! key never comes. Both now expire (`verify_timeout`, `key_wait_timeout`)
+//! and are covered by `libgossip/tests/bounded_state.rs`; here they would
+//! only measure the expiry sweep.
 
 use crate::{Outcome, SuiteOpts, Table};
 use libgossip::proto::{Config, Snapshot};
