@@ -105,6 +105,11 @@ impl Recent {
         (ids, if next >= older { 0 } else { next })
     }
 
+    /// The newest `n` stored ids, newest first.
+    pub fn newest(&self, n: usize) -> Vec<MessageId> {
+        self.store.keys_newest_first().take(n).collect()
+    }
+
     pub fn seen_len(&self) -> usize {
         self.seen.len()
     }

@@ -505,8 +505,8 @@ impl Topic {
             .collect();
         let mut cands = ctx.health.mesh_candidates(self.id, view, ctx.now);
         // Tree-parent evidence for the planner: who sent the newest stored
-        // messages first (`digest` from cursor 0 lists the newest ids).
-        for id in self.recent.digest(MESH_PARENT_WINDOW, 0).0 {
+        // messages first.
+        for id in self.recent.newest(MESH_PARENT_WINDOW) {
             if let Some(s) = self.recent.get(&id)
                 && let Some(c) = cands.iter_mut().find(|c| c.peer == s.from)
             {
