@@ -276,6 +276,23 @@ impl Conn {
         Ok(())
     }
 
+    /// Ends the session for good because the pool is gone: marks it dead,
+    /// hangs up (the reader wakes on end-of-file or, on a ring, a hang-up
+    /// seen by its parker, and exits) and fails everything pending with
+    /// [`PoolError::Closed`], since there is nowhere left to re-route it.
+    /// Dropping pending registrations wakes their waiters. Idempotent.
+    pub(crate) fn close(&self) {
+        self.alive.store(false, Ordering::SeqCst);
+        lock(&self.writer).hang_up();
+        let drained: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
+        for p in drained {
+            if let Pending::Verify { sub, .. } = p {
+                self.outstanding.fetch_sub(sub.idx.len(), Ordering::Relaxed);
+                sub.batch.fail(PoolError::Closed);
+            }
+        }
+    }
+
     /// Marks the connection dead and re-routes everything pending on it.
     fn kill(&self, pool: &PoolInner) {
         if self.alive.swap(false, Ordering::SeqCst) {
@@ -298,11 +315,16 @@ impl Conn {
 
     /// Delivers answers until the session ends. A dead daemon, a hang-up or
     /// a corrupt ring all end it the same way: [`Self::kill`] re-routes
-    /// everything pending, whichever transport carried it.
+    /// everything pending, whichever transport carried it. Once the pool is
+    /// gone (its drop hung up and woke us) [`Self::close`] fails whatever is
+    /// left, and returning drops the receiving half (and its ring mapping).
     fn read_loop(self: Arc<Self>, mut rx: Rx, pool: &Weak<PoolInner>) {
         loop {
             let msg = rx.recv();
-            let Some(pool) = pool.upgrade() else { return };
+            let Some(pool) = pool.upgrade() else {
+                self.close();
+                return;
+            };
             let buf = match msg {
                 Ok(Some(b)) => b,
                 Ok(None) => {

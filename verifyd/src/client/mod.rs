@@ -37,7 +37,7 @@ mod inproc;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 pub use bytes::Bytes;
@@ -268,6 +268,10 @@ pub(crate) enum RouterMsg {
 pub(crate) struct PoolInner {
     pub(crate) cfg: PoolConfig,
     pub(crate) conns: Mutex<Vec<Arc<Conn>>>,
+    /// Every connection whose reader may still run, including dead ones
+    /// `conns` no longer lists (a daemon that said `ShuttingDown` is still
+    /// answering): the drop hangs them all up.
+    opened: Mutex<Vec<Weak<Conn>>>,
     pub(crate) targets: Targets,
     pub(crate) stats: PoolStats,
     pub(crate) router: Mutex<mpsc::Sender<RouterMsg>>,
@@ -304,6 +308,10 @@ impl Targets {
 }
 
 /// A pool of verifyd instances. See the module docs.
+///
+/// Clones share one pool. Dropping the last clone hangs up every session:
+/// its reader and router threads exit and ring mappings are released
+/// promptly, and tickets still outstanding fail with [`PoolError::Closed`].
 #[derive(Clone)]
 pub struct Pool(Arc<PoolInner>);
 
@@ -336,6 +344,7 @@ impl Pool {
         let inner = Arc::new(PoolInner {
             cfg,
             conns: Mutex::new(Vec::new()),
+            opened: Mutex::new(Vec::new()),
             targets,
             stats: PoolStats::default(),
             router: Mutex::new(tx),
@@ -350,9 +359,13 @@ impl Pool {
         std::thread::Builder::new()
             .name("verify-router".into())
             .spawn(move || {
+                // Ends when the pool is dropped (it owns the only sender);
+                // anything still queued then fails instead of vanishing.
                 while let Ok(RouterMsg::Route(sub)) = rx.recv() {
-                    let Some(inner) = weak.upgrade() else { return };
-                    inner.route(sub);
+                    match weak.upgrade() {
+                        Some(inner) => inner.route(sub),
+                        None => sub.batch.fail(PoolError::Closed),
+                    }
                 }
             })
             .map_err(|_| PoolError::NoInstances)?;
@@ -425,6 +438,26 @@ impl Pool {
     }
 }
 
+/// Dropping the last [`Pool`] handle tears everything down at once rather
+/// than when the daemons go away: every session is hung up, so each reader
+/// thread wakes, fails what is still pending with [`PoolError::Closed`] and
+/// exits, dropping its ring mappings; the router's channel closes with the
+/// sender dropped here, so it exits too. Nothing blocks: the threads are not
+/// joined, they finish on their own.
+impl Drop for PoolInner {
+    fn drop(&mut self) {
+        let opened = std::mem::take(
+            self.opened
+                .get_mut()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        // `conns` is a subset of `opened`.
+        for c in opened.iter().filter_map(Weak::upgrade) {
+            c.close();
+        }
+    }
+}
+
 impl PoolInner {
     pub(crate) fn live(&self) -> Vec<Arc<Conn>> {
         let c = self
@@ -455,6 +488,13 @@ impl PoolInner {
             }
             match Conn::open(self, &path) {
                 Ok(c) => {
+                    let mut opened = self
+                        .opened
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    opened.retain(|w| w.strong_count() > 0);
+                    opened.push(Arc::downgrade(&c));
+                    drop(opened);
                     let mut conns = self
                         .conns
                         .lock()
