@@ -15,6 +15,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # Sans-IO cores must build without their runtimes.
 cargo clippy -p wire --no-default-features --locked -- -D warnings
 cargo clippy -p libgossip --no-default-features --locked -- -D warnings
+cargo clippy -p libtransport --no-default-features --locked -- -D warnings
 # The io_uring backend is feature-gated; lint it too.
 cargo clippy -p libtransport --features uring --all-targets --locked -- -D warnings
 # The optional pqcrypto verify backend, so it cannot rot unseen.

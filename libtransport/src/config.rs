@@ -6,7 +6,6 @@
 //! control windows that keep a 100 ms RTT path busy at ~300 Mbit/s per stream
 //! and ~1.3 Gbit/s per connection (window = bandwidth × RTT).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use quinn_proto::{IdleTimeout, TransportConfig, VarInt};
@@ -134,8 +133,9 @@ impl Config {
         t
     }
 
-    pub(crate) fn transport(&self) -> Arc<TransportConfig> {
-        Arc::new(self.transport_config())
+    #[cfg(feature = "runtime")]
+    pub(crate) fn transport(&self) -> std::sync::Arc<TransportConfig> {
+        std::sync::Arc::new(self.transport_config())
     }
 }
 

@@ -24,9 +24,12 @@
 #![cfg_attr(feature = "uring", deny(unsafe_code))]
 
 pub mod config;
+#[cfg(feature = "runtime")]
 pub mod diag;
+#[cfg(feature = "runtime")]
 pub mod endpoint;
 pub mod identity;
+#[cfg(feature = "runtime")]
 pub mod io;
 pub mod kind;
 pub mod manager;
@@ -34,6 +37,7 @@ pub mod tls;
 
 pub use bytes::Bytes;
 pub use config::Config;
+#[cfg(feature = "runtime")]
 pub use endpoint::{
     BiStream, CloseReason, Connection, Endpoint, Error, Event, KindReceiver, MessageReceived,
     PathStats, RecvStream, SendStream, WeakConnection,

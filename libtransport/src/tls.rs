@@ -44,8 +44,13 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(p)
 }
 
-/// Server and client crypto configs for one endpoint.
-pub(crate) fn configs() -> Result<(Arc<QuicServerConfig>, Arc<QuicClientConfig>), TlsError> {
+/// Server and client crypto configs for one endpoint: TLS 1.3 only, this
+/// crate's [`provider`], a fresh self-signed certificate for [`SERVER_NAME`],
+/// ALPN [`ALPN`], and a client that accepts any certificate — the peer's
+/// identity is proven above TLS by the exporter-bound ML-DSA-65 proof
+/// (`identity`), so a caller that drives `quinn-proto` itself must run that
+/// proof too.
+pub fn configs() -> Result<(Arc<QuicServerConfig>, Arc<QuicClientConfig>), TlsError> {
     let provider = provider();
     let ck = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()])
         .map_err(|e| TlsError::Cert(e.to_string()))?;
