@@ -1,7 +1,7 @@
-//! The `quinn` 0.11 side, configured like libtransport: same provider and
-//! key-exchange groups (`libtransport::tls::provider()`), an ephemeral
-//! self-signed certificate accepted without a chain (as libtransport does
-//! before its identity proof), TLS 1.3 only, and the transport parameters of
+//! The `quinn` 0.11 side, configured like libtransport: the very TLS
+//! configs libtransport uses (`libtransport::tls::configs()`: its provider
+//! and key-exchange groups, an ephemeral self-signed certificate accepted
+//! without a chain, TLS 1.3 only) and the transport parameters of
 //! `libtransport::Config::default()`.
 
 use std::sync::Arc;
@@ -9,56 +9,30 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
 use bytes::{Buf, Bytes, BytesMut};
-use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::WebPkiSupportedAlgorithms;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
 
 use super::{Msg, chunk, gbps, loopback, runtime, timed};
-
-const ALPN: &[u8] = b"bench/1";
 
 fn transport(gso: bool) -> Arc<quinn::TransportConfig> {
     Arc::new(libtransport::Config::default().gso(gso).transport_config())
 }
 
-fn server_config(gso: bool) -> Result<quinn::ServerConfig> {
-    let ck = rcgen::generate_simple_self_signed(vec!["bench".to_owned()])?;
-    let cert = CertificateDer::from(ck.cert.der().to_vec());
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
-    let mut tls = rustls::ServerConfig::builder_with_provider(libtransport::tls::provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(vec![cert], key)?;
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    tls.max_early_data_size = 0;
-    let mut cfg = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(tls)?));
-    cfg.transport_config(transport(gso));
-    Ok(cfg)
-}
-
-fn client_config(gso: bool) -> Result<quinn::ClientConfig> {
-    let provider = libtransport::tls::provider();
-    let verifier = Arc::new(AnyCert {
-        algs: provider.signature_verification_algorithms,
-    });
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![ALPN.to_vec()];
-    let mut cfg = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(tls)?));
-    cfg.transport_config(transport(gso));
-    Ok(cfg)
-}
-
 /// A server and a client endpoint on loopback.
 fn pair(gso: bool) -> Result<(quinn::Endpoint, quinn::Endpoint)> {
-    let server = quinn::Endpoint::server(server_config(gso)?, loopback())?;
+    let (server_cfg, client_cfg) = configs(gso)?;
+    let server = quinn::Endpoint::server(server_cfg, loopback())?;
     let mut client = quinn::Endpoint::client(loopback())?;
-    client.set_default_client_config(client_config(gso)?);
+    client.set_default_client_config(client_cfg);
+    Ok((server, client))
+}
+
+/// quinn server and client configs with libtransport's TLS and transport
+/// parameters.
+fn configs(gso: bool) -> Result<(quinn::ServerConfig, quinn::ClientConfig)> {
+    let (server_tls, client_tls) = libtransport::tls::configs()?;
+    let mut server = quinn::ServerConfig::with_crypto(server_tls);
+    server.transport_config(transport(gso));
+    let mut client = quinn::ClientConfig::new(client_tls);
+    client.transport_config(transport(gso));
     Ok((server, client))
 }
 
@@ -74,7 +48,13 @@ async fn connect(
             .ok_or_else(|| anyhow!("server endpoint closed"))?;
         Ok::<_, anyhow::Error>(inc.await?)
     };
-    let dial = async { Ok::<_, anyhow::Error>(client.connect(addr, "bench")?.await?) };
+    let dial = async {
+        Ok::<_, anyhow::Error>(
+            client
+                .connect(addr, libtransport::tls::SERVER_NAME)?
+                .await?,
+        )
+    };
     let (s, c) = tokio::try_join!(accept, dial)?;
     Ok((s, c))
 }
@@ -173,7 +153,8 @@ pub fn msg1k(messages: u64) -> Result<Msg> {
 /// Handshake latency from fresh client endpoints, one connection at a time.
 pub fn setup(n: usize) -> Result<Vec<Duration>> {
     runtime()?.block_on(async {
-        let server = quinn::Endpoint::server(server_config(true)?, loopback())?;
+        let (server_cfg, cfg) = configs(true)?;
+        let server = quinn::Endpoint::server(server_cfg, loopback())?;
         let addr = server.local_addr()?;
         let acceptor = server.clone();
         tokio::spawn(async move {
@@ -185,14 +166,13 @@ pub fn setup(n: usize) -> Result<Vec<Duration>> {
                 });
             }
         });
-        let cfg = client_config(true)?;
         let mut samples = Vec::with_capacity(n);
         for _ in 0..n {
             let mut client = quinn::Endpoint::client(loopback())?;
             client.set_default_client_config(cfg.clone());
             let t = Instant::now();
             let c = client
-                .connect(addr, "bench")?
+                .connect(addr, libtransport::tls::SERVER_NAME)?
                 .await
                 .context("quinn connect")?;
             samples.push(t.elapsed());
@@ -202,46 +182,4 @@ pub fn setup(n: usize) -> Result<Vec<Duration>> {
         server.close(0u32.into(), b"done");
         Ok(samples)
     })
-}
-
-/// Accepts any certificate but checks the TLS 1.3 handshake signature, as
-/// libtransport's TLS layer does.
-#[derive(Debug)]
-struct AnyCert {
-    algs: WebPkiSupportedAlgorithms,
-}
-
-impl ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algs)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algs)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algs.supported_schemes()
-    }
 }
