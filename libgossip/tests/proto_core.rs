@@ -50,6 +50,11 @@ fn answer(n: &mut Node, v: &VerifyRequest, now: Instant) {
     );
 }
 
+/// Hands `n` one frame from `from`.
+fn recv(n: &mut Node, from: PeerId, topic: TopicId, body: Body, now: Instant) {
+    n.handle_message(from, Message { topic, body }, now);
+}
+
 /// Drains outputs and reports every transmit as delivered (frees budget slots).
 fn drain_ack(n: &mut Node, now: Instant) -> Vec<Output> {
     let out = drain(n);
@@ -78,14 +83,7 @@ fn published(a: &mut Node, topic: TopicId, payload: &'static [u8], now: Instant)
             _ => None,
         })
         .collect();
-    a.handle_message(
-        peer,
-        Message {
-            topic,
-            body: Body::IWant(ids),
-        },
-        now,
-    );
+    recv(a, peer, topic, Body::IWant(ids), now);
     sends(&drain_ack(a, now))
         .into_iter()
         .find_map(|(_, m)| match m.body {
@@ -107,14 +105,7 @@ fn key_fetch_and_coalescing() {
     let mut b = node(2);
     b.join(topic, &[], now);
     let (f1, f2) = (node(3).id(), node(4).id());
-    b.handle_message(
-        f1,
-        Message {
-            topic,
-            body: Body::Eager(g.clone()),
-        },
-        now,
-    );
+    recv(&mut b, f1, topic, Body::Eager(g.clone()), now);
     let out = drain(&mut b);
     let ask = sends(&out);
     assert!(
@@ -122,41 +113,32 @@ fn key_fetch_and_coalescing() {
     );
     assert!(verifies(&out).is_empty(), "no verification without the key");
     // A bad key (hash mismatch) is refused.
-    b.handle_message(
+    recv(
+        &mut b,
         f1,
-        Message {
-            topic,
-            body: Body::KeyResponse {
-                origin: a.id(),
-                key: Bytes::from_static(b"junk"),
-            },
+        topic,
+        Body::KeyResponse {
+            origin: a.id(),
+            key: Bytes::from_static(b"junk"),
         },
         now,
     );
     assert!(verifies(&drain(&mut b)).is_empty());
     let key = C.signer(1).public_key();
-    b.handle_message(
+    recv(
+        &mut b,
         f1,
-        Message {
-            topic,
-            body: Body::KeyResponse {
-                origin: a.id(),
-                key,
-            },
+        topic,
+        Body::KeyResponse {
+            origin: a.id(),
+            key,
         },
         now,
     );
     let v = verifies(&drain(&mut b));
     assert_eq!(v.len(), 1);
     // A second identical copy while verifying: coalesced, no new request.
-    b.handle_message(
-        f2,
-        Message {
-            topic,
-            body: Body::Eager(g.clone()),
-        },
-        now,
-    );
+    recv(&mut b, f2, topic, Body::Eager(g.clone()), now);
     assert!(verifies(&drain(&mut b)).is_empty());
     answer(&mut b, &v[0], now);
     let out = drain(&mut b);
@@ -184,23 +166,9 @@ fn forged_copy_first() {
     let mut forged = g.clone();
     forged.signature = Bytes::from_static(&[7; 32]);
     let (bad, good) = (node(3).id(), node(4).id());
-    b.handle_message(
-        bad,
-        Message {
-            topic,
-            body: Body::Eager(forged),
-        },
-        now,
-    );
+    recv(&mut b, bad, topic, Body::Eager(forged), now);
     let vf = verifies(&drain(&mut b));
-    b.handle_message(
-        good,
-        Message {
-            topic,
-            body: Body::Eager(g),
-        },
-        now,
-    );
+    recv(&mut b, good, topic, Body::Eager(g), now);
     let vg = verifies(&drain(&mut b));
     assert_eq!(
         (vf.len(), vg.len()),
@@ -274,22 +242,8 @@ fn ihave_flood_never_escapes_cooling() {
             id: MessageId(id),
             hops: 0,
         };
-        a.handle_message(
-            p,
-            Message {
-                topic,
-                body: Body::IHave(vec![e]),
-            },
-            t,
-        );
-        a.handle_message(
-            p,
-            Message {
-                topic,
-                body: Body::IWant(vec![MessageId(id)]),
-            },
-            t,
-        );
+        recv(&mut a, p, topic, Body::IHave(vec![e]), t);
+        recv(&mut a, p, topic, Body::IWant(vec![MessageId(id)]), t);
     }
     let mut probes = 0;
     let mut sent_while_cooled = 0;
@@ -340,14 +294,7 @@ fn delivery_order_policy() {
     let f = node(3).id();
     let mut order = Vec::new();
     for g in [g2.clone(), g1.clone(), g2] {
-        b.handle_message(
-            f,
-            Message {
-                topic,
-                body: Body::Eager(g),
-            },
-            now,
-        );
+        recv(&mut b, f, topic, Body::Eager(g), now);
         for v in verifies(&drain(&mut b)) {
             answer(&mut b, &v, now);
         }
