@@ -269,6 +269,18 @@ impl Sim {
         self.report(wall.elapsed())
     }
 
+    /// Feeds one input to a live node at the current time and routes what
+    /// it outputs (a crashed node ignores everything).
+    fn input(&mut self, node: u32, f: impl FnOnce(&mut Node, Instant)) {
+        let now = self.now;
+        let n = &mut self.nodes[node as usize];
+        if !n.alive {
+            return;
+        }
+        f(&mut n.node, now);
+        self.drain(node);
+    }
+
     fn step(&mut self, kind: EvKind) {
         match kind {
             EvKind::Deliver { to, from, msg } => {
@@ -281,31 +293,13 @@ impl Sim {
                     self.msgs[*m as usize].receptions += 1;
                 }
                 let from_id = self.nodes[from as usize].node.id();
-                let now = self.now;
-                self.nodes[to as usize]
-                    .node
-                    .handle_message(from_id, msg, now);
-                self.drain(to);
+                self.input(to, |n, now| n.handle_message(from_id, msg, now));
             }
             EvKind::Outcome { node, id, outcome } => {
-                if !self.nodes[node as usize].alive {
-                    return;
-                }
-                let now = self.now;
-                self.nodes[node as usize]
-                    .node
-                    .handle_send_outcome(id, outcome, now);
-                self.drain(node);
+                self.input(node, |n, now| n.handle_send_outcome(id, outcome, now));
             }
             EvKind::Verdict { node, req, verdict } => {
-                if !self.nodes[node as usize].alive {
-                    return;
-                }
-                let now = self.now;
-                self.nodes[node as usize]
-                    .node
-                    .handle_verdict(req, verdict, now);
-                self.drain(node);
+                self.input(node, |n, now| n.handle_verdict(req, verdict, now));
             }
             EvKind::Wake { node } => {
                 let n = &mut self.nodes[node as usize];
