@@ -154,7 +154,8 @@ pub(crate) struct Outbox {
     pub sent_bytes: [u64; 8],
     /// Sends withheld by cooling, by kind.
     pub gated: [u64; 8],
-    /// Sends refused by the outbound budget (coalesced or skipped), by kind.
+    /// Sends refused by the outbound budget window (then queued, or for
+    /// IHAVE kept in the next batch), by kind.
     pub over_budget: [u64; 8],
 }
 

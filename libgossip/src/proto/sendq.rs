@@ -117,10 +117,6 @@ fn class(kind: SendKind) -> usize {
     }
 }
 
-fn kind_index(kind: SendKind) -> usize {
-    SendKind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
-}
-
 /// The queues of one node.
 #[derive(Debug, Default)]
 pub(crate) struct SendQueues {
@@ -167,7 +163,7 @@ impl SendQueues {
             if q.len() == 0 {
                 self.peers.remove(&peer);
             }
-            self.stats.dropped_full[kind_index(kind)] += 1;
+            self.stats.dropped_full[kind.index()] += 1;
             return Err(body);
         }
         q.classes[class(kind)].push_back(Queued {
@@ -180,7 +176,7 @@ impl SendQueues {
         q.bytes += cost;
         self.bytes += cost;
         self.len += 1;
-        self.stats.queued[kind_index(kind)] += 1;
+        self.stats.queued[kind.index()] += 1;
         Ok(())
     }
 
@@ -191,20 +187,18 @@ impl SendQueues {
         let max_age = self.params.max_age;
         let q = self.peers.get_mut(peer)?;
         let mut found = None;
-        for c in &mut q.classes {
-            while let Some(e) = c.pop_front() {
-                q.bytes -= e.cost;
-                self.bytes -= e.cost;
-                self.len -= 1;
-                if now.saturating_duration_since(e.at) > max_age {
-                    self.stats.expired += 1;
-                    continue;
-                }
+        // The first class with work gives its head; stale heads are dropped.
+        while found.is_none() {
+            let Some(e) = q.classes.iter_mut().find_map(VecDeque::pop_front) else {
+                break;
+            };
+            q.bytes -= e.cost;
+            self.bytes -= e.cost;
+            self.len -= 1;
+            if now.saturating_duration_since(e.at) > max_age {
+                self.stats.expired += 1;
+            } else {
                 found = Some(e);
-                break;
-            }
-            if found.is_some() {
-                break;
             }
         }
         if q.len() == 0 {
@@ -342,8 +336,8 @@ mod tests {
         let s = q.stats();
         assert_eq!(s.len, 5);
         assert_eq!(s.bytes, 5 * (100 + ENTRY_OVERHEAD));
-        assert_eq!(s.dropped_full[kind_index(SendKind::Eager)], 2);
-        assert_eq!(s.dropped_full[kind_index(SendKind::IWant)], 3);
+        assert_eq!(s.dropped_full[SendKind::Eager.index()], 2);
+        assert_eq!(s.dropped_full[SendKind::IWant.index()], 3);
         assert!(q.has_backlog(&peer(1), SendKind::Eager));
         assert!(!q.has_backlog(&peer(1), SendKind::Control));
         assert!(q.has_backlog(&peer(2), SendKind::Eager));

@@ -64,7 +64,8 @@ impl SendKind {
         SendKind::Control,
     ];
 
-    const fn index(self) -> usize {
+    /// Position in [`SendKind::ALL`] (and in the per-kind counter arrays).
+    pub const fn index(self) -> usize {
         match self {
             SendKind::Eager => 0,
             SendKind::IHave => 1,
