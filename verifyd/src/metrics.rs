@@ -254,127 +254,38 @@ impl Snapshot {
     /// Prometheus text exposition format.
     #[must_use]
     pub fn prometheus(&self) -> String {
+        const COUNTER: &str = "counter";
+        const GAUGE: &str = "gauge";
         let mut o = String::new();
-        let mut g = |name: &str, help: &str, kind: &str, v: f64| {
+        // One row per metric: name, help, type, value.
+        #[rustfmt::skip]
+        let scalars = [
+            ("items_total", "Items verified.", COUNTER, self.items as f64),
+            ("items_per_second", "Average items verified per second since start.", GAUGE, self.items_per_s),
+            ("queue_depth", "Items queued, not yet dispatched.", GAUGE, self.sched.queued as f64),
+            ("in_flight", "Items admitted, not yet verified.", GAUGE, self.sched.in_flight as f64),
+            ("admission_limit", "Current admission limit in items.", GAUGE, self.sched.limit as f64),
+            ("gather_delay_seconds", "Current batch gathering delay.", GAUGE, self.sched.delay_us as f64 / 1e6),
+            ("busy_rejections_total", "Requests answered Busy.", COUNTER, self.sched.busy_rejections as f64),
+            ("busy_items_total", "Items in requests answered Busy.", COUNTER, self.sched.busy_items as f64),
+            ("ring_sessions_total", "Sessions on a shared-memory ring pair.", COUNTER, self.ring_sessions as f64),
+            ("frame_sessions_total", "Sessions on socket frames.", COUNTER, self.frame_sessions as f64),
+            ("ring_setup_failures_total", "Ring setups that failed.", COUNTER, self.ring_setup_failures as f64),
+            ("ring_errors_total", "Ring sessions ended by a dead peer or a corrupt ring.", COUNTER, self.ring_errors as f64),
+            ("request_errors_total", "Requests answered with a typed error.", COUNTER, self.request_errors as f64),
+            ("key_cache_hits_total", "Key cache hits.", COUNTER, self.keys.hits as f64),
+            ("key_cache_misses_total", "Key cache misses.", COUNTER, self.keys.misses as f64),
+            ("key_cache_evictions_total", "Key cache evictions.", COUNTER, self.keys.evictions as f64),
+            ("key_cache_keys", "Keys held.", GAUGE, self.keys.len as f64),
+            ("write_failures_total", "Responses that could not be written.", COUNTER, self.write_failures as f64),
+            ("draining", "1 while draining after SIGTERM.", GAUGE, f64::from(u8::from(self.draining))),
+        ];
+        for (name, help, kind, v) in scalars {
             let _ = writeln!(
                 o,
                 "# HELP verifyd_{name} {help}\n# TYPE verifyd_{name} {kind}\nverifyd_{name} {v}"
             );
-        };
-        g(
-            "items_total",
-            "Items verified.",
-            "counter",
-            self.items as f64,
-        );
-        g(
-            "items_per_second",
-            "Average items verified per second since start.",
-            "gauge",
-            self.items_per_s,
-        );
-        g(
-            "queue_depth",
-            "Items queued, not yet dispatched.",
-            "gauge",
-            self.sched.queued as f64,
-        );
-        g(
-            "in_flight",
-            "Items admitted, not yet verified.",
-            "gauge",
-            self.sched.in_flight as f64,
-        );
-        g(
-            "admission_limit",
-            "Current admission limit in items.",
-            "gauge",
-            self.sched.limit as f64,
-        );
-        g(
-            "gather_delay_seconds",
-            "Current batch gathering delay.",
-            "gauge",
-            self.sched.delay_us as f64 / 1e6,
-        );
-        g(
-            "busy_rejections_total",
-            "Requests answered Busy.",
-            "counter",
-            self.sched.busy_rejections as f64,
-        );
-        g(
-            "busy_items_total",
-            "Items in requests answered Busy.",
-            "counter",
-            self.sched.busy_items as f64,
-        );
-        g(
-            "ring_sessions_total",
-            "Sessions on a shared-memory ring pair.",
-            "counter",
-            self.ring_sessions as f64,
-        );
-        g(
-            "frame_sessions_total",
-            "Sessions on socket frames.",
-            "counter",
-            self.frame_sessions as f64,
-        );
-        g(
-            "ring_setup_failures_total",
-            "Ring setups that failed.",
-            "counter",
-            self.ring_setup_failures as f64,
-        );
-        g(
-            "ring_errors_total",
-            "Ring sessions ended by a dead peer or a corrupt ring.",
-            "counter",
-            self.ring_errors as f64,
-        );
-        g(
-            "request_errors_total",
-            "Requests answered with a typed error.",
-            "counter",
-            self.request_errors as f64,
-        );
-        g(
-            "key_cache_hits_total",
-            "Key cache hits.",
-            "counter",
-            self.keys.hits as f64,
-        );
-        g(
-            "key_cache_misses_total",
-            "Key cache misses.",
-            "counter",
-            self.keys.misses as f64,
-        );
-        g(
-            "key_cache_evictions_total",
-            "Key cache evictions.",
-            "counter",
-            self.keys.evictions as f64,
-        );
-        g(
-            "key_cache_keys",
-            "Keys held.",
-            "gauge",
-            self.keys.len as f64,
-        );
-        g(
-            "write_failures_total",
-            "Responses that could not be written.",
-            "counter",
-            self.write_failures as f64,
-        );
-        g(
-            "draining",
-            "1 while draining after SIGTERM.",
-            "gauge",
-            f64::from(u8::from(self.draining)),
-        );
+        }
         let _ = writeln!(
             o,
             "# HELP verifyd_latency_seconds Request latency quantiles.\n# TYPE verifyd_latency_seconds gauge"

@@ -134,6 +134,16 @@ struct ClientQueue<T> {
     gone: bool,
 }
 
+impl<T> ClientQueue<T> {
+    fn new() -> Self {
+        ClientQueue {
+            queue: VecDeque::new(),
+            in_flight: 0,
+            gone: false,
+        }
+    }
+}
+
 /// Counters the admin socket reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SchedStats {
@@ -199,11 +209,7 @@ impl<T: Clone> Scheduler<T> {
 
     /// A client connected (counts towards fair shares).
     pub fn handle_connect(&mut self, client: ClientId) {
-        self.clients.entry(client).or_insert_with(|| ClientQueue {
-            queue: VecDeque::new(),
-            in_flight: 0,
-            gone: false,
-        });
+        self.clients.entry(client).or_insert_with(ClientQueue::new);
     }
 
     /// A client went away: its queued items are dropped (there is nobody to
@@ -248,11 +254,7 @@ impl<T: Clone> Scheduler<T> {
             .filter(|(id, q)| **id != client && !q.gone && q.in_flight > 0)
             .count();
         let share = (self.limit / (others + 1)).max(self.cfg.max_batch);
-        let q = self.clients.entry(client).or_insert_with(|| ClientQueue {
-            queue: VecDeque::new(),
-            in_flight: 0,
-            gone: false,
-        });
+        let q = self.clients.entry(client).or_insert_with(ClientQueue::new);
         let over_limit = self.in_flight + items > self.limit;
         let over_share = self.in_flight * 2 >= self.limit && q.in_flight + items > share;
         if over_limit || over_share {

@@ -102,26 +102,25 @@ impl Established {
 mod tests {
     use super::*;
 
+    /// Hello parameters that offer no ring.
+    fn params(protocol: &'static str, role: Role, instance: u64, max_frame: usize) -> HelloParams {
+        HelloParams {
+            protocol,
+            role,
+            instance,
+            max_frame,
+            ring_capacity: 0,
+        }
+    }
+
     #[test]
     fn hello_negotiates_smaller_max_frame() {
         let (a, b) = UnixStream::pair().unwrap();
         let t = std::thread::spawn(move || {
-            let p = HelloParams {
-                protocol: "tern.verify",
-                role: Role::Verifyd,
-                instance: 2,
-                max_frame: 1 << 20,
-                ring_capacity: 0,
-            };
+            let p = params("tern.verify", Role::Verifyd, 2, 1 << 20);
             Established::handshake(b, &p).map(|e| (e.max_frame(), e.session.peer_instance))
         });
-        let p = HelloParams {
-            protocol: "tern.verify",
-            role: Role::Client,
-            instance: 1,
-            max_frame: 1 << 24,
-            ring_capacity: 0,
-        };
+        let p = params("tern.verify", Role::Client, 1, 1 << 24);
         let n = Established::handshake(a, &p).unwrap();
         let (m_max, m_peer) = t.join().unwrap().unwrap();
         assert_eq!(n.max_frame(), 1 << 20);
@@ -135,22 +134,10 @@ mod tests {
     fn protocol_mismatch_is_typed() {
         let (a, b) = UnixStream::pair().unwrap();
         let t = std::thread::spawn(move || {
-            let p = HelloParams {
-                protocol: "tern.verify",
-                role: Role::Verifyd,
-                instance: 2,
-                max_frame: 1 << 20,
-                ring_capacity: 0,
-            };
+            let p = params("tern.verify", Role::Verifyd, 2, 1 << 20);
             Established::handshake(b, &p).map(|_| ())
         });
-        let p = HelloParams {
-            protocol: "tern.relay",
-            role: Role::Client,
-            instance: 1,
-            max_frame: 1 << 20,
-            ring_capacity: 0,
-        };
+        let p = params("tern.relay", Role::Client, 1, 1 << 20);
         assert!(Established::handshake(a, &p).is_err());
         assert!(matches!(
             t.join().unwrap(),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use verifyd::Verdict;
-use verifyd::client::{Pool, PoolConfig};
+use verifyd::client::{Pool, PoolConfig, Ticket};
 use verifyd::transport::Transport;
 
 /// V4: SIGKILL a ring-session instance mid-stream; exactly one true verdict per item.
@@ -81,10 +81,7 @@ fn sigkill_one_instance(kill_ring: bool) {
         tickets.push(pool.submit(c.to_vec()));
     }
     let on_b_at_kill = pool.outstanding();
-    let in_flight: usize = tickets
-        .iter()
-        .map(verifyd::client::Ticket::pending_items)
-        .sum();
+    let in_flight: usize = tickets.iter().map(Ticket::pending_items).sum();
     kill(Pid::from_raw(b.child.id() as i32), Signal::SIGKILL).unwrap();
     let _ = b.child.wait();
     assert!(
@@ -124,12 +121,10 @@ fn sigkill_one_instance(kill_ring: bool) {
     drop(a);
 }
 
-/// SIGTERM drains: admitted items are answered, new connections refused, the
-/// process exits 0.
-#[test]
-fn sigterm_drains_then_exits() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut d = common::Daemon::start(dir.path(), "d.sock", 1, &[]);
+/// Submits 2,000 items to `d` in requests of 100 and waits (up to 10 s)
+/// until the daemon holds some of them. Returns the pool, the tickets in
+/// order and the ground truth.
+fn load(d: &common::Daemon) -> (Pool, Vec<Ticket>, Vec<Verdict>) {
     let (items, truth) = common::items(&common::corpus(2000));
     let pool = Pool::connect(
         vec![d.socket.clone()],
@@ -140,13 +135,23 @@ fn sigterm_drains_then_exits() {
     )
     .unwrap();
     let tickets: Vec<_> = items.chunks(100).map(|c| pool.submit(c.to_vec())).collect();
-    // Wait until the daemon holds work, then ask it to drain.
     let t = Instant::now();
     while pool.outstanding().first().map_or(0, |x| x.1) == 0
         && t.elapsed() < Duration::from_secs(10)
     {
         std::thread::sleep(Duration::from_micros(100));
     }
+    (pool, tickets, truth)
+}
+
+/// SIGTERM drains: admitted items are answered, new connections refused, the
+/// process exits 0.
+#[test]
+fn sigterm_drains_then_exits() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = common::Daemon::start(dir.path(), "d.sock", 1, &[]);
+    // Wait until the daemon holds work, then ask it to drain.
+    let (_pool, tickets, truth) = load(&d);
     kill(Pid::from_raw(d.child.id() as i32), Signal::SIGTERM).unwrap();
     let status = d.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
@@ -170,22 +175,7 @@ fn second_sigterm_stops_at_once() {
     // The pure-Rust backend in a debug build is slow: plenty of admitted
     // work is still queued when the signals arrive.
     let mut d = common::Daemon::start(dir.path(), "d.sock", 1, &["--backend", "rustcrypto"]);
-    let (items, _) = common::items(&common::corpus(2000));
-    let pool = Pool::connect(
-        vec![d.socket.clone()],
-        PoolConfig {
-            max_request_items: 100,
-            ..PoolConfig::default()
-        },
-    )
-    .unwrap();
-    let _tickets: Vec<_> = items.chunks(100).map(|c| pool.submit(c.to_vec())).collect();
-    let t = Instant::now();
-    while pool.outstanding().first().map_or(0, |x| x.1) == 0
-        && t.elapsed() < Duration::from_secs(10)
-    {
-        std::thread::sleep(Duration::from_micros(100));
-    }
+    let (_pool, _tickets, _) = load(&d);
     let pid = Pid::from_raw(d.child.id() as i32);
     kill(pid, Signal::SIGTERM).unwrap();
     std::thread::sleep(Duration::from_millis(50));

@@ -57,6 +57,19 @@ fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 
 const SETTLE: Duration = Duration::from_secs(10);
 
+/// Asserts that the pool's reader and router threads return, within
+/// [`SETTLE`], to the counts seen before the pool.
+#[track_caller]
+fn assert_threads_settle(readers0: usize, routers0: usize) {
+    assert!(
+        eventually(SETTLE, || threads(READER) == readers0
+            && threads(ROUTER) == routers0),
+        "threads left: {} readers, {} routers",
+        threads(READER),
+        threads(ROUTER)
+    );
+}
+
 /// V4, P2: a ring session's pool, dropped after a verified batch, unmaps
 /// both rings (on the client and, once it sees the hang-up, the daemon) and
 /// its reader and router threads exit, while the daemon keeps running.
@@ -81,13 +94,7 @@ fn dropping_a_ring_pool_releases_mappings_and_threads() {
         "ring mappings left: {} (before: {maps0})",
         ring_mappings()
     );
-    assert!(
-        eventually(SETTLE, || threads(READER) == readers0
-            && threads(ROUTER) == routers0),
-        "threads left: {} readers, {} routers",
-        threads(READER),
-        threads(ROUTER)
-    );
+    assert_threads_settle(readers0, routers0);
 
     // The daemon still serves.
     let (items, truth) = common::items(&common::corpus(10));
@@ -128,13 +135,7 @@ fn dropping_a_frames_pool_ends_its_threads() {
     drop(pool);
     assert_eq!(clone.connected(), 2);
     drop(clone);
-    assert!(
-        eventually(SETTLE, || threads(READER) == readers0
-            && threads(ROUTER) == routers0),
-        "threads left: {} readers, {} routers",
-        threads(READER),
-        threads(ROUTER)
-    );
+    assert_threads_settle(readers0, routers0);
     h1.stop();
     h2.stop();
 }

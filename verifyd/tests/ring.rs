@@ -60,20 +60,8 @@ fn ring_session_verdicts_in_order() {
 #[test]
 fn ring_session_re_registers_evicted_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, h, _j) = common::spawn_server(dir.path(), "v.sock", |mut c| {
-        c.key_capacity = 1;
-        c
-    });
+    let (h, _j, pool) = common::evicting_daemon(dir.path());
     let (items, truth) = common::items(&common::corpus(60));
-    let pool = Pool::connect(
-        vec![path],
-        PoolConfig {
-            max_request_items: 7,
-            max_attempts: 50,
-            ..PoolConfig::default()
-        },
-    )
-    .unwrap();
     let got = pool.verify(items).unwrap();
     assert_eq!(got, truth);
     let snap = h.snapshot();

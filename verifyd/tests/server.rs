@@ -44,20 +44,8 @@ fn pool_verdicts_match_ground_truth() {
 #[test]
 fn evicted_keys_are_re_registered() {
     let dir = tempfile::tempdir().unwrap();
-    let (path, h, j) = common::spawn_server(dir.path(), "v.sock", |mut c| {
-        c.key_capacity = 1;
-        c
-    });
+    let (h, j, pool) = common::evicting_daemon(dir.path());
     let (items, truth) = common::items(&common::corpus(60));
-    let pool = Pool::connect(
-        vec![path],
-        PoolConfig {
-            max_request_items: 7,
-            max_attempts: 50,
-            ..PoolConfig::default()
-        },
-    )
-    .unwrap();
     let tickets: Vec<_> = items.chunks(10).map(|c| pool.submit(c.to_vec())).collect();
     let got: Vec<Verdict> = tickets
         .into_iter()

@@ -85,10 +85,9 @@ impl Conn {
         writer
             .get_mut()
             .set_write_timeout(Some(Duration::from_secs(5)))?;
-        let n = session;
-        let mut max_frame = n.max_frame as usize;
-        let (tx, rx) = if transport::ring_agreed(&n) {
-            let (producer, consumer) = transport::client_rings(writer.get_mut(), &n)?;
+        let mut max_frame = session.max_frame as usize;
+        let (tx, rx) = if transport::ring_agreed(&session) {
+            let (producer, consumer) = transport::client_rings(writer.get_mut(), &session)?;
             // A request is one ring record: the ring's limit is the frame limit.
             max_frame = max_frame.min(producer.max_record());
             let sock = writer.get_mut().try_clone()?;
@@ -283,13 +282,8 @@ impl Conn {
     /// Dropping pending registrations wakes their waiters. Idempotent.
     pub(crate) fn close(&self) {
         self.alive.store(false, Ordering::SeqCst);
-        lock(&self.writer).hang_up();
-        let drained: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
-        for p in drained {
-            if let Pending::Verify { sub, .. } = p {
-                self.outstanding.fetch_sub(sub.idx.len(), Ordering::Relaxed);
-                sub.batch.fail(PoolError::Closed);
-            }
+        for sub in self.hang_up_and_drain() {
+            sub.batch.fail(PoolError::Closed);
         }
     }
 
@@ -298,15 +292,28 @@ impl Conn {
         if self.alive.swap(false, Ordering::SeqCst) {
             pool.stats.conns_lost.fetch_add(1, Ordering::Relaxed);
         }
+        for sub in self.hang_up_and_drain() {
+            pool.stats.resubmitted.fetch_add(1, Ordering::Relaxed);
+            pool.reroute(sub);
+        }
+    }
+
+    /// Hangs up and takes every pending request off this connection: the
+    /// verify requests are returned, the registrations dropped (which wakes
+    /// their waiters).
+    fn hang_up_and_drain(&self) -> Vec<Sub> {
         lock(&self.writer).hang_up();
         let drained: Vec<Pending> = lock(&self.pending).drain().map(|(_, p)| p).collect();
-        for p in drained {
-            if let Pending::Verify { sub, .. } = p {
-                self.outstanding.fetch_sub(sub.idx.len(), Ordering::Relaxed);
-                pool.stats.resubmitted.fetch_add(1, Ordering::Relaxed);
-                pool.reroute(sub);
-            }
-        }
+        drained
+            .into_iter()
+            .filter_map(|p| match p {
+                Pending::Verify { sub, .. } => {
+                    self.outstanding.fetch_sub(sub.idx.len(), Ordering::Relaxed);
+                    Some(sub)
+                }
+                Pending::Register { .. } => None,
+            })
+            .collect()
     }
 
     fn take(&self, rid: u64) -> Option<Pending> {

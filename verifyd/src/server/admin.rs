@@ -11,6 +11,7 @@ use std::sync::atomic::Ordering;
 
 use flatbuffers::FlatBufferBuilder;
 use wire::generated::admin as fa;
+use wire::generated::error::ErrorCode;
 use wire::generated::hello::Role;
 
 use super::Shared;
@@ -35,28 +36,19 @@ pub(crate) fn serve_admin(shared: &Arc<Shared>, listener: &UnixListener) {
 }
 
 fn admin_conn(shared: &Shared, s: UnixStream) -> Result<(), WireError> {
-    let params = HelloParams {
-        protocol: ADMIN_PROTOCOL,
-        role: Role::Verifyd,
-        instance: shared.instance,
-        max_frame: ADMIN_MAX_FRAME,
-        ring_capacity: 0,
-    };
-    let mut conn = Established::handshake(s, &params)?;
+    let mut conn = Established::handshake(s, &admin_hello(Role::Verifyd, shared.instance))?;
     let mut fbb = FlatBufferBuilder::new();
     loop {
         let Some(buf) = conn.recv()? else {
             return Ok(());
         };
         let Ok(frame) = wire::frame::decode::<wire::frame::AdminSchema>(&buf) else {
-            let e = crate::proto::encode_error(
+            send_error(
+                &mut conn,
                 &mut fbb,
-                0,
-                wire::generated::error::ErrorCode::Malformed,
-                false,
+                ErrorCode::Malformed,
                 "not an admin frame",
-            );
-            conn.send(&e)?;
+            )?;
             continue;
         };
         fbb.reset();
@@ -92,14 +84,8 @@ fn admin_conn(shared: &Shared, s: UnixStream) -> Result<(), WireError> {
             );
             (fa::AdminMessage::DiagnosticsResponse, m.as_union_value())
         } else {
-            let e = crate::proto::encode_error(
-                &mut fbb,
-                0,
-                wire::generated::error::ErrorCode::Unsupported,
-                false,
-                "verifyd answers status and diagnostics",
-            );
-            conn.send(&e)?;
+            let text = "verifyd answers status and diagnostics";
+            send_error(&mut conn, &mut fbb, ErrorCode::Unsupported, text)?;
             continue;
         };
         let root = fa::AdminFrame::create(
@@ -114,17 +100,31 @@ fn admin_conn(shared: &Shared, s: UnixStream) -> Result<(), WireError> {
     }
 }
 
+/// Our side of an admin hello: small frames, never a ring.
+fn admin_hello(role: Role, instance: u64) -> HelloParams {
+    HelloParams {
+        protocol: ADMIN_PROTOCOL,
+        role,
+        instance,
+        max_frame: ADMIN_MAX_FRAME,
+        ring_capacity: 0,
+    }
+}
+
+/// Answers a request the admin socket cannot serve; the connection goes on.
+fn send_error(
+    conn: &mut Established,
+    fbb: &mut FlatBufferBuilder<'static>,
+    code: ErrorCode,
+    text: &str,
+) -> Result<(), WireError> {
+    conn.send(&crate::proto::encode_error(fbb, 0, code, false, text))
+}
+
 /// Asks a daemon's admin socket for diagnostics and returns the JSON.
 pub fn query_diagnostics(path: &std::path::Path) -> Result<String, WireError> {
     let s = UnixStream::connect(path)?;
-    let params = HelloParams {
-        protocol: ADMIN_PROTOCOL,
-        role: Role::Nodectl,
-        instance: 0,
-        max_frame: ADMIN_MAX_FRAME,
-        ring_capacity: 0,
-    };
-    let mut conn = Established::handshake(s, &params)?;
+    let mut conn = Established::handshake(s, &admin_hello(Role::Nodectl, 0))?;
     let mut fbb = FlatBufferBuilder::new();
     let req = fa::DiagnosticsRequest::create(
         &mut fbb,

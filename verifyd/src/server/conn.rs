@@ -8,16 +8,18 @@
 use std::ops::Range;
 use std::os::fd::AsFd as _;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use flatbuffers::FlatBufferBuilder;
 use wire::WireError;
+use wire::frame::{FrameReader, FrameWriter};
 use wire::generated::error::ErrorCode;
 use wire::generated::hello::Role;
+use wire::hello::Session;
 
-use super::{Shared, now};
+use super::{Shared, lock, now};
 use crate::Verdict;
 use crate::backend::{DecodedKey, verify_item};
 use crate::proto::{self, KeyRef, Request};
@@ -38,15 +40,9 @@ pub(crate) struct Writer {
 
 impl Writer {
     fn send(&self, shared: &Shared, frame: &[u8]) {
-        let mut w = self
-            .tx
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut w = lock(&self.tx);
         if let Err(e) = w.send(frame) {
-            shared
-                .metrics
-                .write_failures
-                .fetch_add(1, Ordering::Relaxed);
+            count(&shared.metrics.write_failures);
             tracing::debug!(error = %e, transport = w.transport().name(),
                 "response write failed; closing connection");
             // Hanging up also ends a ring session: the reader's park sees it.
@@ -57,8 +53,8 @@ impl Writer {
 
 #[derive(Debug)]
 struct Work {
-    key: Option<DecodedKey>,
-    preset: Option<Verdict>,
+    /// The key to verify with, or the verdict already known without one.
+    key: Result<DecodedKey, Verdict>,
     msg: Range<usize>,
     sig: Range<usize>,
 }
@@ -74,6 +70,11 @@ pub struct Job {
     remaining: AtomicUsize,
     received: Instant,
     writer: Arc<Writer>,
+}
+
+/// Bumps one metrics counter.
+fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 fn verdict_code(v: Verdict) -> u8 {
@@ -94,15 +95,14 @@ impl Job {
         let ctx = &self.frame[self.ctx.clone()];
         for i in start..start + len {
             let w = &self.items[i];
-            let v = match (w.preset, &w.key) {
-                (Some(v), _) => v,
-                (None, Some(k)) => verify_item(
+            let v = match &w.key {
+                Ok(k) => verify_item(
                     k.as_ref(),
                     &self.frame[w.msg.clone()],
                     ctx,
                     &self.frame[w.sig.clone()],
                 ),
-                (None, None) => Verdict::Malformed,
+                Err(v) => *v,
             };
             self.verdicts[i].store(verdict_code(v), Ordering::Relaxed);
         }
@@ -160,13 +160,10 @@ pub(crate) fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) -> std:
             }
         };
         if !peer_allowed(&stream) {
-            shared
-                .metrics
-                .connections_dropped
-                .fetch_add(1, Ordering::Relaxed);
+            count(&shared.metrics.connections_dropped);
             continue;
         }
-        shared.metrics.connections.fetch_add(1, Ordering::Relaxed);
+        count(&shared.metrics.connections);
         let client = shared.next_client.fetch_add(1, Ordering::Relaxed);
         let s = shared.clone();
         std::thread::Builder::new()
@@ -202,57 +199,13 @@ fn serve_conn(shared: &Arc<Shared>, client: ClientId, stream: UnixStream) {
     } = match Established::handshake(stream, &params) {
         Ok(e) => e,
         Err(e) => {
-            shared
-                .metrics
-                .connections_dropped
-                .fetch_add(1, Ordering::Relaxed);
+            count(&shared.metrics.connections_dropped);
             tracing::debug!(error = %e, "hello failed");
             return;
         }
     };
-    let mut writer = writer;
-    let _ = writer
-        .get_mut()
-        .set_write_timeout(Some(shared.cfg.write_timeout));
-    let (tx, mut rx) = if transport::ring_agreed(&session) {
-        match transport::server_rings(writer.get_mut(), &session) {
-            Ok((producer, consumer)) => {
-                shared.metrics.ring_sessions.fetch_add(1, Ordering::Relaxed);
-                let sock = match writer.get_mut().try_clone() {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "socket clone failed");
-                        return;
-                    }
-                };
-                (
-                    Tx::Ring {
-                        producer: Box::new(producer),
-                        sock,
-                        deadline: shared.cfg.write_timeout,
-                    },
-                    Rx::Ring(Box::new(consumer)),
-                )
-            }
-            Err(e) => {
-                shared
-                    .metrics
-                    .ring_setup_failures
-                    .fetch_add(1, Ordering::Relaxed);
-                shared
-                    .metrics
-                    .connections_dropped
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::info!(error = %e, "ring setup failed; closing connection");
-                return;
-            }
-        }
-    } else {
-        shared
-            .metrics
-            .frame_sessions
-            .fetch_add(1, Ordering::Relaxed);
-        (Tx::Frames(writer), Rx::Frames(reader))
+    let Some((tx, mut rx)) = open_transport(shared, reader, writer, &session) else {
+        return;
     };
     let transport = tx.transport();
     tracing::debug!(
@@ -276,10 +229,7 @@ fn serve_conn(shared: &Arc<Shared>, client: ClientId, stream: UnixStream) {
                     _ => None,
                 };
                 if let Some(code) = code {
-                    shared
-                        .metrics
-                        .connections_dropped
-                        .fetch_add(1, Ordering::Relaxed);
+                    count(&shared.metrics.connections_dropped);
                     writer.send(
                         shared,
                         &proto::encode_error(&mut fbb, 0, code, true, &e.to_string()),
@@ -291,7 +241,7 @@ fn serve_conn(shared: &Arc<Shared>, client: ClientId, stream: UnixStream) {
                 // A dead client or a corrupt ring: end the session; what it
                 // had admitted is dropped below like on a closed socket.
                 if transport == Transport::Ring {
-                    shared.metrics.ring_errors.fetch_add(1, Ordering::Relaxed);
+                    count(&shared.metrics.ring_errors);
                 }
                 tracing::info!(error = %e, "session ended");
                 break;
@@ -308,6 +258,47 @@ fn serve_conn(shared: &Arc<Shared>, client: ClientId, stream: UnixStream) {
     tracing::debug!("client disconnected");
 }
 
+/// Sets the write timeout and picks the session's transport: the ring pair
+/// when the hello agreed on one, else frames on the socket. `None` closes
+/// the connection.
+fn open_transport(
+    shared: &Shared,
+    reader: FrameReader<UnixStream>,
+    mut writer: FrameWriter<UnixStream>,
+    session: &Session,
+) -> Option<(Tx, Rx)> {
+    let _ = writer
+        .get_mut()
+        .set_write_timeout(Some(shared.cfg.write_timeout));
+    if !transport::ring_agreed(session) {
+        count(&shared.metrics.frame_sessions);
+        return Some((Tx::Frames(writer), Rx::Frames(reader)));
+    }
+    let (producer, consumer) = match transport::server_rings(writer.get_mut(), session) {
+        Ok(rings) => rings,
+        Err(e) => {
+            count(&shared.metrics.ring_setup_failures);
+            count(&shared.metrics.connections_dropped);
+            tracing::info!(error = %e, "ring setup failed; closing connection");
+            return None;
+        }
+    };
+    count(&shared.metrics.ring_sessions);
+    let sock = match writer.get_mut().try_clone() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "socket clone failed");
+            return None;
+        }
+    };
+    let tx = Tx::Ring {
+        producer: Box::new(producer),
+        sock,
+        deadline: shared.cfg.write_timeout,
+    };
+    Some((tx, Rx::Ring(Box::new(consumer))))
+}
+
 fn send_error(
     shared: &Shared,
     w: &Writer,
@@ -316,10 +307,7 @@ fn send_error(
     code: ErrorCode,
     msg: &str,
 ) {
-    shared
-        .metrics
-        .request_errors
-        .fetch_add(1, Ordering::Relaxed);
+    count(&shared.metrics.request_errors);
     w.send(shared, &proto::encode_error(fbb, id, code, false, msg));
 }
 
@@ -474,8 +462,8 @@ fn resolve(shared: &Shared, frame: &[u8], items: Vec<proto::RawItem>) -> Vec<Wor
     // the LRU) once per run rather than once per item.
     let mut last: Option<(u64, Option<DecodedKey>)> = None;
     for it in items {
-        let (key, preset) = match it.key {
-            KeyRef::Missing => (None, Some(Verdict::Malformed)),
+        let key = match it.key {
+            KeyRef::Missing => Err(Verdict::Malformed),
             KeyRef::Id(id) => {
                 let found = match &last {
                     Some((l, k)) if *l == id => k.clone(),
@@ -485,28 +473,24 @@ fn resolve(shared: &Shared, frame: &[u8], items: Vec<proto::RawItem>) -> Vec<Wor
                         k
                     }
                 };
-                match found {
-                    Some(k) => (Some(k), None),
-                    None => (None, Some(Verdict::UnknownKey)),
-                }
+                found.ok_or(Verdict::UnknownKey)
             }
             KeyRef::Inline(r) => {
                 let bytes = &frame[r];
                 match keys.lookup_bytes(bytes) {
-                    Some((_, k)) => (Some(k), None),
+                    Some((_, k)) => Ok(k),
                     None => match shared.backend.decode_key(bytes) {
                         Ok(k) => {
                             keys.insert(bytes, k.clone());
-                            (Some(k), None)
+                            Ok(k)
                         }
-                        Err(_) => (None, Some(Verdict::Malformed)),
+                        Err(_) => Err(Verdict::Malformed),
                     },
                 }
             }
         };
         out.push(Work {
             key,
-            preset,
             msg: it.msg,
             sig: it.sig,
         });

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use verifyd::client::Item;
+use verifyd::client::{Item, Pool, PoolConfig};
 use verifyd::fixtures::Corpus;
 use verifyd::server::{Server, ServerConfig, ServerHandle};
 use verifyd::{BackendKind, Verdict};
@@ -33,6 +33,26 @@ pub fn spawn_server(
     let h = server.handle();
     let j = std::thread::spawn(move || server.run().unwrap());
     (path, h, j)
+}
+
+/// V2 scaffolding: an in-process daemon whose key cache holds one key, so
+/// the corpus' three keys keep evicting each other, and a pool of small
+/// requests that retries long enough to re-register them.
+pub fn evicting_daemon(dir: &Path) -> (ServerHandle, std::thread::JoinHandle<()>, Pool) {
+    let (path, h, j) = spawn_server(dir, "v.sock", |mut c| {
+        c.key_capacity = 1;
+        c
+    });
+    let pool = Pool::connect(
+        vec![path],
+        PoolConfig {
+            max_request_items: 7,
+            max_attempts: 50,
+            ..PoolConfig::default()
+        },
+    )
+    .unwrap();
+    (h, j, pool)
 }
 
 /// A real `verifyd` process.
