@@ -296,6 +296,26 @@ fn refusal(err: &WireError) -> Option<ErrorCode> {
     })
 }
 
+/// Our hello could not be sent: a peer that refused us (e.g.
+/// PermissionDenied) has written an error frame and closed, so prefer the
+/// reason in its `reply` over our broken pipe.
+fn send_failure(local: &HelloConfig, reply: Option<&[u8]>, send_err: WireError) -> WireError {
+    match reply.map(|payload| negotiate_bytes(local, payload)) {
+        Some(Err(remote @ WireError::Remote(_))) => remote,
+        _ => send_err,
+    }
+}
+
+/// The error frame telling the peer why the hello failed, if we should.
+fn refusal_frame<'b>(fbb: &'b mut FlatBufferBuilder<'_>, err: &WireError) -> Option<&'b [u8]> {
+    refusal(err).map(|code| frame::encode_error(fbb, code, 0, true, &err.to_string()))
+}
+
+fn log_session(session: &Session) {
+    tracing::debug!(protocol = %session.protocol, version = session.version,
+        peer_pid = session.peer_pid, max_frame = session.max_frame, "hello done");
+}
+
 /// Runs the hello over a blocking reader/writer pair (e.g. two handles of
 /// one `UnixStream`). On success both have the negotiated maximum set.
 ///
@@ -314,15 +334,8 @@ pub fn exchange<R: Read, W: Write>(
         .write_frame(local.encode(&mut fbb))
         .and_then(|()| writer.flush());
     if let Err(send_err) = sent {
-        // A peer that refused us (e.g. PermissionDenied) has written an
-        // error frame and closed: prefer its reason over our broken pipe.
-        return Err(match reader.read_frame_exact() {
-            Ok(Some(payload)) => match negotiate_bytes(local, payload) {
-                Err(remote @ WireError::Remote(_)) => remote,
-                _ => send_err,
-            },
-            _ => send_err,
-        });
+        let reply = reader.read_frame_exact().ok().flatten();
+        return Err(send_failure(local, reply, send_err));
     }
     let outcome = match reader.read_frame_exact() {
         Ok(Some(payload)) => negotiate_bytes(local, payload),
@@ -333,13 +346,11 @@ pub fn exchange<R: Read, W: Write>(
         Ok(session) => {
             reader.set_max_frame(session.max_frame);
             writer.set_max_frame(session.max_frame);
-            tracing::debug!(protocol = %session.protocol, version = session.version,
-                peer_pid = session.peer_pid, max_frame = session.max_frame, "hello done");
+            log_session(&session);
             Ok(session)
         }
         Err(err) => {
-            if let Some(code) = refusal(&err) {
-                let bytes = frame::encode_error(&mut fbb, code, 0, true, &err.to_string());
+            if let Some(bytes) = refusal_frame(&mut fbb, &err) {
                 // Best effort: the peer may already have closed.
                 let _ = writer.write_frame(bytes).and_then(|()| writer.flush());
             }
@@ -366,14 +377,8 @@ where
     let mut fbb = FlatBufferBuilder::with_capacity(512);
     framed.codec_mut().set_max_frame(MIN_MAX_FRAME);
     if let Err(send_err) = framed.send(local.encode(&mut fbb)).await {
-        // Prefer a refusing peer's error frame over our broken pipe.
-        return Err(match framed.next().await {
-            Some(Ok(payload)) => match negotiate_bytes(local, &payload) {
-                Err(remote @ WireError::Remote(_)) => remote,
-                _ => send_err,
-            },
-            _ => send_err,
-        });
+        let reply = framed.next().await.and_then(Result::ok);
+        return Err(send_failure(local, reply.as_deref(), send_err));
     }
     let outcome = match framed.next().await {
         Some(Ok(payload)) => negotiate_bytes(local, &payload),
@@ -383,13 +388,11 @@ where
     match outcome {
         Ok(session) => {
             framed.codec_mut().set_max_frame(session.max_frame);
-            tracing::debug!(protocol = %session.protocol, version = session.version,
-                peer_pid = session.peer_pid, max_frame = session.max_frame, "hello done");
+            log_session(&session);
             Ok(session)
         }
         Err(err) => {
-            if let Some(code) = refusal(&err) {
-                let bytes = frame::encode_error(&mut fbb, code, 0, true, &err.to_string());
+            if let Some(bytes) = refusal_frame(&mut fbb, &err) {
                 // Best effort: the peer may already have closed.
                 let _ = framed.send(bytes).await;
             }
@@ -447,14 +450,8 @@ where
 
     let mut fbb = FlatBufferBuilder::with_capacity(512);
     if let Err(send_err) = send(stream, local.encode(&mut fbb)).await {
-        // Prefer a refusing peer's error frame over our broken pipe.
-        return Err(match recv(stream).await {
-            Ok(payload) => match negotiate_bytes(local, &payload) {
-                Err(remote @ WireError::Remote(_)) => remote,
-                _ => send_err,
-            },
-            Err(_) => send_err,
-        });
+        let reply = recv(stream).await.ok();
+        return Err(send_failure(local, reply.as_deref(), send_err));
     }
     let outcome = match recv(stream).await {
         Ok(payload) => negotiate_bytes(local, &payload),
@@ -462,13 +459,11 @@ where
     };
     match outcome {
         Ok(session) => {
-            tracing::debug!(protocol = %session.protocol, version = session.version,
-                peer_pid = session.peer_pid, max_frame = session.max_frame, "hello done");
+            log_session(&session);
             Ok(session)
         }
         Err(err) => {
-            if let Some(code) = refusal(&err) {
-                let bytes = frame::encode_error(&mut fbb, code, 0, true, &err.to_string());
+            if let Some(bytes) = refusal_frame(&mut fbb, &err) {
                 // Best effort: the peer may already have closed.
                 let _ = send(stream, bytes).await;
             }

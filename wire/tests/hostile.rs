@@ -337,15 +337,7 @@ fn batch_of<'a>(
             ..Default::default()
         },
     );
-    let root = v::VerifyFrame::create(
-        fbb,
-        &v::VerifyFrameArgs {
-            msg_type: v::VerifyMessage::VerifyBatch,
-            msg: Some(b.as_union_value()),
-        },
-    );
-    frame::finish::<VerifySchema>(fbb, root);
-    fbb.finished_data().to_vec()
+    common::verify_frame(fbb, v::VerifyMessage::VerifyBatch, b.as_union_value())
 }
 
 /// The verifier limits scale with the frame: the densest honest batch (many

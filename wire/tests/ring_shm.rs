@@ -4,9 +4,10 @@
 //! hello or whose fds are not what the protocol sends. Capability: P2.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use nix::sys::memfd::MFdFlags;
 use nix::sys::socket::{ControlMessage, MsgFlags, sendmsg};
 use std::io::{IoSlice, Read};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::thread;
 use wire::ring::shm::{self, SetupError};
@@ -150,13 +151,30 @@ fn offer_without_fds_is_rejected() {
     assert!(matches!(res, Err(SetupError::BadFds(_))), "{res:?}");
 }
 
+/// A memfd of `geo()`'s mapping size, created with `flags`.
+fn sized_memfd(flags: MFdFlags) -> OwnedFd {
+    let memfd = nix::sys::memfd::memfd_create(c"hostile", flags).unwrap();
+    nix::unistd::ftruncate(&memfd, geo().mapping_len() as i64).unwrap();
+    memfd
+}
+
+/// A memfd of the right size, sealed against resizing as an honest offer is.
+fn sealed_memfd() -> OwnedFd {
+    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+    let memfd = sized_memfd(MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING);
+    fcntl(
+        &memfd,
+        FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
+    )
+    .unwrap();
+    memfd
+}
+
 #[test]
 fn unsealed_memfd_is_rejected() {
     // A memfd the peer could still shrink: touching it after a shrink would
     // be SIGBUS, so it must be refused before mapping.
-    let memfd =
-        nix::sys::memfd::memfd_create(c"hostile", nix::sys::memfd::MFdFlags::MFD_CLOEXEC).unwrap();
-    nix::unistd::ftruncate(&memfd, geo().mapping_len() as i64).unwrap();
+    let memfd = sized_memfd(MFdFlags::MFD_CLOEXEC);
     let e1 = nix::sys::eventfd::EventFd::new().unwrap();
     let e2 = nix::sys::eventfd::EventFd::new().unwrap();
     let res = hostile_offer(&[memfd.as_raw_fd(), e1.as_raw_fd(), e2.as_raw_fd()]);
@@ -165,12 +183,7 @@ fn unsealed_memfd_is_rejected() {
 
 #[test]
 fn wake_fd_that_is_not_an_eventfd_is_rejected() {
-    let memfd = nix::sys::memfd::memfd_create(
-        c"hostile",
-        nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
-    )
-    .unwrap();
-    nix::unistd::ftruncate(&memfd, geo().mapping_len() as i64).unwrap();
+    let memfd = sized_memfd(MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING);
     let (r, w) = nix::unistd::pipe().unwrap();
     let res = hostile_offer(&[memfd.as_raw_fd(), r.as_raw_fd(), w.as_raw_fd()]);
     assert!(matches!(res, Err(SetupError::BadFds(_))), "{res:?}");
@@ -178,19 +191,8 @@ fn wake_fd_that_is_not_an_eventfd_is_rejected() {
 
 #[test]
 fn header_mismatch_is_rejected() {
-    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
     // Sealed, right size, real eventfds, but the mapping holds no ring header.
-    let memfd = nix::sys::memfd::memfd_create(
-        c"hostile",
-        nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
-    )
-    .unwrap();
-    nix::unistd::ftruncate(&memfd, geo().mapping_len() as i64).unwrap();
-    fcntl(
-        &memfd,
-        FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
-    )
-    .unwrap();
+    let memfd = sealed_memfd();
     let e1 = nix::sys::eventfd::EventFd::new().unwrap();
     let e2 = nix::sys::eventfd::EventFd::new().unwrap();
     let res = hostile_offer(&[memfd.as_raw_fd(), e1.as_raw_fd(), e2.as_raw_fd()]);
@@ -201,20 +203,9 @@ fn header_mismatch_is_rejected() {
 /// memory (through the memfd, as another process would). The consumer must
 /// answer with typed errors and never read outside the mapping.
 fn hostile_ring(tail: u64, first_header: u64) -> PopError {
-    use nix::fcntl::{FcntlArg, SealFlag, fcntl};
     use nix::sys::uio::pwrite;
     let g = geo();
-    let memfd = nix::sys::memfd::memfd_create(
-        c"hostile",
-        nix::sys::memfd::MFdFlags::MFD_CLOEXEC | nix::sys::memfd::MFdFlags::MFD_ALLOW_SEALING,
-    )
-    .unwrap();
-    nix::unistd::ftruncate(&memfd, g.mapping_len() as i64).unwrap();
-    fcntl(
-        &memfd,
-        FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
-    )
-    .unwrap();
+    let memfd = sealed_memfd();
     let header: Vec<u8> = [
         u64::from_le_bytes(*b"TERNRING"),
         1,

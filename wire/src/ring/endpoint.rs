@@ -7,7 +7,7 @@
 
 use super::core::{ConsumerCore, ProducerCore, RingMemory, WriteError};
 use super::error::{Corrupt, PeerGone, PopError, PushError, TryPushError};
-use super::spin::{SpinConfig, SpinTuner};
+use super::spin::{SpinConfig, SpinTuner, saturating_ns};
 use crate::loom::hint::spin_loop;
 use crate::loom::thread::yield_now;
 use std::time::Duration;
@@ -61,106 +61,10 @@ impl From<Corrupt> for WaitError {
     }
 }
 
-/// How much longer a peer we woke at `woke_at` may still be getting back on
-/// its feet: while it is, spinning is cheaper than parking (which would make
-/// it wake *us* next, and the two sides would take turns sleeping).
-fn grace_ns<P: Parker>(cfg: &SpinConfig, parker: &P, woke_at: Option<u64>) -> u64 {
-    let Some(t) = woke_at else { return 0 };
-    let wake = cfg.peer_wake.as_nanos().min(u64::MAX as u128) as u64;
-    wake.saturating_sub(parker.now_ns().saturating_sub(t))
-}
-
-/// Polls `ready` for up to the tuner's budget (or `grace_ns`, while a peer
-/// we woke is still getting up, if longer), then parks until `ready` holds.
-///
-/// Polling busy-spins only for the first `floor` of the budget and then
-/// yields the CPU between polls. That matters on an oversubscribed machine:
-/// if the scheduler put the peer on our core, a busy spin keeps it from
-/// running at all (measured: nearly every wait ended in a park), while a
-/// yield hands it the core; when the peer has its own core, a yield returns
-/// at once and costs a system call (~0.3 µs) per poll.
-///
-/// Shared by both sides; `prepare` announces the park and re-checks (see
-/// [`super::core`] on lost wake-ups), `cancel` withdraws the announcement.
-#[allow(clippy::too_many_arguments)]
-fn wait_until<S, P: Parker>(
-    side: &mut S,
-    parker: &mut P,
-    tuner: &mut SpinTuner,
-    stats: &mut RingStats,
-    park_timeout: Duration,
-    mut ready: impl FnMut(&mut S) -> Result<bool, Corrupt>,
-    mut prepare: impl FnMut(&mut S) -> Result<bool, Corrupt>,
-    mut cancel: impl FnMut(&mut S),
-    peer_closed: impl Fn(&S) -> bool,
-    grace_ns: u64,
-) -> Result<(), WaitError> {
-    stats.waits += 1;
-    let start = parker.now_ns();
-    let spin = tuner.budget_ns();
-    let budget = spin.max(grace_ns);
-    stats.spin_budget_ns = budget;
-    if budget > 0 {
-        let mut spins: u32 = 0;
-        let pure = tuner.floor_ns().min(budget);
-        let mut yielding = pure == 0;
-        loop {
-            if ready(side)? {
-                stats.spin_hits += 1;
-                tuner.record(parker.now_ns().saturating_sub(start), false);
-                return Ok(());
-            }
-            spins = spins.wrapping_add(1);
-            if yielding {
-                yield_now();
-                if parker.now_ns().saturating_sub(start) >= budget {
-                    break;
-                }
-                continue;
-            }
-            spin_loop();
-            // Reading the clock costs ~20 ns; every 16 spins is precise enough.
-            if spins.is_multiple_of(16) {
-                let waited = parker.now_ns().saturating_sub(start);
-                if waited >= budget {
-                    break;
-                }
-                yielding = waited >= pure;
-            }
-        }
-    }
-    loop {
-        if !prepare(side)? {
-            tuner.record(parker.now_ns().saturating_sub(start), budget > 0);
-            return Ok(());
-        }
-        if peer_closed(side) {
-            cancel(side);
-            return Err(WaitError::Gone(PeerGone::Closed));
-        }
-        stats.parks += 1;
-        let parked = parker.park(park_timeout);
-        cancel(side);
-        if let Err(gone) = parked {
-            // A clean close also hangs up the socket; report the close.
-            return Err(WaitError::Gone(if peer_closed(side) {
-                PeerGone::Closed
-            } else {
-                gone
-            }));
-        }
-        if ready(side)? {
-            tuner.record(parker.now_ns().saturating_sub(start), true);
-            stats.mean_wait_ns = tuner.mean_wait_ns();
-            return Ok(());
-        }
-    }
-}
-
-/// The producing side of a ring.
+/// What both sides keep beside their half of the index protocol: how to
+/// sleep and wake, the spin budget, counters, and what is known of the peer.
 #[derive(Debug)]
-pub struct Producer<M: RingMemory, P: Parker> {
-    core: ProducerCore<M>,
+struct Link<P: Parker> {
     parker: P,
     tuner: SpinTuner,
     cfg: SpinConfig,
@@ -170,11 +74,9 @@ pub struct Producer<M: RingMemory, P: Parker> {
     woke_at: Option<u64>,
 }
 
-impl<M: RingMemory, P: Parker> Producer<M, P> {
-    /// A producer over a fresh ring.
-    pub fn new(mem: M, parker: P, cfg: SpinConfig) -> Self {
+impl<P: Parker> Link<P> {
+    fn new(parker: P, cfg: SpinConfig) -> Self {
         Self {
-            core: ProducerCore::new(mem),
             parker,
             tuner: SpinTuner::new(&cfg),
             cfg,
@@ -184,12 +86,150 @@ impl<M: RingMemory, P: Parker> Producer<M, P> {
         }
     }
 
-    /// Counters.
-    pub fn stats(&self) -> RingStats {
+    fn stats(&self) -> RingStats {
         RingStats {
             mean_wait_ns: self.tuner.mean_wait_ns(),
             ..self.stats
         }
+    }
+
+    /// Wakes the peer, counting it and noting when (see [`Self::grace_ns`]).
+    fn wake_peer(&mut self) {
+        self.stats.wakes += 1;
+        self.parker.wake_peer();
+        self.woke_at = Some(self.parker.now_ns());
+    }
+
+    /// Checks without blocking that the peer is alive, remembering if not.
+    fn check_peer(&mut self) -> Result<(), PeerGone> {
+        if let Some(g) = self.gone {
+            return Err(g);
+        }
+        self.parker
+            .check_peer()
+            .inspect_err(|g| self.gone = Some(*g))
+    }
+
+    /// How much longer a peer we woke may still be getting back on its
+    /// feet: while it is, spinning is cheaper than parking (which would make
+    /// it wake *us* next, and the two sides would take turns sleeping).
+    fn grace_ns(&self) -> u64 {
+        let Some(t) = self.woke_at else { return 0 };
+        let wake = saturating_ns(self.cfg.peer_wake);
+        wake.saturating_sub(self.parker.now_ns().saturating_sub(t))
+    }
+
+    /// Polls `ready` for up to the tuner's budget (or `grace_ns`, while a peer
+    /// we woke is still getting up, if longer), then parks until `ready` holds.
+    ///
+    /// Polling busy-spins only for the first `floor` of the budget and then
+    /// yields the CPU between polls. That matters on an oversubscribed machine:
+    /// if the scheduler put the peer on our core, a busy spin keeps it from
+    /// running at all (measured: nearly every wait ended in a park), while a
+    /// yield hands it the core; when the peer has its own core, a yield returns
+    /// at once and costs a system call (~0.3 µs) per poll.
+    ///
+    /// Shared by both sides; `prepare` announces the park and re-checks (see
+    /// [`super::core`] on lost wake-ups), `cancel` withdraws the announcement.
+    fn wait_until<S>(
+        &mut self,
+        side: &mut S,
+        mut ready: impl FnMut(&mut S) -> Result<bool, Corrupt>,
+        mut prepare: impl FnMut(&mut S) -> Result<bool, Corrupt>,
+        mut cancel: impl FnMut(&mut S),
+        peer_closed: impl Fn(&S) -> bool,
+    ) -> Result<(), WaitError> {
+        let grace_ns = self.grace_ns();
+        let Self {
+            parker,
+            tuner,
+            stats,
+            cfg,
+            ..
+        } = self;
+        let park_timeout = cfg.park_timeout;
+        stats.waits += 1;
+        let start = parker.now_ns();
+        let spin = tuner.budget_ns();
+        let budget = spin.max(grace_ns);
+        stats.spin_budget_ns = budget;
+        if budget > 0 {
+            let mut spins: u32 = 0;
+            let pure = tuner.floor_ns().min(budget);
+            let mut yielding = pure == 0;
+            loop {
+                if ready(side)? {
+                    stats.spin_hits += 1;
+                    tuner.record(parker.now_ns().saturating_sub(start), false);
+                    return Ok(());
+                }
+                spins = spins.wrapping_add(1);
+                if yielding {
+                    yield_now();
+                    if parker.now_ns().saturating_sub(start) >= budget {
+                        break;
+                    }
+                    continue;
+                }
+                spin_loop();
+                // Reading the clock costs ~20 ns; every 16 spins is precise enough.
+                if spins.is_multiple_of(16) {
+                    let waited = parker.now_ns().saturating_sub(start);
+                    if waited >= budget {
+                        break;
+                    }
+                    yielding = waited >= pure;
+                }
+            }
+        }
+        loop {
+            if !prepare(side)? {
+                tuner.record(parker.now_ns().saturating_sub(start), budget > 0);
+                return Ok(());
+            }
+            if peer_closed(side) {
+                cancel(side);
+                return Err(WaitError::Gone(PeerGone::Closed));
+            }
+            stats.parks += 1;
+            let parked = parker.park(park_timeout);
+            cancel(side);
+            if let Err(gone) = parked {
+                // A clean close also hangs up the socket; report the close.
+                return Err(WaitError::Gone(if peer_closed(side) {
+                    PeerGone::Closed
+                } else {
+                    gone
+                }));
+            }
+            if ready(side)? {
+                tuner.record(parker.now_ns().saturating_sub(start), true);
+                stats.mean_wait_ns = tuner.mean_wait_ns();
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The producing side of a ring.
+#[derive(Debug)]
+pub struct Producer<M: RingMemory, P: Parker> {
+    core: ProducerCore<M>,
+    link: Link<P>,
+}
+
+impl<M: RingMemory, P: Parker> Producer<M, P> {
+    /// A producer over a fresh ring.
+    pub fn new(mem: M, parker: P, cfg: SpinConfig) -> Self {
+        Self {
+            core: ProducerCore::new(mem),
+            link: Link::new(parker, cfg),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> RingStats {
+        self.link.stats()
     }
 
     /// Largest record accepted.
@@ -198,11 +238,11 @@ impl<M: RingMemory, P: Parker> Producer<M, P> {
     }
 
     fn check_gone(&mut self) -> Result<(), PeerGone> {
-        if let Some(g) = self.gone {
+        if let Some(g) = self.link.gone {
             return Err(g);
         }
         if self.core.peer_closed() {
-            self.gone = Some(PeerGone::Closed);
+            self.link.gone = Some(PeerGone::Closed);
             return Err(PeerGone::Closed);
         }
         Ok(())
@@ -211,9 +251,7 @@ impl<M: RingMemory, P: Parker> Producer<M, P> {
     /// Checks without blocking that the consumer is alive.
     pub fn check_peer(&mut self) -> Result<(), PeerGone> {
         self.check_gone()?;
-        self.parker
-            .check_peer()
-            .inspect_err(|g| self.gone = Some(*g))
+        self.link.check_peer()
     }
 
     /// Pushes `rec` and publishes it, or hands it back at once.
@@ -235,7 +273,7 @@ impl<M: RingMemory, P: Parker> Producer<M, P> {
     pub fn try_push_deferred<T: AsRef<[u8]>>(&mut self, rec: T) -> Result<(), TryPushError<T>> {
         let res = self.write(rec);
         if let Err(TryPushError::Full(_)) = &res {
-            self.stats.full_rejections += 1;
+            self.link.stats.full_rejections += 1;
         }
         res
     }
@@ -247,7 +285,7 @@ impl<M: RingMemory, P: Parker> Producer<M, P> {
         }
         match self.core.try_write(rec.as_ref()) {
             Ok(()) => {
-                self.stats.pushed += 1;
+                self.link.stats.pushed += 1;
                 Ok(())
             }
             Err(WriteError::Full) => Err(TryPushError::Full(rec)),
@@ -259,9 +297,7 @@ impl<M: RingMemory, P: Parker> Producer<M, P> {
     /// Publishes deferred records, waking the consumer if it sleeps.
     pub fn flush(&mut self) {
         if self.core.publish() {
-            self.stats.wakes += 1;
-            self.parker.wake_peer();
-            self.woke_at = Some(self.parker.now_ns());
+            self.link.wake_peer();
         }
     }
 
@@ -286,7 +322,7 @@ impl<M: RingMemory, P: Parker> Producer<M, P> {
                     match self.wait_space() {
                         Ok(()) => rec = r,
                         Err(WaitError::Gone(g)) => {
-                            self.gone = Some(g);
+                            self.link.gone = Some(g);
                             return Err(PushError::PeerGone(r, g));
                         }
                         Err(WaitError::Corrupt(c)) => return Err(PushError::Corrupt(r, c)),
@@ -300,19 +336,12 @@ impl<M: RingMemory, P: Parker> Producer<M, P> {
     }
 
     fn wait_space(&mut self) -> Result<(), WaitError> {
-        let park_timeout = self.cfg.park_timeout;
-        let grace = grace_ns(&self.cfg, &self.parker, self.woke_at);
-        wait_until(
+        self.link.wait_until(
             &mut self.core,
-            &mut self.parker,
-            &mut self.tuner,
-            &mut self.stats,
-            park_timeout,
             |c| c.space_for_last(),
             |c| c.prepare_park(),
             |c| c.cancel_park(),
             |c| c.peer_closed(),
-            grace,
         )
     }
 }
@@ -321,7 +350,7 @@ impl<M: RingMemory, P: Parker> Drop for Producer<M, P> {
     fn drop(&mut self) {
         self.flush();
         if self.core.close() {
-            self.parker.wake_peer();
+            self.link.parker.wake_peer();
         }
     }
 }
@@ -330,13 +359,7 @@ impl<M: RingMemory, P: Parker> Drop for Producer<M, P> {
 #[derive(Debug)]
 pub struct Consumer<M: RingMemory, P: Parker> {
     core: ConsumerCore<M>,
-    parker: P,
-    tuner: SpinTuner,
-    cfg: SpinConfig,
-    stats: RingStats,
-    gone: Option<PeerGone>,
-    /// When we last woke the peer (parker clock).
-    woke_at: Option<u64>,
+    link: Link<P>,
 }
 
 impl<M: RingMemory, P: Parker> Consumer<M, P> {
@@ -344,21 +367,13 @@ impl<M: RingMemory, P: Parker> Consumer<M, P> {
     pub fn new(mem: M, parker: P, cfg: SpinConfig) -> Self {
         Self {
             core: ConsumerCore::new(mem),
-            parker,
-            tuner: SpinTuner::new(&cfg),
-            cfg,
-            stats: RingStats::default(),
-            gone: None,
-            woke_at: None,
+            link: Link::new(parker, cfg),
         }
     }
 
     /// Counters.
     pub fn stats(&self) -> RingStats {
-        RingStats {
-            mean_wait_ns: self.tuner.mean_wait_ns(),
-            ..self.stats
-        }
+        self.link.stats()
     }
 
     /// Largest record the producer may push.
@@ -368,12 +383,7 @@ impl<M: RingMemory, P: Parker> Consumer<M, P> {
 
     /// Checks without blocking that the producer is alive.
     pub fn check_peer(&mut self) -> Result<(), PeerGone> {
-        if let Some(g) = self.gone {
-            return Err(g);
-        }
-        self.parker
-            .check_peer()
-            .inspect_err(|g| self.gone = Some(*g))
+        self.link.check_peer()
     }
 
     /// Copies the next record into `out` (replacing its contents); `Ok(None)`
@@ -382,22 +392,20 @@ impl<M: RingMemory, P: Parker> Consumer<M, P> {
     pub fn try_pop(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, PopError> {
         match self.core.try_read(out)? {
             Some((len, wake)) => {
-                self.stats.popped += 1;
+                self.link.stats.popped += 1;
                 if wake {
-                    self.stats.wakes += 1;
-                    self.parker.wake_peer();
-                    self.woke_at = Some(self.parker.now_ns());
+                    self.link.wake_peer();
                 }
                 Ok(Some(len))
             }
             None => {
-                if let Some(g) = self.gone {
+                if let Some(g) = self.link.gone {
                     return Err(PopError::PeerGone(g));
                 }
                 // `closed` is stored after the last publish, so once it is
                 // seen a re-check finds every record published before it.
                 if self.core.peer_closed() && !self.core.ready()? {
-                    self.gone = Some(PeerGone::Closed);
+                    self.link.gone = Some(PeerGone::Closed);
                     return Err(PopError::PeerGone(PeerGone::Closed));
                 }
                 Ok(None)
@@ -413,25 +421,18 @@ impl<M: RingMemory, P: Parker> Consumer<M, P> {
             if let Some(len) = self.try_pop(out)? {
                 return Ok(len);
             }
-            let park_timeout = self.cfg.park_timeout;
-            let grace = grace_ns(&self.cfg, &self.parker, self.woke_at);
-            let waited = wait_until(
+            let waited = self.link.wait_until(
                 &mut self.core,
-                &mut self.parker,
-                &mut self.tuner,
-                &mut self.stats,
-                park_timeout,
                 |c| c.ready(),
                 |c| c.prepare_park(),
                 |c| c.cancel_park(),
                 |c| c.peer_closed(),
-                grace,
             );
             match waited {
                 Ok(()) => {}
                 // Drain what was published before the peer went away.
                 Err(WaitError::Gone(g)) => {
-                    self.gone = Some(g);
+                    self.link.gone = Some(g);
                     if let Some(len) = self.try_pop(out)? {
                         return Ok(len);
                     }
@@ -446,7 +447,7 @@ impl<M: RingMemory, P: Parker> Consumer<M, P> {
 impl<M: RingMemory, P: Parker> Drop for Consumer<M, P> {
     fn drop(&mut self) {
         if self.core.close() {
-            self.parker.wake_peer();
+            self.link.parker.wake_peer();
         }
     }
 }

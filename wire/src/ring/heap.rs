@@ -202,7 +202,7 @@ impl Parker for HeapParker {
 
     #[cfg(not(tern_loom))]
     fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos().min(u64::MAX as u128) as u64
+        super::spin::saturating_ns(self.epoch.elapsed())
     }
 
     #[cfg(tern_loom)]

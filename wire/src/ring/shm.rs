@@ -384,7 +384,7 @@ impl Parker for ShmParker {
     }
 
     fn now_ns(&self) -> u64 {
-        self.epoch.elapsed().as_nanos().min(u64::MAX as u128) as u64
+        super::spin::saturating_ns(self.epoch.elapsed())
     }
 }
 
@@ -417,6 +417,20 @@ struct Parts {
     mapping: ShmMapping,
     data: OwnedFd,
     space: OwnedFd,
+}
+
+impl Parts {
+    /// The producer parks on `space` and wakes the consumer through `data`.
+    fn into_producer(self, sock: UnixStream, cfg: SpinConfig) -> ShmProducer {
+        let parker = ShmParker::new(self.space, self.data, sock);
+        Producer::new(self.mapping, parker, cfg)
+    }
+
+    /// The consumer parks on `data` and wakes the producer through `space`.
+    fn into_consumer(self, sock: UnixStream, cfg: SpinConfig) -> ShmConsumer {
+        let parker = ShmParker::new(self.data, self.space, sock);
+        Consumer::new(self.mapping, parker, cfg)
+    }
 }
 
 fn offer(sock: &mut UnixStream, geo: Geometry, attacher: Role) -> Result<Parts, SetupError> {
@@ -596,12 +610,7 @@ pub fn create_producer(
     geo: Geometry,
     cfg: SpinConfig,
 ) -> Result<ShmProducer, SetupError> {
-    let p = offer(&mut sock, geo, Role::Consumer)?;
-    Ok(Producer::new(
-        p.mapping,
-        ShmParker::new(p.space, p.data, sock),
-        cfg,
-    ))
+    Ok(offer(&mut sock, geo, Role::Consumer)?.into_producer(sock, cfg))
 }
 
 /// Creates a ring and returns its consumer; the peer calls [`attach_producer`].
@@ -610,12 +619,7 @@ pub fn create_consumer(
     geo: Geometry,
     cfg: SpinConfig,
 ) -> Result<ShmConsumer, SetupError> {
-    let p = offer(&mut sock, geo, Role::Producer)?;
-    Ok(Consumer::new(
-        p.mapping,
-        ShmParker::new(p.data, p.space, sock),
-        cfg,
-    ))
+    Ok(offer(&mut sock, geo, Role::Producer)?.into_consumer(sock, cfg))
 }
 
 /// Receives a ring offered over `sock`, checks it against the agreed `geo`,
@@ -625,12 +629,7 @@ pub fn attach_consumer(
     geo: Geometry,
     cfg: SpinConfig,
 ) -> Result<ShmConsumer, SetupError> {
-    let p = attach(&mut sock, geo, Role::Consumer)?;
-    Ok(Consumer::new(
-        p.mapping,
-        ShmParker::new(p.data, p.space, sock),
-        cfg,
-    ))
+    Ok(attach(&mut sock, geo, Role::Consumer)?.into_consumer(sock, cfg))
 }
 
 /// Receives a ring offered over `sock` and returns its producer.
@@ -639,10 +638,5 @@ pub fn attach_producer(
     geo: Geometry,
     cfg: SpinConfig,
 ) -> Result<ShmProducer, SetupError> {
-    let p = attach(&mut sock, geo, Role::Producer)?;
-    Ok(Producer::new(
-        p.mapping,
-        ShmParker::new(p.space, p.data, sock),
-        cfg,
-    ))
+    Ok(attach(&mut sock, geo, Role::Producer)?.into_producer(sock, cfg))
 }

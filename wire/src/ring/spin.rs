@@ -100,6 +100,11 @@ impl SpinConfig {
     }
 }
 
+/// `d` in nanoseconds, saturating (a config may hold `Duration::MAX`).
+pub(super) fn saturating_ns(d: Duration) -> u64 {
+    d.as_nanos().min(u64::MAX as u128) as u64
+}
+
 /// Every this many waits in the long-wait state, probe with the ceiling.
 const PROBE_EVERY: u32 = 16;
 
@@ -116,8 +121,8 @@ pub struct SpinTuner {
 impl SpinTuner {
     /// A tuner for `cfg`, starting optimistic (at the ceiling's half).
     pub fn new(cfg: &SpinConfig) -> Self {
-        let floor_ns = cfg.floor.as_nanos().min(u64::MAX as u128) as u64;
-        let ceiling_ns = (cfg.ceiling.as_nanos().min(u64::MAX as u128) as u64).max(floor_ns);
+        let floor_ns = saturating_ns(cfg.floor);
+        let ceiling_ns = saturating_ns(cfg.ceiling).max(floor_ns);
         Self {
             floor_ns,
             ceiling_ns,
@@ -147,12 +152,11 @@ impl SpinTuner {
 
     /// Records a wait of `waited_ns`; `parked` when spinning did not suffice.
     pub fn record(&mut self, waited_ns: u64, parked: bool) {
-        let sample = waited_ns;
-        // mean += (sample - mean) / 8, in unsigned arithmetic.
-        self.mean_ns = if sample >= self.mean_ns {
-            self.mean_ns + (sample - self.mean_ns) / 8
+        // mean += (waited - mean) / 8, in unsigned arithmetic.
+        self.mean_ns = if waited_ns >= self.mean_ns {
+            self.mean_ns + (waited_ns - self.mean_ns) / 8
         } else {
-            self.mean_ns - (self.mean_ns - sample) / 8
+            self.mean_ns - (self.mean_ns - waited_ns) / 8
         };
         if self.long_waits {
             if !parked && waited_ns <= self.ceiling_ns {

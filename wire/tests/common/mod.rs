@@ -44,7 +44,8 @@ pub fn error_frame() -> Vec<u8> {
     frame::encode_error(&mut fbb, error::ErrorCode::Busy, 77, false, "try later").to_vec()
 }
 
-fn verify_frame(
+/// Wraps the message at `off` in a finished verify frame.
+pub fn verify_frame(
     fbb: &mut FlatBufferBuilder<'_>,
     t: verify::VerifyMessage,
     off: flatbuffers::WIPOffset<flatbuffers::UnionWIPOffset>,
