@@ -3,18 +3,12 @@
 #![allow(clippy::disallowed_methods)] // tests own the clock
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
 
+mod loopback_support;
+
 use std::time::Duration;
 
 use libtransport::{Bytes, Config, Endpoint, Error, Event, Identity, Kind, KindConfig};
-
-fn ep() -> Endpoint {
-    Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        Identity::generate().unwrap(),
-        Config::default(),
-    )
-    .unwrap()
-}
+use loopback_support::*;
 
 /// T1, T3: a dial completes with both identity proofs verified; both sides
 /// see `Connected` with the right PeerIds and the same generation scheme.

@@ -4,18 +4,13 @@
 #![allow(clippy::disallowed_methods)] // tests own the clock
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
 
+mod loopback_support;
+
 use std::collections::HashMap;
 use std::time::Duration;
 
 use libtransport::{Bytes, CloseReason, Config, Endpoint, Event, Identity, Kind, KindConfig};
-
-fn ep_with(id: Identity, cfg: Config) -> Endpoint {
-    Endpoint::bind("127.0.0.1:0".parse().unwrap(), id, cfg).unwrap()
-}
-
-fn ep() -> Endpoint {
-    ep_with(Identity::generate().unwrap(), Config::default())
-}
+use loopback_support::*;
 
 /// T4: 15 endpoints dial every other endpoint at the same time from both
 /// sides (210 dials over 105 pairs). Every pair ends with exactly one live

@@ -4,18 +4,12 @@
 #![allow(clippy::disallowed_methods)] // tests own the clock
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers panic on setup failure
 
+mod loopback_support;
+
 use std::time::Duration;
 
-use libtransport::{Bytes, Config, Endpoint, Identity, Kind, KindConfig, Overflow};
-
-fn ep() -> Endpoint {
-    Endpoint::bind(
-        "127.0.0.1:0".parse().unwrap(),
-        Identity::generate().unwrap(),
-        Config::default(),
-    )
-    .unwrap()
-}
+use libtransport::{Bytes, Endpoint, Kind, KindConfig, Overflow};
+use loopback_support::*;
 
 async fn wait_for(ep: &Endpoint, what: impl Fn(&libtransport::diag::Diagnostics) -> bool) {
     for _ in 0..500 {

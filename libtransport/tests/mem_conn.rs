@@ -86,12 +86,7 @@ async fn assert_agree(
 #[tokio::test(start_paused = true)]
 async fn hundred_simultaneous_dials_from_both_sides_converge() {
     let net = network(11);
-    let hub = endpoint(
-        &net,
-        addr("10.0.0.1:443"),
-        Identity::generate().unwrap(),
-        Config::default(),
-    );
+    let hub = fresh_endpoint(&net, "10.0.0.1:443");
     let peers: Vec<Endpoint> = (0..100u16)
         .map(|i| {
             let at = SocketAddr::from(([10, 1, (i >> 8) as u8, (i & 0xff) as u8], 5000));
@@ -183,18 +178,8 @@ async fn hundred_simultaneous_dials_from_both_sides_converge() {
 #[tokio::test(start_paused = true)]
 async fn hundred_concurrent_connects_per_side_make_one_connection() {
     let net = network(12);
-    let a = endpoint(
-        &net,
-        addr("10.0.0.1:1000"),
-        Identity::generate().unwrap(),
-        Config::default(),
-    );
-    let b = endpoint(
-        &net,
-        addr("10.0.0.2:2000"),
-        Identity::generate().unwrap(),
-        Config::default(),
-    );
+    let a = fresh_endpoint(&net, "10.0.0.1:1000");
+    let b = fresh_endpoint(&net, "10.0.0.2:2000");
     let mut a_rx = a.register(Kind::PROBE, KindConfig::default()).unwrap();
     let mut b_rx = b.register(Kind::PROBE, KindConfig::default()).unwrap();
     let mut dials = Vec::new();

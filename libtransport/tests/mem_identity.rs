@@ -17,18 +17,8 @@ use mem_support::*;
 #[tokio::test(start_paused = true)]
 async fn dialling_the_wrong_peer_id_is_refused_with_a_typed_error() {
     let net = network(1);
-    let server = endpoint(
-        &net,
-        addr("10.0.0.1:443"),
-        Identity::generate().unwrap(),
-        Config::default(),
-    );
-    let client = endpoint(
-        &net,
-        addr("10.0.0.2:5000"),
-        Identity::generate().unwrap(),
-        Config::default(),
-    );
+    let server = fresh_endpoint(&net, "10.0.0.1:443");
+    let client = fresh_endpoint(&net, "10.0.0.2:5000");
     let wrong = Identity::generate().unwrap().peer_id();
     let err = client
         .connect(server.local_addr(), wrong)
@@ -55,12 +45,7 @@ async fn raw_client_is_refused(
     make_proof: impl FnOnce(&RawClient) -> Vec<u8>,
 ) -> libtransport::Endpoint {
     let net = network(2);
-    let server = endpoint(
-        &net,
-        addr("10.0.0.1:443"),
-        Identity::generate().unwrap(),
-        Config::default(),
-    );
+    let server = fresh_endpoint(&net, "10.0.0.1:443");
     let mut dms = server.register(Kind::DM, KindConfig::default()).unwrap();
     let mut raw = RawClient::dial(
         net.bind(addr("10.0.0.66:6666")).unwrap(),
@@ -137,12 +122,7 @@ async fn a_genuine_raw_proof_is_accepted_as_control() {
     // The control case for the tests above: the same raw client with a
     // correct proof is accepted, so the refusals are about the proof.
     let net = network(3);
-    let server = endpoint(
-        &net,
-        addr("10.0.0.1:443"),
-        Identity::generate().unwrap(),
-        Config::default(),
-    );
+    let server = fresh_endpoint(&net, "10.0.0.1:443");
     let me = Identity::generate().unwrap();
     let mut raw = RawClient::dial(
         net.bind(addr("10.0.0.66:6666")).unwrap(),

@@ -27,6 +27,20 @@ struct Setup {
     inside_rx: KindReceiver,
 }
 
+impl Setup {
+    /// The far side speaks first: "still there?" from `server` to `inside`.
+    async fn ask_still_there(&self) {
+        self.server
+            .send(
+                &self.inside.peer_id(),
+                Kind::DM,
+                Bytes::from_static(b"still there?"),
+            )
+            .await
+            .unwrap();
+    }
+}
+
 /// `inside` sits behind a NAT and dials `server` (public), so only the NAT
 /// binding lets the server reach it.
 async fn setup(cfg: Config) -> Setup {
@@ -63,14 +77,7 @@ async fn default_keepalive_survives_thirty_idle_minutes_behind_a_30s_nat() {
 
     // The far side speaks first: this needs the NAT binding to be alive.
     let sent_at = tokio::time::Instant::now();
-    s.server
-        .send(
-            &s.inside.peer_id(),
-            Kind::DM,
-            Bytes::from_static(b"still there?"),
-        )
-        .await
-        .unwrap();
+    s.ask_still_there().await;
     let m = tokio::time::timeout(Duration::from_secs(1), s.inside_rx.recv()).await;
     let m = m
         .expect("the message must arrive without waiting for a retransmission")
@@ -112,14 +119,7 @@ async fn control_keepalive_slower_than_the_nat_loses_the_message() {
         .idle_timeout(Duration::from_secs(60 * 60));
     let mut s = setup(cfg).await;
     tokio::time::sleep(IDLE).await;
-    s.server
-        .send(
-            &s.inside.peer_id(),
-            Kind::DM,
-            Bytes::from_static(b"still there?"),
-        )
-        .await
-        .unwrap();
+    s.ask_still_there().await;
     let m = tokio::time::timeout(Duration::from_secs(1), s.inside_rx.recv()).await;
     assert!(
         m.is_err(),

@@ -85,6 +85,28 @@ impl ConnShared {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The peer's PeerId (all zeros if no proof named one).
+    pub(crate) fn peer(&self) -> PeerId {
+        self.info().peer.unwrap_or(PeerId([0; 32]))
+    }
+
+    /// Resolves when the connection has ended, with the reason.
+    pub(crate) async fn on_closed(&self) -> CloseReason {
+        poll_fn(|cx| {
+            let mut i = self.info();
+            match &i.closed {
+                Some(r) => Poll::Ready(r.clone()),
+                None => {
+                    if !i.waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                        i.waiters.push(cx.waker().clone());
+                    }
+                    Poll::Pending
+                }
+            }
+        })
+        .await
+    }
+
     /// Records the end of the connection (first reason wins) and wakes
     /// `on_closed` waiters.
     pub(crate) fn set_closed(&self, reason: CloseReason, stats: PathStats) {
@@ -110,7 +132,7 @@ impl Connection {
     /// The peer's PeerId.
     #[must_use]
     pub fn peer(&self) -> PeerId {
-        self.rec.info().peer.unwrap_or(PeerId([0; 32]))
+        self.rec.peer()
     }
 
     /// The connection's generation (unique per endpoint, increasing).
@@ -152,7 +174,7 @@ impl Connection {
 
     /// Resolves when the connection has ended, with the reason.
     pub async fn on_closed(&self) -> CloseReason {
-        on_closed(&self.rec).await
+        self.rec.on_closed().await
     }
 
     /// Closes the connection.
@@ -219,7 +241,7 @@ impl WeakConnection {
     /// The peer's PeerId.
     #[must_use]
     pub fn peer(&self) -> PeerId {
-        self.rec.info().peer.unwrap_or(PeerId([0; 32]))
+        self.rec.peer()
     }
 
     /// The connection's generation.
@@ -245,22 +267,6 @@ impl WeakConnection {
 
     /// Resolves when the connection has ended, with the reason.
     pub async fn on_closed(&self) -> CloseReason {
-        on_closed(&self.rec).await
+        self.rec.on_closed().await
     }
-}
-
-async fn on_closed(rec: &ConnShared) -> CloseReason {
-    poll_fn(|cx| {
-        let mut i = rec.info();
-        match &i.closed {
-            Some(r) => Poll::Ready(r.clone()),
-            None => {
-                if !i.waiters.iter().any(|w| w.will_wake(cx.waker())) {
-                    i.waiters.push(cx.waker().clone());
-                }
-                Poll::Pending
-            }
-        }
-    })
-    .await
 }

@@ -381,4 +381,6 @@ impl Socket for MemSocket {
 }
 
 #[cfg(test)]
+mod test_util;
+#[cfg(test)]
 mod tests;

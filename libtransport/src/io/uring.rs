@@ -121,17 +121,10 @@ pub struct UringStats {
     pub gso_disabled: u64,
 }
 
+/// What one `recvmsg` or `sendmsg` needs in memory: the header and
+/// everything it points to.
 #[repr(C)]
-struct RecvSlot {
-    hdr: libc::msghdr,
-    iov: libc::iovec,
-    name: libc::sockaddr_storage,
-    control: [u64; CONTROL_WORDS],
-    buf: [u8; SLOT_BYTES],
-}
-
-#[repr(C)]
-struct SendSlot {
+struct MsgSlot {
     hdr: libc::msghdr,
     iov: libc::iovec,
     name: libc::sockaddr_storage,
@@ -142,15 +135,15 @@ struct SendSlot {
 /// A heap slot the kernel may write to while an operation is posted, so it
 /// is held through a raw pointer (no `Box` uniqueness claims) and freed only
 /// when no operation uses it.
-struct Slot<T> {
-    ptr: NonNull<T>,
+struct Slot {
+    ptr: NonNull<MsgSlot>,
     in_flight: bool,
 }
 
-impl<T> Slot<T> {
+impl Slot {
     fn alloc() -> Self {
-        // SAFETY: the slot types are plain C data for which all-zero is valid.
-        let b: Box<T> = unsafe { Box::new_zeroed().assume_init() };
+        // SAFETY: `MsgSlot` is plain C data for which all-zero is valid.
+        let b: Box<MsgSlot> = unsafe { Box::new_zeroed().assume_init() };
         Self {
             ptr: NonNull::from(Box::leak(b)),
             in_flight: false,
@@ -175,9 +168,9 @@ pub struct UringSocket {
     sock: std::net::UdpSocket,
     local: SocketAddr,
     v6: bool,
-    recv: Vec<Slot<RecvSlot>>,
+    recv: Vec<Slot>,
     ready: VecDeque<Ready>,
-    send: Vec<Slot<SendSlot>>,
+    send: Vec<Slot>,
     free_send: Vec<usize>,
     /// SQEs pushed but not yet submitted.
     unsubmitted: usize,
@@ -686,16 +679,10 @@ impl Drop for UringSocket {
             self.unsubmitted = 0;
             self.reap();
         }
-        for s in &self.recv {
+        for s in self.recv.iter().chain(&self.send) {
             if !s.in_flight {
                 // SAFETY: allocated by `Slot::alloc` from a Box and no longer
                 // referenced by the kernel (its operation completed).
-                drop(unsafe { Box::from_raw(s.ptr.as_ptr()) });
-            }
-        }
-        for s in &self.send {
-            if !s.in_flight {
-                // SAFETY: as above.
                 drop(unsafe { Box::from_raw(s.ptr.as_ptr()) });
             }
         }

@@ -29,6 +29,16 @@ pub fn endpoint(net: &MemNetwork, at: SocketAddr, id: Identity, cfg: Config) -> 
     Endpoint::with_socket(Box::new(sock), id, cfg).unwrap()
 }
 
+/// An endpoint with a fresh identity and the default config at `at`.
+pub fn fresh_endpoint(net: &MemNetwork, at: &str) -> Endpoint {
+    endpoint(
+        net,
+        addr(at),
+        Identity::generate().unwrap(),
+        Config::default(),
+    )
+}
+
 pub fn endpoint_on(sock: MemSocket, id: Identity, cfg: Config) -> Endpoint {
     Endpoint::with_socket(Box::new(sock), id, cfg).unwrap()
 }
@@ -122,14 +132,7 @@ impl RawClient {
     async fn flush(&mut self) {
         let mut buf = Vec::new();
         while let Some(t) = self.conn.poll_transmit(io::now(), 1, &mut buf) {
-            let tx = Transmit {
-                destination: t.destination,
-                ecn: None,
-                contents: &buf[..t.size],
-                segment_size: t.segment_size,
-                src_ip: None,
-            };
-            poll_fn(|cx| self.sock.poll_send(cx, &tx)).await.unwrap();
+            send_transmit(&mut self.sock, &t, &buf).await;
             buf.clear();
         }
     }
@@ -183,14 +186,7 @@ impl RawClient {
                                 self.conn.handle_event(ev);
                             }
                             Some(quinn_proto::DatagramEvent::Response(t)) => {
-                                let tx = Transmit {
-                                    destination: t.destination,
-                                    ecn: None,
-                                    contents: &resp[..t.size],
-                                    segment_size: t.segment_size,
-                                    src_ip: None,
-                                };
-                                poll_fn(|cx| self.sock.poll_send(cx, &tx)).await.unwrap();
+                                send_transmit(&mut self.sock, &t, &resp).await;
                             }
                             _ => {}
                         }
@@ -201,6 +197,18 @@ impl RawClient {
             }
         }
     }
+}
+
+/// Sends quinn-proto's transmit `t`, whose bytes start `buf`.
+async fn send_transmit(sock: &mut MemSocket, t: &quinn_proto::Transmit, buf: &[u8]) {
+    let tx = Transmit {
+        destination: t.destination,
+        ecn: None,
+        contents: &buf[..t.size],
+        segment_size: t.segment_size,
+        src_ip: None,
+    };
+    poll_fn(|cx| sock.poll_send(cx, &tx)).await.unwrap();
 }
 
 /// Accepts any server certificate (as libtransport's own client does; who

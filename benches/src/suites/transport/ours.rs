@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow};
-use libtransport::{Bytes, Config, Endpoint, Identity, Kind, KindConfig, Overflow};
+use libtransport::{Bytes, Config, Endpoint, Identity, Kind, KindConfig, Overflow, PeerId};
 
 use super::{Bulk, Msg, chunk, gbps, loopback, runtime, timed};
 
@@ -31,6 +31,16 @@ fn endpoint(config: Config, backend: Backend) -> Result<Endpoint> {
     }
 }
 
+/// Connects `client` to `server`; returns the server's PeerId.
+async fn dial(client: &Endpoint, server: &Endpoint) -> Result<PeerId> {
+    let peer = server.peer_id();
+    client
+        .connect(server.local_addr(), peer)
+        .await
+        .context("libtransport connect")?;
+    Ok(peer)
+}
+
 /// Bulk transfer over one bidirectional stream of kind BULK.
 pub fn bulk(bytes: u64, gso: bool, backend: Backend) -> Result<Bulk> {
     runtime()?.block_on(async {
@@ -38,11 +48,7 @@ pub fn bulk(bytes: u64, gso: bool, backend: Backend) -> Result<Bulk> {
         let server = endpoint(cfg.clone(), backend)?;
         let client = endpoint(cfg, backend)?;
         let mut bulk_rx = server.register(Kind::BULK, KindConfig::default())?;
-        let peer = server.peer_id();
-        client
-            .connect(server.local_addr(), peer)
-            .await
-            .context("libtransport connect")?;
+        let peer = dial(&client, &server).await?;
         let reader = tokio::spawn(async move {
             let mut bi = bulk_rx
                 .accept_bi()
@@ -94,11 +100,7 @@ pub fn msg1k(messages: u64) -> Result<Msg> {
             ..KindConfig::default()
         };
         let mut rx = server.register(Kind::DM, kc)?;
-        let peer = server.peer_id();
-        client
-            .connect(server.local_addr(), peer)
-            .await
-            .context("libtransport connect")?;
+        let peer = dial(&client, &server).await?;
         let reader = tokio::spawn(async move {
             let mut count = 0u64;
             while count < messages {

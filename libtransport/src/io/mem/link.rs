@@ -175,15 +175,11 @@ impl Link {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::io::mem::test_util::t0;
     use rand::SeedableRng;
 
     fn rng() -> ChaCha8Rng {
         ChaCha8Rng::seed_from_u64(7)
-    }
-
-    #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
-    fn t0() -> Instant {
-        Instant::now()
     }
 
     #[test]

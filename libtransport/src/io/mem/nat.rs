@@ -255,15 +255,7 @@ impl Nat {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
-    fn t0() -> Instant {
-        Instant::now()
-    }
+    use crate::io::mem::test_util::{addr, t0};
 
     fn nat(timeout_s: u64) -> Nat {
         Nat::new(NatConfig::new(

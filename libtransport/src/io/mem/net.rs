@@ -494,16 +494,8 @@ impl Network {
 mod tests {
     use super::*;
     use crate::io::mem::nat::NatFiltering;
+    use crate::io::mem::test_util::{addr, t0};
     use std::time::Duration;
-
-    fn addr(s: &str) -> SocketAddr {
-        s.parse().unwrap()
-    }
-
-    #[allow(clippy::disallowed_methods)] // a fixed origin for virtual time
-    fn t0() -> Instant {
-        Instant::now()
-    }
 
     const A: &str = "10.1.0.1:1000";
     const B: &str = "10.1.0.2:2000";

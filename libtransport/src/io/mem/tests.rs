@@ -8,11 +8,8 @@ use std::future::poll_fn;
 use std::io::IoSliceMut;
 use std::time::Duration;
 
+use super::test_util::addr;
 use super::*;
-
-fn addr(s: &str) -> SocketAddr {
-    s.parse().unwrap()
-}
 
 async fn send(s: &mut MemSocket, to: SocketAddr, data: &[u8], seg: Option<usize>) {
     let t = Transmit {
