@@ -14,6 +14,7 @@ use libtransport::identity::{EXPORTER_LEN, Role};
 use libtransport::{Bytes, CloseReason, Config, Error, Identity, Kind, KindConfig};
 use mem_support::*;
 
+/// T3: dialling a PeerId the peer cannot prove fails with a typed error.
 #[tokio::test(start_paused = true)]
 async fn dialling_the_wrong_peer_id_is_refused_with_a_typed_error() {
     let net = network(1);
@@ -76,6 +77,7 @@ async fn raw_client_is_refused(
     server
 }
 
+/// T3: a proof signed by a key other than the proven identity's is refused.
 #[tokio::test(start_paused = true)]
 async fn a_proof_signed_by_another_key_is_refused() {
     let victim = Identity::generate().unwrap();
@@ -93,6 +95,7 @@ async fn a_proof_signed_by_another_key_is_refused() {
     assert_eq!(server.diagnostics().counters.identity_invalid, 1);
 }
 
+/// T3: a proof replayed from another TLS session (other exporter) is refused.
 #[tokio::test(start_paused = true)]
 async fn a_proof_replayed_from_another_session_is_refused() {
     let victim = Identity::generate().unwrap();
@@ -106,6 +109,7 @@ async fn a_proof_replayed_from_another_session_is_refused() {
     assert_eq!(server.diagnostics().counters.identity_invalid, 1);
 }
 
+/// T3: a server-role proof reflected back by the client is refused.
 #[tokio::test(start_paused = true)]
 async fn a_server_role_proof_reflected_by_a_client_is_refused() {
     let victim = Identity::generate().unwrap();
@@ -117,6 +121,7 @@ async fn a_server_role_proof_reflected_by_a_client_is_refused() {
     assert_eq!(server.diagnostics().counters.identity_invalid, 1);
 }
 
+/// T3 (control for the three above): the same raw path with a genuine proof is accepted.
 #[tokio::test(start_paused = true)]
 async fn a_genuine_raw_proof_is_accepted_as_control() {
     // The control case for the tests above: the same raw client with a
@@ -144,6 +149,8 @@ async fn a_genuine_raw_proof_is_accepted_as_control() {
     assert!(raw.lost.is_none());
 }
 
+/// T3: a peer that never proves is dropped at the proof timeout, with no
+/// application stream delivered.
 #[tokio::test(start_paused = true)]
 async fn a_peer_that_never_proves_is_dropped_at_the_timeout() {
     let net = network(4);
