@@ -10,6 +10,7 @@
 //! Measuring code owns the clock, so `Instant::now` is allowed here.
 #![allow(clippy::disallowed_methods)]
 
+pub mod meta;
 pub mod stats;
 pub mod suites;
 pub mod table;
