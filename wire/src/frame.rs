@@ -19,13 +19,14 @@
 //!   runs the flatbuffers verifier with limits derived from the payload
 //!   length ([`verifier_options`]) and returns the zero-copy root table. An
 //!   error frame from the peer becomes [`WireError::Remote`].
-//!   [`decode_verify`], [`decode_relay`] and [`decode_admin`] go one step
-//!   further and return the protocol's message as an enum ([`VerifyMsg`],
-//!   [`RelayMsg`], [`AdminMsg`]); an unknown union member is
+//!   [`decode_verify`], [`decode_relay`], [`decode_admin`] and
+//!   [`decode_client`] go one step further and return the protocol's
+//!   message as an enum ([`VerifyMsg`], [`RelayMsg`], [`AdminMsg`],
+//!   [`ClientMsg`]); an unknown union member is
 //!   [`WireError::UnexpectedMessage`].
 //! * Schemas are named by marker types implementing [`Schema`]:
 //!   [`HelloSchema`], [`ErrorSchema`], [`VerifySchema`], [`RelaySchema`],
-//!   [`AdminSchema`].
+//!   [`AdminSchema`], [`ClientSchema`].
 //!
 //! # Hostile input
 //!
@@ -70,10 +71,13 @@ mod schema;
 pub use blocking::{FrameReader, FrameWriter};
 #[cfg(feature = "tokio")]
 pub use codec::FrameCodec;
-pub use messages::{AdminMsg, RelayMsg, VerifyMsg, decode_admin, decode_relay, decode_verify};
+pub use messages::{
+    AdminMsg, ClientMsg, RelayMsg, VerifyMsg, decode_admin, decode_client, decode_relay,
+    decode_verify,
+};
 pub use schema::{
-    AdminSchema, ErrorSchema, HelloSchema, RelaySchema, Schema, VerifySchema, decode, encode_error,
-    finish, peek_identifier, verifier_options,
+    AdminSchema, ClientSchema, ErrorSchema, HelloSchema, RelaySchema, Schema, VerifySchema, decode,
+    encode_error, finish, peek_identifier, verifier_options,
 };
 
 use crate::error::WireError;

@@ -16,6 +16,7 @@
 //! | [`verify`] | `VerifyFrame` | `TVFY` | gossipd ↔ verifyd |
 //! | [`relay`] | `RelayFrame` | `TRLY` | relayd ↔ gossipd (socket and ring) |
 //! | [`admin`] | `AdminFrame` | `TADM` | nodectl ↔ each daemon's admin socket |
+//! | [`client`] | `ClientFrame` | `TCLI` | applications ↔ gossipd's API socket |
 //!
 //! Read frames through [`crate::frame`], which runs the flatbuffers verifier
 //! with bounded limits first; the raw `root_as_*_unchecked` functions here
@@ -52,6 +53,7 @@ macro_rules! generated_module {
 }
 
 generated_module!(admin_generated, admin);
+generated_module!(client_generated, client);
 generated_module!(error_generated, error);
 generated_module!(hello_generated, hello);
 generated_module!(relay_generated, relay);

@@ -8,6 +8,8 @@
 //!   peer credentials, configurable paths.
 //! * [`ring`] — a shared-memory single-producer/single-consumer ring of
 //!   variable-length records (memfd + eventfd, fds passed with SCM_RIGHTS).
+//! * [`relay`] — the relayd ↔ gossipd session (hello, data channel of two
+//!   rings, control frames) and its delivery contract.
 //! * [`loom`] — the atomics facade the ring uses, swapped for loom's under
 //!   `--cfg tern_loom` so the production code itself is model-checked.
 #![warn(missing_docs)]
@@ -17,6 +19,8 @@ pub mod frame;
 pub mod generated;
 pub mod hello;
 pub mod loom;
+#[cfg(not(tern_loom))]
+pub mod relay;
 pub mod ring;
 pub mod uds;
 

@@ -112,6 +112,7 @@ fn committed_fuzz_seeds_match_the_samples() {
             "schema_verify" => common::walk::verify(bytes).is_some(),
             "schema_relay" => common::walk::relay(bytes).is_some(),
             "schema_admin" => common::walk::admin(bytes).is_some(),
+            "schema_client" => common::walk::client(bytes).is_some(),
             _ => true,
         };
         assert!(ok, "{} does not verify", rel.display());

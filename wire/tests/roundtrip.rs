@@ -112,6 +112,8 @@ fn check_inbound(m: relay::Inbound<'_>, i: u8) {
     assert_eq!(m.kind(), relay::StreamKind::Dm);
     assert_eq!(m.ack_id().unwrap().bytes().iter().collect::<Vec<u8>>(), REQ);
     assert_eq!(m.payload().bytes(), pattern(100 + usize::from(i), i));
+    assert_eq!(m.seq(), 1000 + u64::from(i));
+    assert_eq!(m.redelivered(), i == 1);
 }
 
 fn check_outbound(m: relay::Outbound<'_>, i: u8) {
@@ -164,6 +166,10 @@ fn check_relay(name: &str, p: &[u8]) {
             assert_eq!(m.generation(), 12);
             assert_eq!(m.reason(), relay::CloseReason::Idle);
             assert_eq!(m.remote_addr(), Some("127.0.0.1:4433"));
+        }
+        "relay/consumed" => {
+            let m = f.msg_as_consumed().unwrap();
+            assert_eq!(m.seqs().iter().collect::<Vec<u64>>(), [1000, 1002, 7]);
         }
         _ => panic!("no check for {name}"),
     }
@@ -228,6 +234,7 @@ fn check_enum(name: &str, p: &[u8]) {
             R::OutboundBatch(_) => "outbound_batch",
             R::SendResult(_) => "send_result",
             R::PeerEvent(_) => "peer_event",
+            R::Consumed(_) => "consumed",
             _ => "new variant",
         },
         "admin" => match frame::decode_admin(p).unwrap() {
@@ -252,6 +259,7 @@ fn check(name: &str, p: &[u8]) {
         "verify" => check_verify(name, p),
         "relay" => check_relay(name, p),
         "admin" => check_admin(name, p),
+        "client" => common::client::check(name, p),
         other => panic!("unknown schema {other}"),
     }
 }

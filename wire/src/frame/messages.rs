@@ -1,15 +1,16 @@
 //! Protocol messages as Rust enums, so receivers `match` instead of probing
 //! each `msg_as_*` accessor.
 //!
-//! [`decode_verify`], [`decode_relay`] and [`decode_admin`] verify a payload
+//! [`decode_verify`], [`decode_relay`], [`decode_admin`] and
+//! [`decode_client`] verify a payload
 //! like [`super::decode`] and then resolve the root's union: a member this
 //! build does not know (a newer peer's message, or a hostile tag) becomes
 //! [`WireError::UnexpectedMessage`], as does a tag whose table is absent.
 //! The variants borrow the payload; nothing is copied.
 
-use super::schema::{AdminSchema, RelaySchema, VerifySchema, decode};
+use super::schema::{AdminSchema, ClientSchema, RelaySchema, VerifySchema, decode};
 use crate::error::WireError;
-use crate::generated::{admin, relay, verify};
+use crate::generated::{admin, client, relay, verify};
 
 /// One message of the verify protocol.
 #[derive(Debug, Clone, Copy)]
@@ -45,6 +46,8 @@ pub enum RelayMsg<'a> {
     SendResult(relay::SendResult<'a>),
     /// relayd → gossipd: connection lifecycle.
     PeerEvent(relay::PeerEvent<'a>),
+    /// gossipd → relayd: retained records the application has.
+    Consumed(relay::Consumed<'a>),
 }
 
 /// One message of the admin protocol.
@@ -63,6 +66,48 @@ pub enum AdminMsg<'a> {
     CommandRequest(admin::CommandRequest<'a>),
     /// daemon → nodectl.
     CommandResponse(admin::CommandResponse<'a>),
+}
+
+/// One message of the client (application API) protocol.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub enum ClientMsg<'a> {
+    /// app → gossipd: join a topic.
+    Join(client::Join<'a>),
+    /// app → gossipd: leave a topic.
+    Leave(client::Leave<'a>),
+    /// app → gossipd: publish to a topic.
+    Publish(client::Publish<'a>),
+    /// app → gossipd: open a topic's delivery stream.
+    Subscribe(client::Subscribe<'a>),
+    /// app → gossipd: close a stream.
+    Unsubscribe(client::Unsubscribe<'a>),
+    /// app → gossipd: send a direct message.
+    SendDm(client::SendDm<'a>),
+    /// app → gossipd: open the incoming-DM stream.
+    SubscribeDms(client::SubscribeDms<'a>),
+    /// app → gossipd: the app has these DMs.
+    AckDms(client::AckDms<'a>),
+    /// app → gossipd: peers of a topic or of the node.
+    GetPeers(client::GetPeers<'a>),
+    /// app → gossipd: node status.
+    GetStatus(client::GetStatus<'a>),
+    /// gossipd → app: a status-only answer.
+    Response(client::Response<'a>),
+    /// gossipd → app: answer to Publish.
+    Published(client::Published<'a>),
+    /// gossipd → app: answer to SendDm.
+    DmReceipt(client::DmReceipt<'a>),
+    /// gossipd → app: a message on a subscription.
+    Delivery(client::Delivery<'a>),
+    /// gossipd → app: a DM on the DM stream.
+    IncomingDm(client::IncomingDm<'a>),
+    /// gossipd → app: answer to GetPeers.
+    PeersResponse(client::PeersResponse<'a>),
+    /// gossipd → app: answer to GetStatus.
+    NodeStatus(client::NodeStatus<'a>),
+    /// gossipd → app: a stream ended.
+    StreamEnded(client::StreamEnded<'a>),
 }
 
 fn unexpected(expected: &'static str, tag: u8, name: Option<&'static str>) -> WireError {
@@ -108,6 +153,7 @@ pub fn decode_relay(payload: &[u8]) -> Result<RelayMsg<'_>, WireError> {
         T::OutboundBatch => f.msg_as_outbound_batch().map(RelayMsg::OutboundBatch),
         T::SendResult => f.msg_as_send_result().map(RelayMsg::SendResult),
         T::PeerEvent => f.msg_as_peer_event().map(RelayMsg::PeerEvent),
+        T::Consumed => f.msg_as_consumed().map(RelayMsg::Consumed),
         _ => None,
     };
     msg.ok_or_else(|| unexpected(EXPECTED, t.0, t.variant_name()))
@@ -130,6 +176,36 @@ pub fn decode_admin(payload: &[u8]) -> Result<AdminMsg<'_>, WireError> {
             .map(AdminMsg::DiagnosticsResponse),
         T::CommandRequest => f.msg_as_command_request().map(AdminMsg::CommandRequest),
         T::CommandResponse => f.msg_as_command_response().map(AdminMsg::CommandResponse),
+        _ => None,
+    };
+    msg.ok_or_else(|| unexpected(EXPECTED, t.0, t.variant_name()))
+}
+
+/// Verifies a client-protocol payload and resolves its message.
+pub fn decode_client(payload: &[u8]) -> Result<ClientMsg<'_>, WireError> {
+    use client::ClientMessage as T;
+    const EXPECTED: &str = "a tern.client message";
+    let f = decode::<ClientSchema>(payload)?;
+    let t = f.msg_type();
+    let msg = match t {
+        T::Join => f.msg_as_join().map(ClientMsg::Join),
+        T::Leave => f.msg_as_leave().map(ClientMsg::Leave),
+        T::Publish => f.msg_as_publish().map(ClientMsg::Publish),
+        T::Subscribe => f.msg_as_subscribe().map(ClientMsg::Subscribe),
+        T::Unsubscribe => f.msg_as_unsubscribe().map(ClientMsg::Unsubscribe),
+        T::SendDm => f.msg_as_send_dm().map(ClientMsg::SendDm),
+        T::SubscribeDms => f.msg_as_subscribe_dms().map(ClientMsg::SubscribeDms),
+        T::AckDms => f.msg_as_ack_dms().map(ClientMsg::AckDms),
+        T::GetPeers => f.msg_as_get_peers().map(ClientMsg::GetPeers),
+        T::GetStatus => f.msg_as_get_status().map(ClientMsg::GetStatus),
+        T::Response => f.msg_as_response().map(ClientMsg::Response),
+        T::Published => f.msg_as_published().map(ClientMsg::Published),
+        T::DmReceipt => f.msg_as_dm_receipt().map(ClientMsg::DmReceipt),
+        T::Delivery => f.msg_as_delivery().map(ClientMsg::Delivery),
+        T::IncomingDm => f.msg_as_incoming_dm().map(ClientMsg::IncomingDm),
+        T::PeersResponse => f.msg_as_peers_response().map(ClientMsg::PeersResponse),
+        T::NodeStatus => f.msg_as_node_status().map(ClientMsg::NodeStatus),
+        T::StreamEnded => f.msg_as_stream_ended().map(ClientMsg::StreamEnded),
         _ => None,
     };
     msg.ok_or_else(|| unexpected(EXPECTED, t.0, t.variant_name()))

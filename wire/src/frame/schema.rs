@@ -9,7 +9,7 @@
 use flatbuffers::{FlatBufferBuilder, Follow, Verifiable, VerifierOptions, WIPOffset};
 
 use crate::error::{RemoteError, WireError, bounded_text};
-use crate::generated::{admin, error, hello, relay, verify};
+use crate::generated::{admin, client, error, hello, relay, verify};
 
 /// A root table with its file identifier: one per protocol.
 pub trait Schema {
@@ -53,6 +53,10 @@ schema!(
 schema!(
     /// nodectl ↔ admin sockets (`TADM`).
     AdminSchema, "tern.admin", admin::ADMIN_FRAME_IDENTIFIER, admin::AdminFrame
+);
+schema!(
+    /// applications ↔ gossipd's API socket (`TCLI`).
+    ClientSchema, "tern.client", client::CLIENT_FRAME_IDENTIFIER, client::ClientFrame
 );
 
 /// Smallest flatbuffer with a file identifier: root offset + identifier.

@@ -511,10 +511,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for CloseReason {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_RELAY_MESSAGE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_RELAY_MESSAGE: u8 = 7;
+pub const ENUM_MAX_RELAY_MESSAGE: u8 = 8;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_RELAY_MESSAGE: [RelayMessage; 8] = [
+pub const ENUM_VALUES_RELAY_MESSAGE: [RelayMessage; 9] = [
   RelayMessage::NONE,
   RelayMessage::Inbound,
   RelayMessage::InboundBatch,
@@ -523,6 +523,7 @@ pub const ENUM_VALUES_RELAY_MESSAGE: [RelayMessage; 8] = [
   RelayMessage::OutboundBatch,
   RelayMessage::SendResult,
   RelayMessage::PeerEvent,
+  RelayMessage::Consumed,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -538,9 +539,10 @@ impl RelayMessage {
   pub const OutboundBatch: Self = Self(5);
   pub const SendResult: Self = Self(6);
   pub const PeerEvent: Self = Self(7);
+  pub const Consumed: Self = Self(8);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 7;
+  pub const ENUM_MAX: u8 = 8;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Inbound,
@@ -550,6 +552,7 @@ impl RelayMessage {
     Self::OutboundBatch,
     Self::SendResult,
     Self::PeerEvent,
+    Self::Consumed,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -562,6 +565,7 @@ impl RelayMessage {
       Self::OutboundBatch => Some("OutboundBatch"),
       Self::SendResult => Some("SendResult"),
       Self::PeerEvent => Some("PeerEvent"),
+      Self::Consumed => Some("Consumed"),
       _ => None,
     }
   }
@@ -804,6 +808,8 @@ impl<'a> Inbound<'a> {
   pub const VT_KIND: ::flatbuffers::VOffsetT = 8;
   pub const VT_ACK_ID: ::flatbuffers::VOffsetT = 10;
   pub const VT_PAYLOAD: ::flatbuffers::VOffsetT = 12;
+  pub const VT_SEQ: ::flatbuffers::VOffsetT = 14;
+  pub const VT_REDELIVERED: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -815,10 +821,12 @@ impl<'a> Inbound<'a> {
     args: &'args InboundArgs<'args>
   ) -> ::flatbuffers::WIPOffset<Inbound<'bldr>> {
     let mut builder = InboundBuilder::new(_fbb);
+    builder.add_seq(args.seq);
     builder.add_generation(args.generation);
     if let Some(x) = args.payload { builder.add_payload(x); }
     if let Some(x) = args.ack_id { builder.add_ack_id(x); }
     if let Some(x) = args.peer { builder.add_peer(x); }
+    builder.add_redelivered(args.redelivered);
     builder.add_kind(args.kind);
     builder.finish()
   }
@@ -862,6 +870,26 @@ impl<'a> Inbound<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(Inbound::VT_PAYLOAD, None).unwrap()}
   }
+  /// relayd's delivery sequence number when relayd answered the sender
+  /// `Accepted` and retains this record until gossipd sends `Consumed`
+  /// with it; 0 = not retained (no Consumed expected). Increasing per
+  /// relayd instance, never reused by it.
+  #[inline]
+  pub fn seq(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(Inbound::VT_SEQ, Some(0)).unwrap()}
+  }
+  /// True when relayd sent this record before, to an earlier gossipd
+  /// connection that did not confirm it: dedupe by `ack_id`.
+  #[inline]
+  pub fn redelivered(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(Inbound::VT_REDELIVERED, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for Inbound<'_> {
@@ -875,6 +903,8 @@ impl ::flatbuffers::Verifiable for Inbound<'_> {
      .visit_field::<StreamKind>("kind", Self::VT_KIND, false)?
      .visit_field::<RequestId>("ack_id", Self::VT_ACK_ID, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("payload", Self::VT_PAYLOAD, true)?
+     .visit_field::<u64>("seq", Self::VT_SEQ, false)?
+     .visit_field::<bool>("redelivered", Self::VT_REDELIVERED, false)?
      .finish();
     Ok(())
   }
@@ -885,6 +915,8 @@ pub struct InboundArgs<'a> {
     pub kind: StreamKind,
     pub ack_id: Option<&'a RequestId>,
     pub payload: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+    pub seq: u64,
+    pub redelivered: bool,
 }
 impl<'a> Default for InboundArgs<'a> {
   #[inline]
@@ -895,6 +927,8 @@ impl<'a> Default for InboundArgs<'a> {
       kind: StreamKind::Control,
       ack_id: None,
       payload: None, // required field
+      seq: 0,
+      redelivered: false,
     }
   }
 }
@@ -925,6 +959,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InboundBuilder<'a, 'b, A> {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Inbound::VT_PAYLOAD, payload);
   }
   #[inline]
+  pub fn add_seq(&mut self, seq: u64) {
+    self.fbb_.push_slot::<u64>(Inbound::VT_SEQ, seq, 0);
+  }
+  #[inline]
+  pub fn add_redelivered(&mut self, redelivered: bool) {
+    self.fbb_.push_slot::<bool>(Inbound::VT_REDELIVERED, redelivered, false);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> InboundBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     InboundBuilder {
@@ -949,6 +991,8 @@ impl ::core::fmt::Debug for Inbound<'_> {
       ds.field("kind", &self.kind());
       ds.field("ack_id", &self.ack_id());
       ds.field("payload", &self.payload());
+      ds.field("seq", &self.seq());
+      ds.field("redelivered", &self.redelivered());
       ds.finish()
   }
 }
@@ -1764,6 +1808,106 @@ impl ::core::fmt::Debug for PeerEvent<'_> {
       ds.finish()
   }
 }
+pub enum ConsumedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// gossipd -> relayd: the application has these retained records (by
+/// `Inbound.seq`); relayd may forget them. Unknown or repeated seqs are
+/// ignored (idempotent).
+pub struct Consumed<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Consumed<'a> {
+  type Inner = Consumed<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Consumed<'a> {
+  pub const VT_SEQS: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Consumed { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args ConsumedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Consumed<'bldr>> {
+    let mut builder = ConsumedBuilder::new(_fbb);
+    if let Some(x) = args.seqs { builder.add_seqs(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn seqs(&self) -> ::flatbuffers::Vector<'a, u64> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u64>>>(Consumed::VT_SEQS, None).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Consumed<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u64>>>("seqs", Self::VT_SEQS, true)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct ConsumedArgs<'a> {
+    pub seqs: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u64>>>,
+}
+impl<'a> Default for ConsumedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    ConsumedArgs {
+      seqs: None, // required field
+    }
+  }
+}
+
+pub struct ConsumedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ConsumedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_seqs(&mut self, seqs: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u64>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Consumed::VT_SEQS, seqs);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ConsumedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    ConsumedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Consumed<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    self.fbb_.required(o, Consumed::VT_SEQS,"seqs");
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Consumed<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Consumed");
+      ds.field("seqs", &self.seqs());
+      ds.finish()
+  }
+}
 pub enum RelayFrameOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1911,6 +2055,20 @@ impl<'a> RelayFrame<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn msg_as_consumed(&self) -> Option<Consumed<'a>> {
+    if self.msg_type() == RelayMessage::Consumed {
+      let u = self.msg();
+      // Safety:
+      // Created from a valid Table for this object
+      // Which contains a valid union in this slot
+      Some(unsafe { Consumed::init_from_table(u) })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for RelayFrame<'_> {
@@ -1928,6 +2086,7 @@ impl ::flatbuffers::Verifiable for RelayFrame<'_> {
           RelayMessage::OutboundBatch => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<OutboundBatch>>("RelayMessage::OutboundBatch", pos),
           RelayMessage::SendResult => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<SendResult>>("RelayMessage::SendResult", pos),
           RelayMessage::PeerEvent => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<PeerEvent>>("RelayMessage::PeerEvent", pos),
+          RelayMessage::Consumed => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Consumed>>("RelayMessage::Consumed", pos),
           _ => Ok(()),
         }
      })?
@@ -2027,6 +2186,13 @@ impl ::core::fmt::Debug for RelayFrame<'_> {
         },
         RelayMessage::PeerEvent => {
           if let Some(x) = self.msg_as_peer_event() {
+            ds.field("msg", &x)
+          } else {
+            ds.field("msg", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        RelayMessage::Consumed => {
+          if let Some(x) = self.msg_as_consumed() {
             ds.field("msg", &x)
           } else {
             ds.field("msg", &"InvalidFlatbuffer: Union discriminant does not match value.")

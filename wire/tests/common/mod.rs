@@ -3,6 +3,7 @@
 //! The fuzz seed corpus is written from these same samples.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod client;
 pub mod walk;
 
 use flatbuffers::FlatBufferBuilder;
@@ -198,6 +199,8 @@ fn inbound<'a>(
             kind: relay::StreamKind::Dm,
             ack_id: Some(&relay::RequestId::new(&REQ)),
             payload: Some(payload),
+            seq: 1000 + u64::from(i),
+            redelivered: i == 1,
         },
     )
 }
@@ -301,6 +304,13 @@ pub fn relay_peer_event() -> Vec<u8> {
         },
     );
     relay_frame(&mut fbb, relay::RelayMessage::PeerEvent, m.as_union_value())
+}
+
+pub fn relay_consumed() -> Vec<u8> {
+    let mut fbb = FlatBufferBuilder::new();
+    let seqs = fbb.create_vector(&[1000u64, 1002, 7]);
+    let m = relay::Consumed::create(&mut fbb, &relay::ConsumedArgs { seqs: Some(seqs) });
+    relay_frame(&mut fbb, relay::RelayMessage::Consumed, m.as_union_value())
 }
 
 fn admin_frame(
@@ -446,6 +456,7 @@ pub fn all_samples() -> Vec<(&'static str, Vec<u8>)> {
         ("relay/outbound_batch", relay_outbound_batch()),
         ("relay/send_result", relay_send_result()),
         ("relay/peer_event", relay_peer_event()),
+        ("relay/consumed", relay_consumed()),
         ("admin/status_request", admin_status_request()),
         ("admin/status_response", admin_status_response()),
         ("admin/diag_request", admin_diag_request()),
@@ -453,4 +464,7 @@ pub fn all_samples() -> Vec<(&'static str, Vec<u8>)> {
         ("admin/command_request", admin_command_request()),
         ("admin/command_response", admin_command_response()),
     ]
+    .into_iter()
+    .chain(client::samples())
+    .collect()
 }

@@ -2,8 +2,10 @@
 //! that whatever the verifier accepts can be read without a panic. Returns a
 //! checksum of the contents so the reads are not optimised away.
 
-use wire::frame::{self, AdminSchema, ErrorSchema, HelloSchema, RelaySchema, VerifySchema};
-use wire::generated::{admin, relay, verify};
+use wire::frame::{
+    self, AdminSchema, ClientSchema, ErrorSchema, HelloSchema, RelaySchema, VerifySchema,
+};
+use wire::generated::{admin, client, relay, verify};
 
 #[derive(Default)]
 struct Acc(u64);
@@ -112,6 +114,8 @@ fn inbound(a: &mut Acc, m: relay::Inbound<'_>) {
         a.arr(id.bytes());
     }
     a.bytes(Some(m.payload()));
+    a.n(m.seq());
+    a.n(m.redelivered());
 }
 
 fn outbound(a: &mut Acc, m: relay::Outbound<'_>) {
@@ -162,6 +166,11 @@ pub fn relay(p: &[u8]) -> Option<u64> {
             a.n(m.reason().0);
             a.text(m.remote_addr());
         }
+        relay::RelayMessage::Consumed => {
+            for s in f.msg_as_consumed()?.seqs() {
+                a.n(s);
+            }
+        }
         _ => {}
     }
     Some(a.0)
@@ -211,9 +220,156 @@ pub fn admin(p: &[u8]) -> Option<u64> {
     Some(a.0)
 }
 
+pub fn client(p: &[u8]) -> Option<u64> {
+    use client::ClientMessage as M;
+    let f = frame::decode::<ClientSchema>(p).ok()?;
+    let mut a = Acc::default();
+    a.n(f.msg_type().0);
+    match f.msg_type() {
+        M::Join => {
+            let m = f.msg_as_join()?;
+            a.n(m.request_id());
+            a.text(Some(m.topic()));
+        }
+        M::Leave => {
+            let m = f.msg_as_leave()?;
+            a.n(m.request_id());
+            a.text(Some(m.topic()));
+        }
+        M::Publish => {
+            let m = f.msg_as_publish()?;
+            a.n(m.request_id());
+            a.arr(m.client_id().bytes());
+            a.text(Some(m.topic()));
+            a.bytes(Some(m.payload()));
+        }
+        M::Subscribe => {
+            let m = f.msg_as_subscribe()?;
+            a.n(m.request_id());
+            a.text(Some(m.topic()));
+        }
+        M::Unsubscribe => {
+            let m = f.msg_as_unsubscribe()?;
+            a.n(m.request_id());
+            a.n(m.subscription());
+        }
+        M::SendDm => {
+            let m = f.msg_as_send_dm()?;
+            a.n(m.request_id());
+            a.arr(m.client_id().bytes());
+            a.arr(m.peer().bytes());
+            a.bytes(Some(m.payload()));
+            a.n(m.budget_ms());
+        }
+        M::SubscribeDms => a.n(f.msg_as_subscribe_dms()?.request_id()),
+        M::AckDms => {
+            let m = f.msg_as_ack_dms()?;
+            a.n(m.request_id());
+            for id in m.ids() {
+                a.arr(id.bytes());
+            }
+        }
+        M::GetPeers => {
+            let m = f.msg_as_get_peers()?;
+            a.n(m.request_id());
+            a.text(m.topic());
+        }
+        M::GetStatus => a.n(f.msg_as_get_status()?.request_id()),
+        M::Response => {
+            let m = f.msg_as_response()?;
+            a.n(m.request_id());
+            a.n(m.status().0);
+            a.text(m.message());
+        }
+        M::Published => {
+            let m = f.msg_as_published()?;
+            a.n(m.request_id());
+            a.n(m.status().0);
+            a.text(m.message());
+            if let Some(id) = m.message_id() {
+                a.arr(id.bytes());
+            }
+            a.n(m.seqno());
+            a.n(m.replayed());
+        }
+        M::DmReceipt => {
+            let m = f.msg_as_dm_receipt()?;
+            a.n(m.request_id());
+            a.n(m.status().0);
+            a.text(m.message());
+            if let Some(id) = m.dm_id() {
+                a.arr(id.bytes());
+            }
+            a.n(m.path().0);
+            for t in m.attempts().into_iter().flatten() {
+                a.n(t.path().0);
+                a.n(t.outcome().0);
+                a.n(t.elapsed_us());
+            }
+            a.n(m.replayed());
+        }
+        M::Delivery => {
+            let m = f.msg_as_delivery()?;
+            a.n(m.subscription());
+            a.text(Some(m.topic()));
+            a.arr(m.origin().bytes());
+            a.arr(m.message_id().bytes());
+            a.n(m.seqno());
+            a.bytes(Some(m.payload()));
+            a.n(m.dropped_before());
+        }
+        M::IncomingDm => {
+            let m = f.msg_as_incoming_dm()?;
+            a.n(m.subscription());
+            a.arr(m.dm_id().bytes());
+            a.arr(m.from().bytes());
+            a.n(m.path().0);
+            a.bytes(Some(m.payload()));
+            a.n(m.redelivered());
+        }
+        M::PeersResponse => {
+            let m = f.msg_as_peers_response()?;
+            a.n(m.request_id());
+            a.n(m.status().0);
+            a.text(m.message());
+            a.text(m.topic());
+            for p in m.peers().into_iter().flatten() {
+                a.arr(p.peer().bytes());
+                a.n(p.eager());
+                a.text(p.addr());
+                a.n(p.rtt_us());
+            }
+        }
+        M::NodeStatus => {
+            let m = f.msg_as_node_status()?;
+            a.n(m.request_id());
+            a.n(m.status().0);
+            a.text(m.message());
+            if let Some(id) = m.node() {
+                a.arr(id.bytes());
+            }
+            a.text(m.version());
+            for t in m.topics().into_iter().flatten() {
+                a.text(Some(t));
+            }
+            a.n(m.connected_peers());
+            a.n(m.transport_up());
+            a.n(m.uptime_ms());
+        }
+        M::StreamEnded => {
+            let m = f.msg_as_stream_ended()?;
+            a.n(m.subscription());
+            a.n(m.status().0);
+            a.text(m.message());
+        }
+        _ => {}
+    }
+    Some(a.0)
+}
+
 /// Decodes `p` as every schema and walks whatever verifies.
 pub fn all(p: &[u8]) -> u64 {
-    [hello(p), error(p), verify(p), relay(p), admin(p)]
+    [hello(p), error(p), verify(p), relay(p), admin(p), client(p)]
         .into_iter()
         .map(|x| x.unwrap_or(0))
         .fold(0, u64::wrapping_add)
