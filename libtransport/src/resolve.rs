@@ -127,6 +127,12 @@ pub struct LookupError<E> {
     pub timed_out: bool,
 }
 
+/// One finished dial: the address and its result.
+type DialDone<D> = (
+    SocketAddr,
+    Result<<D as Dialer>::Conn, <D as Dialer>::Error>,
+);
+
 /// Resolves `peer` with every resolver in parallel and dials what they
 /// return until one address connects (see the module docs).
 pub async fn connect_any<D: Dialer>(
@@ -159,7 +165,7 @@ where
     let mut resolver_errors = Vec::new();
     let mut dial_errors = Vec::new();
     let mut dropped_addrs = 0;
-    let mut dials: JoinSet<(SocketAddr, Result<D::Conn, D::Error>)> = JoinSet::new();
+    let mut dials: JoinSet<DialDone<D>> = JoinSet::new();
     let mut next_dial = Instant::now();
     loop {
         let now = Instant::now();

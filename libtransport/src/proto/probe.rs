@@ -280,6 +280,7 @@ impl ProbeScheduler {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests own the clock
 mod tests {
     use super::*;
 

@@ -98,11 +98,12 @@ impl AddressBook {
     fn touch(&mut self, peer: PeerId) -> &mut KnownPeer {
         self.seq += 1;
         let seq = self.seq;
-        if !self.peers.contains_key(&peer) && self.peers.len() >= self.cfg.max_peers.max(1) {
-            if let Some((_, old)) = self.lru.pop_first() {
-                self.peers.remove(&old);
-                self.counters.evicted_peers += 1;
-            }
+        if !self.peers.contains_key(&peer)
+            && self.peers.len() >= self.cfg.max_peers.max(1)
+            && let Some((_, old)) = self.lru.pop_first()
+        {
+            self.peers.remove(&old);
+            self.counters.evicted_peers += 1;
         }
         let e = self.peers.entry(peer).or_insert(KnownPeer {
             addrs: Vec::new(),
@@ -570,6 +571,7 @@ impl RepairPolicy {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests own the clock
 mod tests {
     use super::*;
 

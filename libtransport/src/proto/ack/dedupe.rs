@@ -152,6 +152,7 @@ impl DedupeCache {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests own the clock
 mod tests {
     use super::*;
 

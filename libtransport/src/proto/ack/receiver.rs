@@ -510,6 +510,7 @@ impl<S: Copy + Eq + Hash> Receiver<S> {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests own the clock
 mod tests {
     use super::super::wire::Request;
     use super::*;

@@ -69,6 +69,7 @@ impl RttEstimator {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests own the clock
 mod tests {
     use super::*;
 

@@ -446,6 +446,7 @@ impl AckSend {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests own the clock
 mod tests {
     use super::*;
 

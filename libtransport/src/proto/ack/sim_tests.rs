@@ -3,6 +3,8 @@
 //! messages, a slow bounded consumer and a connection replacement. Checks
 //! the end-to-end guarantees, not single transitions.
 
+#![allow(clippy::disallowed_methods)] // the simulation owns the clock
+
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};

@@ -107,6 +107,7 @@ impl StuckDetector {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests own the clock
 mod tests {
     use super::*;
     use std::time::Duration;

@@ -267,6 +267,7 @@ impl AckSnapshot {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // tests own the clock
 mod tests {
     use super::*;
 
