@@ -35,9 +35,10 @@ impl RttEstimator {
             self.srtt = rtt;
             self.rttvar = rtt / 2;
         } else {
+            // Saturating: an absurd sample must not panic.
             let diff = self.srtt.abs_diff(rtt);
-            self.rttvar = (self.rttvar * 3 + diff) / 4;
-            self.srtt = (self.srtt * 7 + rtt) / 8;
+            self.rttvar = self.rttvar.saturating_mul(3).saturating_add(diff) / 4;
+            self.srtt = self.srtt.saturating_mul(7).saturating_add(rtt) / 8;
         }
         self.samples = self.samples.saturating_add(1);
     }
@@ -63,8 +64,11 @@ impl RttEstimator {
     /// The first-attempt timeout under `policy`.
     #[must_use]
     pub fn attempt_timeout(&self, policy: &AttemptTimeout) -> Duration {
-        let var = (self.rttvar * 4).max(Duration::from_millis(1));
-        (self.srtt + var + policy.allowance).clamp(policy.floor, policy.ceiling.max(policy.floor))
+        let var = self.rttvar.saturating_mul(4).max(Duration::from_millis(1));
+        self.srtt
+            .saturating_add(var)
+            .saturating_add(policy.allowance)
+            .clamp(policy.floor, policy.ceiling.max(policy.floor))
     }
 }
 
@@ -118,5 +122,9 @@ mod tests {
         assert!(e.srtt() < ms(101) && e.srtt() >= ms(100));
         assert!(e.rttvar() < ms(2));
         assert!(e.attempt_timeout(&p) < before);
+        // Absurd samples saturate instead of panicking.
+        e.on_sample(Duration::MAX);
+        e.on_sample(Duration::MAX);
+        assert_eq!(e.attempt_timeout(&p), p.ceiling);
     }
 }

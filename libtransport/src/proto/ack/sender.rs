@@ -271,18 +271,24 @@ impl AckSend {
         Step::Done(r)
     }
 
+    /// Marks attempt `index` answered or failed; its connection generation,
+    /// or `None` when the send is over or the attempt unknown.
+    fn settle(&mut self, index: u8) -> Option<u64> {
+        if self.done {
+            return None;
+        }
+        let a = self.attempts.get_mut(usize::from(index))?;
+        a.live = false;
+        a.timer = None;
+        Some(a.generation)
+    }
+
     /// Attempt `index`'s stream delivered `resp`. Answers on attempts the
     /// send already gave up (a replaced connection) still count.
     pub fn handle_response(&mut self, index: u8, resp: &Response, now: Instant) -> Step {
-        if self.done {
-            return Step::Wait;
-        }
-        let Some(a) = self.attempts.get_mut(usize::from(index)) else {
+        let Some(generation) = self.settle(index) else {
             return Step::Wait;
         };
-        a.live = false;
-        a.timer = None;
-        let generation = a.generation;
         if resp.id != self.id {
             return self.done(Err(AckError::WrongId));
         }
@@ -314,14 +320,9 @@ impl AckSend {
         failure: AttemptFailure,
         now: Instant,
     ) -> Step {
-        if self.done {
+        if self.settle(index).is_none() {
             return Step::Wait;
         }
-        let Some(a) = self.attempts.get_mut(usize::from(index)) else {
-            return Step::Wait;
-        };
-        a.live = false;
-        a.timer = None;
         let code = match failure {
             AttemptFailure::Malformed(e) => return self.done(Err(AckError::Malformed(e))),
             AttemptFailure::Reset(c) if c == u64::from(BUSY_CODE) => {
