@@ -4,6 +4,8 @@
 //! checks each committed seed decodes as named; with
 //! `TERN_WRITE_FUZZ_SEEDS=1` it (re)writes them first.
 
+#![allow(clippy::unwrap_used)] // seed builders are test code
+
 use std::path::PathBuf;
 use std::time::Duration;
 
