@@ -7,9 +7,12 @@
 //! receiver's `admission` (request decoded → admitted or refused) and
 //! `response_write` (response queued → written and finished).
 
+use std::hash::Hash;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+
+use super::receiver::Receiver;
 
 use super::sender::{AckError, Cause, Step};
 use super::wire::Outcome;
@@ -247,9 +250,11 @@ pub struct AckSnapshot {
 }
 
 impl AckSnapshot {
-    /// Joins both sides' statistics.
+    /// Joins the sender's statistics with the receiver's, including its
+    /// dedupe and admission occupancy.
     #[must_use]
-    pub fn new(sender: &SenderStats, receiver: &ReceiverStats) -> Self {
+    pub fn new<S: Copy + Eq + Hash>(sender: &SenderStats, rx: &Receiver<S>) -> Self {
+        let receiver = rx.stats();
         Self {
             sender: sender.counters,
             receiver: receiver.counters,
@@ -261,7 +266,9 @@ impl AckSnapshot {
                 response_write: receiver.response_write.snapshot(),
                 response_read: sender.response_read.snapshot(),
             },
-            ..Self::default()
+            dedupe_entries: rx.dedupe_len(),
+            dedupe_bytes: rx.dedupe_bytes(),
+            pending: rx.pending(),
         }
     }
 }
@@ -294,8 +301,24 @@ mod tests {
         let mut tx = SenderStats::default();
         tx.on_registered();
         tx.response_read.record(Duration::from_millis(3));
-        let snap = AckSnapshot::new(&tx, &ReceiverStats::default());
+        let mut rx = Receiver::<u32>::new(super::super::ReceiverConfig::default());
+        let req = super::super::Request::new(
+            crate::Kind::DM,
+            super::super::RequestId([1; 16]),
+            b"x",
+            false,
+        )
+        .unwrap();
+        let now = std::time::Instant::now();
+        let _ = rx.handle_request(crate::PeerId([1; 32]), 1, req.header(), now);
+        let snap = AckSnapshot::new(&tx, &rx);
         assert_eq!(snap.sender.registered, 1);
+        assert_eq!((snap.pending, snap.receiver.decoded), (1, 1));
+        assert_eq!(
+            snap.dedupe_bytes,
+            crate::proto::ack::ENTRY_BYTES,
+            "the reservation"
+        );
         assert_eq!(snap.stages.response_read.count, 1);
         let json = serde_json::to_value(snap).unwrap();
         for stage in [
