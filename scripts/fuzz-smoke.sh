@@ -7,7 +7,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-targets=(frame_decoder schema_hello schema_error schema_verify schema_relay schema_admin schema_client verify_request)
+# One target per line, so branches adding targets merge without conflict.
+targets=(
+  frame_decoder
+  schema_hello
+  schema_error
+  schema_verify
+  schema_relay
+  schema_admin
+  schema_client
+  verify_request
+  ack_message
+)
 runs="${FUZZ_SMOKE_RUNS:-3000}"
 seconds="${FUZZ_SMOKE_SECONDS:-4}"
 

@@ -7,6 +7,9 @@
 //! * [`kind`] — stream kinds, priorities, header and message framing.
 //! * [`Endpoint`] — the driver task and the handles applications use.
 //! * [`diag`] — serde diagnostics snapshot.
+//! * [`proto`] — sans-IO reliable delivery: receive-ACK, repair dials,
+//!   scavenger probes.
+//! * [`resolve`] — address lookup: resolvers queried in parallel.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), libtransport::Error> {
@@ -33,6 +36,9 @@ pub mod identity;
 pub mod io;
 pub mod kind;
 pub mod manager;
+pub mod proto;
+#[cfg(feature = "runtime")]
+pub mod resolve;
 pub mod tls;
 
 pub use bytes::Bytes;

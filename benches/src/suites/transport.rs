@@ -17,7 +17,9 @@
 //!   DM, Bytes)` into a registered kind receiver (length-prefixed messages on
 //!   one stream); quinn: the same framing on one unidirectional stream;
 //! * setup: connection establishment from a fresh client endpoint, p50/p99;
-//!   for libtransport this includes both ML-DSA-65 identity proofs.
+//!   for libtransport this includes both ML-DSA-65 identity proofs;
+//! * echo: 1 KiB request/response round trips, one bidirectional stream
+//!   each, p50/p99 (`echo_rtt_p50_us`, `quinn_echo_rtt_p50_us`).
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -28,6 +30,7 @@ use serde_json::json;
 use crate::stats::{median, quantile};
 use crate::{Outcome, SuiteOpts, Table};
 
+pub mod echo;
 pub mod ours;
 pub mod theirs;
 
@@ -42,6 +45,8 @@ pub struct Sizes {
     pub setups: usize,
     /// Repetitions of bulk and msg1k (the median is reported).
     pub reps: usize,
+    /// 1 KiB echo round trips per side.
+    pub echoes: usize,
 }
 
 impl Sizes {
@@ -53,6 +58,7 @@ impl Sizes {
                 messages: 20_000,
                 setups: 30,
                 reps: 1,
+                echoes: 500,
             }
         } else {
             Self {
@@ -60,6 +66,7 @@ impl Sizes {
                 messages: 200_000,
                 setups: 200,
                 reps: 5,
+                echoes: 5_000,
             }
         }
     }
@@ -126,12 +133,16 @@ fn paired_ratio(a: &[f64], b: &[f64]) -> f64 {
     med(&mut r)
 }
 
+fn us(d: Option<Duration>) -> f64 {
+    d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e6)
+}
+
 fn ms(d: Option<Duration>) -> f64 {
     d.map_or(f64::NAN, |d| d.as_secs_f64() * 1e3)
 }
 
 /// Runs one side of one case alone, for profiling (`perf record` on the
-/// process sees only that work). Cases: `{ours,quinn}:{bulk,bulk-nogso,msg1k,setup}`.
+/// process sees only that work). Cases: `{ours,quinn}:{bulk,bulk-nogso,msg1k,setup,echo}`.
 fn single(case: &str, sizes: Sizes) -> Result<Outcome> {
     let value = match case {
         "ours:bulk" => ours::bulk(sizes.bulk_bytes, true, ours::Backend::Tokio)?.gbps,
@@ -143,6 +154,8 @@ fn single(case: &str, sizes: Sizes) -> Result<Outcome> {
         "quinn:bulk-nogso" => theirs::bulk(sizes.bulk_bytes, false)?,
         "quinn:msg1k" => theirs::msg1k(sizes.messages)?.per_s,
         "quinn:setup" => ms(quantile(&mut theirs::setup(sizes.setups)?, 0.5)),
+        "ours:echo" => us(quantile(&mut echo::ours(sizes.echoes)?, 0.5)),
+        "quinn:echo" => us(quantile(&mut echo::theirs(sizes.echoes)?, 0.5)),
         other => anyhow::bail!("unknown transport case {other:?}"),
     };
     let mut t = Table::new(format!("transport {case} (alone)"), &["case", "value"]);
@@ -154,7 +167,7 @@ fn single(case: &str, sizes: Sizes) -> Result<Outcome> {
 }
 
 /// Runs the suite. An extra argument names one case to run alone, for
-/// profiling: `{ours,quinn}:{bulk,bulk-nogso,msg1k,setup}`.
+/// profiling: `{ours,quinn}:{bulk,bulk-nogso,msg1k,setup,echo}`.
 pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     let sizes = Sizes::new(opts.quick);
     if let Some(case) = opts.args.first() {
@@ -313,12 +326,52 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     json_all.insert("setup_p50_ms".into(), json!(o50));
     json_all.insert("quinn_setup_p50_ms".into(), json!(q50));
 
+    echo_case(sizes, &mut out, &mut json_all)?;
+
     json_all.insert("case".into(), json!("summary"));
     json_all.insert("bulk_bytes".into(), json!(sizes.bulk_bytes));
     json_all.insert("messages".into(), json!(sizes.messages));
     json_all.insert("quick".into(), json!(opts.quick));
     out.json.push(serde_json::Value::Object(json_all));
     Ok(out)
+}
+
+/// 1 KiB bidirectional echo round trips, libtransport and quinn in
+/// alternating blocks of a fifth of the samples each (same background load).
+fn echo_case(
+    sizes: Sizes,
+    out: &mut Outcome,
+    json_all: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    let block = sizes.echoes.div_ceil(5);
+    let (mut o, mut q) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        o.extend(echo::ours(block)?);
+        q.extend(echo::theirs(block)?);
+    }
+    let (o50, o99) = (us(quantile(&mut o, 0.5)), us(quantile(&mut o, 0.99)));
+    let (q50, q99) = (us(quantile(&mut q, 0.5)), us(quantile(&mut q, 0.99)));
+    let mut t = Table::new(
+        format!(
+            "transport echo: {} round trips of a {} B payload on one bidi stream each",
+            o.len(),
+            echo::PAYLOAD
+        ),
+        &["side", "p50 µs", "p99 µs"],
+    );
+    t.row(&[
+        "libtransport".into(),
+        format!("{o50:.1}"),
+        format!("{o99:.1}"),
+    ]);
+    t.row(&["quinn".into(), format!("{q50:.1}"), format!("{q99:.1}")]);
+    out.tables.push(t);
+    out.json.push(json!({"case": "echo", "p50_us": o50, "p99_us": o99, "quinn_p50_us": q50, "quinn_p99_us": q99}));
+    json_all.insert("echo_rtt_p50_us".into(), json!(o50));
+    json_all.insert("echo_rtt_p99_us".into(), json!(o99));
+    json_all.insert("quinn_echo_rtt_p50_us".into(), json!(q50));
+    json_all.insert("quinn_echo_rtt_p99_us".into(), json!(q99));
+    Ok(())
 }
 
 /// Times `f` (which must finish the transfer before returning).

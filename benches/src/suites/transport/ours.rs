@@ -17,7 +17,7 @@ pub enum Backend {
     Uring,
 }
 
-fn endpoint(config: Config, backend: Backend) -> Result<Endpoint> {
+pub(super) fn endpoint(config: Config, backend: Backend) -> Result<Endpoint> {
     let id = Identity::generate()?;
     match backend {
         Backend::Tokio => Ok(Endpoint::bind(loopback(), id, config)?),
@@ -32,7 +32,7 @@ fn endpoint(config: Config, backend: Backend) -> Result<Endpoint> {
 }
 
 /// Connects `client` to `server`; returns the server's PeerId.
-async fn dial(client: &Endpoint, server: &Endpoint) -> Result<PeerId> {
+pub(super) async fn dial(client: &Endpoint, server: &Endpoint) -> Result<PeerId> {
     let peer = server.peer_id();
     client
         .connect(server.local_addr(), peer)

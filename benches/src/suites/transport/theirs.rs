@@ -17,7 +17,7 @@ fn transport(gso: bool) -> Arc<quinn::TransportConfig> {
 }
 
 /// A server and a client endpoint on loopback.
-fn pair(gso: bool) -> Result<(quinn::Endpoint, quinn::Endpoint)> {
+pub(super) fn pair(gso: bool) -> Result<(quinn::Endpoint, quinn::Endpoint)> {
     let (server_cfg, client_cfg) = configs(gso)?;
     let server = quinn::Endpoint::server(server_cfg, loopback())?;
     let mut client = quinn::Endpoint::client(loopback())?;
@@ -36,7 +36,7 @@ fn configs(gso: bool) -> Result<(quinn::ServerConfig, quinn::ClientConfig)> {
     Ok((server, client))
 }
 
-async fn connect(
+pub(super) async fn connect(
     server: &quinn::Endpoint,
     client: &quinn::Endpoint,
 ) -> Result<(quinn::Connection, quinn::Connection)> {

@@ -1,0 +1,8 @@
+//! The sans-IO protocol layer: state machines that take inputs and `now`
+//! and return outputs. Builds without the `runtime` feature (no tokio, no
+//! sockets, no clock).
+
+// Reliable delivery — receive-ACK, repair dials, scavenger probes.
+pub mod ack;
+pub mod probe;
+pub mod repair;
