@@ -154,6 +154,9 @@ pub struct Counters {
     pub reset_queue_full: u64,
     /// Lifecycle events dropped because nobody read them.
     pub events_dropped: u64,
+    /// Finished streams `close`/`wait_idle` gave up on: the drain bound
+    /// expired or their connection ended before the peer acknowledged them.
+    pub drain_unacknowledged: u64,
 }
 
 /// A kind's receive queue.
@@ -262,6 +265,8 @@ pub(crate) struct OutStream {
     /// Small messages not yet handed to quinn-proto, back to back.
     pub(crate) acc: BytesMut,
     pub(crate) finish_when_flushed: bool,
+    /// `finish` was called on the quinn-proto stream.
+    pub(crate) finished: bool,
     pub(crate) waiters: Vec<Waker>,
 }
 
@@ -273,6 +278,7 @@ impl OutStream {
             pending_bytes: 0,
             acc: BytesMut::new(),
             finish_when_flushed: false,
+            finished: false,
             waiters: Vec::new(),
         }
     }
@@ -328,6 +334,11 @@ pub(crate) struct Conn {
     pub(crate) dirty: bool,
     /// Messages were queued on `out_kinds` since the driver last flushed.
     pub(crate) out_dirty: bool,
+    /// Send streams we finished (message streams rotated by a drain, and
+    /// application streams finished or dropped) whose data the peer has not
+    /// acknowledged yet; `wait_idle` and `close` wait for this to empty.
+    /// Bounded by the stream limits: every entry is an open send stream.
+    pub(crate) finishing: HashMap<StreamId, Option<Kind>>,
 }
 
 impl Conn {
@@ -359,6 +370,7 @@ impl Conn {
             timer: None,
             dirty: true,
             out_dirty: false,
+            finishing: HashMap::default(),
         }
     }
 
@@ -401,7 +413,18 @@ pub(crate) struct State {
     pub(crate) config: Config,
     pub(crate) client_config: quinn_proto::ClientConfig,
     pub(crate) next_uid: u64,
+    /// Every connection was closed; the driver stops once they drained.
     pub(crate) shutdown: bool,
+    /// A graceful close is draining: no new sends, streams, dials or
+    /// incoming connections; the live connections stay open until their
+    /// finished streams are acknowledged (or the drain bound expires).
+    pub(crate) closing: bool,
+    /// Tasks in `wait_idle`/`close` waiting for streams to leave
+    /// `Conn::finishing` (one per waiting task).
+    pub(crate) idle_waiters: Vec<Waker>,
+    /// Tasks waiting for the driver to stop (`close`, `closed`); apart from
+    /// `event_waker`, so an event reader does not displace them.
+    pub(crate) stop_waiters: Vec<Waker>,
     pub(crate) driver_done: bool,
     pub(crate) backend: &'static str,
     pub(crate) max_gso_segments: usize,
@@ -451,6 +474,23 @@ impl State {
         for c in self.conns.values_mut() {
             c.wake_all();
         }
+        self.wake_idle();
+        for w in self.stop_waiters.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Wakes the tasks waiting for finished streams to be acknowledged.
+    pub(crate) fn wake_idle(&mut self) {
+        for w in self.idle_waiters.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Whether new work (sends, streams, dials, incoming connections) is
+    /// accepted: not after `close` began or the endpoint shut down.
+    pub(crate) fn open_for_work(&self) -> bool {
+        !self.shutdown && !self.closing
     }
 
     pub(crate) fn wake_peer(&mut self, peer: &PeerId) {
