@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::identity::{Identity, PeerId, Role, Verified};
 use crate::kind::{Kind, KindConfig, StreamReject};
 use crate::manager::Manager;
+use crate::proto::stream::StreamDecoder;
 
 /// A fast multiplicative hasher for the driver's small internal keys
 /// (connection handles, stream ids, kinds, PeerIds). None of them lets a
@@ -222,16 +223,8 @@ pub(crate) enum Phase {
 #[derive(Debug)]
 pub(crate) struct InStream {
     pub(crate) bi: bool,
-    pub(crate) header: [u8; 2],
-    pub(crate) header_len: usize,
-    pub(crate) kind: Option<Kind>,
-    pub(crate) max_message: u32,
-    /// Bytes of the current length prefix.
-    pub(crate) prefix: [u8; 4],
-    pub(crate) prefix_len: usize,
-    /// Remaining payload of the current message when it spans chunks.
-    pub(crate) want: usize,
-    pub(crate) partial: BytesMut,
+    /// Header, length prefixes and message reassembly.
+    pub(crate) dec: StreamDecoder,
     /// Rest of the last chunk read (at most one received frame).
     pub(crate) leftover: Bytes,
     pub(crate) blocked: bool,
@@ -241,14 +234,11 @@ impl InStream {
     pub(crate) fn new(bi: bool) -> Self {
         Self {
             bi,
-            header: [0; 2],
-            header_len: 0,
-            kind: None,
-            max_message: 0,
-            prefix: [0; 4],
-            prefix_len: 0,
-            want: 0,
-            partial: BytesMut::new(),
+            dec: if bi {
+                StreamDecoder::bi()
+            } else {
+                StreamDecoder::uni()
+            },
             leftover: Bytes::new(),
             blocked: false,
         }

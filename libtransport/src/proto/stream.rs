@@ -190,11 +190,7 @@ impl StreamDecoder {
             }
             match self.phase {
                 Phase::Header => {
-                    let take = (HEADER_LEN - self.have).min(chunk.len());
-                    let bytes = chunk.split_to(take);
-                    self.header[self.have..self.have + take].copy_from_slice(&bytes);
-                    self.have += take;
-                    if self.have < HEADER_LEN {
+                    if !fill(&mut self.header, &mut self.have, chunk) {
                         continue;
                     }
                     let max = limit.take().and_then(|f| f(Kind(self.header[0])));
@@ -211,11 +207,7 @@ impl StreamDecoder {
                     return Ok(Some(Frame::Header(k)));
                 }
                 Phase::Prefix => {
-                    let take = (LEN_PREFIX - self.have).min(chunk.len());
-                    let bytes = chunk.split_to(take);
-                    self.prefix[self.have..self.have + take].copy_from_slice(&bytes);
-                    self.have += take;
-                    if self.have < LEN_PREFIX {
+                    if !fill(&mut self.prefix, &mut self.have, chunk) {
                         continue;
                     }
                     self.want = kind::check_len(self.prefix, self.max).map_err(|r| self.fail(r))?;
@@ -277,6 +269,15 @@ impl StreamDecoder {
         self.partial = BytesMut::new();
         r
     }
+}
+
+/// Moves bytes from `chunk` into the fixed field `buf`, of which `have`
+/// are filled; `true` once it is full.
+fn fill(buf: &mut [u8], have: &mut usize, chunk: &mut Bytes) -> bool {
+    let take = (buf.len() - *have).min(chunk.len());
+    buf[*have..*have + take].copy_from_slice(&chunk.split_to(take));
+    *have += take;
+    *have == buf.len()
 }
 
 #[cfg(test)]
