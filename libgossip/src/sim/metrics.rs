@@ -342,7 +342,10 @@ mod tests {
         let rounds = RoundReport::tally(2, &[msg(0, 1, 1, 1), msg(5, 19, 19, 2)]);
         assert_eq!(rounds[0].rmr_iroh(), None);
         assert_eq!(rounds[0].ldh_iroh(), Some(0.0));
-        assert_eq!(rounds[1].messages, 0, "a message of an unknown round is ignored");
+        assert_eq!(
+            rounds[1].messages, 0,
+            "a message of an unknown round is ignored"
+        );
         assert_eq!(RoundMeans::of(&rounds), RoundMeans::default());
     }
 
