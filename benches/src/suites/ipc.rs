@@ -33,7 +33,7 @@
 //! rate): more bytes in flight fall out of the caches before they are read.
 //!
 //! `idle-sessions=N` measures something else and only that: the resident
-//! memory of `N` idle verifyd-sized ring sessions ([`idle`]).
+//! memory of `N` idle verifyd-sized ring sessions (the private `idle` module).
 
 mod idle;
 
