@@ -2,8 +2,9 @@
 //! local client — slow, idle, greedy or hostile — can stall, starve or stop
 //! a daemon.
 //!
-//! One core, used by verifyd now and by relayd and gossipd next, instead of
-//! three accept loops each with its own holes. It is async on tokio: an
+//! One core for verifyd, relayd and gossipd, instead of three accept loops
+//! each with its own holes. No daemon serves on it yet: verifyd moves onto
+//! it first, with the attack tests that prove the limits. It is async on tokio: an
 //! idle connection costs a task and a socket, never a thread.
 //!
 //! * [`registry`] — the daemon-wide table of connections: a cap per
@@ -51,7 +52,8 @@
 //! # }
 //! ```
 //!
-//! Design and measured numbers: `docs/adr/0003-server-core.md`.
+//! Design: this page and the module docs; the ADR with measured numbers
+//! comes with verifyd's move onto the core.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
