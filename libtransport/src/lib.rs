@@ -11,6 +11,12 @@
 //!   scavenger probes.
 //! * [`resolve`] — address lookup: resolvers queried in parallel.
 //!
+//! Features: `runtime` (default) — the tokio driver, endpoint and I/O
+//! backends; without it only the sans-IO parts build. `uring` — the
+//! io_uring backend (Linux). `test-util` — test helpers kept out of
+//! production builds: the in-process `io::mem` network and
+//! `Config::withhold_proof_for_tests`.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), libtransport::Error> {
 //! use libtransport::{Config, Endpoint, Identity, Kind, KindConfig};

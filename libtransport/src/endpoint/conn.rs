@@ -105,7 +105,10 @@ fn peer_role(r: Role) -> Role {
 fn on_connected(st: &mut State, ch: ConnectionHandle, now: Instant) {
     let identity = st.identity.clone();
     let epoch = st.epoch;
+    #[cfg(feature = "test-util")]
     let withhold = st.config.withhold_proof_for_tests;
+    #[cfg(not(feature = "test-util"))]
+    let withhold = false;
     let deadline = now + st.config.identity_timeout;
     let Some(c) = st.conns.get_mut(&ch) else {
         return;
