@@ -29,6 +29,7 @@
 //! ```
 // No unsafe anywhere, except the io_uring backend (feature `uring`), which
 // opts in at its module with `allow(unsafe_code)` and `// SAFETY:` comments.
+#![warn(missing_docs, unreachable_pub)]
 #![cfg_attr(not(feature = "uring"), forbid(unsafe_code))]
 #![cfg_attr(feature = "uring", deny(unsafe_code))]
 
@@ -56,3 +57,7 @@ pub use endpoint::{
 };
 pub use identity::{Identity, PeerId};
 pub use kind::{Kind, KindConfig, Overflow};
+/// The QUIC state machine this crate drives, re-exported because its types
+/// are in this API (`tls::configs`, the source of `Error::Connect`), so a
+/// caller names them at the same version.
+pub use quinn_proto;
