@@ -11,6 +11,7 @@ use libgossip::proto::{
     TopicId, Verdict, VerifyRequest,
 };
 use libgossip::sim::{SimCrypto, StubCrypto};
+use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 const C: StubCrypto = StubCrypto { seed: 9 };
@@ -488,9 +489,12 @@ fn queue_behind_stuck_peer_is_bounded_and_flushed_on_cooling() {
     cfg.send_queue.per_peer_items = 16;
     let mut a = with_eager_peer(cfg, topic, peer, now);
     let mut sent = Vec::new();
+    let mut published = Vec::new();
     for i in 0..100u32 {
-        a.publish(topic, Bytes::from(i.to_be_bytes().to_vec()), now)
-            .unwrap();
+        published.push(
+            a.publish(topic, Bytes::from(i.to_be_bytes().to_vec()), now)
+                .unwrap(),
+        );
         for o in drain(&mut a) {
             if let Output::Transmit(tr) = o {
                 sent.push((tr.id, tr.timeout));
@@ -508,11 +512,26 @@ fn queue_behind_stuck_peer_is_bounded_and_flushed_on_cooling() {
     assert!(p.score.budget_exhausted < 0.0, "overflow lowers the score");
     // Dropped pushes are announced instead.
     a.handle_timeout(now + Duration::from_millis(30));
-    let ihaves: usize = drain(&mut a)
-        .iter()
-        .filter(|o| matches!(o, Output::Transmit(t) if matches!(t.msg.body, Body::IHave(_))))
-        .count();
-    assert!(ihaves > 0 || a.snapshot(now).over_budget_by_kind[1].1 > 0);
+    let ihaves: Vec<_> = drain(&mut a)
+        .into_iter()
+        .filter_map(|o| match o {
+            Output::Transmit(t) => match t.msg.body {
+                Body::IHave(e) => Some((t.to, e)),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    // Pushes went out oldest first, the next 16 wait in the queue, and the
+    // rest were dropped: exactly those are announced, once, to the peer.
+    let dropped: BTreeSet<MessageId> = published[sent.len() + 16..].iter().copied().collect();
+    assert_eq!(dropped.len() as u64, s.dropped_full.iter().sum::<u64>());
+    assert_eq!(ihaves.len(), 1, "one IHAVE batch: {ihaves:?}");
+    let (to, entries) = &ihaves[0];
+    assert_eq!(*to, peer);
+    let announced: BTreeSet<MessageId> = entries.iter().map(|e| e.id).collect();
+    assert_eq!(announced.len(), entries.len(), "no id announced twice");
+    assert_eq!(announced, dropped, "dropped pushes are announced instead");
     // Every send in flight times out: the pair is cooled, the queue flushed.
     let mut t = now;
     for (id, timeout) in sent {

@@ -190,38 +190,45 @@ fn graft_respects_backoff() {
     assert_eq!(h.graft_gate(7, 0, graft_after), GraftGate::Allowed);
 }
 
-/// G9: a full budget refuses the send without consuming the probe.
+/// G9: a full budget refuses the send without consuming the probe: the
+/// cooled pair's probe stays due through every over-budget refusal, and the
+/// first send after the window frees is that probe (and only one).
 #[test]
 fn over_budget_does_not_consume_probe() {
     let mut h = Health::new(HealthParams::default());
     let t0 = Instant::now();
-    // Fill the window with sends on topic 1 that never complete.
-    let mut held = Vec::new();
-    while let SendDecision::Send { ticket, .. } = h.begin_send(3, 1, SendKind::IHave, t0) {
-        held.push(ticket);
-    }
-    // Cool the pair (3, topic 0) directly through outcomes of earlier sends.
-    let mut h2 = Health::new(HealthParams::default());
+    // Cool the pair (3, topic 0) through timeouts.
     for i in 0..3 {
-        let SendDecision::Send { ticket, .. } = h2.begin_send(3, 0, SendKind::Eager, t0 + ms(i))
+        let SendDecision::Send { ticket, .. } = h.begin_send(3, 0, SendKind::Eager, t0 + ms(i))
         else {
-            panic!()
+            panic!("send {i} refused before cooling")
         };
-        h2.on_send_outcome(ticket, SendOutcome::Timeout, t0 + ms(i));
+        h.on_send_outcome(ticket, SendOutcome::Timeout, t0 + ms(i));
     }
     let due = t0 + ms(2) + CoolingParams::default().base_cooldown;
+    // Before the cooldown ends the pair is suppressed, not probing.
+    assert!(matches!(
+        h.begin_send(3, 0, SendKind::Eager, due - ms(1)),
+        SendDecision::Suppressed { .. }
+    ));
+    // Saturate peer 3's window with another topic (allowed there).
     let mut tickets = Vec::new();
-    // Saturate h2's budget for peer 3 with another topic (allowed there).
-    while let SendDecision::Send { ticket, .. } = h2.begin_send(3, 1, SendKind::IHave, due) {
+    while let SendDecision::Send { ticket, .. } = h.begin_send(3, 1, SendKind::IHave, due) {
         tickets.push(ticket);
     }
-    assert_eq!(
-        h2.begin_send(3, 0, SendKind::Eager, due),
-        SendDecision::OverBudget
-    );
-    // The core drops the work (its queue is full, say) and says so.
-    h2.on_budget_overflow(3, due);
-    let snap = h2.snapshot(due);
+    assert!(!tickets.is_empty(), "topic 1 was never cooled");
+    assert_eq!(h.snapshot(due).suppressed[0].probe, ProbeState::Due);
+    // Refused again and again while the window is full; the core drops the
+    // work (its queue is full, say) and says so.
+    for _ in 0..5 {
+        assert_eq!(
+            h.begin_send(3, 0, SendKind::Eager, due),
+            SendDecision::OverBudget
+        );
+        h.on_budget_overflow(3, due);
+    }
+    let snap = h.snapshot(due);
+    assert_eq!(snap.suppressed.len(), 1);
     assert_eq!(
         snap.suppressed[0].probe,
         ProbeState::Due,
@@ -232,13 +239,20 @@ fn over_budget_does_not_consume_probe() {
         "dropped work feeds the score"
     );
     for t in tickets {
-        h2.on_send_outcome(t, SendOutcome::Ok { latency: ms(5) }, due);
+        h.on_send_outcome(t, SendOutcome::Ok { latency: ms(5) }, due);
     }
-    let SendDecision::Send { ticket, .. } = h2.begin_send(3, 0, SendKind::Eager, due) else {
-        panic!()
+    let SendDecision::Send { ticket, .. } = h.begin_send(3, 0, SendKind::Eager, due) else {
+        panic!("probe refused once the window freed")
     };
-    assert!(ticket.is_probe());
-    drop(held);
+    assert!(
+        ticket.is_probe(),
+        "the first send after the window frees is the probe"
+    );
+    // One probe at a time: the next send waits for the probe's outcome.
+    assert!(matches!(
+        h.begin_send(3, 0, SendKind::Eager, due),
+        SendDecision::Suppressed { .. }
+    ));
     drop(ticket);
 }
 
