@@ -5,6 +5,8 @@
 //!
 //! * [`backend`] — the ML-DSA-65 implementations behind one trait, and the
 //!   size rules every path shares;
+//! * [`calibrate`] — start-up timing of every backend built in, to pick the
+//!   fastest for this CPU;
 //! * [`keys`] — the bounded cache of decoded public keys, addressed by key id;
 //! * [`sched`] — the sans-IO scheduler: admission (`Busy`), fair gathering of
 //!   items from all clients into batches, adaptive delay and admission limit;
@@ -24,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod backend;
+pub mod calibrate;
 pub mod client;
 pub mod fixtures;
 pub mod keys;

@@ -3,7 +3,12 @@
 //! ```text
 //! verifyd [--socket PATH] [--admin-socket PATH] [--metrics-listen 127.0.0.1:9464]
 //!         [--threads N] [--backend aws-lc|rustcrypto|libcrux|pqcrypto] [--key-capacity N]
+//!         [--no-calibrate] [--calibrate-budget-ms N]
 //! ```
+//!
+//! Without `--backend`, the daemon times every backend built in on a small
+//! corpus at start (about 300 ms; see `verifyd::calibrate`) and uses the
+//! fastest; `--no-calibrate` skips that and uses the default (aws-lc).
 //!
 //! `libcrux` and `pqcrypto` exist only when built with the cargo feature of
 //! the same name.
@@ -36,9 +41,16 @@ struct Cli {
     /// Worker threads [default: number of cores].
     #[arg(long, env = "TERN_VERIFYD_THREADS")]
     threads: Option<usize>,
-    /// ML-DSA-65 implementation.
-    #[arg(long, env = "TERN_VERIFYD_BACKEND", default_value = "aws-lc")]
-    backend: BackendKind,
+    /// ML-DSA-65 implementation [default: the fastest one measured at start].
+    #[arg(long, env = "TERN_VERIFYD_BACKEND")]
+    backend: Option<BackendKind>,
+    /// Skip the start-up calibration and use the default backend (aws-lc)
+    /// unless `--backend` names one.
+    #[arg(long, env = "TERN_VERIFYD_NO_CALIBRATE")]
+    no_calibrate: bool,
+    /// Time budget of the start-up calibration, milliseconds.
+    #[arg(long, default_value_t = 300)]
+    calibrate_budget_ms: u64,
     /// Decoded keys kept in the cache.
     #[arg(long, default_value_t = 65_536)]
     key_capacity: usize,
@@ -80,7 +92,7 @@ fn main() -> Result<()> {
     }
     cfg.admin_socket = Some(admin);
     cfg.metrics_listen = cli.metrics_listen;
-    cfg.backend = cli.backend;
+    cfg.backend = choose_backend(cli.backend, cli.no_calibrate, cli.calibrate_budget_ms)?;
     cfg.key_capacity = cli.key_capacity;
     cfg.drain_deadline = Duration::from_secs(cli.drain_deadline_s);
     cfg.ring_capacity = if cli.no_shm { 0 } else { cli.ring_capacity };
@@ -116,4 +128,34 @@ fn main() -> Result<()> {
         })?;
     server.run().context("serving")?;
     Ok(())
+}
+
+/// The backend named on the command line, else the default when calibration
+/// is off, else the fastest one measured now.
+fn choose_backend(
+    named: Option<BackendKind>,
+    no_calibrate: bool,
+    budget_ms: u64,
+) -> Result<BackendKind> {
+    if let Some(kind) = named {
+        tracing::info!(backend = %kind, "backend named on the command line; not calibrating");
+        return Ok(kind);
+    }
+    if no_calibrate {
+        tracing::info!(backend = %BackendKind::DEFAULT, "calibration off; default backend");
+        return Ok(BackendKind::DEFAULT);
+    }
+    let budget = Duration::from_millis(budget_ms);
+    let cal = verifyd::calibrate::calibrate_built_in(budget).context("calibrating backends")?;
+    for t in &cal.timings {
+        tracing::info!(
+            backend = %t.backend,
+            verify_ns = t.verify_ns,
+            rounds = t.rounds,
+            excluded = t.excluded.as_deref(),
+            "calibration"
+        );
+    }
+    tracing::info!(picked = %cal.picked, elapsed_ms = cal.elapsed_ms, "calibrated");
+    Ok(cal.picked)
 }

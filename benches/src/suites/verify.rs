@@ -276,7 +276,10 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     } else {
         (Duration::from_millis(400), 7, 500)
     };
-    let chosen = BackendKind::DEFAULT;
+    // The backend verifyd itself would pick here: the same start-up
+    // calibration the daemon runs without `--backend`, on this machine, now.
+    let calibration = verifyd::calibrate::calibrate_built_in(verifyd::calibrate::DEFAULT_BUDGET)?;
+    let chosen = calibration.picked;
     let (items, truth) = workload(1024)?;
     anyhow::ensure!(truth.iter().all(|v| *v == Verdict::Valid));
 
@@ -393,6 +396,18 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         .iter()
         .find(|b| b.0 == chosen)
         .map_or(0.0, |b| b.1);
+    let verify_us_by_backend: serde_json::Map<String, serde_json::Value> = per_backend
+        .iter()
+        .map(|(k, c, _)| (k.name().to_owned(), json!(1e6 / c)))
+        .collect();
+    let calibration_us_by_backend: serde_json::Map<String, serde_json::Value> = calibration
+        .timings
+        .iter()
+        .map(|t| {
+            let us = t.verify_ns.map(|ns| ns as f64 / 1e3);
+            (t.backend.name().to_owned(), json!(us))
+        })
+        .collect();
     let (in1, in2) = (m("inproc_1t"), m("inproc_2t"));
     let (v1_16, v1_256, v2_16, v2_256, v2_1) = (
         m("verifyd_1t_b16"),
@@ -593,6 +608,13 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     let mut json = json!({
         "suite": "verify",
         "backend": chosen.name(),
+        // What start-up calibration picked (the daemons here run it), each
+        // backend's µs per verification from this suite's own single-core
+        // runs, and the picked backend's rate ÷ the fastest backend's rate.
+        "picked_backend": chosen.name(),
+        "verify_us_by_backend": verify_us_by_backend,
+        "calibration_verify_us_by_backend": calibration_us_by_backend,
+        "calibration_ms": calibration.elapsed_ms,
         "verify_us": verify_us,
         "backends": per_backend.iter().map(|(k, c, b)| json!({"backend": k.name(), "items_per_s": c, "verify_us": 1e6 / c, "from_bytes_us": b})).collect::<Vec<_>>(),
         "chosen_vs_fastest": chosen_rate / fastest.max(1e-9),
