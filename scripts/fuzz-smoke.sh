@@ -18,6 +18,7 @@ targets=(
   schema_client
   verify_request
   ack_message
+  stream_decoder
 )
 runs="${FUZZ_SMOKE_RUNS:-3000}"
 seconds="${FUZZ_SMOKE_SECONDS:-4}"

@@ -6,13 +6,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (STYLE.md)
 
 use bytes::Bytes;
+use libgossip::proto::store::entry_overhead;
 use libgossip::proto::{
-    Body, Config, Gossip, Message, Node, Output, PeerId, SendOutcome, Snapshot, TopicId,
-    payload_hash, signed_bytes,
+    Body, Config, Gossip, IHaveEntry, Message, MessageId, Node, Output, PeerId, SendOutcome,
+    Snapshot, TopicId, payload_hash, signed_bytes,
 };
 use libgossip::sim::soak::{SOAK_STEP, SoakLoad, SoakParams};
 use libgossip::sim::{SimCrypto, StubCrypto};
 use sha2::{Digest, Sha256};
+use std::mem::size_of;
 use std::time::{Duration, Instant};
 
 const C: StubCrypto = StubCrypto { seed: 16 };
@@ -22,8 +24,6 @@ const STEP: Duration = SOAK_STEP;
 const STEPS: u64 = 72_000;
 /// A checkpoint every five simulated minutes.
 const CHECK_EVERY: u64 = 3_000;
-/// Bytes charged per seen id by the cache (id + per-entry overhead).
-const SEEN_ENTRY: usize = 32 + 96;
 /// 50 genuine messages/s from 300 origins (several times `origins_max` and
 /// `key_cache`), an IHAVE flood of 64 phantom ids every other step (320/s),
 /// and every 5 s a phantom digest from one of 1,440 distinct strangers.
@@ -75,20 +75,24 @@ fn check_bounds(cfg: &Config, s: &Snapshot) -> Point {
     let t = &s.topics[0];
     let lazy_cap = cfg.list_max * cfg.active_view;
     let missing_cap = cfg.list_max * 4;
-    let seen_cap = cfg.seen_max * SEEN_ENTRY;
+    // Bytes the seen cache charges per id: its table slots at their worst
+    // load, so the charge bounds the real tables.
+    let seen_cap = cfg.seen_max * entry_overhead::<MessageId, ()>();
     assert!(t.evictions.store.bytes <= cfg.store_max_bytes, "{t:?}");
     assert!(t.evictions.seen.bytes <= seen_cap, "{t:?}");
     assert!(t.seen <= cfg.seen_max, "{t:?}");
     assert!(t.missing <= missing_cap, "{t:?}");
     assert!(t.active <= cfg.active_view && t.passive <= cfg.passive_view);
-    // Everything `state_bytes` charges, each at its cap.
-    let state_cap = cfg.store_max_bytes
-        + seen_cap
-        + cfg.active_view * 40
-        + cfg.passive_view * 32
-        + lazy_cap * 70
-        + missing_cap * 120
-        + cfg.origins_max * 48;
+    // Everything `state_bytes` counts (heap bytes, tables at their allocated
+    // capacity), each at its cap: the store and seen cache within their byte
+    // budgets (which bound their tables), the other tables at up to 16/7 of
+    // their entry bound (hash-table slack; a missing entry also holds two
+    // short lists of announcers).
+    let small_tables = (2 * cfg.active_view + cfg.passive_view) * 128
+        + 2 * lazy_cap * size_of::<(PeerId, IHaveEntry)>()
+        + missing_cap * 1024
+        + cfg.origins_max * 128;
+    let state_cap = cfg.store_max_bytes + seen_cap + small_tables;
     assert!(
         t.state_bytes <= state_cap,
         "{} > {state_cap}",

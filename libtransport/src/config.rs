@@ -45,6 +45,11 @@ pub struct Config {
     /// Bytes a message kind may have queued for sending on one connection
     /// before `send` waits. Default 4 MiB.
     pub send_queue_bytes: usize,
+    /// Longest [`crate::Endpoint::close`] / [`crate::Endpoint::wait_idle`]
+    /// wait for the peers to acknowledge queued data. It ends early as soon
+    /// as everything is acknowledged; it only runs out against a peer that
+    /// is gone or does not read. Default 5 s.
+    pub drain_timeout: Duration,
     /// Misbehave: never send the identity proof. Only for tests of the
     /// peer's proof timeout.
     #[doc(hidden)]
@@ -68,6 +73,7 @@ impl Default for Config {
             gso: true,
             event_queue: 4096,
             send_queue_bytes: 4 << 20,
+            drain_timeout: Duration::from_secs(5),
             withhold_proof_for_tests: false,
         }
     }
@@ -90,6 +96,12 @@ impl Config {
     #[must_use]
     pub fn identity_timeout(mut self, d: Duration) -> Self {
         self.identity_timeout = d;
+        self
+    }
+    /// Sets the drain bound of `close` and `wait_idle`.
+    #[must_use]
+    pub fn drain_timeout(mut self, d: Duration) -> Self {
+        self.drain_timeout = d;
         self
     }
     /// Sets the initial MTU.

@@ -109,7 +109,7 @@ pub(crate) fn snapshot(shared: &Shared) -> Diagnostics {
         .map(|c| {
             let mut incoming = BTreeMap::new();
             for s in c.in_streams.values() {
-                if let Some(k) = s.kind {
+                if let Some(k) = s.dec.kind() {
                     *incoming.entry(k.0).or_default() += 1;
                 }
             }

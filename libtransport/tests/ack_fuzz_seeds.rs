@@ -6,7 +6,8 @@
 
 #![allow(clippy::unwrap_used)] // seed builders are test code
 
-use std::path::PathBuf;
+mod seed_support;
+
 use std::time::Duration;
 
 use libtransport::Kind;
@@ -120,26 +121,9 @@ fn decode(seed: &[u8]) -> Result<(), AckWireError> {
 /// R1: the committed corpus is current and every seed decodes as named.
 #[test]
 fn ack_message_seeds_decode_as_named() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/ack_message");
-    let write = std::env::var_os("TERN_WRITE_FUZZ_SEEDS").is_some();
-    if write {
-        std::fs::create_dir_all(&dir).unwrap();
-    }
-    for (name, bytes, want) in seeds() {
-        let path = dir.join(name);
-        if write {
-            std::fs::write(&path, &bytes).unwrap();
-        }
-        let committed = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (regenerate with TERN_WRITE_FUZZ_SEEDS=1)",
-                path.display()
-            )
-        });
-        assert_eq!(
-            committed, bytes,
-            "{name} is stale (regenerate with TERN_WRITE_FUZZ_SEEDS=1)"
-        );
-        assert_eq!(decode(&bytes), want, "{name}");
+    let seeds = seeds();
+    seed_support::check_committed("ack_message", seeds.iter().map(|(n, b, _)| (*n, &b[..])));
+    for (name, bytes, want) in &seeds {
+        assert_eq!(&decode(bytes), want, "{name}");
     }
 }

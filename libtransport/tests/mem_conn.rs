@@ -231,7 +231,7 @@ async fn restarted_peer_on_same_address_replaces_old_connection() {
 
     // Crash: nothing b1 says any more reaches a, then its socket goes away.
     net.with(|n| n.set_blackhole(b_at, a_at, true));
-    b1.close();
+    b1.abort();
     b1.closed().await;
     drop(b1);
     net.with(|n| n.set_blackhole(b_at, a_at, false));

@@ -67,8 +67,9 @@ fn seeds() -> BTreeMap<PathBuf, Vec<u8>> {
 }
 
 /// Corpus directories another crate's test generates and checks (left alone
-/// here): `ack_message` by `libtransport/tests/ack_fuzz_seeds.rs`.
-const OTHER_OWNERS: &[&str] = &["ack_message"];
+/// here): `ack_message` by `libtransport/tests/ack_fuzz_seeds.rs`,
+/// `stream_decoder` by `libtransport/tests/stream_fuzz_seeds.rs`.
+const OTHER_OWNERS: &[&str] = &["ack_message", "stream_decoder"];
 
 #[test]
 fn committed_fuzz_seeds_match_the_samples() {

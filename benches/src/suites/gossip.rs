@@ -2,6 +2,13 @@
 //! redundancy (RMR), last delivery hop (LDH), latency, per-node sends per
 //! publish and wall time.
 //!
+//! RMR and LDH come twice: over the whole run (`rmr`: all copies ÷ all
+//! deliveries − 1; `ldh`: the deepest delivery, a direct neighbour at hop 1)
+//! and as iroh-gossip's simulator reports them (`rmr_round_mean`,
+//! `ldh_round_mean`: each round's RMR = copies ÷ (deliveries − 1) − 1 and
+//! LDH = deepest hop with the origin's push at 0, then the mean over
+//! rounds), so the two simulators' figures compare directly.
+//!
 //! `stagebench gossip [FILE.toml ...]` — default: the 100-node scenarios.
 //! `--quick` runs only the first seed of each file.
 //!
@@ -43,6 +50,8 @@ pub fn run(opts: &SuiteOpts) -> anyhow::Result<Outcome> {
             "missed",
             "rmr",
             "ldh",
+            "rmr round mean",
+            "ldh round mean",
             "lat p50 ms",
             "lat p99 ms",
             "lat max ms",
@@ -84,6 +93,8 @@ fn row(t: &mut Table, r: &Report) {
         r.missed.to_string(),
         format!("{:.3}", r.rmr),
         r.ldh.to_string(),
+        format!("{:.3}", r.round_means.rmr),
+        format!("{:.2}", r.round_means.ldh),
         format!("{:.0}", r.latency_ms.p50),
         format!("{:.0}", r.latency_ms.p99),
         format!("{:.0}", r.latency_ms.max),
@@ -111,6 +122,9 @@ fn to_json(sc: &Scenario, r: &Report) -> serde_json::Value {
         "missed": r.missed,
         "rmr": r.rmr,
         "ldh": r.ldh,
+        "rmr_round_mean": r.round_means.rmr,
+        "ldh_round_mean": r.round_means.ldh,
+        "rounds_measured": r.round_means.rounds,
         "latency_p50_ms": r.latency_ms.p50,
         "latency_p99_ms": r.latency_ms.p99,
         "latency_max_ms": r.latency_ms.max,

@@ -31,6 +31,11 @@
 //! the Unix sockets' send buffer (default: the kernel's, 208 KiB). Larger
 //! buffers measured *slower* here (4 MiB: about a third of the batch-256
 //! rate): more bytes in flight fall out of the caches before they are read.
+//!
+//! `idle-sessions=N` measures something else and only that: the resident
+//! memory of `N` idle verifyd-sized ring sessions (the private `idle` module).
+
+mod idle;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -422,15 +427,18 @@ fn rtt_rounds(sizes: Sizes, batch: usize) -> usize {
 struct Settings {
     spin: SpinConfig,
     uds_sndbuf: Option<usize>,
+    /// Run only the idle-session memory case, with this many sessions.
+    idle_sessions: Option<usize>,
 }
 
 /// Defaults, overridden by suite arguments: `ceiling-us=N`, `floor-us=N`,
 /// `peer-wake-us=N`, `park-only` (ring spinning), `uds-sndbuf=N` (bytes;
 /// 0 = kernel default) and `no-pin` (leave thread placement to the
-/// scheduler).
+/// scheduler); `idle-sessions=N` runs only the idle-session memory case.
 fn settings(args: &[String]) -> Result<Settings> {
     let mut spin = SpinConfig::default();
     let mut uds_sndbuf = None;
+    let mut idle_sessions = None;
     for arg in args {
         let us = |v: &str| -> Result<Duration> { Ok(Duration::from_micros(v.parse()?)) };
         match arg.split_once('=') {
@@ -438,12 +446,17 @@ fn settings(args: &[String]) -> Result<Settings> {
             Some(("floor-us", v)) => spin = spin.floor(us(v)?),
             Some(("peer-wake-us", v)) => spin = spin.peer_wake(us(v)?),
             Some(("uds-sndbuf", v)) => uds_sndbuf = Some(v.parse()?).filter(|&n: &usize| n > 0),
+            Some(("idle-sessions", v)) => idle_sessions = Some(v.parse()?),
             None if arg == "park-only" => spin = SpinConfig::park_only(),
             None if arg == "no-pin" => set_pinning(false),
             _ => bail!("unknown ipc argument {arg:?}"),
         }
     }
-    Ok(Settings { spin, uds_sndbuf })
+    Ok(Settings {
+        spin,
+        uds_sndbuf,
+        idle_sessions,
+    })
 }
 
 /// Runs the suite.
@@ -462,6 +475,13 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
         }
     };
     let set = settings(&opts.args)?;
+    if let Some(n) = set.idle_sessions {
+        let (table, summary) = idle::run(n)?;
+        return Ok(Outcome {
+            tables: vec![table],
+            json: vec![summary],
+        });
+    }
     let cfg = set.spin;
     let mut stream = Table::new(
         format!(

@@ -3,7 +3,10 @@
 //! See `docs/gossip.md` for the PlumTree ↔ gossipsub mapping
 //! (`D`, `D_low`, `D_high`, `D_lazy`).
 
+use super::memory::{KEY_ENTRY_BYTES, MemoryPlan};
+use super::recent::seen_entry_bytes;
 use super::sendq::SendQueueParams;
+use super::topic::IWANT_ROUNDS;
 use std::time::Duration;
 
 /// Tunables of one node. All sizes are hard bounds on state.
@@ -52,28 +55,37 @@ pub struct Config {
     pub anti_entropy_interval: Duration,
     /// Ids per anti-entropy digest.
     pub digest_max: usize,
-    /// Messages kept for IWANT / anti-entropy: this long at most...
+    /// Memory the whole node may use. The byte bounds below marked "share"
+    /// are derived from it by [`Config::with_memory_budget`] (see
+    /// [`MemoryPlan`]); default 64 MiB.
+    pub memory_budget: usize,
+    /// Messages kept for IWANT / anti-entropy: this long at most (never
+    /// shorter than the repair window while the byte budget holds)...
     pub store_retention: Duration,
-    /// ...and this many payload bytes at most.
+    /// ...and this many bytes at most, counting each message's heap
+    /// footprint (share: 3/8 of the node budget).
     pub store_max_bytes: usize,
     /// Seen ids kept at most this long (duplicates older than that are
     /// rejected by the per-origin seqno window instead).
     pub seen_retention: Duration,
-    /// Seen ids kept at most.
+    /// Seen ids kept at most (share: 1/16 of the node budget, divided by the
+    /// heap bytes of one id's table slots).
     pub seen_max: usize,
-    /// Origin keys cached at most.
+    /// Origin keys cached at most (share: 1/32 of the node budget, 2 KiB a key).
     pub key_cache: usize,
     /// Messages parked while their origin's key is fetched.
     pub key_wait_max: usize,
     /// Verifications in flight at most.
     pub verify_max: usize,
     /// Bytes (payload + signature + 128 B each) held by verifications in
-    /// flight at most: `verify_max` alone would allow 4,096 full-size messages.
+    /// flight at most: `verify_max` alone would allow 4,096 full-size
+    /// messages (share: 1/16 of the node budget).
     pub verify_max_bytes: usize,
     /// A verification with no verdict after this long is given up (counted):
     /// a verifier that died must not pin its slots forever.
     pub verify_timeout: Duration,
-    /// Bytes held by copies waiting for an origin's key at most.
+    /// Bytes held by copies waiting for an origin's key at most (share: 1/32
+    /// of the node budget).
     pub key_wait_max_bytes: usize,
     /// A copy whose origin's key has not arrived after this long is dropped
     /// (counted): made-up origin ids must not fill the key-wait queue.
@@ -94,7 +106,9 @@ pub struct Config {
     pub seqno_window: u64,
     /// Per-(origin, topic) seqno high-water marks kept at most.
     pub origins_max: usize,
-    /// Bounds of the per-peer queues behind the outbound budget window.
+    /// Bounds of the per-peer queues behind the outbound budget window (its
+    /// byte bounds are a share: 1/16 of the node budget over all peers, a
+    /// quarter of that per peer).
     pub send_queue: SendQueueParams,
     /// Seed of the node's RNG (peer sampling). Inject a fresh one per node.
     pub seed: u64,
@@ -102,6 +116,13 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
+        Self::untuned().with_memory_budget(MemoryPlan::DEFAULT_NODE)
+    }
+}
+
+impl Config {
+    /// The defaults before the memory shares are derived.
+    fn untuned() -> Self {
         Self {
             active_view: 5,
             passive_view: 30,
@@ -119,16 +140,17 @@ impl Default for Config {
             optimization_threshold: 4,
             anti_entropy_interval: Duration::from_secs(2),
             digest_max: 256,
+            memory_budget: 0,
             store_retention: Duration::from_secs(120),
-            store_max_bytes: 64 << 20,
+            store_max_bytes: 0,
             seen_retention: Duration::from_secs(300),
-            seen_max: 200_000,
-            key_cache: 1024,
+            seen_max: 0,
+            key_cache: 0,
             key_wait_max: 1024,
             verify_max: 4096,
-            verify_max_bytes: 64 << 20,
+            verify_max_bytes: 0,
             verify_timeout: Duration::from_secs(10),
-            key_wait_max_bytes: 16 << 20,
+            key_wait_max_bytes: 0,
             key_wait_timeout: Duration::from_secs(10),
             coalesce_max: 8,
             list_max: 1024,
@@ -142,9 +164,40 @@ impl Default for Config {
             seed: 0,
         }
     }
-}
 
-impl Config {
+    /// Sets the node memory budget and re-derives every share of it (see
+    /// [`MemoryPlan`]); counts never fall below one entry.
+    pub fn with_memory_budget(mut self, bytes: usize) -> Self {
+        let plan = MemoryPlan::for_node(bytes);
+        self.memory_budget = bytes;
+        self.store_max_bytes = plan.store;
+        self.seen_max = (plan.seen / seen_entry_bytes()).max(1);
+        self.verify_max_bytes = plan.verify;
+        self.key_wait_max_bytes = plan.key_wait;
+        self.key_cache = (plan.keys / KEY_ENTRY_BYTES).max(1);
+        self.send_queue.total_bytes = plan.send_queues;
+        self.send_queue.per_peer_bytes = plan.send_queues / 4;
+        self
+    }
+
+    /// How long a stored message must stay answerable for repair to work:
+    /// an announcement's IWANT ladder (the first timer, then the doubling
+    /// pauses of every round through the announcers), one send-timeout
+    /// ceiling for the answer to come back, and two anti-entropy periods (a
+    /// neighbour that missed the announcement hears of the message in the
+    /// next digest, or the one after if that was lost). 10.8 s by default.
+    /// The store's TTL never goes below this while its byte budget holds;
+    /// when the budget cannot hold it at the current rate, the evictions
+    /// count as `evicted_under_floor`.
+    pub fn repair_window(&self) -> Duration {
+        let ladder = self.iwant_timeout * ((1u32 << (IWANT_ROUNDS + 1)) - 1);
+        ladder + self.max_send_timeout + self.anti_entropy_interval * 2
+    }
+
+    /// The memory plan of [`Config::memory_budget`].
+    pub fn memory_plan(&self) -> MemoryPlan {
+        MemoryPlan::for_node(self.memory_budget)
+    }
     /// Sets the RNG seed.
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;

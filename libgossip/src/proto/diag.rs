@@ -98,6 +98,10 @@ pub struct Snapshot {
     pub unknown_outcomes: u64,
     /// Transmits whose outcome never came (counted as timeouts).
     pub expired_sends: u64,
+    /// Heap bytes of the node's gossip state: every topic's
+    /// [`TopicDiag::state_bytes`], verification and key state, send queues,
+    /// send tracking, outputs and timers, and the peer-health tables.
+    pub state_bytes: usize,
 }
 
 impl Snapshot {
@@ -135,6 +139,11 @@ impl Snapshot {
             .collect();
         pds.sort_by_key(|p| p.peer);
         pds.dedup_by_key(|p| p.peer);
+        let send_queue = node.send_queue_stats();
+        let state_bytes = tds.iter().map(|t| t.state_bytes).sum::<usize>()
+            + verifier.footprint()
+            + send_queue.bytes
+            + node.node_table_bytes();
         Snapshot {
             at: Some(now),
             sent_by_kind: Kind::ALL
@@ -163,10 +172,11 @@ impl Snapshot {
                 .iter()
                 .map(|k| (kind_label(*k), out.over_budget[k.index()]))
                 .collect(),
-            send_queue: node.send_queue_stats(),
+            send_queue,
             in_flight,
             unknown_outcomes,
             expired_sends,
+            state_bytes,
         }
     }
 }

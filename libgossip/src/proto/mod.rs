@@ -9,6 +9,7 @@ mod config;
 mod diag;
 pub mod health;
 mod membership;
+mod memory;
 mod message;
 mod node;
 mod output;
@@ -24,6 +25,7 @@ mod verify;
 
 pub use config::Config;
 pub use diag::{DiagHandle, PeerDiag, Snapshot, TopicDiag};
+pub use memory::{KEY_ENTRY_BYTES, MemoryPlan};
 pub use message::{Body, Gossip, IHaveEntry, Kind, Message};
 pub use node::{Node, ProtoError, Signer};
 pub use output::{

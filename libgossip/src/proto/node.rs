@@ -626,6 +626,17 @@ impl Node {
         self.sendq.stats()
     }
 
+    /// Heap bytes outside the topics and the verifier: send-outcome
+    /// tracking (tickets, untracked sends), the output queue and timers, and
+    /// the peer-health tables.
+    pub(crate) fn node_table_bytes(&self) -> usize {
+        use super::store::map_heap;
+        map_heap::<u64, (SendTicket<PeerId, TopicId>, Instant)>(self.tickets.capacity())
+            + map_heap::<u64, (PeerId, Instant)>(self.untracked.capacity())
+            + self.out.footprint()
+            + self.health.footprint()
+    }
+
     pub(crate) fn send_counters(&self) -> (usize, u64, u64) {
         (
             self.tickets.len(),

@@ -160,6 +160,13 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
+    /// Heap bytes of the output queue and the timer heap at their capacity.
+    pub fn footprint(&self) -> usize {
+        use std::mem::size_of;
+        self.queue.capacity() * size_of::<Output>()
+            + self.timers.capacity() * size_of::<Reverse<(Instant, Timer)>>()
+    }
+
     pub fn transmit(&mut self, to: PeerId, msg: Message, timeout: Duration, probe: bool, id: u64) {
         let k = msg.kind().index();
         self.sent[k] += 1;

@@ -8,8 +8,11 @@
 
 use super::config::Config;
 use super::message::Gossip;
-use super::store::{Retained, RetentionParams, RetentionStats, SeenCache};
+use super::store::{
+    Retained, RetentionParams, RetentionStats, SeenCache, alloc_size, entry_overhead,
+};
 use super::types::{MessageId, PeerId};
+use bytes::Bytes;
 use std::time::Instant;
 
 /// A message kept for IWANT answers and digests.
@@ -31,9 +34,22 @@ pub struct RecentStats {
     pub store: RetentionStats,
 }
 
-/// Bytes charged per seen id (the id itself; the per-entry overhead is added
-/// by the cache).
-const ID_BYTES: usize = 32;
+/// Heap bytes behind one `Bytes` value held by the store: its buffer, plus
+/// the shared header a cloned `Bytes` allocates. (A slice of a larger receive
+/// buffer pins that buffer; drivers copy payloads out of datagrams.)
+fn bytes_heap(b: &Bytes) -> usize {
+    alloc_size(b.len()) + alloc_size(3 * size_of::<usize>())
+}
+
+/// Bytes the store charges for one message on top of its table slots.
+pub(crate) fn stored_heap(g: &Gossip) -> usize {
+    bytes_heap(&g.payload) + bytes_heap(&g.signature)
+}
+
+/// Bytes the seen cache charges per id (all of it is table slots).
+pub(crate) fn seen_entry_bytes() -> usize {
+    entry_overhead::<MessageId, ()>()
+}
 
 #[derive(Debug)]
 pub(crate) struct Recent {
@@ -45,9 +61,12 @@ impl Recent {
     pub fn new(cfg: &Config) -> Self {
         let mut store = RetentionParams::payload_store();
         store.max_bytes = cfg.store_max_bytes;
+        store.entry_overhead = entry_overhead::<MessageId, Stored>();
+        store.ttl_floor = cfg.repair_window();
         store.ttl_ceiling = cfg.store_retention.max(store.ttl_floor);
         let mut seen = RetentionParams::seen_cache();
-        seen.max_bytes = cfg.seen_max.saturating_mul(ID_BYTES + seen.entry_overhead);
+        seen.entry_overhead = seen_entry_bytes();
+        seen.max_bytes = cfg.seen_max.saturating_mul(seen.entry_overhead);
         // The seen set must outlive the store (late duplicates of evicted
         // messages are still recognised).
         seen.ttl_floor = seen.ttl_floor.max(store.ttl_ceiling);
@@ -68,10 +87,10 @@ impl Recent {
 
     /// Records a verified message. Returns false if it was already seen.
     pub fn insert(&mut self, id: MessageId, s: Stored, now: Instant) -> bool {
-        if !self.seen.insert(id, (), ID_BYTES, now) {
+        if !self.seen.insert(id, (), 0, now) {
             return false;
         }
-        let bytes = s.gossip.payload.len() + s.gossip.signature.len();
+        let bytes = stored_heap(&s.gossip);
         self.store.insert(id, s, bytes, now);
         true
     }
@@ -118,9 +137,9 @@ impl Recent {
         self.store.len()
     }
 
-    /// Bytes charged against the budgets.
-    pub fn bytes(&self) -> usize {
-        self.seen.bytes() + self.store.bytes()
+    /// Heap bytes held now (tables at their allocated capacity).
+    pub fn footprint(&self) -> usize {
+        self.seen.footprint() + self.store.footprint()
     }
 
     /// Retention counters now.

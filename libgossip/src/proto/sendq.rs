@@ -42,9 +42,11 @@ pub struct SendQueueParams {
     /// Entries per peer. Default 2,048: a burst of a thousand messages to one
     /// eager peer, plus the pulls that repair it.
     pub per_peer_items: usize,
-    /// Bytes per peer (wire size + 64 B per entry). Default 4 MiB.
+    /// Bytes per peer (wire size + 64 B per entry). Default 4 MiB here;
+    /// a node's `Config` derives it from its memory budget (1 MiB at 64 MiB).
     pub per_peer_bytes: usize,
-    /// Bytes over all peers. Default 32 MiB.
+    /// Bytes over all peers. Default 32 MiB here; a node's `Config` derives
+    /// it from its memory budget (4 MiB at 64 MiB).
     pub total_bytes: usize,
     /// Oldest entry still worth sending. Default 5 s (the send-timeout
     /// ceiling): by then an IWANT asker has asked someone else.

@@ -38,7 +38,43 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
+use std::mem::size_of;
 use std::time::{Duration, Instant};
+
+/// Heap bytes a `n`-byte allocation occupies in a glibc-style allocator: an
+/// 8-byte header, rounded up to 16, at least 32 (0 for no allocation).
+pub fn alloc_size(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n.saturating_add(8 + 15) & !15).max(32)
+    }
+}
+
+/// Hash-table bucket of a [`Retained<K, V>`]: key, slot and control byte.
+fn bucket_bytes<K, V>() -> usize {
+    size_of::<K>() + size_of::<Slot<V>>() + 1
+}
+
+/// Heap bytes of a `HashMap<K, V>` with `capacity` (as `HashMap::capacity`
+/// reports it; hashbrown keeps 7/8 of its buckets usable, all but one below
+/// eight): buckets of key, value and one control byte.
+pub fn map_heap<K, V>(capacity: usize) -> usize {
+    let buckets = match capacity {
+        0 => 0,
+        1..=7 => (capacity + 1).next_power_of_two(),
+        _ => (capacity * 8 / 7).next_power_of_two(),
+    };
+    buckets * (size_of::<K>() + size_of::<V>() + 1)
+}
+
+/// Bytes to charge each entry of a [`Retained<K, V>`] on top of its payload
+/// so that the byte budget bounds the real tables: the hash-table bucket at
+/// the table's emptiest right after it grows (load 7/16), and the time-order
+/// queue slot at a just-doubled queue (load 1/2).
+pub fn entry_overhead<K, V>() -> usize {
+    (bucket_bytes::<K, V>() * 16).div_ceil(7) + 2 * size_of::<(u64, K)>()
+}
 
 /// Retention parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,7 +89,8 @@ pub struct RetentionParams {
     pub fill: f64,
     /// Time constant of the byte-rate average.
     pub rate_tau: Duration,
-    /// Bytes charged per entry on top of its payload (map + queue slots).
+    /// Bytes charged per entry on top of its payload (map + queue slots;
+    /// [`entry_overhead`] gives the honest figure for a key and value type).
     pub entry_overhead: usize,
 }
 
@@ -293,6 +330,7 @@ impl<K: Copy + Eq + Hash, V> Retained<K, V> {
             let map = &self.map;
             self.order
                 .retain(|(seq, k)| map.get(k).is_some_and(|s| s.seq == *seq));
+            self.shrink_if_sparse();
         }
         Some(slot.value)
     }
@@ -319,6 +357,9 @@ impl<K: Copy + Eq + Hash, V> Retained<K, V> {
             }
         }
         self.stats.evicted_ttl += n as u64;
+        if n > 0 {
+            self.shrink_if_sparse();
+        }
         n
     }
 
@@ -344,6 +385,32 @@ impl<K: Copy + Eq + Hash, V> Retained<K, V> {
     /// Bytes charged.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Heap bytes held now: the payload part of the charges plus both tables
+    /// at their allocated capacity (the table part can exceed the charges
+    /// just after a shrink in size, never the budget at the peak).
+    pub fn footprint(&self) -> usize {
+        let payload = self
+            .bytes
+            .saturating_sub(self.map.len() * self.params.entry_overhead);
+        payload
+            + map_heap::<K, Slot<V>>(self.map.capacity())
+            + self.order.capacity() * size_of::<(u64, K)>()
+    }
+
+    /// Gives memory back after the entry count fell far below what the
+    /// tables were sized for (a burst that expired): shrink to twice the
+    /// live count once capacity exceeds four times it, so steady churn never
+    /// reallocates.
+    fn shrink_if_sparse(&mut self) {
+        let len = self.map.len();
+        if self.map.capacity() > 4 * len + 64 {
+            self.map.shrink_to(2 * len);
+        }
+        if self.order.capacity() > 4 * self.order.len() + 64 {
+            self.order.shrink_to(2 * self.order.len());
+        }
     }
 
     /// Counters and current sizes at `now`.

@@ -141,3 +141,60 @@ fn large_volume_stays_bounded() {
         st.evicted_ttl + st.evicted_bytes + st.len as u64
     );
 }
+
+/// G16: with the honest per-entry charge ([`entry_overhead`]) the byte budget
+/// bounds the real tables: through growth, a full store, expiry down to a
+/// trickle and a second fill, the heap [`Retained::footprint`] (tables at
+/// their allocated capacity) never exceeds the budget, and after the burst
+/// expires the tables shrink back.
+#[test]
+fn honest_charge_bounds_the_footprint() {
+    let t0 = Instant::now();
+    let mut p = small();
+    p.max_bytes = 1 << 20;
+    p.entry_overhead = entry_overhead::<u64, [u8; 48]>();
+    let mut r: Retained<u64, [u8; 48]> = Retained::new(p);
+    let mut peak = 0;
+    let mut i = 0u64;
+    // Two bursts of 64-byte payloads, each followed by a quiet minute.
+    for burst in 0..2u64 {
+        let start = t0 + s(burst * 200);
+        for k in 0..20_000u64 {
+            i += 1;
+            r.insert(i, [0; 48], 64, start + Duration::from_micros(k * 50));
+            peak = peak.max(r.footprint());
+            assert!(r.footprint() <= p.max_bytes, "{} at {i}", r.footprint());
+        }
+        let full = r.footprint();
+        assert!(
+            r.stats(start + s(1)).evicted_bytes > 0,
+            "the burst filled it"
+        );
+        // Quiet: one entry a second; the burst expires by TTL.
+        for k in 0..150u64 {
+            let now = start + s(1 + k);
+            i += 1;
+            r.insert(i, [0; 48], 64, now);
+            r.handle_timeout(now);
+            assert!(r.footprint() <= p.max_bytes);
+        }
+        assert!(r.len() < 200, "{}", r.len());
+        assert!(
+            r.footprint() * 8 < full,
+            "tables shrank: {} of {full}",
+            r.footprint()
+        );
+    }
+    assert!(peak > p.max_bytes / 2, "the bound was approached: {peak}");
+}
+
+/// The allocation model: header and 16-byte rounding, a 32-byte minimum.
+#[test]
+fn alloc_size_model() {
+    assert_eq!(alloc_size(0), 0);
+    assert_eq!(alloc_size(1), 32);
+    assert_eq!(alloc_size(24), 32);
+    assert_eq!(alloc_size(25), 48);
+    assert_eq!(alloc_size(2_000), 2_016);
+    assert_eq!(alloc_size(usize::MAX) % 16, 0, "saturates, never wraps");
+}

@@ -15,13 +15,14 @@ use super::message::{Body, Gossip, IHaveEntry};
 use super::output::{Delivery, Timer};
 use super::recent::{Recent, Stored};
 pub(crate) use super::send::{Ctx, Sent};
+use super::store::{alloc_size, map_heap};
 use super::types::{MessageId, PeerId, TopicId};
 use rand::seq::IndexedRandom;
 use std::collections::{HashMap, VecDeque};
 use std::time::Instant;
 
 /// Rounds through a message's announcers before giving up on IWANT.
-const IWANT_ROUNDS: u8 = 3;
+pub(crate) const IWANT_ROUNDS: u8 = 3;
 
 /// An active-view link.
 #[derive(Clone, Copy, Debug)]
@@ -535,14 +536,25 @@ impl Topic {
             || self.pending.iter().any(|(q, _)| q == p)
     }
 
-    /// Approximate bytes of per-topic state.
+    /// Heap bytes of per-topic state: tables at their allocated capacity,
+    /// plus each missing entry's announcer lists.
     pub fn state_bytes(&self) -> usize {
-        self.recent.bytes()
-            + self.active.len() * 40
-            + self.passive.len() * 32
-            + self.pending.len() * 48
-            + self.lazy_queue.len() * 70
-            + self.missing.len() * 120
-            + self.origins.len() * 48
+        use std::mem::size_of;
+        let missing_lists: usize = self
+            .missing
+            .values()
+            .map(|m| {
+                alloc_size(m.announcers.capacity() * size_of::<(PeerId, u16)>())
+                    + alloc_size(m.tried.capacity() * size_of::<PeerId>())
+            })
+            .sum();
+        self.recent.footprint()
+            + alloc_size(self.active.capacity() * size_of::<Link>())
+            + alloc_size(self.passive.capacity() * size_of::<PeerId>())
+            + alloc_size(self.pending.capacity() * size_of::<(PeerId, Instant)>())
+            + alloc_size(self.lazy_queue.capacity() * size_of::<(PeerId, IHaveEntry)>())
+            + map_heap::<MessageId, Missing>(self.missing.capacity())
+            + missing_lists
+            + map_heap::<PeerId, u64>(self.origins.capacity())
     }
 }

@@ -9,6 +9,8 @@
 //! own, and only a Valid verdict marks the id seen.
 
 use super::message::Gossip;
+use super::recent::stored_heap;
+use super::store::{alloc_size, map_heap};
 use super::types::{MessageId, PeerId, TopicId};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -235,5 +237,38 @@ impl Verifier {
 
     pub fn keys_len(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Heap bytes held now: the tables at their allocated capacity, and the
+    /// payloads, signatures and keys they hold.
+    pub fn footprint(&self) -> usize {
+        use std::mem::size_of;
+        let pending: usize = self
+            .pending
+            .values()
+            .map(|p| stored_heap(&p.gossip) + alloc_size(p.from.capacity() * size_of::<PeerId>()))
+            .sum();
+        let waiting: usize = self
+            .waiting
+            .values()
+            .map(|v| {
+                alloc_size(v.capacity() * size_of::<Waiting>())
+                    + v.iter().map(|w| stored_heap(&w.gossip)).sum::<usize>()
+            })
+            .sum();
+        let keys: usize = self
+            .keys
+            .values()
+            .map(|k| alloc_size(k.len()) + alloc_size(3 * size_of::<usize>()))
+            .sum();
+        map_heap::<u64, Pending>(self.pending.capacity())
+            + pending
+            + map_heap::<MessageId, u32>(self.by_id.capacity())
+            + map_heap::<PeerId, Bytes>(self.keys.capacity())
+            + keys
+            + alloc_size(self.key_order.capacity() * size_of::<PeerId>())
+            + map_heap::<PeerId, Vec<Waiting>>(self.waiting.capacity())
+            + waiting
+            + map_heap::<PeerId, Instant>(self.key_asked.capacity())
     }
 }

@@ -17,7 +17,7 @@ pub mod soak;
 
 pub use crypto::{SimCrypto, StubCrypto};
 pub use engine::Sim;
-pub use metrics::{Dist, Report, RoundReport, SlowReport};
+pub use metrics::{Dist, Report, RoundMeans, RoundReport, SlowReport};
 pub use scenario::{Churn, Crash, Forge, Partition, Scenario, ScenarioError, Senders, Slow};
 
 /// Runs every seed of `scenario` with the stub signatures.

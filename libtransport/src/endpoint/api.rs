@@ -46,7 +46,7 @@ pub(crate) async fn connect(
 async fn dial(ep: &Arc<Shared>, addr: SocketAddr, peer: PeerId) -> Result<Connection, Error> {
     let ours: Arc<ConnShared> = {
         let mut st = ep.lock();
-        if st.shutdown {
+        if !st.open_for_work() {
             return Err(Error::EndpointClosed);
         }
         drop(st);
@@ -104,7 +104,7 @@ async fn dial(ep: &Arc<Shared>, addr: SocketAddr, peer: PeerId) -> Result<Connec
             }
             Some(r) => return Poll::Ready(Err(Error::Closed(r))),
         }
-        if st.shutdown {
+        if !st.open_for_work() {
             return Poll::Ready(Err(Error::EndpointClosed));
         }
         push_waker(st.peer_waiters.entry(peer).or_default(), cx.waker());
@@ -127,6 +127,15 @@ pub(crate) async fn send_on(
             Ok(c) => c,
             Err(e) => return Poll::Ready(Err(e)),
         };
+        if c.out_kinds
+            .get(&kind)
+            .is_some_and(|o| o.finish_when_flushed)
+        {
+            // A drain is rotating this kind's stream: the next stream opens
+            // once the peer acknowledged it, so the kind stays in order.
+            push_waker(&mut c.open_waiters, cx.waker());
+            return Poll::Pending;
+        }
         if !c.out_kinds.contains_key(&kind) {
             let Some(id) = c.inner.streams().open(Dir::Uni) else {
                 push_waker(&mut c.open_waiters, cx.waker());
@@ -233,11 +242,15 @@ pub(crate) fn push_waker(list: &mut Vec<std::task::Waker>, w: &std::task::Waker)
     }
 }
 
-/// The live connection behind `rec`, or why there is none.
+/// The live connection behind `rec`, or why there is none. Refuses new
+/// work once the endpoint is closing.
 pub(crate) fn live_conn<'a>(
     st: &'a mut State,
     rec: &ConnShared,
 ) -> Result<&'a mut super::state::Conn, Error> {
+    if !st.open_for_work() {
+        return Err(Error::EndpointClosed);
+    }
     match st.conns.get_mut(&rec.ch).filter(|c| c.uid == rec.uid) {
         Some(c) if c.phase == Phase::Live => {
             c.dirty = true;
@@ -288,4 +301,17 @@ pub(crate) fn shutdown(ep: &Shared) {
     }
     st.wake_all_receivers();
     st.wake_driver();
+}
+
+/// Resolves once the driver task has stopped.
+pub(crate) async fn driver_stopped(ep: &Shared) {
+    poll_fn(|cx| {
+        let mut st = ep.lock();
+        if st.driver_done {
+            return Poll::Ready(());
+        }
+        push_waker(&mut st.stop_waiters, cx.waker());
+        Poll::Pending
+    })
+    .await;
 }

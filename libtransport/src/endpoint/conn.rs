@@ -37,32 +37,12 @@ pub(crate) fn process_events(st: &mut State, ch: ConnectionHandle, now: Instant)
             Event::Stream(StreamEvent::Opened { .. }) => accept_streams(st, ch, now),
             Event::Stream(StreamEvent::Readable { id }) => on_readable(st, ch, id, now),
             Event::Stream(StreamEvent::Writable { id }) => on_writable(st, ch, id),
-            Event::Stream(StreamEvent::Finished { id }) => {
-                if let Some(c) = st.conns.get_mut(&ch)
-                    && let Some(w) = c.writers.remove(&id)
-                {
-                    w.wake();
-                }
-            }
-            Event::Stream(StreamEvent::Stopped { id, .. }) => {
-                if let Some(c) = st.conns.get_mut(&ch) {
-                    if let Some(w) = c.writers.remove(&id) {
-                        w.wake();
-                    }
-                    let stopped: Vec<Kind> = c
-                        .out_kinds
-                        .iter()
-                        .filter(|(_, o)| o.id == id)
-                        .map(|(k, _)| *k)
-                        .collect();
-                    for k in stopped {
-                        if let Some(mut o) = c.out_kinds.remove(&k) {
-                            for w in o.waiters.drain(..) {
-                                w.wake();
-                            }
-                        }
-                    }
-                }
+            // Every byte and the FIN are acknowledged (Finished), or the
+            // peer asked us to stop (Stopped): either way the stream is done
+            // sending, a drain no longer waits for it, and its kind may open
+            // a new message stream.
+            Event::Stream(StreamEvent::Finished { id } | StreamEvent::Stopped { id, .. }) => {
+                send_done(st, ch, id);
             }
             Event::Stream(StreamEvent::Available { .. }) => {
                 if let Some(c) = st.conns.get_mut(&ch) {
@@ -72,6 +52,37 @@ pub(crate) fn process_events(st: &mut State, ch: ConnectionHandle, now: Instant)
                 }
             }
         }
+    }
+}
+
+/// A send stream of `ch` ended (acknowledged or stopped): wake its writer,
+/// forget its message-stream entry and its place in a drain.
+fn send_done(st: &mut State, ch: ConnectionHandle, id: StreamId) {
+    let Some(c) = st.conns.get_mut(&ch) else {
+        return;
+    };
+    if let Some(w) = c.writers.remove(&id) {
+        w.wake();
+    }
+    let ended: Vec<Kind> = c
+        .out_kinds
+        .iter()
+        .filter(|(_, o)| o.id == id)
+        .map(|(k, _)| *k)
+        .collect();
+    for k in ended {
+        if let Some(mut o) = c.out_kinds.remove(&k) {
+            for w in o.waiters.drain(..) {
+                w.wake();
+            }
+        }
+    }
+    if c.finishing.remove(&id).is_some() {
+        // Senders parked behind a rotating message stream may open the next.
+        for w in c.open_waiters.drain(..) {
+            w.wake();
+        }
+        st.wake_idle();
     }
 }
 
@@ -153,7 +164,8 @@ pub(crate) fn flush_out(conn: &mut quinn_proto::Connection, out: &mut OutStream)
             Err(_) => return Err(()),
         }
     }
-    if out.pending.is_empty() && out.finish_when_flushed {
+    if out.pending.is_empty() && out.finish_when_flushed && !out.finished {
+        out.finished = true;
         let _ = conn.send_stream(out.id).finish();
     }
     Ok(())
@@ -476,6 +488,11 @@ fn end(st: &mut State, ch: ConnectionHandle, reason: CloseReason) {
     c.phase = Phase::Closing;
     let reason = c.close_reason.get_or_insert(reason).clone();
     c.wake_all();
+    // A drain waiting on this connection's streams can settle now.
+    st.wake_idle();
+    let Some(c) = st.conns.get_mut(&ch) else {
+        return;
+    };
     let stats = PathStats::of(&c.inner);
     c.shared.set_closed(reason.clone(), stats);
     let peer = c.peer();

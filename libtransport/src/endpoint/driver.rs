@@ -193,7 +193,7 @@ impl Driver {
     }
 
     fn accept(&mut self, st: &mut State, now: Instant, incoming: quinn_proto::Incoming) {
-        if st.shutdown || st.conns.len() >= st.config.max_connections {
+        if !st.open_for_work() || st.conns.len() >= st.config.max_connections {
             st.counters.incoming_refused += 1;
             self.resp_buf.clear();
             let t = st.endpoint.refuse(incoming, &mut self.resp_buf);

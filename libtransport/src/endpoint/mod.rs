@@ -30,6 +30,7 @@
 
 mod api;
 pub(crate) mod conn;
+mod drain;
 mod driver;
 mod handle;
 mod router;
@@ -104,9 +105,21 @@ pub enum Error {
     /// The kind already has a receiver.
     #[error("kind {0:?} already registered")]
     KindRegistered(Kind),
-    /// The endpoint has shut down.
+    /// The endpoint has shut down, or [`Endpoint::close`] has begun.
     #[error("endpoint closed")]
     EndpointClosed,
+    /// [`Endpoint::close`] or [`Endpoint::wait_idle`] could not confirm that
+    /// the peers acknowledged everything: `streams` finished streams (message
+    /// streams with queued messages, or application streams) were not
+    /// acknowledged before `Config::drain_timeout` (`timed_out`) or before
+    /// their connection ended.
+    #[error("{streams} stream(s) not acknowledged by their peer (timed out: {timed_out})")]
+    Undelivered {
+        /// Streams not acknowledged.
+        streams: usize,
+        /// Whether the drain bound expired (else connections ended first).
+        timed_out: bool,
+    },
 }
 
 /// Lifecycle events.
@@ -239,6 +252,9 @@ impl Endpoint {
             client_config: client,
             next_uid: 1,
             shutdown: false,
+            closing: false,
+            idle_waiters: Vec::new(),
+            stop_waiters: Vec::new(),
             driver_done: false,
             backend: socket.backend(),
             max_gso_segments: if config.gso {
@@ -350,22 +366,59 @@ impl Endpoint {
         crate::diag::snapshot(&self.shared)
     }
 
-    /// Closes every connection and stops the driver once they drained.
-    pub fn close(&self) {
+    /// Closes the endpoint gracefully and waits until it has stopped.
+    ///
+    /// From the call on, new sends, streams, dials and incoming connections
+    /// are refused ([`Error::EndpointClosed`]). Every message already queued
+    /// by [`Endpoint::send`]/[`Connection::send`] is handed to QUIC, and
+    /// `close` waits until each peer's QUIC stack has acknowledged all of it
+    /// — and all data of application streams finished (or dropped) before
+    /// the call — then closes every connection and waits for the driver to
+    /// stop. The wait is bounded by `Config::drain_timeout`.
+    ///
+    /// `Ok` guarantees the peer *received* everything queued: its endpoint
+    /// holds the messages in the kind's receive queue (or, if that queue was
+    /// full and back-pressuring, in its QUIC receive buffer; closing then
+    /// drops what it had not read). It does not mean the peer application
+    /// consumed them; use receive-ACKed sends for that. `Err(Undelivered)`
+    /// says how many streams were not acknowledged, because the bound
+    /// expired or their connection ended first. Streams the application
+    /// still holds open (not finished) are reset by the close, not waited
+    /// for.
+    ///
+    /// A process that sends and then exits must await this (or
+    /// [`Endpoint::wait_idle`]) first: dropping the endpoint, or
+    /// [`Endpoint::abort`], discards whatever is still in flight.
+    pub async fn close(&self) -> Result<(), Error> {
+        drain::close(&self.shared).await
+    }
+
+    /// Waits until the peers have acknowledged everything queued so far,
+    /// without closing anything.
+    ///
+    /// Every live connection's message streams get a FIN behind the
+    /// messages queued before the call; `wait_idle` returns `Ok` once the
+    /// peers' QUIC stacks acknowledged each of them, and every application
+    /// stream finished (or dropped) before the call, with the guarantee
+    /// [`Endpoint::close`] gives. Messages sent meanwhile are not waited
+    /// for; a send of a kind whose stream is still being acknowledged waits
+    /// for that (about one round trip), so each kind stays in order. Bounded
+    /// by `Config::drain_timeout`; `Err(Undelivered)` as for `close`.
+    pub async fn wait_idle(&self) -> Result<(), Error> {
+        drain::wait_idle(&self.shared).await
+    }
+
+    /// Closes every connection at once, without draining (queued data may
+    /// be lost), and stops the driver once they are gone. Dropping the last
+    /// clone of the endpoint does the same. See [`Endpoint::close`].
+    pub fn abort(&self) {
         api::shutdown(&self.shared);
     }
 
-    /// Waits until the driver has stopped (after [`Endpoint::close`]).
+    /// Waits until the driver has stopped (after [`Endpoint::abort`], or a
+    /// [`Endpoint::close`] another task runs).
     pub async fn closed(&self) {
-        poll_fn(|cx| {
-            let mut st = self.shared.lock();
-            if st.driver_done {
-                return Poll::Ready(());
-            }
-            st.event_waker = Some(cx.waker().clone());
-            Poll::Pending
-        })
-        .await;
+        api::driver_stopped(&self.shared).await;
     }
 }
 

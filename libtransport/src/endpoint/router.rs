@@ -6,8 +6,11 @@
 //! go to the kind's handler once their header is read. Unknown kinds, bad
 //! versions, truncated headers or messages and oversize lengths reset the
 //! stream with a code and a counter; the connection and its other streams
-//! carry on. Runs inside the driver with the state locked, never blocks, and
-//! never allocates by a length the peer declared.
+//! carry on. The bytes are decoded by the sans-IO
+//! [`StreamDecoder`](crate::proto::stream::StreamDecoder); this module adds
+//! the quinn-proto reads, the queues and back-pressure. Runs inside the
+//! driver with the state locked, never blocks, and never allocates by a
+//! length the peer declared.
 
 use bytes::Bytes;
 use quinn_proto::{ConnectionHandle, Dir, ReadError, StreamId, VarInt};
@@ -15,7 +18,8 @@ use tracing::debug;
 
 use super::state::State;
 use super::{IncomingBi, MessageReceived};
-use crate::kind::{self, Kind, Overflow, StreamReject};
+use crate::kind::{Kind, Overflow, StreamReject};
+use crate::proto::stream::Frame;
 
 fn reject(st: &mut State, ch: ConnectionHandle, id: StreamId, r: StreamReject) {
     st.count_reject(r);
@@ -74,8 +78,8 @@ fn step(st: &mut State, ch: ConnectionHandle, id: StreamId) -> Step {
         return Step::Stop;
     }
     // Back-pressure: do not start a new message while the queue is full.
-    if let Some(k) = s.kind
-        && s.prefix_len == 0
+    if let Some(k) = s.dec.kind()
+        && s.dec.at_message_boundary()
         && let Some(q) = kinds.get_mut(&k)
         && q.full()
         && q.cfg.overflow == Overflow::BackPressure
@@ -84,64 +88,49 @@ fn step(st: &mut State, ch: ConnectionHandle, id: StreamId) -> Step {
         q.blocked.push((ch, id));
         return Step::Stop;
     }
-    let max = if s.kind.is_none() {
-        kind::HEADER_LEN - s.header_len
-    } else if s.prefix_len < kind::LEN_PREFIX {
-        kind::LEN_PREFIX - s.prefix_len
-    } else {
-        s.want
-    };
-    let chunk = if s.leftover.is_empty() {
+    let mut chunk = if s.leftover.is_empty() {
         // In the message phase read a whole chunk and keep the rest for the
         // next messages (one quinn-proto read per received frame, not per
         // message); header bytes are read exactly, since the rest of a
         // bidirectional stream belongs to its handler.
-        let unbounded = s.kind.is_some();
+        let max = match s.dec.header_needed() {
+            0 => usize::MAX,
+            n => n,
+        };
         let mut rs = c.inner.recv_stream(id);
         let Ok(mut chunks) = rs.read(true) else {
             return Step::Remove;
         };
-        let res = chunks.next(if unbounded { usize::MAX } else { max });
+        let res = chunks.next(max);
         let _ = chunks.finalize();
         match res {
-            Ok(Some(chunk)) => {
-                let mut b = chunk.bytes;
-                if b.len() > max {
-                    s.leftover = b.split_off(max);
-                }
-                b
-            }
+            Ok(Some(chunk)) => chunk.bytes,
             Ok(None) => {
-                let mid = s.kind.is_none() || s.prefix_len > 0;
-                return if mid {
-                    Step::Reject(StreamReject::Truncated)
-                } else {
-                    Step::Remove
+                return match s.dec.finish() {
+                    Ok(()) => Step::Remove,
+                    Err(r) => Step::Reject(r),
                 };
             }
             Err(ReadError::Blocked) => return Step::Stop,
             Err(ReadError::Reset(_)) => return Step::Remove,
         }
     } else {
-        let take = max.min(s.leftover.len());
-        s.leftover.split_to(take)
+        std::mem::take(&mut s.leftover)
     };
-    if s.kind.is_none() {
-        s.header[s.header_len..s.header_len + chunk.len()].copy_from_slice(&chunk);
-        s.header_len += chunk.len();
-        if s.header_len < kind::HEADER_LEN {
-            return Step::Continue;
-        }
-        let k = match kind::check_header(s.header, |k| kinds.contains_key(&k)) {
-            Ok(k) => k,
-            Err(r) => return Step::Reject(r),
-        };
-        let Some(q) = kinds.get_mut(&k) else {
-            return Step::Reject(StreamReject::UnknownKind);
-        };
-        s.kind = Some(k);
-        s.max_message = q.cfg.max_message;
-        if s.bi {
+    let frame = s
+        .dec
+        .push(&mut chunk, |k| kinds.get(&k).map(|q| q.cfg.max_message));
+    s.leftover = chunk;
+    let frame = match frame {
+        Ok(Some(f)) => f,
+        Ok(None) => return Step::Continue,
+        Err(r) => return Step::Reject(r),
+    };
+    match frame {
+        Frame::Header(k) if s.bi => {
+            let Some(q) = kinds.get_mut(&k) else {
+                return Step::Reject(StreamReject::UnknownKind);
+            };
             if q.full() {
                 return Step::Reject(StreamReject::QueueFull);
             }
@@ -155,49 +144,16 @@ fn step(st: &mut State, ch: ConnectionHandle, id: StreamId) -> Step {
             q.note_push();
             *c.app_bi_by_kind.entry(k).or_default() += 1;
             c.in_streams.remove(&id);
-            return Step::Stop;
+            Step::Stop
         }
-        return Step::Continue;
+        Frame::Header(_) => Step::Continue,
+        Frame::Message(msg) => {
+            if let Some(k) = s.dec.kind() {
+                deliver(kinds, peer, k, msg);
+            }
+            Step::Continue
+        }
     }
-    let k = s.kind.unwrap_or(Kind(0));
-    if s.prefix_len < kind::LEN_PREFIX {
-        s.prefix[s.prefix_len..s.prefix_len + chunk.len()].copy_from_slice(&chunk);
-        s.prefix_len += chunk.len();
-        if s.prefix_len < kind::LEN_PREFIX {
-            return Step::Continue;
-        }
-        match kind::check_len(s.prefix, s.max_message) {
-            Ok(len) => s.want = len,
-            Err(r) => return Step::Reject(r),
-        }
-        if s.want > 0 {
-            return Step::Continue;
-        }
-        s.prefix_len = 0;
-        deliver(kinds, peer, k, Bytes::new());
-        return Step::Continue;
-    }
-    s.want -= chunk.len();
-    let msg = if s.partial.is_empty() && s.want == 0 {
-        chunk
-    } else {
-        if s.partial.is_empty() {
-            // Reserve room for several small messages so `split` below leaves
-            // capacity behind (one allocation per many spanning messages).
-            // Never by the declared length alone: a peer could announce the
-            // maximum and send one byte; larger messages grow as data arrives.
-            s.partial
-                .reserve((chunk.len() + s.want.min(16 * 1024)).max(16 * 1024));
-        }
-        s.partial.extend_from_slice(&chunk);
-        if s.want > 0 {
-            return Step::Continue;
-        }
-        s.partial.split().freeze()
-    };
-    s.prefix_len = 0;
-    deliver(kinds, peer, k, msg);
-    Step::Continue
 }
 
 fn deliver(

@@ -23,6 +23,7 @@ use crate::config::Config;
 use crate::identity::{Identity, PeerId, Role, Verified};
 use crate::kind::{Kind, KindConfig, StreamReject};
 use crate::manager::Manager;
+use crate::proto::stream::StreamDecoder;
 
 /// A fast multiplicative hasher for the driver's small internal keys
 /// (connection handles, stream ids, kinds, PeerIds). None of them lets a
@@ -154,6 +155,9 @@ pub struct Counters {
     pub reset_queue_full: u64,
     /// Lifecycle events dropped because nobody read them.
     pub events_dropped: u64,
+    /// Finished streams `close`/`wait_idle` gave up on: the drain bound
+    /// expired or their connection ended before the peer acknowledged them.
+    pub drain_unacknowledged: u64,
 }
 
 /// A kind's receive queue.
@@ -219,16 +223,8 @@ pub(crate) enum Phase {
 #[derive(Debug)]
 pub(crate) struct InStream {
     pub(crate) bi: bool,
-    pub(crate) header: [u8; 2],
-    pub(crate) header_len: usize,
-    pub(crate) kind: Option<Kind>,
-    pub(crate) max_message: u32,
-    /// Bytes of the current length prefix.
-    pub(crate) prefix: [u8; 4],
-    pub(crate) prefix_len: usize,
-    /// Remaining payload of the current message when it spans chunks.
-    pub(crate) want: usize,
-    pub(crate) partial: BytesMut,
+    /// Header, length prefixes and message reassembly.
+    pub(crate) dec: StreamDecoder,
     /// Rest of the last chunk read (at most one received frame).
     pub(crate) leftover: Bytes,
     pub(crate) blocked: bool,
@@ -238,14 +234,11 @@ impl InStream {
     pub(crate) fn new(bi: bool) -> Self {
         Self {
             bi,
-            header: [0; 2],
-            header_len: 0,
-            kind: None,
-            max_message: 0,
-            prefix: [0; 4],
-            prefix_len: 0,
-            want: 0,
-            partial: BytesMut::new(),
+            dec: if bi {
+                StreamDecoder::bi()
+            } else {
+                StreamDecoder::uni()
+            },
             leftover: Bytes::new(),
             blocked: false,
         }
@@ -262,6 +255,8 @@ pub(crate) struct OutStream {
     /// Small messages not yet handed to quinn-proto, back to back.
     pub(crate) acc: BytesMut,
     pub(crate) finish_when_flushed: bool,
+    /// `finish` was called on the quinn-proto stream.
+    pub(crate) finished: bool,
     pub(crate) waiters: Vec<Waker>,
 }
 
@@ -273,6 +268,7 @@ impl OutStream {
             pending_bytes: 0,
             acc: BytesMut::new(),
             finish_when_flushed: false,
+            finished: false,
             waiters: Vec::new(),
         }
     }
@@ -328,6 +324,11 @@ pub(crate) struct Conn {
     pub(crate) dirty: bool,
     /// Messages were queued on `out_kinds` since the driver last flushed.
     pub(crate) out_dirty: bool,
+    /// Send streams we finished (message streams rotated by a drain, and
+    /// application streams finished or dropped) whose data the peer has not
+    /// acknowledged yet; `wait_idle` and `close` wait for this to empty.
+    /// Bounded by the stream limits: every entry is an open send stream.
+    pub(crate) finishing: HashMap<StreamId, Option<Kind>>,
 }
 
 impl Conn {
@@ -359,6 +360,7 @@ impl Conn {
             timer: None,
             dirty: true,
             out_dirty: false,
+            finishing: HashMap::default(),
         }
     }
 
@@ -401,7 +403,18 @@ pub(crate) struct State {
     pub(crate) config: Config,
     pub(crate) client_config: quinn_proto::ClientConfig,
     pub(crate) next_uid: u64,
+    /// Every connection was closed; the driver stops once they drained.
     pub(crate) shutdown: bool,
+    /// A graceful close is draining: no new sends, streams, dials or
+    /// incoming connections; the live connections stay open until their
+    /// finished streams are acknowledged (or the drain bound expires).
+    pub(crate) closing: bool,
+    /// Tasks in `wait_idle`/`close` waiting for streams to leave
+    /// `Conn::finishing` (one per waiting task).
+    pub(crate) idle_waiters: Vec<Waker>,
+    /// Tasks waiting for the driver to stop (`close`, `closed`); apart from
+    /// `event_waker`, so an event reader does not displace them.
+    pub(crate) stop_waiters: Vec<Waker>,
     pub(crate) driver_done: bool,
     pub(crate) backend: &'static str,
     pub(crate) max_gso_segments: usize,
@@ -451,6 +464,23 @@ impl State {
         for c in self.conns.values_mut() {
             c.wake_all();
         }
+        self.wake_idle();
+        for w in self.stop_waiters.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Wakes the tasks waiting for finished streams to be acknowledged.
+    pub(crate) fn wake_idle(&mut self) {
+        for w in self.idle_waiters.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Whether new work (sends, streams, dials, incoming connections) is
+    /// accepted: not after `close` began or the endpoint shut down.
+    pub(crate) fn open_for_work(&self) -> bool {
+        !self.shutdown && !self.closing
     }
 
     pub(crate) fn wake_peer(&mut self, peer: &PeerId) {

@@ -125,6 +125,10 @@ impl SendStream {
             .send_stream(self.id)
             .finish()
             .map_err(|_| Error::StreamClosed);
+        if r.is_ok() {
+            // A drain waits until the peer acknowledged this stream.
+            c.finishing.insert(self.id, None);
+        }
         st.wake_driver();
         r
     }
@@ -135,6 +139,10 @@ impl SendStream {
         let mut st = self.ep.lock();
         if let Ok(c) = conn(&mut st, self.ch, self.uid) {
             let _ = c.inner.send_stream(self.id).reset(VarInt::from_u32(code));
+            // Abandoned: nothing left for a drain to wait for.
+            if c.finishing.remove(&self.id).is_some() {
+                st.wake_idle();
+            }
             st.wake_driver();
         }
     }

@@ -2,6 +2,9 @@
 //! and return outputs. Builds without the `runtime` feature (no tokio, no
 //! sockets, no clock).
 
+// Router streams: header, length prefix, reassembly.
+pub mod stream;
+
 // Reliable delivery — receive-ACK, repair dials, scavenger probes.
 pub mod ack;
 pub mod probe;

@@ -4,6 +4,14 @@
 //! checkpoints — the memory side of capability G16 (bound: RSS ≤ 2× the
 //! warmed baseline). `--quick` runs 1 M messages; the default is 10 M.
 //!
+//! With `--json` a last `"case": "summary"` object holds the headline keys:
+//! `rss_mib_warmed` (RSS at the warmed checkpoint), `rss_mib_end`,
+//! `rss_end_over_warmed`, `hwm_mib_end`, `state_bytes_end` (the node's own
+//! heap accounting, [`Snapshot::state_bytes`]), `state_over_rss_end`
+//! (`state_bytes_end` ÷ RSS at the end), `memory_budget_mib` and
+//! `wedged_checkpoints` (checkpoints at which the node delivered nothing
+//! since the previous one, or held its verification or key-wait queue full).
+//!
 //! Load per 100 ms virtual step (1,000 genuine messages/s):
 //! * 100 signed messages, 256–2,055 B, from 5,000 origins (more than
 //!   `origins_max` 4,096 and `key_cache` 1,024, so keys are refetched and the
@@ -62,6 +70,9 @@ struct Point {
     hwm: u64,
     snap: Snapshot,
     delivered: u64,
+    /// No delivery since the previous checkpoint, or a verify / key-wait
+    /// queue held full.
+    wedged: bool,
 }
 
 /// Runs the soak: `args` after `soak` may hold the message count.
@@ -82,14 +93,20 @@ pub fn run(opts: &SuiteOpts) -> anyhow::Result<Outcome> {
         s.step();
         if step.is_multiple_of(every) || step == steps {
             let (rss, hwm) = rss_kib();
+            let snap = s.node().snapshot(s.now());
+            let prev = points.last().map_or(0, |p: &Point| p.delivered);
+            let wedged = s.delivered() == prev
+                || snap.verifying >= cfg.verify_max
+                || snap.key_waiting >= cfg.key_wait_max;
             let p = Point {
                 messages: s.sent(),
                 sim_s: (step * SOAK_STEP.as_millis() as u64) as f64 / 1000.0,
                 wall_s: start.elapsed().as_secs_f64(),
                 rss,
                 hwm,
-                snap: s.node().snapshot(s.now()),
+                snap,
                 delivered: s.delivered(),
+                wedged,
             };
             eprintln!(
                 "soak: {} msgs, {:.0} s virtual, RSS {} MiB, HWM {} MiB, state {} MiB",
@@ -97,7 +114,7 @@ pub fn run(opts: &SuiteOpts) -> anyhow::Result<Outcome> {
                 p.sim_s,
                 p.rss >> 10,
                 p.hwm >> 10,
-                p.snap.topics.first().map_or(0, |t| t.state_bytes) >> 20
+                p.snap.state_bytes >> 20
             );
             points.push(p);
         }
@@ -114,7 +131,29 @@ pub fn run(opts: &SuiteOpts) -> anyhow::Result<Outcome> {
         .or(points.last())
         .map_or(1, |p| p.rss.max(1));
     let peak = points.iter().map(|p| p.hwm).max().unwrap_or(0);
-    Ok(outcome(&points, rss0, base, peak, messages))
+    let mut out = outcome(&points, rss0, base, peak, messages);
+    if let Some(end) = points.last() {
+        let mib = |kib: u64| kib as f64 / 1024.0;
+        out.json.push(serde_json::json!({
+            "suite": "gossip",
+            "case": "summary",
+            "messages": end.messages,
+            "delivered": end.delivered,
+            "memory_budget_mib": cfg.memory_budget as f64 / 1048576.0,
+            "rss_mib_start": mib(rss0),
+            "rss_mib_warmed": mib(base),
+            "rss_mib_end": mib(end.rss),
+            "rss_end_over_warmed": end.rss as f64 / base as f64,
+            "hwm_mib_end": mib(end.hwm),
+            "hwm_over_warmed": peak as f64 / base as f64,
+            "state_bytes_end": end.snap.state_bytes,
+            "state_over_rss_end": end.snap.state_bytes as f64 / (end.rss.max(1) * 1024) as f64,
+            "wedged_checkpoints": points.iter().filter(|p| p.wedged).count(),
+            "checkpoints": points.len(),
+            "wall_s": end.wall_s,
+        }));
+    }
+    Ok(out)
 }
 
 fn outcome(points: &[Point], rss0: u64, base: u64, peak: u64, messages: u64) -> Outcome {
@@ -135,6 +174,8 @@ fn outcome(points: &[Point], rss0: u64, base: u64, peak: u64, messages: u64) -> 
             "HWM MiB",
             "RSS/base",
             "state MiB",
+            "state/RSS",
+            "topic MiB",
             "store MiB",
             "stored",
             "seen",
@@ -145,6 +186,8 @@ fn outcome(points: &[Point], rss0: u64, base: u64, peak: u64, messages: u64) -> 
             "in flight",
             "delivered",
             "evicted",
+            "under floor",
+            "wedged",
         ],
     );
     let mut json = Vec::new();
@@ -163,6 +206,11 @@ fn outcome(points: &[Point], rss0: u64, base: u64, peak: u64, messages: u64) -> 
             format!("{:.1}", p.rss as f64 / 1024.0),
             format!("{:.1}", p.hwm as f64 / 1024.0),
             format!("{ratio:.2}"),
+            format!("{:.1}", p.snap.state_bytes as f64 / 1048576.0),
+            format!(
+                "{:.2}",
+                p.snap.state_bytes as f64 / (p.rss.max(1) * 1024) as f64
+            ),
             format!("{:.1}", t.state_bytes as f64 / 1048576.0),
             format!("{:.1}", ev.store.bytes as f64 / 1048576.0),
             t.stored.to_string(),
@@ -174,6 +222,8 @@ fn outcome(points: &[Point], rss0: u64, base: u64, peak: u64, messages: u64) -> 
             p.snap.in_flight.to_string(),
             p.delivered.to_string(),
             evicted.to_string(),
+            ev.store.evicted_under_floor.to_string(),
+            if p.wedged { "yes" } else { "no" }.to_string(),
         ]);
         json.push(serde_json::json!({
             "suite": "gossip",
@@ -185,7 +235,9 @@ fn outcome(points: &[Point], rss0: u64, base: u64, peak: u64, messages: u64) -> 
             "hwm_kib": p.hwm,
             "rss_over_baseline": ratio,
             "baseline_kib": base,
-            "state_bytes": t.state_bytes,
+            "state_bytes": p.snap.state_bytes,
+            "topic_state_bytes": t.state_bytes,
+            "wedged": p.wedged,
             "store_bytes": ev.store.bytes,
             "seen_bytes": ev.seen.bytes,
             "stored": t.stored,

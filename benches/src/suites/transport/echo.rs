@@ -50,8 +50,8 @@ pub fn ours(n: usize) -> Result<Vec<Duration>> {
                 samples.push(d);
             }
         }
-        client.close();
-        server.close();
+        client.abort();
+        server.abort();
         client.closed().await;
         echo.abort();
         Ok(samples)

@@ -79,8 +79,8 @@ pub fn bulk(bytes: u64, gso: bool, backend: Backend) -> Result<Bulk> {
         })
         .await?;
         let segs = client.diagnostics().gso_avg_segments;
-        client.close();
-        server.close();
+        client.abort();
+        server.abort();
         client.closed().await;
         Ok(Bulk {
             gbps: gbps(bytes, d),
@@ -131,8 +131,8 @@ pub fn msg1k(messages: u64) -> Result<Msg> {
             tx_ios: per(tx.datagrams_out - tx.gso_segments + tx.gso_batches),
             rx_datagrams: per(rx.datagrams_out),
         };
-        client.close();
-        server.close();
+        client.abort();
+        server.abort();
         client.closed().await;
         Ok(msg)
     })
@@ -154,10 +154,10 @@ pub fn setup(n: usize) -> Result<Vec<Duration>> {
                 .context("libtransport connect")?;
             samples.push(t.elapsed());
             c.close();
-            client.close();
+            client.abort();
             client.closed().await;
         }
-        server.close();
+        server.abort();
         Ok(samples)
     })
 }

@@ -195,6 +195,11 @@ pub struct Budgets<P> {
 }
 
 impl<P: Copy + Eq + Hash + Ord> Budgets<P> {
+    /// Heap bytes of the per-peer table at its allocated capacity.
+    pub fn footprint(&self) -> usize {
+        crate::proto::store::map_heap::<P, PeerBudget>(self.peers.capacity())
+    }
+
     /// No peers yet.
     pub fn new(params: BudgetParams) -> Self {
         Self {

@@ -292,6 +292,21 @@ where
     P: Copy + Eq + Hash + Ord,
     T: Copy + Eq + Hash + Ord,
 {
+    /// Heap bytes of the table at its allocated capacity, each entry's
+    /// timeout history, and the probe set (B-tree nodes approximated as one
+    /// allocation per entry).
+    pub fn footprint(&self) -> usize {
+        use crate::proto::store::{alloc_size, map_heap};
+        let histories: usize = self
+            .entries
+            .values()
+            .map(|e| alloc_size(e.timeouts.capacity() * std::mem::size_of::<Instant>()))
+            .sum();
+        map_heap::<(P, T), Entry>(self.entries.capacity())
+            + histories
+            + self.probes.len() * std::mem::size_of::<(Instant, P, T)>() * 2
+    }
+
     /// An empty table.
     pub fn new(params: CoolingParams) -> Self {
         Self {

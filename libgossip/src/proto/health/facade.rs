@@ -113,6 +113,11 @@ where
     P: Copy + Eq + Hash + Ord + Debug,
     T: Copy + Eq + Hash + Ord + Debug,
 {
+    /// Heap bytes of the score, cooling and budget tables.
+    pub fn footprint(&self) -> usize {
+        self.scores.footprint() + self.cooling.footprint() + self.budgets.footprint()
+    }
+
     /// Fresh tables.
     pub fn new(params: HealthParams) -> Self {
         Self {

@@ -270,6 +270,11 @@ pub struct ScoreBook<P> {
 }
 
 impl<P: Copy + Eq + Hash + Ord> ScoreBook<P> {
+    /// Heap bytes of the per-peer table at its allocated capacity.
+    pub fn footprint(&self) -> usize {
+        crate::proto::store::map_heap::<P, PeerScore>(self.peers.capacity())
+    }
+
     /// An empty book.
     pub fn new(params: ScoreParams) -> Self {
         Self {

@@ -3,7 +3,7 @@
 
 use super::Sim;
 use crate::proto::Config;
-use crate::sim::metrics::{Dist, Report, RoundReport, SlowReport};
+use crate::sim::metrics::{Dist, MessageTally, Report, RoundMeans, RoundReport, SlowReport};
 use std::time::Duration;
 
 impl Sim {
@@ -20,13 +20,7 @@ impl Sim {
         let mut got = 0u64;
         let mut receptions = 0u64;
         let mut lat = Vec::new();
-        let mut rounds: Vec<RoundReport> = (0..self.sc.rounds)
-            .map(|r| RoundReport {
-                round: r,
-                ..Default::default()
-            })
-            .collect();
-        let mut round_acc = vec![(0u64, 0u64, 0u64); self.sc.rounds];
+        let mut tallies = Vec::with_capacity(self.msgs.len());
         let mut part = (0usize, 0usize);
         for m in &self.msgs {
             let exp: Vec<u32> = live
@@ -48,13 +42,14 @@ impl Sim {
             receptions += m.receptions;
             lat.extend(m.latencies.iter().map(|(_, l)| *l));
             rep.ldh = rep.ldh.max(m.ldh);
-            let ra = &mut round_acc[m.round];
-            ra.0 += exp.len() as u64;
-            ra.1 += g;
-            ra.2 += m.receptions;
-            let rr = &mut rounds[m.round];
-            rr.messages += 1;
-            rr.ldh = rr.ldh.max(m.ldh);
+            tallies.push(MessageTally {
+                round: m.round,
+                expected: exp.len() as u64,
+                got: g,
+                deliveries: m.latencies.len() as u64,
+                receptions: m.receptions,
+                ldh: m.ldh,
+            });
             if m.in_partition {
                 part.0 += 1;
                 if g == exp.len() as u64 {
@@ -62,15 +57,8 @@ impl Sim {
                 }
             }
         }
-        for (rr, (e, g, rc)) in rounds.iter_mut().zip(round_acc) {
-            rr.delivery_ratio = if e == 0 { 1.0 } else { g as f64 / e as f64 };
-            rr.missed = e - g;
-            rr.rmr = if g == 0 {
-                0.0
-            } else {
-                rc as f64 / g as f64 - 1.0
-            };
-        }
+        let rounds = RoundReport::tally(self.sc.rounds, &tallies);
+        rep.round_means = RoundMeans::of(&rounds);
         rep.rounds = rounds;
         rep.delivery_ratio = if expected == 0 {
             1.0
