@@ -51,8 +51,9 @@ pub struct Config {
     /// is gone or does not read. Default 5 s.
     pub drain_timeout: Duration,
     /// Misbehave: never send the identity proof. Only for tests of the
-    /// peer's proof timeout.
-    #[doc(hidden)]
+    /// peer's proof timeout, so only with the `test-util` feature: a
+    /// production build has no way to switch it on.
+    #[cfg(feature = "test-util")]
     pub withhold_proof_for_tests: bool,
 }
 
@@ -74,6 +75,7 @@ impl Default for Config {
             event_queue: 4096,
             send_queue_bytes: 4 << 20,
             drain_timeout: Duration::from_secs(5),
+            #[cfg(feature = "test-util")]
             withhold_proof_for_tests: false,
         }
     }

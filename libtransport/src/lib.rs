@@ -11,6 +11,12 @@
 //!   scavenger probes.
 //! * [`resolve`] — address lookup: resolvers queried in parallel.
 //!
+//! Features: `runtime` (default) — the tokio driver, endpoint and I/O
+//! backends; without it only the sans-IO parts build. `uring` — the
+//! io_uring backend (Linux). `test-util` — test helpers kept out of
+//! production builds: the in-process `io::mem` network and
+//! `Config::withhold_proof_for_tests`.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), libtransport::Error> {
 //! use libtransport::{Config, Endpoint, Identity, Kind, KindConfig};
@@ -23,6 +29,7 @@
 //! ```
 // No unsafe anywhere, except the io_uring backend (feature `uring`), which
 // opts in at its module with `allow(unsafe_code)` and `// SAFETY:` comments.
+#![warn(missing_docs, unreachable_pub)]
 #![cfg_attr(not(feature = "uring"), forbid(unsafe_code))]
 #![cfg_attr(feature = "uring", deny(unsafe_code))]
 
@@ -50,3 +57,7 @@ pub use endpoint::{
 };
 pub use identity::{Identity, PeerId};
 pub use kind::{Kind, KindConfig, Overflow};
+/// The QUIC state machine this crate drives, re-exported because its types
+/// are in this API (`tls::configs`, the source of `Error::Connect`), so a
+/// caller names them at the same version.
+pub use quinn_proto;

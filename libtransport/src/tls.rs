@@ -26,11 +26,15 @@ pub const SERVER_NAME: &str = "tern";
 #[non_exhaustive]
 pub enum TlsError {
     /// Certificate generation failed.
-    #[error("ephemeral certificate: {0}")]
-    Cert(String),
-    /// rustls or quinn rejected the configuration.
-    #[error("TLS configuration: {0}")]
-    Config(String),
+    #[error("ephemeral certificate generation failed")]
+    Cert(#[source] rcgen::Error),
+    /// rustls rejected the configuration.
+    #[error("rustls rejected the TLS configuration")]
+    Config(#[source] rustls::Error),
+    /// The rustls configuration offers no cipher suite QUIC can protect its
+    /// Initial packets with.
+    #[error("TLS configuration unusable for QUIC")]
+    NoInitialCipherSuite(#[source] quinn_proto::crypto::rustls::NoInitialCipherSuite),
 }
 
 /// The provider: aws-lc-rs with the hybrid PQ group preferred.
@@ -52,17 +56,17 @@ pub fn provider() -> Arc<CryptoProvider> {
 /// proof too.
 pub fn configs() -> Result<(Arc<QuicServerConfig>, Arc<QuicClientConfig>), TlsError> {
     let provider = provider();
-    let ck = rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()])
-        .map_err(|e| TlsError::Cert(e.to_string()))?;
+    let ck =
+        rcgen::generate_simple_self_signed(vec![SERVER_NAME.to_owned()]).map_err(TlsError::Cert)?;
     let cert = CertificateDer::from(ck.cert.der().to_vec());
     let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.signing_key.serialize_der()));
 
     let mut server = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(TlsError::Config)?
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)
-        .map_err(|e| TlsError::Config(e.to_string()))?;
+        .map_err(TlsError::Config)?;
     server.alpn_protocols = vec![ALPN.to_vec()];
     server.max_early_data_size = 0;
 
@@ -71,14 +75,14 @@ pub fn configs() -> Result<(Arc<QuicServerConfig>, Arc<QuicClientConfig>), TlsEr
     });
     let mut client = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| TlsError::Config(e.to_string()))?
+        .map_err(TlsError::Config)?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     client.alpn_protocols = vec![ALPN.to_vec()];
 
-    let server = QuicServerConfig::try_from(server).map_err(|e| TlsError::Config(e.to_string()))?;
-    let client = QuicClientConfig::try_from(client).map_err(|e| TlsError::Config(e.to_string()))?;
+    let server = QuicServerConfig::try_from(server).map_err(TlsError::NoInitialCipherSuite)?;
+    let client = QuicClientConfig::try_from(client).map_err(TlsError::NoInitialCipherSuite)?;
     Ok((Arc::new(server), Arc::new(client)))
 }
 

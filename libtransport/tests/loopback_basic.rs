@@ -134,3 +134,27 @@ async fn diagnostics_snapshot_serialises() {
     assert!(json["counters"]["datagrams_in"].as_u64().unwrap() > 0);
     assert_eq!(json["backend"], "udp");
 }
+
+/// The endpoint's errors keep quinn-proto's as their source: a dial to port
+/// 0 is refused by quinn-proto before any packet is sent, and the caller can
+/// reach the `ConnectError` through `Error::source`, not only a string.
+#[tokio::test]
+async fn refused_connect_keeps_quinn_proto_error_as_source() {
+    let (a, b) = (ep(), ep());
+    let bad = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
+    let err = a.connect(bad, b.peer_id()).await.unwrap_err();
+    let Error::Connect(inner) = &err else {
+        panic!("expected Error::Connect, got {err:?}");
+    };
+    assert!(matches!(
+        inner,
+        libtransport::quinn_proto::ConnectError::InvalidRemoteAddress(addr) if *addr == bad
+    ));
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(
+        source
+            .downcast_ref::<libtransport::quinn_proto::ConnectError>()
+            .is_some(),
+        "source is {source:?}"
+    );
+}

@@ -14,8 +14,8 @@ use loopback_support::*;
 
 /// T4: 15 endpoints dial every other endpoint at the same time from both
 /// sides (210 dials over 105 pairs). Every pair ends with exactly one live
-/// connection, both ends agree which one, and there is at most one
-/// `Replaced` per pair (no storm).
+/// connection, both ends hold the same one (equal session ids, which no two
+/// pairs share), and there is at most one `Replaced` per pair (no storm).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simultaneous_dials_converge_to_one_connection() {
     let eps: Vec<Endpoint> = (0..15).map(|_| ep()).collect();
@@ -43,6 +43,7 @@ async fn simultaneous_dials_converge_to_one_connection() {
         }
         assert_eq!(a.diagnostics().live_connections, 14);
     }
+    let mut sessions = std::collections::HashSet::new();
     for a in &eps {
         for b in &eps {
             if a.peer_id() >= b.peer_id() {
@@ -54,9 +55,18 @@ async fn simultaneous_dials_converge_to_one_connection() {
             // smaller PeerId's won (the manager unit tests pin the rule); a
             // dial that found the peer's connection already live reused it.
             assert_eq!(ab.initiator(), ba.initiator(), "ends disagree");
-            assert_eq!(ab.generation() > 0, ba.generation() > 0);
+            assert_eq!(
+                ab.session_id(),
+                ba.session_id(),
+                "the two ends hold different connections"
+            );
+            assert!(
+                sessions.insert(ab.session_id()),
+                "a session id repeats across pairs"
+            );
         }
     }
+    assert_eq!(sessions.len(), 105);
     assert!(
         replaced.values().all(|&n| n <= 1),
         "Replaced storm: {replaced:?}"
@@ -91,6 +101,12 @@ async fn restarted_peer_replaces_old_connection() {
     new.send(Kind::DM, Bytes::from_static(b"hi")).await.unwrap();
     assert_eq!(dm.recv().await.unwrap().data, "hi");
     assert_eq!(a.connection(&b2.peer_id()).unwrap().generation(), 2);
+    // Session ids tell the two connections apart and match across ends.
+    assert_ne!(old.session_id(), new.session_id());
+    assert_eq!(
+        a.connection(&b2.peer_id()).unwrap().session_id(),
+        new.session_id()
+    );
     assert_eq!(a.diagnostics().counters.replaced, 1);
 }
 

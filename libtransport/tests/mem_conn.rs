@@ -45,6 +45,11 @@ async fn assert_agree(
         a.peer_id().min(b.peer_id()),
         "tie-break picked the wrong dial"
     );
+    assert_eq!(
+        ab.session_id(),
+        ba.session_id(),
+        "the two ends hold different connections"
+    );
     assert_eq!(ab.remote_address(), b.local_addr());
     assert_eq!(ba.remote_address(), a.local_addr());
     ab.send(Kind::PROBE, Bytes::from(b.peer_id().to_string()))

@@ -111,6 +111,19 @@ fn row(t: &mut Table, r: &Report) {
 }
 
 fn to_json(sc: &Scenario, r: &Report) -> serde_json::Value {
+    let mut v = headline_json(sc, r);
+    if let Some(o) = v.as_object_mut() {
+        // Per round, iroh-gossip's definitions (null: no publish or fewer
+        // than two deliveries that round).
+        let rmr: Vec<_> = r.rounds.iter().map(|x| x.rmr_iroh()).collect();
+        let ldh: Vec<_> = r.rounds.iter().map(|x| x.ldh_iroh()).collect();
+        o.insert("rmr_by_round".into(), serde_json::json!(rmr));
+        o.insert("ldh_by_round".into(), serde_json::json!(ldh));
+    }
+    v
+}
+
+fn headline_json(sc: &Scenario, r: &Report) -> serde_json::Value {
     serde_json::json!({
         "suite": "gossip",
         "scenario": r.scenario,

@@ -68,7 +68,7 @@ async fn dial(ep: &Arc<Shared>, addr: SocketAddr, peer: PeerId) -> Result<Connec
                 let (ch, inner) = st
                     .endpoint
                     .connect(now, cfg, addr, crate::tls::SERVER_NAME)
-                    .map_err(|e| Error::Connect(e.to_string()))?;
+                    .map_err(Error::Connect)?;
                 let uid = st.next_uid;
                 st.next_uid += 1;
                 let rec = super::conn::new_shared(ch, uid, addr);

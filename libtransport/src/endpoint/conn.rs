@@ -105,7 +105,10 @@ fn peer_role(r: Role) -> Role {
 fn on_connected(st: &mut State, ch: ConnectionHandle, now: Instant) {
     let identity = st.identity.clone();
     let epoch = st.epoch;
+    #[cfg(feature = "test-util")]
     let withhold = st.config.withhold_proof_for_tests;
+    #[cfg(not(feature = "test-util"))]
+    let withhold = false;
     let deadline = now + st.config.identity_timeout;
     let Some(c) = st.conns.get_mut(&ch) else {
         return;
@@ -414,12 +417,27 @@ fn try_verify(st: &mut State, ch: ConnectionHandle, now: Instant) {
     }
 }
 
+/// TLS exporter label of [`super::Connection::session_id`]; distinct from
+/// the identity proof's, so the value says nothing about what was signed.
+const SESSION_ID_LABEL: &[u8] = b"EXPORTER-tern-session-id-v1";
+
 fn go_live(st: &mut State, ch: ConnectionHandle, generation: u64, now: Instant) {
     let Some(c) = st.conns.get_mut(&ch) else {
         return;
     };
     c.phase = Phase::Live;
-    c.shared.info().generation = generation;
+    let mut session_id = [0u8; 16];
+    // Both ends export the same bytes from the same TLS session; a failure
+    // (not possible once the handshake completed) leaves zeros.
+    let _ = c
+        .inner
+        .crypto_session()
+        .export_keying_material(&mut session_id, SESSION_ID_LABEL, b"");
+    {
+        let mut info = c.shared.info();
+        info.generation = generation;
+        info.session_id = session_id;
+    }
     let peer = c.peer().unwrap_or(crate::identity::PeerId([0; 32]));
     let addr = c.inner.remote_address();
     debug!(peer = %peer.short(), generation, %addr, "connection live");

@@ -62,6 +62,7 @@ impl PathStats {
 pub(crate) struct Info {
     pub(crate) peer: Option<PeerId>,
     pub(crate) generation: u64,
+    pub(crate) session_id: [u8; 16],
     pub(crate) initiator: Option<PeerId>,
     pub(crate) closed: Option<CloseReason>,
     pub(crate) stats: PathStats,
@@ -139,6 +140,17 @@ impl Connection {
     #[must_use]
     pub fn generation(&self) -> u64 {
         self.rec.info().generation
+    }
+
+    /// An identifier of this QUIC connection that both ends compute alike
+    /// (a TLS exporter of the session under its own label) and no other
+    /// connection shares: two endpoints hold the same connection exactly
+    /// when their handles' `session_id`s are equal. Unlike
+    /// [`Connection::generation`], which each endpoint numbers on its own,
+    /// it can be compared across ends (and logged on both to correlate).
+    #[must_use]
+    pub fn session_id(&self) -> [u8; 16] {
+        self.rec.info().session_id
     }
 
     /// Who opened the connection (after a simultaneous dial both ends agree:

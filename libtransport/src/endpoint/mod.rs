@@ -73,9 +73,10 @@ pub enum Error {
     /// `Endpoint::bind` was called outside a tokio runtime.
     #[error("no tokio runtime")]
     NoRuntime,
-    /// quinn-proto refused to start the connection.
-    #[error("connect: {0}")]
-    Connect(String),
+    /// quinn-proto refused to start the connection (its error kept as the
+    /// source).
+    #[error("quinn-proto refused to start the connection")]
+    Connect(#[source] quinn_proto::ConnectError),
     /// The dial did not complete within `Config::dial_timeout`.
     #[error("dial timed out")]
     DialTimeout,

@@ -36,7 +36,8 @@
 //!
 //! * `udp` — tokio (epoll) readiness + `quinn-udp` `sendmsg`/`recvmsg` with
 //!   GSO, GRO and ECN control messages.
-//! * `mem` — in-process network with virtual time and impairments (tests).
+//! * `mem` — in-process network with virtual time and impairments (tests;
+//!   only with the `test-util` feature).
 //! * `uring` (cargo feature `uring`, Linux) — io_uring submission/completion.
 //!
 //! # Kernel bypass (AF_XDP, DPDK)
@@ -59,6 +60,7 @@ use std::io::IoSliceMut;
 use std::net::{IpAddr, SocketAddr};
 use std::task::{Context, Poll};
 
+#[cfg(feature = "test-util")]
 pub mod mem;
 pub mod udp;
 #[cfg(all(feature = "uring", target_os = "linux"))]

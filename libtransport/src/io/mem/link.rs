@@ -105,7 +105,7 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub fn new(cfg: LinkConfig) -> Self {
+    pub(super) fn new(cfg: LinkConfig) -> Self {
         Self {
             cfg,
             busy_until: None,
@@ -114,7 +114,7 @@ impl Link {
     }
 
     /// Decides the fate of a `len`-byte datagram offered at `now`.
-    pub fn offer(
+    pub(super) fn offer(
         &mut self,
         now: Instant,
         len: usize,

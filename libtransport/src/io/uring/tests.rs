@@ -3,7 +3,9 @@
 //! the tokio backend. Capability T2 (same datagram contract as `udp`/`mem`).
 //!
 //! Each test skips — printing why — only when the kernel or sandbox refuses
-//! io_uring ([`UringError::Unavailable`] / [`UringError::Unsupported`]).
+//! io_uring ([`UringError::Unavailable`] / [`UringError::Unsupported`]),
+//! and not even then with `TERN_REQUIRE_URING=1` (CI sets it where the
+//! kernel allows io_uring): the skip is then a failure.
 
 use std::future::poll_fn;
 use std::io::IoSliceMut;
@@ -13,11 +15,18 @@ use std::time::Duration;
 use super::*;
 use crate::io::udp::UdpSocket;
 
+/// Set (to anything) where io_uring must work: a refusal fails the test.
+const REQUIRE: &str = "TERN_REQUIRE_URING";
+
 fn bind_or_skip(test: &str) -> Option<UringSocket> {
     match UringSocket::bind("127.0.0.1:0".parse().unwrap()) {
         Ok(s) => Some(s),
         Err(e @ (UringError::Unavailable(_) | UringError::Unsupported(_))) => {
-            eprintln!("skipping {test}: the kernel refused io_uring: {e}");
+            assert!(
+                std::env::var_os(REQUIRE).is_none(),
+                "{REQUIRE} is set but the kernel refused io_uring: {e}"
+            );
+            eprintln!("SKIPPED {test}: the kernel refused io_uring: {e}");
             None
         }
         Err(e) => panic!("socket setup failed: {e}"),
