@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod proto;
+pub mod wire;
 
 #[cfg(feature = "sim")]
 pub mod sim;

@@ -102,6 +102,9 @@ pub struct Snapshot {
     /// [`TopicDiag::state_bytes`], verification and key state, send queues,
     /// send tracking, outputs and timers, and the peer-health tables.
     pub state_bytes: usize,
+    /// Frames decoded by [`Node::handle_frame`]: accepted, and rejected by
+    /// reason (truncated, oversize, wrong version, unknown topic...).
+    pub wire: crate::wire::WireStats,
 }
 
 impl Snapshot {
@@ -177,6 +180,7 @@ impl Snapshot {
             unknown_outcomes,
             expired_sends,
             state_bytes,
+            wire: node.wire_stats(),
         }
     }
 }

@@ -27,7 +27,7 @@ pub use config::Config;
 pub use diag::{DiagHandle, PeerDiag, Snapshot, TopicDiag};
 pub use memory::{KEY_ENTRY_BYTES, MemoryPlan};
 pub use message::{Body, Gossip, IHaveEntry, Kind, Message};
-pub use node::{Node, ProtoError, Signer};
+pub use node::{Node, ProtoError, Received, Signer};
 pub use output::{
     Delivery, Event, Output, SendOutcome, Transmit, Verdict, VerifyRequest, kind_label,
 };

@@ -1,5 +1,9 @@
 //! [`Node`]: the sans-IO state machine of one gossip participant.
 
+mod frame;
+
+pub use frame::Received;
+
 use super::config::Config;
 use super::diag::{DiagHandle, Snapshot};
 use super::health::cooling::CoolingDecision;
@@ -73,6 +77,8 @@ pub struct Node {
     unknown_outcome: u64,
     /// Tickets expired because their outcome never came.
     expired_tickets: u64,
+    /// Checked decoder for [`Node::handle_frame`] (its counters are diagnostics).
+    wire: crate::wire::Decoder,
 }
 
 impl std::fmt::Debug for Node {
@@ -108,6 +114,7 @@ impl Node {
         let my_key = signer.public_key();
         let me = PeerId::from_public_key(&my_key);
         let send_queue = cfg.send_queue;
+        let wire = crate::wire::Decoder::new(crate::wire::Limits::from_config(&cfg));
         Self {
             me,
             signer,
@@ -128,6 +135,7 @@ impl Node {
             untracked: HashMap::new(),
             unknown_outcome: 0,
             expired_tickets: 0,
+            wire,
         }
     }
 
