@@ -29,11 +29,12 @@
 //!
 //! Reserved flag bits must be zero, and bytes after the message are an
 //! error, so every accepted frame has exactly one encoding (`emit(parse(b))
-//! == b`, which the fuzz target checks). A new version or message kind is a
+//! == b`, which `tests/wire_codec.rs` checks on flipped bits). A new version or message kind is a
 //! new version byte or tag; an old receiver rejects it with
 //! [`WireError::BadVersion`] / [`WireError::UnknownTag`] rather than
-//! misreading it. The choice of a hand-written layout over flatbuffers is
-//! `docs/adr/0041-gossip-wire-encoding.md`.
+//! misreading it. The layout is hand-written rather than flatbuffers so that
+//! the parser borrows from the frame and checks every length itself; the ADR
+//! weighing the two with measured encode/decode costs is not written yet.
 //!
 //! # Panic contract
 //!

@@ -1,5 +1,5 @@
-//! Sample frames of every kind, shared by the wire tests and the fuzz seed
-//! corpus (`fuzz/corpus/gossip_message/`).
+//! Sample frames of every kind for the wire tests (meant to seed a
+//! `gossip_message` fuzz corpus too, which does not exist yet).
 #![allow(dead_code)]
 
 use bytes::Bytes;
