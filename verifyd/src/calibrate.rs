@@ -304,6 +304,9 @@ mod tests {
         fn verify_sized(&self, _: &[u8], _: &[u8], _: &[u8]) -> bool {
             true
         }
+        fn footprint(&self) -> usize {
+            0
+        }
     }
     impl Backend for AcceptsAll {
         fn kind(&self) -> BackendKind {

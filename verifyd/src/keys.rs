@@ -19,6 +19,15 @@
 //! (it moves on use), so a client cannot make another's keys its own and
 //! then churn them.
 //!
+//! **Bytes.** The cache is bounded in bytes as well as in keys: each entry
+//! is charged its decoded key's [`crate::backend::VerifyKey::footprint`],
+//! its encoded bytes and [`ENTRY_OVERHEAD`]; an insert evicts (by the same
+//! rule) until both bounds hold. A decoded key costs 2 KiB (libcrux,
+//! pqcrypto) to 43 KiB (RustCrypto), so a count alone would let 65,536 keys
+//! take anything from 130 MiB to 2.8 GiB. The default byte bound is
+//! [`DEFAULT_BYTE_LIMIT`]. The cache always holds the key just inserted,
+//! even one larger than the whole bound.
+//!
 //! Ids are never reused within one daemon, and carry an *epoch* chosen at
 //! start-up in their high 32 bits, so an id from a previous daemon instance
 //! that reached a restarted one is unknown rather than silently bound to some
@@ -40,6 +49,14 @@ pub type KeyId = u64;
 /// Who a key is charged to (the server uses the client's process id).
 pub type Owner = u64;
 
+/// Default byte bound of a cache ([`KeyCache::with_byte_limit`]): 128 MiB,
+/// about 30,000 aws-lc keys or 3,000 RustCrypto ones.
+pub const DEFAULT_BYTE_LIMIT: usize = 128 << 20;
+
+/// Bytes charged per entry beyond the key itself and its encoding: the two
+/// hash-map slots, the owner's LRU entry and the `Arc` headers.
+pub const ENTRY_OVERHEAD: usize = 192;
+
 /// Counters the admin socket reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct KeyCacheStats {
@@ -56,8 +73,15 @@ pub struct KeyCacheStats {
     pub moves: u64,
     /// Keys currently held.
     pub len: usize,
-    /// The bound.
+    /// The bound in keys.
     pub capacity: usize,
+    /// Bytes charged for the keys held now (see the module docs).
+    pub bytes: usize,
+    /// The bound in bytes.
+    pub byte_limit: usize,
+    /// Evictions made to stay within the byte bound (also counted in
+    /// `evictions`).
+    pub byte_evictions: u64,
     /// Owners holding keys now.
     pub owners: usize,
     /// Keys held by the largest owner.
@@ -70,6 +94,7 @@ struct Entry {
     bytes: Arc<[u8]>,
     last_used: u64,
     owner: Owner,
+    cost: usize,
 }
 
 /// One owner's keys, least recently used first.
@@ -82,6 +107,8 @@ struct OwnerKeys {
 #[derive(Debug)]
 pub struct KeyCache {
     capacity: usize,
+    byte_limit: usize,
+    bytes: usize,
     epoch: u32,
     next: u32,
     tick: u64,
@@ -94,7 +121,8 @@ pub struct KeyCache {
 }
 
 impl KeyCache {
-    /// An empty cache holding at most `capacity` keys (at least one).
+    /// An empty cache holding at most `capacity` keys (at least one) and
+    /// [`DEFAULT_BYTE_LIMIT`] bytes.
     /// `epoch` should differ between daemon instances (the server derives
     /// it from its pid and start time).
     #[must_use]
@@ -102,6 +130,8 @@ impl KeyCache {
         let capacity = capacity.max(1);
         KeyCache {
             capacity,
+            byte_limit: DEFAULT_BYTE_LIMIT,
+            bytes: 0,
             epoch,
             next: 0,
             tick: 0,
@@ -114,6 +144,13 @@ impl KeyCache {
                 ..KeyCacheStats::default()
             },
         }
+    }
+
+    /// Sets the byte bound (see the module docs).
+    #[must_use]
+    pub fn with_byte_limit(mut self, bytes: usize) -> Self {
+        self.byte_limit = bytes;
+        self
     }
 
     fn count(&self, owner: Owner) -> usize {
@@ -236,6 +273,7 @@ impl KeyCache {
         self.discharge(victim, tick);
         if let Some(old) = self.by_id.remove(&id) {
             self.by_bytes.remove(&old.bytes);
+            self.bytes -= old.cost;
             self.stats.evictions += 1;
             if victim != inserter {
                 self.stats.evictions_of_others += 1;
@@ -253,9 +291,15 @@ impl KeyCache {
             self.touch(id, owner);
             return id;
         }
-        while self.by_id.len() >= self.capacity {
-            if !self.evict_for(owner) {
+        let cost = key.footprint() + bytes.len() + ENTRY_OVERHEAD;
+        loop {
+            let over_count = self.by_id.len() >= self.capacity;
+            let over_bytes = self.bytes + cost > self.byte_limit;
+            if !(over_count || over_bytes) || !self.evict_for(owner) {
                 break;
+            }
+            if !over_count {
+                self.stats.byte_evictions += 1;
             }
         }
         // Ids are never reused: after 2^32 registrations the counter wraps
@@ -278,8 +322,10 @@ impl KeyCache {
                 bytes,
                 last_used: tick,
                 owner,
+                cost,
             },
         );
+        self.bytes += cost;
         id
     }
 
@@ -294,6 +340,8 @@ impl KeyCache {
     pub fn stats(&self) -> KeyCacheStats {
         KeyCacheStats {
             len: self.by_id.len(),
+            bytes: self.bytes,
+            byte_limit: self.byte_limit,
             owners: self.owners.len(),
             largest_owner: self.by_count.last().map_or(0, |&(n, _)| n),
             ..self.stats
@@ -317,6 +365,70 @@ mod tests {
         bytes[..4].copy_from_slice(&n.to_le_bytes());
         let k = RustCrypto.decode_key(&bytes).unwrap();
         (bytes, k)
+    }
+
+    /// The cost an entry of `key(_)` is charged.
+    fn cost() -> usize {
+        let (b, k) = key(0);
+        k.footprint() + b.len() + ENTRY_OVERHEAD
+    }
+
+    /// V2: the cache is bounded in bytes too: with room for three keys'
+    /// bytes (and a count bound of 100) the fourth insert evicts the least
+    /// recently used, counted as a byte eviction, and `bytes` never passes
+    /// the bound.
+    #[test]
+    fn byte_bound_evicts_and_counts() {
+        let mut c = KeyCache::new(100, 1).with_byte_limit(3 * cost() + cost() / 2);
+        let ids: Vec<KeyId> = (1..=3)
+            .map(|i| {
+                let (b, k) = key(i);
+                c.insert(&b, k)
+            })
+            .collect();
+        assert_eq!(c.stats().bytes, 3 * cost());
+        let (b, k) = key(9);
+        let id9 = c.insert(&b, k);
+        let s = c.stats();
+        assert_eq!((s.len, s.evictions, s.byte_evictions), (3, 1, 1), "{s:?}");
+        assert!(s.bytes <= s.byte_limit, "{s:?}");
+        assert!(c.get(ids[0]).is_none(), "the least recently used key went");
+        assert!(c.get(ids[1]).is_some() && c.get(ids[2]).is_some() && c.get(id9).is_some());
+    }
+
+    /// V2: under the byte bound as under the count bound, an owner flooding
+    /// distinct keys evicts only its own; a key larger than the whole bound
+    /// is still held (alone), never refused or lost at insert.
+    #[test]
+    fn byte_bound_keeps_the_quota_and_holds_an_oversize_key() {
+        let mut c = KeyCache::new(1000, 1).with_byte_limit(8 * cost());
+        let good: Vec<KeyId> = (0..4)
+            .map(|i| {
+                let (b, k) = key_n(i);
+                c.insert_for(&b, k, 1)
+            })
+            .collect();
+        for i in 100..400 {
+            let (b, k) = key_n(i);
+            c.insert_for(&b, k, 2);
+        }
+        let s = c.stats();
+        assert!(s.bytes <= s.byte_limit, "{s:?}");
+        assert_eq!(s.evictions_of_others, 0, "{s:?}");
+        for id in &good {
+            assert!(
+                c.get_for(*id, 1).is_some(),
+                "the good owner lost a key to the flood"
+            );
+        }
+        let mut tiny = KeyCache::new(10, 1).with_byte_limit(1);
+        let (b, k) = key(5);
+        let id = tiny.insert(&b, k);
+        assert!(tiny.get(id).is_some());
+        let (b, k) = key(6);
+        let id6 = tiny.insert(&b, k);
+        assert!(tiny.get(id).is_none() && tiny.get(id6).is_some());
+        assert_eq!(tiny.stats().len, 1);
     }
 
     /// V2: keys are registered once, named by id, bounded with an eviction counter.
