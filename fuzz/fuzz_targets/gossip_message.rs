@@ -24,7 +24,10 @@ fuzz_target!(|data: &[u8]| {
 
     let mut dec = Decoder::new(limits);
     let decoded = dec.decode(&bytes, |_| true);
-    assert_eq!(decoded, parsed, "Decoder (all topics joined) agrees with parse");
+    assert_eq!(
+        decoded, parsed,
+        "Decoder (all topics joined) agrees with parse"
+    );
     let stats = dec.stats();
     assert_eq!(stats.accepted + stats.rejected_total(), 1);
 
