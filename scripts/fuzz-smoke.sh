@@ -19,6 +19,7 @@ targets=(
   verify_request
   ack_message
   stream_decoder
+  gossip_message
 )
 runs="${FUZZ_SMOKE_RUNS:-3000}"
 seconds="${FUZZ_SMOKE_SECONDS:-4}"
