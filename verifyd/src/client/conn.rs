@@ -333,6 +333,7 @@ impl Conn {
             return Err(sub);
         }
         let n = sub.idx.len();
+        pool.stats.requests.fetch_add(1, Ordering::Relaxed);
         self.outstanding.fetch_add(n, Ordering::Relaxed);
         lock(&self.pending).insert(rid, Pending::Verify { sub, names });
         // Re-check liveness after inserting: the reader may have killed the

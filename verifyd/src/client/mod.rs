@@ -183,6 +183,9 @@ pub struct PoolStats {
     pub ring_conns: AtomicU64,
     /// Connections opened on socket frames.
     pub frame_conns: AtomicU64,
+    /// Verify requests written to an instance (a batch is cut into as
+    /// many as its size needs; re-sent requests count again).
+    pub requests: AtomicU64,
     /// Items that got [`ItemError::TooLarge`]: alone they make a request
     /// larger than every connected instance accepts.
     pub too_large_items: AtomicU64,
