@@ -30,8 +30,8 @@ use verifyd::{SIGNATURE_LEN, Verdict};
 /// The largest request a default ring session carries: the ring's largest
 /// record for the default capacity, capped by the default frame limit.
 fn ring_limit() -> usize {
-    let geo = wire::ring::Geometry::negotiated(DEFAULT_RING_CAPACITY, DEFAULT_MAX_FRAME as u32)
-        .unwrap();
+    let geo =
+        wire::ring::Geometry::negotiated(DEFAULT_RING_CAPACITY, DEFAULT_MAX_FRAME as u32).unwrap();
     geo.max_record().min(DEFAULT_MAX_FRAME)
 }
 
@@ -66,7 +66,10 @@ fn pool_on(path: &Path, transport: Transport, limit: usize) -> Pool {
     pool
 }
 
+/// Verify requests the pool wrote, after checking that none was cut
+/// wrongly (over its size bound, then halved by the fallback).
 fn requests(pool: &Pool) -> u64 {
+    assert_eq!(pool.stats().bound_misses.load(Ordering::Relaxed), 0);
     pool.stats().requests.load(Ordering::Relaxed)
 }
 
@@ -80,10 +83,17 @@ fn v5_31_items_of_64k_messages_on_the_ring() {
     let (path, h, _j) = common::spawn_server(dir.path(), "v.sock", |c| c);
     let pool = pool_on(&path, Transport::Ring, ring_limit());
     let (items, truth) = big_items(64 << 10, 31, 1);
-    assert!(one_request_len(&items) > ring_limit(), "the case needs a split");
+    assert!(
+        one_request_len(&items) > ring_limit(),
+        "the case needs a split"
+    );
     assert_eq!(pool.verify(items).unwrap(), truth);
     assert!(truth.contains(&Verdict::Invalid) && truth.contains(&Verdict::Malformed));
-    assert_eq!(requests(&pool), 2, "one ring record holds 30 of these items");
+    assert_eq!(
+        requests(&pool),
+        2,
+        "one ring record holds 30 of these items"
+    );
     assert_eq!(h.snapshot().items, 31);
     assert_eq!(pool.stats().duplicate_verdicts.load(Ordering::Relaxed), 0);
     h.stop();
@@ -225,6 +235,7 @@ fn v5_item_too_large_for_every_session_is_a_typed_per_item_error() {
         ]
     );
     assert_eq!(both.stats().duplicate_verdicts.load(Ordering::Relaxed), 0);
+    assert!(requests(&both) > 0);
     h1.stop();
     h2.stop();
 }
@@ -277,7 +288,10 @@ fn try_submit_without_a_reachable_instance_fails_within_10ms() {
     let t = Instant::now();
     let r = pool.submit(common::items(&common::corpus(2)).0).wait();
     assert_eq!(r, Err(PoolError::Exhausted(short.give_up_after)));
-    assert!(t.elapsed() >= short.give_up_after, "submit blocks meanwhile");
+    assert!(
+        t.elapsed() >= short.give_up_after,
+        "submit blocks meanwhile"
+    );
 
     let silent_path = dir.path().join("silent.sock");
     let _silent = silent_listener(&silent_path);
@@ -384,6 +398,7 @@ fn try_submit_ticket_awaited_as_a_future_gives_the_same_verdicts() {
         assert_eq!(ticket.pending_items(), 0);
         assert_eq!(ticket.wait().unwrap(), want, "result kept after polling");
         assert_eq!(pool.stats().duplicate_verdicts.load(Ordering::Relaxed), 0);
+        assert!(requests(&pool) > 0);
     }
     h1.stop();
     h2.stop();

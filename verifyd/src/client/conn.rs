@@ -323,6 +323,7 @@ impl Conn {
                 items = sub.idx.len(),
                 "request over its size bound; splitting it"
             );
+            pool.stats.bound_misses.fetch_add(1, Ordering::Relaxed);
             let back = sub.split_off(sub.idx.len() / 2);
             if let Some(back) = back {
                 pool.reroute(back);

@@ -33,6 +33,11 @@ pub const ITEM_OVERHEAD: usize = 96;
 /// bound; see the module docs).
 pub const REQUEST_OVERHEAD: usize = 256;
 
+/// Largest request the pool encodes, whatever a session accepts (a hello
+/// may allow up to 4 GiB): flatbuffers offsets are 32-bit signed, and its
+/// builder panics on buffers near 2 GiB, so requests stay well below.
+pub const MAX_ENCODABLE: usize = 1 << 30;
+
 /// Upper bound of the bytes one item adds to an encoded request:
 /// `inline_key` is the length of the key when it travels inside the item
 /// (`None` when the item names a registered key id).
@@ -80,10 +85,11 @@ pub struct RequestLimits {
 impl RequestLimits {
     /// The limits for a session that accepts requests of up to `max_bytes`
     /// bytes, with the pool's own item cap `max_request_items`.
+    /// `max_bytes` is capped at [`MAX_ENCODABLE`].
     #[must_use]
     pub fn new(max_bytes: usize, max_request_items: usize) -> RequestLimits {
         RequestLimits {
-            max_bytes,
+            max_bytes: max_bytes.min(MAX_ENCODABLE),
             max_items: max_request_items.clamp(1, MAX_BATCH_ITEMS),
         }
     }
@@ -215,5 +221,9 @@ mod tests {
         assert_eq!(l.max_items, MAX_BATCH_ITEMS);
         assert_eq!(l.prefix_len(vec![1; MAX_BATCH_ITEMS + 5]), MAX_BATCH_ITEMS);
         assert_eq!(RequestLimits::new(1, 0).max_items, 1);
+        assert_eq!(
+            RequestLimits::new(u32::MAX as usize, 1).max_bytes,
+            MAX_ENCODABLE
+        );
     }
 }

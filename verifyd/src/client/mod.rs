@@ -186,6 +186,10 @@ pub struct PoolStats {
     /// Verify requests written to an instance (a batch is cut into as
     /// many as its size needs; re-sent requests count again).
     pub requests: AtomicU64,
+    /// Requests whose real encoding came out larger than the size bound
+    /// they were cut by, and were halved instead of sent. Always 0 unless
+    /// the bound is wrong; tests assert it.
+    pub bound_misses: AtomicU64,
     /// Items that got [`ItemError::TooLarge`]: alone they make a request
     /// larger than every connected instance accepts.
     pub too_large_items: AtomicU64,
