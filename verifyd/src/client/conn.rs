@@ -13,6 +13,7 @@ use flatbuffers::FlatBufferBuilder;
 use wire::generated::error::ErrorCode;
 use wire::generated::hello::Role;
 
+use super::limits::{self, RequestLimits};
 use super::{PoolError, PoolInner, Sub, now};
 use crate::Verdict;
 use crate::proto::{self, ItemRef, Response};
@@ -48,7 +49,7 @@ pub(crate) struct Conn {
     outstanding: AtomicUsize,
     alive: AtomicBool,
     ready_at: Mutex<Instant>,
-    max_frame: usize,
+    limits: RequestLimits,
 }
 
 impl std::fmt::Debug for Conn {
@@ -115,7 +116,7 @@ impl Conn {
             outstanding: AtomicUsize::new(0),
             alive: AtomicBool::new(true),
             ready_at: Mutex::new(now()),
-            max_frame,
+            limits: RequestLimits::new(max_frame, pool.cfg.max_request_items),
         });
         let c = conn.clone();
         let weak = Arc::downgrade(pool);
@@ -138,6 +139,11 @@ impl Conn {
         self.transport
     }
 
+    /// What this session accepts in one request.
+    pub(crate) fn limits(&self) -> RequestLimits {
+        self.limits
+    }
+
     pub(crate) fn ready_at(&self) -> Instant {
         *lock(&self.ready_at)
     }
@@ -146,17 +152,23 @@ impl Conn {
         lock(&self.writer).send(frame).is_ok()
     }
 
-    /// Registers the keys this connection does not know yet.
-    fn ensure_keys(&self, pool: &PoolInner, sub: &Sub) -> Option<Vec<KeyName>> {
+    /// Registers the keys of items `idx` of `batch` this connection does not
+    /// know yet; returns how each of them names its key here.
+    fn ensure_keys(
+        &self,
+        pool: &PoolInner,
+        batch: &super::BatchState,
+        idx: &[u32],
+    ) -> Option<Vec<KeyName>> {
         // Group items by key *allocation* first: callers clone one `Bytes`
         // per origin key, so this finds the distinct keys without hashing
         // 1,952 bytes per item (that hashing alone cost ~4 % of a verify).
         // Different allocations of equal bytes just become two entries.
         const MEMO: usize = 256;
         let mut distinct: Vec<&Bytes> = Vec::new();
-        let mut which: Vec<usize> = Vec::with_capacity(sub.idx.len());
-        for &i in &sub.idx {
-            let k = &sub.batch.items[i as usize].key;
+        let mut which: Vec<usize> = Vec::with_capacity(idx.len());
+        for &i in idx {
+            let k = &batch.items[i as usize].key;
             let at = distinct
                 .iter()
                 .position(|d| d.as_ptr() == k.as_ptr() && d.len() == k.len())
@@ -210,21 +222,60 @@ impl Conn {
         None
     }
 
-    /// Sends a sub-batch; hands it back if this connection cannot take it.
-    pub(crate) fn send(self: &Arc<Self>, pool: &Arc<PoolInner>, sub: Sub) -> Result<(), Sub> {
+    /// Sends the first request's worth of a sub-batch: as many items as
+    /// fit this session's [`RequestLimits`] by their size bound. Returns
+    /// what is left to route (`Ok(None)` once everything went out), or
+    /// hands the whole sub back if this connection cannot take it: it is
+    /// dead, or the sub is one item too large for this session (its
+    /// `need` then says how large, so the router looks elsewhere).
+    pub(crate) fn send(
+        self: &Arc<Self>,
+        pool: &Arc<PoolInner>,
+        mut sub: Sub,
+    ) -> Result<Option<Sub>, Sub> {
         if !self.is_alive() {
             return Err(sub);
         }
-        let Some(names) = self.ensure_keys(pool, &sub) else {
+        let lim = self.limits;
+        // Its own handle, so the closures below do not borrow `sub`.
+        let batch = sub.batch.clone();
+        let items = &batch.items;
+        let bound = |i: u32, inline: bool| {
+            let it = &items[i as usize];
+            limits::item_bound(it.msg.len(), it.sig.len(), inline.then_some(it.key.len()))
+        };
+        // Cut optimistically (keys by id), register the keys of that part,
+        // then cut again with the keys this session will carry inline.
+        let first = lim.prefix_len(sub.idx.iter().map(|&i| bound(i, false)));
+        let Some(mut names) = self.ensure_keys(pool, &batch, &sub.idx[..first]) else {
             self.kill(pool);
             return Err(sub);
         };
-        let items: Vec<ItemRef<'_>> = sub
+        let take = lim.prefix_len(
+            sub.idx
+                .iter()
+                .zip(&names)
+                .map(|(&i, n)| bound(i, matches!(n, KeyName::Inline))),
+        );
+        names.truncate(take);
+        let rest = sub.split_off(take);
+        let inline_len = |i: u32, n: &KeyName| {
+            matches!(n, KeyName::Inline).then_some(items[i as usize].key.len())
+        };
+        if let ([i], [n]) = (sub.idx.as_slice(), names.as_slice()) {
+            let it = &items[*i as usize];
+            let floor = limits::item_floor(it.msg.len(), it.sig.len(), inline_len(*i, n));
+            if floor > lim.max_bytes {
+                // Its payload alone is over the limit: no need to encode it.
+                return self.too_large(pool, sub, floor, rest);
+            }
+        }
+        let refs: Vec<ItemRef<'_>> = sub
             .idx
             .iter()
             .zip(&names)
             .map(|(&i, name)| {
-                let it = &sub.batch.items[i as usize];
+                let it = &items[i as usize];
                 match name {
                     KeyName::Id(id) => ItemRef {
                         key_id: *id,
@@ -244,24 +295,46 @@ impl Conn {
         let rid = pool.next_req.fetch_add(1, Ordering::Relaxed);
         // Size the builder for the whole frame up front: the builder copies
         // everything it holds each time it grows, and items are 5.5 KB each.
-        let estimate: usize = items
+        let estimate: usize = sub
+            .idx
             .iter()
-            .map(|it| it.msg.len() + it.sig.len() + it.inline_key.map_or(0, <[u8]>::len) + 64)
+            .zip(&names)
+            .map(|(&i, n)| {
+                let it = &items[i as usize];
+                limits::item_bound(it.msg.len(), it.sig.len(), inline_len(i, n))
+            })
             .sum::<usize>()
-            + 128;
-        let mut fbb = FlatBufferBuilder::with_capacity(estimate.min(self.max_frame + 1024));
-        let frame = proto::encode_verify_batch(&mut fbb, rid, &[], &items);
-        drop(items);
-        if frame.len() > self.max_frame {
-            // Cannot happen with sane item sizes and max_request_items; fail
-            // loudly rather than loop.
-            sub.batch.fail(PoolError::Refused(format!(
-                "request of {} bytes exceeds the frame limit",
-                frame.len()
-            )));
-            return Ok(());
+            + limits::request_bound(0);
+        let mut fbb = FlatBufferBuilder::with_capacity(estimate.min(lim.max_bytes + 1024));
+        let frame = proto::encode_verify_batch(&mut fbb, rid, &[], &refs);
+        drop(refs);
+        if frame.len() > lim.max_bytes {
+            let real = frame.len();
+            if sub.idx.len() == 1 {
+                // Over the bound but worth trying, and really too large here.
+                return self.too_large(pool, sub, real, rest);
+            }
+            // More than one item always fits by the bound (a unit test
+            // proves the bound against real encodings); should it ever not,
+            // halve the request rather than fail or send it.
+            tracing::warn!(
+                real,
+                limit = lim.max_bytes,
+                items = sub.idx.len(),
+                "request over its size bound; splitting it"
+            );
+            pool.stats.bound_misses.fetch_add(1, Ordering::Relaxed);
+            let back = sub.split_off(sub.idx.len() / 2);
+            if let Some(back) = back {
+                pool.reroute(back);
+            }
+            if let Some(rest) = rest {
+                pool.reroute(rest);
+            }
+            return Err(sub);
         }
         let n = sub.idx.len();
+        pool.stats.requests.fetch_add(1, Ordering::Relaxed);
         self.outstanding.fetch_add(n, Ordering::Relaxed);
         lock(&self.pending).insert(rid, Pending::Verify { sub, names });
         // Re-check liveness after inserting: the reader may have killed the
@@ -272,7 +345,24 @@ impl Conn {
         if !self.write(frame) || !self.is_alive() {
             self.kill(pool);
         }
-        Ok(())
+        Ok(rest)
+    }
+
+    /// A one-item sub that needs a request of `bytes` bytes, more than this
+    /// session accepts: re-route it marked with that need, so the router
+    /// offers it only to sessions that can carry it (or gives the item its
+    /// error if none can), and hand the rest of the batch back to route.
+    fn too_large(
+        &self,
+        pool: &PoolInner,
+        mut sub: Sub,
+        bytes: usize,
+        rest: Option<Sub>,
+    ) -> Result<Option<Sub>, Sub> {
+        debug_assert!(bytes > self.limits.max_bytes);
+        sub.need = sub.need.max(bytes);
+        pool.reroute(sub);
+        Ok(rest)
     }
 
     /// Ends the session for good because the pool is gone: marks it dead,
@@ -463,6 +553,7 @@ impl Conn {
                 idx: again,
                 attempts: sub.attempts + 1,
                 since: sub.since,
+                need: 0,
             });
         }
     }

@@ -1,13 +1,41 @@
 //! Client side: a [`Pool`] over several verifyd instances, and the explicit
 //! [`InProcess`] backend.
 //!
-//! **Balancing**: a batch goes to the connected instance with the fewest
-//! outstanding items that is not backing off. **`Busy`**: the instance backs
-//! off for the hinted time (clamped to 50 µs–50 ms) and the request is routed
-//! to another; if every instance is busy the router waits for the earliest
-//! back-off to end. Nothing is dropped: a request that cannot be placed
-//! before [`PoolConfig::give_up_after`] fails *as a whole* with
-//! [`PoolError::Exhausted`], which the caller sees.
+//! **Submitting**: [`Pool::submit`] places a batch and returns a [`Ticket`];
+//! placing may block the caller while every instance is backing off or
+//! none is reachable (reconnecting on the caller's thread), for up to
+//! [`PoolConfig::give_up_after`]. [`Pool::try_submit`] never blocks: it
+//! checks that an instance is connected, hands the batch to the router
+//! thread and returns a ticket at once, or returns a [`Rejected`] (with the
+//! items, for an in-process fallback) at once when no instance is connected;
+//! a reconnection attempt then starts in the background, so a later call
+//! can succeed. [`Pool::connect_nonblocking`] likewise creates a pool without
+//! waiting for any instance. A ticket from either is waited on with
+//! [`Ticket::wait`], polled with [`Ticket::try_result`], or awaited: it is a
+//! [`std::future::Future`], woken by the thread that records its last
+//! verdict, so it works with any executor and needs no runtime.
+//!
+//! **Request size**: a batch is cut into requests that each fit the limits
+//! of the session they go to ([`RequestLimits`]): the hello's negotiated
+//! maximum frame, on a shared-memory ring also the ring's largest record,
+//! and at most [`crate::proto::MAX_BATCH_ITEMS`] and
+//! [`PoolConfig::max_request_items`] items. Sizes are added up from an upper
+//! bound of each item's encoding ([`limits::item_bound`]) before anything
+//! is encoded, so the transport a session runs on changes where requests are
+//! cut, never which items are verified. An item that alone exceeds a
+//! session's limit is encoded alone and, if it really does not fit, goes to
+//! a session with a larger limit; if no connected session can take it, that
+//! item alone gets [`ItemError::TooLarge`] ([`Ticket::wait_each`] shows it
+//! next to the other items' verdicts; [`Ticket::wait`] reports it as
+//! [`PoolError::ItemTooLarge`]).
+//!
+//! **Balancing**: each request goes to the connected instance with the
+//! fewest outstanding items that is not backing off. **`Busy`**: the
+//! instance backs off for the hinted time (clamped to 50 µs–50 ms) and the
+//! request is routed to another; if every instance is busy the router waits
+//! for the earliest back-off to end. Nothing is dropped: a request that
+//! cannot be placed before [`PoolConfig::give_up_after`] fails *as a whole*
+//! with [`PoolError::Exhausted`], which the caller sees.
 //!
 //! **Exactly one verdict per item**: each request id lives in exactly one
 //! connection's pending map. A response removes it from that map before the
@@ -29,23 +57,28 @@
 //!
 //! **In-process**: [`InProcess`] verifies on a local rayon pool with a
 //! decoded-key cache. The pool never falls back to it by itself; a caller
-//! that wants that does it on [`PoolError`].
+//! that wants that does it on [`PoolError`] or [`Rejected`].
 
 mod conn;
 mod inproc;
+pub mod limits;
+mod ticket;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::mpsc;
-use std::sync::{Arc, Condvar, Mutex, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 pub use bytes::Bytes;
 
 use crate::Verdict;
 pub use inproc::InProcess;
+pub use limits::RequestLimits;
+pub use ticket::{ItemError, ItemResult, Ticket};
 
 use conn::Conn;
+use ticket::BatchState;
 
 /// One signature to check.
 #[derive(Debug, Clone)]
@@ -74,12 +107,40 @@ pub enum PoolError {
     /// The pool was shut down.
     #[error("pool closed")]
     Closed,
+    /// Item `index` alone is larger than any connected instance accepts
+    /// (what [`Ticket::wait`] makes of an [`ItemError::TooLarge`]).
+    #[error(
+        "item {index} needs a request of {bytes} bytes; the largest any instance accepts is {limit}"
+    )]
+    ItemTooLarge {
+        /// The item's index in the batch.
+        index: usize,
+        /// Bytes of the smallest request that carries it.
+        bytes: usize,
+        /// The largest request any connected instance accepts.
+        limit: usize,
+    },
+}
+
+/// [`Pool::try_submit`] did not take the batch; the items are handed back
+/// so the caller can verify them elsewhere (e.g. [`InProcess`]) without
+/// having kept a copy.
+#[derive(Debug, thiserror::Error)]
+#[error("batch not submitted: {reason}")]
+pub struct Rejected {
+    /// Why: [`PoolError::NoInstances`] when no instance is connected,
+    /// [`PoolError::Closed`] when the pool is shutting down.
+    pub reason: PoolError,
+    /// The batch, unchanged.
+    pub items: Vec<Item>,
 }
 
 /// Pool settings.
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
-    /// Largest request sent to one instance; bigger batches are split.
+    /// Most items in a request to one instance (capped at
+    /// [`crate::proto::MAX_BATCH_ITEMS`]); bigger batches are split, and so
+    /// is any request larger in bytes than its session accepts.
     pub max_request_items: usize,
     /// Give up placing a request after this long (it then fails as a whole).
     pub give_up_after: Duration,
@@ -122,58 +183,19 @@ pub struct PoolStats {
     pub ring_conns: AtomicU64,
     /// Connections opened on socket frames.
     pub frame_conns: AtomicU64,
+    /// Verify requests written to an instance (a batch is cut into as
+    /// many as its size needs; re-sent requests count again).
+    pub requests: AtomicU64,
+    /// Requests whose real encoding came out larger than the size bound
+    /// they were cut by, and were halved instead of sent. Always 0 unless
+    /// the bound is wrong; tests assert it.
+    pub bound_misses: AtomicU64,
+    /// Items that got [`ItemError::TooLarge`]: alone they make a request
+    /// larger than every connected instance accepts.
+    pub too_large_items: AtomicU64,
     /// Verdicts that arrived for an item that already had one and were
     /// ignored. Always 0 unless there is a bug; tests assert it.
     pub duplicate_verdicts: AtomicU64,
-}
-
-/// Verdict slots for one caller batch.
-#[derive(Debug)]
-pub(crate) struct BatchState {
-    pub(crate) items: Vec<Item>,
-    slots: Mutex<Slots>,
-    done: Condvar,
-}
-
-#[derive(Debug)]
-struct Slots {
-    verdicts: Vec<Option<Verdict>>,
-    remaining: usize,
-    error: Option<PoolError>,
-}
-
-impl BatchState {
-    /// Records verdicts for item indices; each slot is written once.
-    /// Returns how many verdicts were duplicates (ignored).
-    pub(crate) fn deliver(&self, idx: &[u32], verdicts: &[Verdict]) -> u64 {
-        let mut s = self
-            .slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut dup = 0;
-        for (&i, &v) in idx.iter().zip(verdicts) {
-            let slot = &mut s.verdicts[i as usize];
-            if slot.is_none() {
-                *slot = Some(v);
-                s.remaining -= 1;
-            } else {
-                dup += 1;
-            }
-        }
-        if s.remaining == 0 {
-            self.done.notify_all();
-        }
-        dup
-    }
-
-    pub(crate) fn fail(&self, e: PoolError) {
-        let mut s = self
-            .slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.error.get_or_insert(e);
-        self.done.notify_all();
-    }
 }
 
 /// Part of a caller batch on its way to an instance.
@@ -183,81 +205,38 @@ pub(crate) struct Sub {
     pub(crate) idx: Vec<u32>,
     pub(crate) attempts: u32,
     pub(crate) since: Instant,
+    /// Smallest request size in bytes an instance must accept to take this
+    /// sub: 0 until a one-item sub turned out larger than some session's
+    /// limit, then the size it needs, so the router only offers it to
+    /// sessions that can carry it.
+    pub(crate) need: usize,
 }
 
-const SPIN_MAX_ITEMS: usize = 4;
-const SPIN_FOR: Duration = Duration::from_micros(300);
-
-/// A submitted batch; [`Ticket::wait`] returns its verdicts in item order.
-#[derive(Debug)]
-pub struct Ticket(Arc<BatchState>);
-
-impl Ticket {
-    /// Blocks until every item has its verdict (or the batch failed).
-    pub fn wait(self) -> Result<Vec<Verdict>, PoolError> {
-        self.wait_timeout(Duration::MAX)
-            .unwrap_or(Err(PoolError::Closed))
+impl Sub {
+    /// A fresh sub for items `idx` of `batch`.
+    pub(crate) fn new(batch: Arc<BatchState>, idx: Vec<u32>, since: Instant) -> Sub {
+        Sub {
+            batch,
+            idx,
+            attempts: 0,
+            since,
+            need: 0,
+        }
     }
 
-    /// Items still without a verdict.
-    #[must_use]
-    pub fn pending_items(&self) -> usize {
-        self.0
-            .slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remaining
-    }
-
-    /// Like [`Ticket::wait`], but gives the ticket back after `timeout`.
-    pub fn wait_timeout(
-        self,
-        timeout: Duration,
-    ) -> Result<Result<Vec<Verdict>, PoolError>, Ticket> {
-        let deadline = now().checked_add(timeout);
-        // Tiny batches come back within a few hundred microseconds: spin
-        // briefly (yielding) before parking, which saves a thread wake-up
-        // that costs tens of microseconds on these VMs. Larger batches park
-        // at once so waiting costs no CPU.
-        if self.0.items.len() <= SPIN_MAX_ITEMS {
-            let t = now();
-            while t.elapsed() < SPIN_FOR {
-                if self.pending_items() == 0 {
-                    break;
-                }
-                std::thread::yield_now();
-            }
+    /// Splits off everything after the first `at` items as a sub of its own
+    /// (same batch, attempts and start time); `None` if nothing is left.
+    pub(crate) fn split_off(&mut self, at: usize) -> Option<Sub> {
+        if at >= self.idx.len() {
+            return None;
         }
-        let mut s = self
-            .0
-            .slots
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        while s.remaining > 0 && s.error.is_none() {
-            let left = match deadline {
-                Some(d) => d.saturating_duration_since(now()),
-                None => Duration::from_secs(3600),
-            };
-            if left.is_zero() {
-                drop(s);
-                return Err(self);
-            }
-            s = self
-                .0
-                .done
-                .wait_timeout(s, left)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
-        if let Some(e) = s.error.clone() {
-            return Ok(Err(e));
-        }
-        // Every slot is Some once remaining hit 0.
-        Ok(Ok(s
-            .verdicts
-            .iter()
-            .map(|v| v.unwrap_or(Verdict::Malformed))
-            .collect()))
+        Some(Sub {
+            batch: self.batch.clone(),
+            idx: self.idx.split_off(at),
+            attempts: self.attempts,
+            since: self.since,
+            need: 0,
+        })
     }
 }
 
@@ -277,6 +256,12 @@ pub(crate) struct PoolInner {
     pub(crate) router: Mutex<mpsc::Sender<RouterMsg>>,
     pub(crate) next_req: AtomicU64,
     last_reconnect: Mutex<Option<Instant>>,
+    /// Held while connecting: one reconnection round at a time, so a
+    /// background round (which may wait out a silent listener's hello)
+    /// and the router never open two sessions to one instance.
+    connecting: Mutex<()>,
+    /// A background reconnection thread is running.
+    reconnecting: AtomicBool,
 }
 
 /// Where instances are found.
@@ -329,17 +314,34 @@ pub(crate) fn now() -> Instant {
 }
 
 impl Pool {
-    /// Connects to the verifyd sockets at `paths`.
+    /// Connects to the verifyd sockets at `paths`. Blocks while connecting
+    /// (up to a second per instance that accepts but never answers the
+    /// hello) and fails with [`PoolError::NoInstances`] if none answers.
     pub fn connect(paths: Vec<PathBuf>, cfg: PoolConfig) -> Result<Pool, PoolError> {
-        Self::start(Targets::Paths(paths), cfg)
+        Self::start(Targets::Paths(paths), cfg, true)
     }
 
     /// Connects to every socket in `dir` (rescanned when reconnecting).
     pub fn connect_dir(dir: &Path, cfg: PoolConfig) -> Result<Pool, PoolError> {
-        Self::start(Targets::Dir(dir.to_owned()), cfg)
+        Self::start(Targets::Dir(dir.to_owned()), cfg, true)
     }
 
-    fn start(targets: Targets, cfg: PoolConfig) -> Result<Pool, PoolError> {
+    /// Like [`Pool::connect`], but returns at once and connects on a
+    /// background thread: for an event loop that must not wait for the
+    /// hello. Until an instance is connected, [`Pool::try_submit`] answers
+    /// [`PoolError::NoInstances`] and [`Pool::submit`] waits for one (up
+    /// to [`PoolConfig::give_up_after`]). Fails only if a thread cannot be
+    /// started.
+    pub fn connect_nonblocking(paths: Vec<PathBuf>, cfg: PoolConfig) -> Result<Pool, PoolError> {
+        Self::start(Targets::Paths(paths), cfg, false)
+    }
+
+    /// [`Pool::connect_nonblocking`] for every socket in `dir`.
+    pub fn connect_dir_nonblocking(dir: &Path, cfg: PoolConfig) -> Result<Pool, PoolError> {
+        Self::start(Targets::Dir(dir.to_owned()), cfg, false)
+    }
+
+    fn start(targets: Targets, cfg: PoolConfig, wait: bool) -> Result<Pool, PoolError> {
         let (tx, rx) = mpsc::channel();
         let inner = Arc::new(PoolInner {
             cfg,
@@ -350,10 +352,14 @@ impl Pool {
             router: Mutex::new(tx),
             next_req: AtomicU64::new(1),
             last_reconnect: Mutex::new(None),
+            connecting: Mutex::new(()),
+            reconnecting: AtomicBool::new(false),
         });
-        inner.reconnect(true);
-        if inner.live().is_empty() {
-            return Err(PoolError::NoInstances);
+        if wait {
+            inner.reconnect(true);
+            if inner.live().is_empty() {
+                return Err(PoolError::NoInstances);
+            }
         }
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -369,34 +375,76 @@ impl Pool {
                 }
             })
             .map_err(|_| PoolError::NoInstances)?;
+        if !wait && !inner.reconnect_in_background() {
+            return Err(PoolError::NoInstances);
+        }
         Ok(Pool(inner))
     }
 
     /// Submits a batch; verdicts come back in item order through the ticket.
+    ///
+    /// Places the batch on the calling thread: while every instance is
+    /// backing off, or none is connected (it then reconnects here), this
+    /// blocks for up to [`PoolConfig::give_up_after`], after which the
+    /// ticket fails with [`PoolError::Exhausted`]. [`Pool::try_submit`]
+    /// never blocks.
     #[must_use]
     pub fn submit(&self, items: Vec<Item>) -> Ticket {
-        let n = items.len();
-        let batch = Arc::new(BatchState {
-            items,
-            slots: Mutex::new(Slots {
-                verdicts: vec![None; n],
-                remaining: n,
-                error: None,
-            }),
-            done: Condvar::new(),
-        });
-        let t = now();
-        let max = self.0.cfg.max_request_items.max(1);
-        for start in (0..n).step_by(max) {
-            let idx: Vec<u32> = (start..(start + max).min(n)).map(|i| i as u32).collect();
-            self.0.route(Sub {
-                batch: batch.clone(),
-                idx,
-                attempts: 0,
-                since: t,
-            });
+        let batch = Arc::new(BatchState::new(items));
+        let n = batch.items.len();
+        if n > 0 {
+            // One sub for the whole batch: the route cuts it into requests
+            // that fit the session each part goes to.
+            let idx: Vec<u32> = (0..n).map(|i| i as u32).collect();
+            self.0.route(Sub::new(batch.clone(), idx, now()));
         }
         Ticket(batch)
+    }
+
+    /// Submits a batch without ever blocking: if no instance is connected
+    /// it returns [`Rejected`] with [`PoolError::NoInstances`] (and the
+    /// items) at once, and starts a reconnection attempt in the background
+    /// so a later call can succeed. Otherwise the router thread places the
+    /// batch (cut to fit each session, as [`Pool::submit`] does) and the
+    /// returned ticket can be waited on, polled, or awaited.
+    ///
+    /// The check is for a *connected* instance: if the instances die after
+    /// it, the batch is re-routed as with `submit`, and the ticket fails
+    /// with [`PoolError::Exhausted`] after [`PoolConfig::give_up_after`]
+    /// if none comes back.
+    pub fn try_submit(&self, items: Vec<Item>) -> Result<Ticket, Rejected> {
+        if self.0.live().is_empty() {
+            self.0.reconnect_in_background();
+            return Err(Rejected {
+                reason: PoolError::NoInstances,
+                items,
+            });
+        }
+        let batch = Arc::new(BatchState::new(items));
+        let n = batch.items.len();
+        if n > 0 {
+            let idx: Vec<u32> = (0..n).map(|i| i as u32).collect();
+            let sub = Sub::new(batch.clone(), idx, now());
+            let tx = self
+                .0
+                .router
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Err(mpsc::SendError(RouterMsg::Route(sub))) = tx.send(RouterMsg::Route(sub)) {
+                drop(tx);
+                drop(sub);
+                // The router is gone only once the pool is being dropped;
+                // no other clone holds the batch yet, so it comes back whole.
+                let items = Arc::try_unwrap(batch)
+                    .map(BatchState::into_items)
+                    .unwrap_or_default();
+                return Err(Rejected {
+                    reason: PoolError::Closed,
+                    items,
+                });
+            }
+        }
+        Ok(Ticket(batch))
     }
 
     /// Submits and waits.
@@ -423,6 +471,17 @@ impl Pool {
             .live()
             .iter()
             .map(|c| (c.path.clone(), c.outstanding()))
+            .collect()
+    }
+
+    /// What each connected instance accepts in one request (the pool cuts
+    /// batches to fit), for diagnostics.
+    #[must_use]
+    pub fn limits(&self) -> Vec<(PathBuf, RequestLimits)> {
+        self.0
+            .live()
+            .iter()
+            .map(|c| (c.path.clone(), c.limits()))
             .collect()
     }
 
@@ -467,8 +526,49 @@ impl PoolInner {
         c.iter().filter(|c| c.is_alive()).cloned().collect()
     }
 
+    /// Whether `reconnect_every` has passed since the last attempt.
+    fn reconnect_due(&self) -> bool {
+        let last = self
+            .last_reconnect
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        last.is_none_or(|l| now().duration_since(l) >= self.cfg.reconnect_every)
+    }
+
+    /// Starts a reconnection round on a thread of its own unless one is
+    /// running or the last round was less than `reconnect_every` ago, so a
+    /// caller polling in a loop starts at most one thread per interval.
+    /// Returns false only if the thread could not be started.
+    fn reconnect_in_background(self: &Arc<Self>) -> bool {
+        if !self.reconnect_due()
+            || self
+                .reconnecting
+                .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return true;
+        }
+        let weak = Arc::downgrade(self);
+        let started = std::thread::Builder::new()
+            .name("verify-reconnect".into())
+            .spawn(move || {
+                if let Some(inner) = weak.upgrade() {
+                    inner.reconnect(false);
+                    inner
+                        .reconnecting
+                        .store(false, std::sync::atomic::Ordering::Release);
+                }
+            });
+        if started.is_err() {
+            self.reconnecting
+                .store(false, std::sync::atomic::Ordering::Release);
+            return false;
+        }
+        true
+    }
+
     /// (Re)connects to targets not currently connected, at most every
-    /// `reconnect_every` unless `force`.
+    /// `reconnect_every` unless `force`. Returns at once if another round
+    /// is connecting.
     fn reconnect(self: &Arc<Self>, force: bool) {
         {
             let mut last = self
@@ -481,6 +581,11 @@ impl PoolInner {
             }
             *last = Some(t);
         }
+        let _round = match self.connecting.try_lock() {
+            Ok(g) => g,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        };
         let have: Vec<PathBuf> = self.live().iter().map(|c| c.path.clone()).collect();
         for path in self.targets.list() {
             if have.contains(&path) {
@@ -520,8 +625,9 @@ impl PoolInner {
         }
     }
 
-    /// Places a sub-batch on the least-loaded instance, retrying on failure
-    /// and waiting out back-offs, until `give_up_after`.
+    /// Places a sub-batch on the least-loaded instance that can carry it,
+    /// a request at a time (each cut to fit its session), retrying on
+    /// failure and waiting out back-offs, until `give_up_after`.
     pub(crate) fn route(self: &Arc<Self>, mut sub: Sub) {
         loop {
             let t = now();
@@ -537,12 +643,41 @@ impl PoolInner {
                 }
                 continue;
             }
-            let ready = live
+            let fits: Vec<&Arc<Conn>> = live
+                .iter()
+                .filter(|c| c.limits().max_bytes >= sub.need)
+                .collect();
+            if fits.is_empty() {
+                // Only a one-item sub has a `need`: that item is larger than
+                // every session can carry. Waiting would not help, and the
+                // rest of its batch is unaffected.
+                let limit = live.iter().map(|c| c.limits().max_bytes).max().unwrap_or(0);
+                tracing::debug!(
+                    bytes = sub.need,
+                    limit,
+                    "item larger than every session accepts"
+                );
+                self.stats
+                    .too_large_items
+                    .fetch_add(sub.idx.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                let dup = sub.batch.deliver_error(
+                    &sub.idx,
+                    ItemError::TooLarge {
+                        bytes: sub.need,
+                        limit,
+                    },
+                );
+                self.stats
+                    .duplicate_verdicts
+                    .fetch_add(dup, std::sync::atomic::Ordering::Relaxed);
+                return;
+            }
+            let ready = fits
                 .iter()
                 .filter(|c| c.ready_at() <= t)
                 .min_by_key(|c| c.outstanding());
             let Some(conn) = ready else {
-                let wake = live.iter().map(|c| c.ready_at()).min().unwrap_or(t);
+                let wake = fits.iter().map(|c| c.ready_at()).min().unwrap_or(t);
                 std::thread::sleep(
                     wake.saturating_duration_since(t)
                         .max(Duration::from_micros(20)),
@@ -550,8 +685,10 @@ impl PoolInner {
                 continue;
             };
             match conn.send(self, sub) {
-                Ok(()) => return,
-                Err(back) => sub = back,
+                Ok(None) => return,
+                // A request's worth went out; the rest picks its own
+                // instance, so one batch still spreads over the pool.
+                Ok(Some(rest)) | Err(rest) => sub = rest,
             }
         }
     }
