@@ -247,6 +247,15 @@ impl Conn {
         // Cut optimistically (keys by id), register the keys of that part,
         // then cut again with the keys this session will carry inline.
         let first = lim.prefix_len(sub.idx.iter().map(|&i| bound(i, false)));
+        if let Some(&i) = sub.idx.first() {
+            let it = &items[i as usize];
+            let floor = limits::item_floor(it.msg.len(), it.sig.len(), None);
+            if floor > lim.max_bytes {
+                // Too large here even with its key by id: do not register it.
+                let rest = sub.split_off(1);
+                return self.too_large(pool, sub, floor, rest);
+            }
+        }
         let Some(mut names) = self.ensure_keys(pool, &batch, &sub.idx[..first]) else {
             self.kill(pool);
             return Err(sub);
