@@ -37,7 +37,9 @@ pub struct HelloParams {
 }
 
 impl HelloParams {
-    fn config(&self) -> HelloConfig {
+    /// The `wire` hello configuration these parameters describe.
+    #[must_use]
+    pub fn config(&self) -> HelloConfig {
         let mut c = HelloConfig::new(self.protocol, self.role)
             .versions(VERSION, VERSION)
             .instance(self.instance)
