@@ -176,6 +176,14 @@ impl Metrics {
     }
 }
 
+/// One budget metric: name, help, type, and the field it reads.
+type BudgetRow = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&BudgetStats) -> u64,
+);
+
 /// The serving core's counters, for `status` and metrics.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ServerSection {
@@ -409,7 +417,7 @@ impl Snapshot {
             }
         }
         #[rustfmt::skip]
-        let fields: [(&str, &str, &str, fn(&BudgetStats) -> u64); 5] = [
+        let fields: [BudgetRow; 5] = [
             ("budget_limit_bytes", "Bytes in the budget.", "gauge", |b| b.limit as u64),
             ("budget_used_bytes", "Bytes reserved now.", "gauge", |b| b.used as u64),
             ("budget_peak_bytes", "Most bytes reserved at once.", "gauge", |b| b.peak as u64),
