@@ -277,3 +277,35 @@ fn spent_ring_budget_falls_back_to_frames() {
     drop(second);
     h.stop();
 }
+
+/// V3 (bounded): an admin client that starts a request and trickles it is
+/// cut at the 1 s request deadline (counted), while another admin client's
+/// status is answered in under a second.
+#[test]
+fn a_trickled_admin_request_is_cut_at_its_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_path, h, _j) = common::spawn_server(dir.path(), "v.sock", |c| c);
+    let s = UnixStream::connect(dir.path().join("v.sock.admin")).unwrap();
+    let p = HelloParams {
+        protocol: verifyd::server::admin::ADMIN_PROTOCOL,
+        role: Role::Nodectl,
+        instance: 5,
+        max_frame: 64 << 10,
+        ring_capacity: 0,
+    };
+    let mut slow = Established::handshake(s, &p).unwrap();
+    let t0 = Instant::now();
+    slow.writer.get_mut().write_all(&[40, 0]).unwrap();
+    let v = status_within_a_second(dir.path());
+    assert_eq!(v["server"]["listeners"]["admin"]["request_timeouts"], 0);
+    assert!(matches!(slow.recv(), Ok(None) | Err(_)), "closed");
+    let cut = t0.elapsed();
+    assert!(
+        cut >= Duration::from_millis(900) && cut < Duration::from_secs(2),
+        "cut after {cut:?}"
+    );
+    let admin = h.snapshot().server.listeners["admin"];
+    assert_eq!((admin.request_timeouts, admin.frame_timeouts), (1, 1));
+    status_within_a_second(dir.path());
+    h.stop();
+}

@@ -219,12 +219,20 @@ fn hello_params(shared: &Shared, ring_capacity: u32) -> HelloParams {
 /// accept never holds ring memory. False at the deadline or end of file.
 async fn hello_arrived(stream: &tokio::net::UnixStream, deadline: tokio::time::Instant) -> bool {
     use std::os::fd::AsRawFd as _;
-    let mut buf = vec![0u8; wire::frame::PREFIX_LEN + wire::frame::MIN_MAX_FRAME as usize];
+    // Allocated once something arrives: a connection that never sends
+    // anything holds no buffer.
+    let mut buf = Vec::new();
     let mut nap = Duration::from_millis(1);
     let wait = async {
         loop {
             if stream.readable().await.is_err() {
                 return false;
+            }
+            if buf.is_empty() {
+                buf.resize(
+                    wire::frame::PREFIX_LEN + wire::frame::MIN_MAX_FRAME as usize,
+                    0,
+                );
             }
             let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
                 nix::sys::socket::recv(
