@@ -309,3 +309,93 @@ fn a_trickled_admin_request_is_cut_at_its_deadline() {
     status_within_a_second(dir.path());
     h.stop();
 }
+
+/// V2 (bounded key cache, fair to every client): keys are charged to the
+/// client that sends them (its pid). Another process flooding the cache
+/// with many more distinct inline keys than it holds evicts only its own:
+/// this client's registered key survives and still verifies.
+#[test]
+fn an_inline_key_flood_from_another_process_evicts_only_its_own_keys() {
+    use verifyd::proto::ItemRef;
+    let dir = tempfile::tempdir().unwrap();
+    let d = common::Daemon::start(
+        dir.path(),
+        "k.sock",
+        1,
+        &["--key-capacity", "8", "--no-calibrate"],
+    );
+    // Built before the fork: nothing here starts a thread.
+    let corpus = common::corpus(12);
+    let mut mine = hello(&d.socket);
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    mine.send(proto::encode_register_key(&mut fbb, 1, &corpus.keys[0]))
+        .unwrap();
+    let Response::KeyRegistered { key_id, .. } =
+        proto::decode_response(&mine.recv().unwrap().unwrap()).unwrap()
+    else {
+        panic!("not registered")
+    };
+
+    // SAFETY: this test process has one thread (the daemon is another
+    // process), so the child may allocate and use sockets freely.
+    match unsafe { nix::unistd::fork() }.unwrap() {
+        nix::unistd::ForkResult::Child => {
+            let ok = std::panic::catch_unwind(|| {
+                let mut flood = hello(&d.socket);
+                let mut fbb = flatbuffers::FlatBufferBuilder::new();
+                for round in 0..3u8 {
+                    let keys: Vec<Vec<u8>> = (0..20u8)
+                        .map(|i| vec![round * 20 + i; verifyd::PUBLIC_KEY_LEN])
+                        .collect();
+                    let items: Vec<ItemRef<'_>> = keys
+                        .iter()
+                        .map(|k| ItemRef {
+                            key_id: 0,
+                            inline_key: Some(k),
+                            msg: b"m",
+                            sig: &[1; verifyd::SIGNATURE_LEN],
+                        })
+                        .collect();
+                    flood
+                        .send(proto::encode_verify_batch(&mut fbb, 1, &[], &items))
+                        .unwrap();
+                    let r = proto::decode_response(&flood.recv().unwrap().unwrap()).unwrap();
+                    assert!(matches!(r, Response::VerifyResult { .. }), "{r:?}");
+                }
+            })
+            .is_ok();
+            // Leave without running the parent's destructors (the daemon).
+            std::process::exit(i32::from(!ok));
+        }
+        nix::unistd::ForkResult::Parent { child } => {
+            let status = nix::sys::wait::waitpid(child, None).unwrap();
+            assert_eq!(status, nix::sys::wait::WaitStatus::Exited(child, 0));
+        }
+    }
+    let diag = verifyd::server::admin::query_diagnostics(&d.admin()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&diag).unwrap();
+    assert!(v["keys"]["evictions"].as_u64().unwrap() >= 50, "{v}");
+    assert_eq!(v["keys"]["owners"], 2, "{v}");
+
+    let samples: Vec<_> = corpus.samples.iter().filter(|s| s.key == 0).collect();
+    let items: Vec<ItemRef<'_>> = samples
+        .iter()
+        .map(|s| ItemRef {
+            key_id,
+            inline_key: None,
+            msg: &s.msg,
+            sig: &s.sig,
+        })
+        .collect();
+    mine.send(proto::encode_verify_batch(&mut fbb, 2, &[], &items))
+        .unwrap();
+    let r = proto::decode_response(&mine.recv().unwrap().unwrap()).unwrap();
+    let truth: Vec<_> = samples.iter().map(|s| s.expected).collect();
+    assert_eq!(
+        r,
+        Response::VerifyResult {
+            request_id: 2,
+            verdicts: truth
+        }
+    );
+}
