@@ -3,8 +3,9 @@
 //! a daemon.
 //!
 //! One core for verifyd, relayd and gossipd, instead of three accept loops
-//! each with its own holes. No daemon serves on it yet: verifyd moves onto
-//! it first, with the attack tests that prove the limits. It is async on tokio: an
+//! each with its own holes. verifyd serves on it (the attack tests that
+//! prove the limits are `verifyd/tests/serve_core.rs`); relayd and gossipd
+//! follow. It is async on tokio: an
 //! idle connection costs a task and a socket, never a thread.
 //!
 //! * [`registry`] — the daemon-wide table of connections: a cap per

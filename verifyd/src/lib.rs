@@ -12,8 +12,9 @@
 //!   items from all clients into batches, adaptive delay and admission limit;
 //! * [`proto`] — the verify requests and responses and their
 //!   [`wire`] encoding ([`proto::decode_request`] is the fuzzed decoder);
-//! * [`server`] — the daemon: Unix-socket listener, hello, rayon pool,
-//!   admin socket, metrics, SIGTERM drain;
+//! * [`server`] — the daemon, served on the hardened core `server-core`:
+//!   a small tokio runtime for both sockets (caps, deadlines, budgets),
+//!   rayon pool, admin socket, metrics, SIGTERM drain;
 //! * [`client`] — a pool over several daemons with least-outstanding
 //!   balancing, `Busy` back-off and re-submission when an instance dies,
 //!   plus an explicit in-process backend;

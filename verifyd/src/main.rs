@@ -4,6 +4,8 @@
 //! verifyd [--socket PATH] [--admin-socket PATH] [--metrics-listen 127.0.0.1:9464]
 //!         [--threads N] [--backend aws-lc|rustcrypto|libcrux|pqcrypto] [--key-capacity N]
 //!         [--no-calibrate] [--calibrate-budget-ms N]
+//!         [--ring-capacity BYTES] [--ring-budget BYTES] [--no-shm]
+//!         [--io-threads N] [--max-connections N]
 //! ```
 //!
 //! Without `--backend`, the daemon times every backend built in on a small
@@ -67,6 +69,18 @@ struct Cli {
     /// Shared-memory ring capacity offered per direction, bytes.
     #[arg(long, default_value_t = verifyd::transport::DEFAULT_RING_CAPACITY)]
     ring_capacity: u32,
+    /// Bytes of shared-memory rings all ring sessions together may hold
+    /// (each holds both its rings); past it, new sessions run on frames.
+    #[arg(long, default_value_t = verifyd::server::DEFAULT_RING_BUDGET)]
+    ring_budget: usize,
+    /// Threads of the I/O runtime (accept, hello, reads, admin) [default: 2,
+    /// or 1 on a single core].
+    #[arg(long, env = "TERN_VERIFYD_IO_THREADS")]
+    io_threads: Option<usize>,
+    /// Verify connections open at once (beyond: the longest-idle one gives
+    /// way, else the newcomer gets a `Busy` refusal frame).
+    #[arg(long, default_value_t = 4096)]
+    max_connections: usize,
 }
 
 fn main() -> Result<()> {
@@ -96,6 +110,11 @@ fn main() -> Result<()> {
     cfg.key_capacity = cli.key_capacity;
     cfg.drain_deadline = Duration::from_secs(cli.drain_deadline_s);
     cfg.ring_capacity = if cli.no_shm { 0 } else { cli.ring_capacity };
+    cfg.ring_budget = cli.ring_budget;
+    if let Some(n) = cli.io_threads {
+        cfg.io_threads = n.max(1);
+    }
+    cfg.limits = cfg.limits.max_connections(cli.max_connections);
     if let Some(n) = cli.max_in_flight {
         cfg.sched.limit_ceiling = n.max(1);
         cfg.sched.limit_floor = cfg.sched.limit_floor.min(n.max(1));

@@ -5,13 +5,20 @@
 //! sizes in powers of two, latencies in quarter-octaves of microseconds
 //! (each bucket 19 % wider than the last), so a reported quantile is the
 //! upper edge of its bucket, at most 19 % above the true value.
+//!
+//! The serving core's counters (per listener: accepted, refused by reason,
+//! hello and frame timeouts, connections open; every memory budget; ring
+//! sessions open and refused) are copied into [`ServerSection`] and
+//! rendered with a `listener` or `budget` label.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::keys::KeyCacheStats;
 use crate::sched::SchedStats;
+use server_core::{BudgetStats, ListenerSnapshot};
 
 const BATCH_BUCKETS: usize = 14; // 1, 2, 4, … 8192
 const LAT_BUCKETS: usize = 100; // 2^(i/4) µs, up to ~35 s
@@ -123,6 +130,16 @@ pub struct Metrics {
     pub ring_setup_failures: AtomicU64,
     /// Ring sessions ended by a corrupt ring or a peer that died.
     pub ring_errors: AtomicU64,
+    /// Ring sessions open now (each holds its consumer thread and its
+    /// rings' share of the ring budget).
+    pub ring_sessions_open: AtomicU64,
+    /// Hellos in which the daemon proposed no ring because the ring budget
+    /// (or the descriptor budget) could not cover another session: the
+    /// client stays on frames.
+    pub ring_refused_budget: AtomicU64,
+    /// Ring sessions refused because their consumer thread could not be
+    /// started (the connection is closed; the daemon keeps serving).
+    pub ring_refused_spawn: AtomicU64,
     /// Dispatched batch sizes.
     pub batch_sizes: BatchHist,
     /// Request latency, receipt to response written.
@@ -148,12 +165,46 @@ impl Metrics {
             frame_sessions: AtomicU64::new(0),
             ring_setup_failures: AtomicU64::new(0),
             ring_errors: AtomicU64::new(0),
+            ring_sessions_open: AtomicU64::new(0),
+            ring_refused_budget: AtomicU64::new(0),
+            ring_refused_spawn: AtomicU64::new(0),
             batch_sizes: BatchHist::default(),
             latency: LatencyHist::default(),
             worker_busy_ns: (0..threads.max(1)).map(|_| AtomicU64::new(0)).collect(),
             inline_busy_ns: AtomicU64::new(0),
         }
     }
+}
+
+/// One budget metric: name, help, type, and the field it reads.
+type BudgetRow = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&BudgetStats) -> u64,
+);
+
+/// The serving core's counters, for `status` and metrics.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ServerSection {
+    /// Threads of the tokio runtime that accepts and reads connections.
+    pub io_threads: usize,
+    /// Per listener (`verify`, `admin`): accepted, refused by reason, hello
+    /// and frame timeouts, connections open.
+    pub listeners: BTreeMap<&'static str, ListenerSnapshot>,
+    /// Per memory budget (`read_buffers`, `responses`, `rings`): limit,
+    /// used, peak, refusals, waits.
+    pub budgets: BTreeMap<&'static str, BudgetStats>,
+    /// Descriptors counted against the connection budget now.
+    pub fds_used: usize,
+    /// The connection descriptor budget (from `RLIMIT_NOFILE`).
+    pub fd_cap: usize,
+    /// Ring sessions open now.
+    pub ring_sessions_open: u64,
+    /// Hellos that proposed no ring for lack of ring (or descriptor) budget.
+    pub ring_refused_budget: u64,
+    /// Ring sessions refused because their thread could not be started.
+    pub ring_refused_spawn: u64,
 }
 
 /// A snapshot with the scheduler and key-cache counters, for rendering.
@@ -206,6 +257,9 @@ pub struct Snapshot {
     pub ring_setup_failures: u64,
     /// Ring sessions ended by a dead peer or a corrupt ring.
     pub ring_errors: u64,
+    /// The serving core: listeners, budgets, ring sessions (filled in by
+    /// the server; empty in a snapshot taken from bare [`Metrics`]).
+    pub server: ServerSection,
 }
 
 impl Snapshot {
@@ -248,6 +302,12 @@ impl Snapshot {
             frame_sessions: m.frame_sessions.load(Relaxed),
             ring_setup_failures: m.ring_setup_failures.load(Relaxed),
             ring_errors: m.ring_errors.load(Relaxed),
+            server: ServerSection {
+                ring_sessions_open: m.ring_sessions_open.load(Relaxed),
+                ring_refused_budget: m.ring_refused_budget.load(Relaxed),
+                ring_refused_spawn: m.ring_refused_spawn.load(Relaxed),
+                ..ServerSection::default()
+            },
         }
     }
 
@@ -279,6 +339,11 @@ impl Snapshot {
             ("key_cache_keys", "Keys held.", GAUGE, self.keys.len as f64),
             ("write_failures_total", "Responses that could not be written.", COUNTER, self.write_failures as f64),
             ("draining", "1 while draining after SIGTERM.", GAUGE, f64::from(u8::from(self.draining))),
+            ("ring_sessions_open", "Ring sessions open now.", GAUGE, self.server.ring_sessions_open as f64),
+            ("ring_refused_budget_total", "Hellos that proposed no ring for lack of budget.", COUNTER, self.server.ring_refused_budget as f64),
+            ("ring_refused_spawn_total", "Ring sessions refused: consumer thread not started.", COUNTER, self.server.ring_refused_spawn as f64),
+            ("connection_fds", "Descriptors counted against the connection budget.", GAUGE, self.server.fds_used as f64),
+            ("connection_fd_cap", "The connection descriptor budget.", GAUGE, self.server.fd_cap as f64),
         ];
         for (name, help, kind, v) in scalars {
             let _ = writeln!(
@@ -286,6 +351,7 @@ impl Snapshot {
                 "# HELP verifyd_{name} {help}\n# TYPE verifyd_{name} {kind}\nverifyd_{name} {v}"
             );
         }
+        self.prometheus_server(&mut o);
         let _ = writeln!(
             o,
             "# HELP verifyd_latency_seconds Request latency quantiles.\n# TYPE verifyd_latency_seconds gauge"
@@ -323,6 +389,53 @@ impl Snapshot {
             "verifyd_batch_size_bucket{{le=\"+Inf\"}} {cum}\nverifyd_batch_size_count {cum}"
         );
         o
+    }
+
+    /// The serving core's rows: one family per listener counter, labelled
+    /// by listener, and one per budget field, labelled by budget.
+    fn prometheus_server(&self, o: &mut String) {
+        let listeners: Vec<_> = self
+            .server
+            .listeners
+            .iter()
+            .map(|(name, s)| (*name, s.rows()))
+            .collect();
+        if let Some((_, first)) = listeners.first() {
+            for (i, (metric, help, _)) in first.iter().enumerate() {
+                let kind = if metric.ends_with("_total") {
+                    "counter"
+                } else {
+                    "gauge"
+                };
+                let _ = writeln!(
+                    o,
+                    "# HELP verifyd_{metric} {help}\n# TYPE verifyd_{metric} {kind}"
+                );
+                for (name, rows) in &listeners {
+                    let _ = writeln!(o, "verifyd_{metric}{{listener=\"{name}\"}} {}", rows[i].2);
+                }
+            }
+        }
+        #[rustfmt::skip]
+        let fields: [BudgetRow; 5] = [
+            ("budget_limit_bytes", "Bytes in the budget.", "gauge", |b| b.limit as u64),
+            ("budget_used_bytes", "Bytes reserved now.", "gauge", |b| b.used as u64),
+            ("budget_peak_bytes", "Most bytes reserved at once.", "gauge", |b| b.peak as u64),
+            ("budget_refusals_total", "Reservations refused.", "counter", |b| b.refusals),
+            ("budget_waits_total", "Reservations that waited.", "counter", |b| b.waits),
+        ];
+        if self.server.budgets.is_empty() {
+            return;
+        }
+        for (metric, help, kind, get) in fields {
+            let _ = writeln!(
+                o,
+                "# HELP verifyd_{metric} {help}\n# TYPE verifyd_{metric} {kind}"
+            );
+            for (name, b) in &self.server.budgets {
+                let _ = writeln!(o, "verifyd_{metric}{{budget=\"{name}\"}} {}", get(b));
+            }
+        }
     }
 }
 

@@ -2,8 +2,10 @@
 //! with `wire`'s blocking codec.
 //!
 //! [`Established`] holds the two halves of one Unix stream: a
-//! [`FrameReader`] for the reader thread and a [`FrameWriter`] for whoever
-//! answers. The hello is `wire::hello::exchange`; this daemon offers no
+//! [`FrameReader`] and a [`FrameWriter`]. Clients (the pool, admin
+//! queries, tests) use it; the daemon runs the same hello
+//! ([`HelloParams::config`]) asynchronously under the serving core's
+//! deadline instead. The hello is `wire::hello::exchange`; this daemon offers no
 //! capability but [`Capability::ShmRing`], and that only when
 //! [`HelloParams::ring_capacity`] is non-zero; what happens after a ring is
 //! agreed is in [`crate::transport`].
@@ -37,7 +39,9 @@ pub struct HelloParams {
 }
 
 impl HelloParams {
-    fn config(&self) -> HelloConfig {
+    /// The `wire` hello configuration these parameters describe.
+    #[must_use]
+    pub fn config(&self) -> HelloConfig {
         let mut c = HelloConfig::new(self.protocol, self.role)
             .versions(VERSION, VERSION)
             .instance(self.instance)

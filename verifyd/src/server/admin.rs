@@ -1,15 +1,22 @@
 //! Admin socket (`tern.admin` frames: status, diagnostics as JSON) and the
 //! Prometheus text endpoint on loopback.
 //!
-//! Both are served by one thread each and handle one request at a time:
-//! they are for operators and scrapers, not the data path.
+//! Both are served concurrently on the I/O runtime: every connection is a
+//! task, so an operator's `status` is answered while any number of other
+//! clients are connected. Each admin request is bounded by
+//! [`server_core::Limits::request_deadline`] (1 s by default) end to end:
+//! its frame must arrive within it (the frame deadline), the answer is
+//! built without waiting on anything but the scheduler and key-cache locks
+//! (held for microseconds), and an answer the client does not read within
+//! it closes the connection. The admin listener has its own connection cap
+//! (64), so a flood of verify connections cannot take its slots. A
+//! metrics scrape gets the same deadline and at most 16 run at once.
 
-use std::io::{Read as _, Write as _};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use flatbuffers::FlatBufferBuilder;
+use server_core::{Accepted, FrameReader, FrameSender, Listener, ReadError};
 use wire::generated::admin as fa;
 use wire::generated::error::ErrorCode;
 use wire::generated::hello::Role;
@@ -22,82 +29,127 @@ use wire::WireError;
 pub const ADMIN_PROTOCOL: &str = "tern.admin";
 const ADMIN_MAX_FRAME: usize = 64 << 10;
 
-pub(crate) fn serve_admin(shared: &Arc<Shared>, listener: &UnixListener) {
-    for stream in listener.incoming() {
-        if shared.stop.load(Ordering::Relaxed) {
+/// Scrapes served at once; more are closed unanswered.
+const METRICS_CONCURRENCY: usize = 16;
+
+pub(crate) async fn serve_admin(shared: Arc<Shared>, listener: Listener) {
+    let s = shared.clone();
+    let stop = async move { s.until(Shared::stopped).await };
+    listener
+        .serve_until(stop, |conn| {
+            tokio::spawn(admin_conn(shared.clone(), conn));
+        })
+        .await;
+}
+
+async fn admin_conn(shared: Arc<Shared>, conn: Accepted) {
+    let Accepted {
+        mut stream,
+        slot,
+        at,
+        ..
+    } = conn;
+    let limits = &shared.cfg.admin_limits;
+    let stats = slot.stats().clone();
+    let config = admin_hello(Role::Verifyd, shared.instance).config();
+    let session = match server_core::framed::hello(&mut stream, &config, limits, at, &stats).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(error = %e, "admin hello failed");
             return;
         }
-        let Ok(s) = stream else { continue };
-        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(5)));
-        if let Err(e) = admin_conn(shared, s) {
-            tracing::debug!(error = %e, "admin connection ended");
+    };
+    let max = session.max_frame as usize;
+    let stream = Arc::new(stream);
+    let tx = FrameSender::new(
+        stream.clone(),
+        max,
+        shared.responses.clone(),
+        limits,
+        stats.clone(),
+    );
+    let mut reader = FrameReader::new(max, shared.reads.clone(), limits, stats.clone());
+    let mut fbb = FlatBufferBuilder::new();
+    loop {
+        let next = tokio::select! {
+            r = reader.next(&stream, &slot) => r,
+            () = slot.evicted() => break,
+        };
+        let frame = match next {
+            Ok(Some(f)) => f,
+            Ok(None) => break,
+            Err(e) => {
+                if matches!(e, ReadError::Deadline(_)) {
+                    stats.count_request_timeout();
+                }
+                tracing::debug!(error = %e, "admin connection ended");
+                break;
+            }
+        };
+        let _busy = slot.busy();
+        let reply = answer(&shared, &mut fbb, &frame.bytes);
+        if let Err(e) = tx.send(&reply) {
+            tracing::debug!(error = %e, "admin answer not sent");
+            break;
         }
     }
 }
 
-fn admin_conn(shared: &Shared, s: UnixStream) -> Result<(), WireError> {
-    let mut conn = Established::handshake(s, &admin_hello(Role::Verifyd, shared.instance))?;
-    let mut fbb = FlatBufferBuilder::new();
-    loop {
-        let Some(buf) = conn.recv()? else {
-            return Ok(());
-        };
-        let Ok(frame) = wire::frame::decode::<wire::frame::AdminSchema>(&buf) else {
-            send_error(
-                &mut conn,
-                &mut fbb,
-                ErrorCode::Malformed,
-                "not an admin frame",
-            )?;
-            continue;
-        };
-        fbb.reset();
-        let snap = shared.snapshot();
-        let json =
-            serde_json::to_string(&snap).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-        let (kind, msg) = if let Some(r) = frame.msg_as_status_request() {
-            let daemon = Some(fbb.create_string("verifyd"));
-            let version = Some(fbb.create_string(env!("CARGO_PKG_VERSION")));
-            let summary = Some(fbb.create_string(&json));
-            let m = fa::StatusResponse::create(
-                &mut fbb,
-                &fa::StatusResponseArgs {
-                    request_id: r.request_id(),
-                    daemon,
-                    version,
-                    pid: std::process::id(),
-                    instance: shared.instance,
-                    uptime_ms: snap.uptime_s as u64 * 1000,
-                    healthy: !snap.draining,
-                    summary,
-                },
-            );
-            (fa::AdminMessage::StatusResponse, m.as_union_value())
-        } else if let Some(r) = frame.msg_as_diagnostics_request() {
-            let json = Some(fbb.create_string(&json));
-            let m = fa::DiagnosticsResponse::create(
-                &mut fbb,
-                &fa::DiagnosticsResponseArgs {
-                    request_id: r.request_id(),
-                    json,
-                },
-            );
-            (fa::AdminMessage::DiagnosticsResponse, m.as_union_value())
-        } else {
-            let text = "verifyd answers status and diagnostics";
-            send_error(&mut conn, &mut fbb, ErrorCode::Unsupported, text)?;
-            continue;
-        };
-        let root = fa::AdminFrame::create(
-            &mut fbb,
-            &fa::AdminFrameArgs {
-                msg_type: kind,
-                msg: Some(msg),
+/// The answer to one admin frame (a status, diagnostics or a typed error).
+fn answer(shared: &Shared, fbb: &mut FlatBufferBuilder<'static>, buf: &[u8]) -> Vec<u8> {
+    let Ok(frame) = wire::frame::decode::<wire::frame::AdminSchema>(buf) else {
+        return crate::proto::encode_error(
+            fbb,
+            0,
+            ErrorCode::Malformed,
+            false,
+            "not an admin frame",
+        );
+    };
+    fbb.reset();
+    let snap = shared.snapshot();
+    let json = serde_json::to_string(&snap).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
+    let (kind, msg) = if let Some(r) = frame.msg_as_status_request() {
+        let daemon = Some(fbb.create_string("verifyd"));
+        let version = Some(fbb.create_string(env!("CARGO_PKG_VERSION")));
+        let summary = Some(fbb.create_string(&json));
+        let m = fa::StatusResponse::create(
+            fbb,
+            &fa::StatusResponseArgs {
+                request_id: r.request_id(),
+                daemon,
+                version,
+                pid: std::process::id(),
+                instance: shared.instance,
+                uptime_ms: snap.uptime_s as u64 * 1000,
+                healthy: !snap.draining,
+                summary,
             },
         );
-        fa::finish_admin_frame_buffer(&mut fbb, root);
-        conn.send(fbb.finished_data())?;
-    }
+        (fa::AdminMessage::StatusResponse, m.as_union_value())
+    } else if let Some(r) = frame.msg_as_diagnostics_request() {
+        let json = Some(fbb.create_string(&json));
+        let m = fa::DiagnosticsResponse::create(
+            fbb,
+            &fa::DiagnosticsResponseArgs {
+                request_id: r.request_id(),
+                json,
+            },
+        );
+        (fa::AdminMessage::DiagnosticsResponse, m.as_union_value())
+    } else {
+        let text = "verifyd answers status and diagnostics";
+        return crate::proto::encode_error(fbb, 0, ErrorCode::Unsupported, false, text);
+    };
+    let root = fa::AdminFrame::create(
+        fbb,
+        &fa::AdminFrameArgs {
+            msg_type: kind,
+            msg: Some(msg),
+        },
+    );
+    fa::finish_admin_frame_buffer(fbb, root);
+    fbb.finished_data().to_vec()
 }
 
 /// Our side of an admin hello: small frames, never a ring.
@@ -109,16 +161,6 @@ fn admin_hello(role: Role, instance: u64) -> HelloParams {
         max_frame: ADMIN_MAX_FRAME,
         ring_capacity: 0,
     }
-}
-
-/// Answers a request the admin socket cannot serve; the connection goes on.
-fn send_error(
-    conn: &mut Established,
-    fbb: &mut FlatBufferBuilder<'static>,
-    code: ErrorCode,
-    text: &str,
-) -> Result<(), WireError> {
-    conn.send(&crate::proto::encode_error(fbb, 0, code, false, text))
 }
 
 /// Asks a daemon's admin socket for diagnostics and returns the JSON.
@@ -153,21 +195,42 @@ pub fn query_diagnostics(path: &std::path::Path) -> Result<String, WireError> {
         })
 }
 
-pub(crate) fn serve_metrics(shared: &Arc<Shared>, listener: &std::net::TcpListener) {
-    for stream in listener.incoming() {
-        if shared.stop.load(Ordering::Relaxed) {
-            return;
-        }
-        let Ok(mut s) = stream else { continue };
-        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(2)));
-        // Read (and ignore) the request head; any path gets the metrics.
-        let mut head = [0u8; 2048];
-        let _ = s.read(&mut head);
-        let body = shared.snapshot().prometheus();
-        let _ = write!(
-            s,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        );
+pub(crate) async fn serve_metrics(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONCURRENCY));
+    let deadline = shared.cfg.admin_limits.request_deadline;
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = shared.until(Shared::stopped) => return,
+        };
+        let mut s = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                // Out of descriptors or memory: pause instead of spinning.
+                tracing::debug!(error = %e, "metrics accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            continue; // over the concurrency cap: closed unanswered
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = tokio::time::timeout(deadline, async {
+                // Read (and ignore) the request head; any path gets the metrics.
+                let mut head = [0u8; 2048];
+                let _ = s.read(&mut head).await;
+                let body = shared.snapshot().prometheus();
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(resp.as_bytes()).await;
+            })
+            .await;
+        });
     }
 }

@@ -1,20 +1,31 @@
-//! One thread per verify connection: hello, then read requests, resolve
-//! keys, offer batches to the scheduler, answer `Busy` or typed errors.
+//! Verify connections on the serving core: hello, then read requests,
+//! resolve keys, offer batches to the scheduler, answer `Busy` or typed
+//! errors — on frames (a task on the I/O runtime) or on the ring pair (a
+//! blocking consumer thread per session). [`handle_frame`] and everything
+//! behind it is shared by both.
 //!
 //! A bad request is answered with an error frame naming it and the
 //! connection continues; only a broken hello, an oversize frame (the stream
-//! cannot be resynchronised) or a stalled reader end the connection.
+//! cannot be resynchronised), a deadline or a stalled reader end the
+//! connection.
+//!
+//! Keys a client sends inline or registers are decoded outside the key
+//! cache's lock and charged to that client (its peer pid), so one client
+//! sending thousands of distinct keys neither holds the lock while decoding
+//! nor evicts other clients' keys beyond its quota (see [`crate::keys`]).
 
+use std::collections::HashMap;
 use std::ops::Range;
-use std::os::fd::AsFd as _;
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use flatbuffers::FlatBufferBuilder;
-use wire::WireError;
-use wire::frame::{FrameReader, FrameWriter};
+use server_core::{
+    Accepted, Busy, FrameReader, FrameSender, Listener, ReadError, Reservation, Slot,
+};
+use tracing::Instrument as _;
 use wire::generated::error::ErrorCode;
 use wire::generated::hello::Role;
 use wire::hello::Session;
@@ -22,10 +33,16 @@ use wire::hello::Session;
 use super::{Shared, lock, now};
 use crate::Verdict;
 use crate::backend::{DecodedKey, verify_item};
+use crate::keys::Owner;
 use crate::proto::{self, KeyRef, Request};
 use crate::sched::{Admission, ClientId};
-use crate::session::{Established, HelloParams};
-use crate::transport::{self, Rx, Transport, TransportError, Tx};
+use crate::session::HelloParams;
+use crate::transport::{self, Rx, Transport, Tx};
+
+/// Descriptors a ring session adds to its connection: two socket handles
+/// for the rings' parkers, one for hanging up, the two memfds while they
+/// are mapped, the eventfds and the peer's pidfd.
+const RING_FDS: usize = 8;
 
 /// Batches this small run on the connection thread that admitted them (see
 /// `Shared::dispatch_keep`): one item in flight then costs no thread hand-off.
@@ -34,21 +51,47 @@ const INLINE_MAX: usize = 4;
 /// The write half of a connection (frames or the response ring), shared by
 /// the workers that answer on it.
 #[derive(Debug)]
-pub(crate) struct Writer {
-    tx: Mutex<Tx>,
+pub(crate) enum Writer {
+    /// Frames on the socket: never blocks, queues what the socket does not
+    /// take (bounded), drained by the runtime.
+    Frames(Arc<FrameSender>),
+    /// The response ring; a full ring blocks one send for at most the write
+    /// timeout.
+    Ring(Mutex<Tx>),
 }
 
 impl Writer {
     fn send(&self, shared: &Shared, frame: &[u8]) {
-        let mut w = lock(&self.tx);
-        if let Err(e) = w.send(frame) {
-            count(&shared.metrics.write_failures);
-            tracing::debug!(error = %e, transport = w.transport().name(),
-                "response write failed; closing connection");
-            // Hanging up also ends a ring session: the reader's park sees it.
-            w.hang_up();
+        match self {
+            Writer::Frames(tx) => {
+                if let Err(e) = tx.send(frame) {
+                    count(&shared.metrics.write_failures);
+                    tracing::debug!(error = %e, transport = "frames",
+                        "response write failed; closing connection");
+                    tx.close();
+                }
+            }
+            Writer::Ring(tx) => {
+                let mut w = lock(tx);
+                if let Err(e) = w.send(frame) {
+                    count(&shared.metrics.write_failures);
+                    tracing::debug!(error = %e, transport = "ring",
+                        "response write failed; closing connection");
+                    // Hanging up also ends a ring session: the reader's park sees it.
+                    w.hang_up();
+                }
+            }
         }
     }
+}
+
+/// What the request path needs to know about the connection a frame came on.
+pub(crate) struct ConnCtx<'a> {
+    client: ClientId,
+    /// Who the keys it sends are charged to.
+    owner: Owner,
+    writer: Arc<Writer>,
+    slot: &'a Slot,
 }
 
 #[derive(Debug)]
@@ -70,6 +113,11 @@ pub struct Job {
     remaining: AtomicUsize,
     received: Instant,
     writer: Arc<Writer>,
+    /// The frame's share of the read budget (frames path).
+    _reservation: Option<Reservation>,
+    /// Holds the connection busy: one with requests outstanding is never
+    /// the idle one that gives way to a newcomer.
+    _busy: Busy,
 }
 
 /// Bumps one metrics counter.
@@ -139,164 +187,356 @@ impl Job {
     }
 }
 
-pub(crate) fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) -> std::io::Result<()> {
-    use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-    loop {
-        if shared.draining.load(Ordering::SeqCst) || shared.stop.load(Ordering::SeqCst) {
-            return Ok(());
-        }
-        // Poll with a timeout so a drain is noticed without a self-connect.
-        let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
-        match poll(&mut fds, PollTimeout::from(50u16)) {
-            Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(e) => return Err(e.into()),
-        }
-        let (stream, _) = match listener.accept() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                continue;
-            }
-        };
-        if !peer_allowed(&stream) {
-            count(&shared.metrics.connections_dropped);
-            continue;
-        }
-        count(&shared.metrics.connections);
-        let client = shared.next_client.fetch_add(1, Ordering::Relaxed);
-        let s = shared.clone();
-        std::thread::Builder::new()
-            .name(format!("verify-conn-{client}"))
-            .spawn(move || {
-                let span = tracing::info_span!("conn", client);
-                let _g = span.enter();
-                serve_conn(&s, client, stream);
-            })?;
-    }
+/// Accepts verify connections until the daemon drains or stops; each is a
+/// task.
+pub(crate) async fn serve_listener(shared: Arc<Shared>, listener: Listener) {
+    let s = shared.clone();
+    let stop = async move { s.until(|s| s.draining() || s.stopped()).await };
+    listener
+        .serve_until(stop, |conn| {
+            count(&shared.metrics.connections);
+            let client = shared.next_client.fetch_add(1, Ordering::Relaxed);
+            let span = tracing::info_span!("conn", client);
+            tokio::spawn(serve_conn(shared.clone(), client, conn).instrument(span));
+        })
+        .await;
 }
 
-/// Same user as the daemon, or root (SO_PEERCRED).
-fn peer_allowed(stream: &UnixStream) -> bool {
-    match nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials) {
-        Ok(c) => c.uid() == 0 || c.uid() == nix::unistd::geteuid().as_raw(),
-        Err(_) => false,
-    }
-}
-
-fn serve_conn(shared: &Arc<Shared>, client: ClientId, stream: UnixStream) {
-    let params = HelloParams {
+fn hello_params(shared: &Shared, ring_capacity: u32) -> HelloParams {
+    HelloParams {
         protocol: proto::PROTOCOL,
         role: Role::Verifyd,
         instance: shared.instance,
         max_frame: shared.cfg.max_frame,
-        ring_capacity: shared.cfg.ring_capacity,
+        ring_capacity,
+    }
+}
+
+/// Waits (until `deadline`) for the peer's whole hello to be in the socket,
+/// without reading it. Every client sends its hello before reading ours, so
+/// this costs nothing for an honest one, and the ring budget is reserved
+/// only for a peer that has said what it wants: a connection idle since
+/// accept never holds ring memory. False at the deadline or end of file.
+async fn hello_arrived(stream: &tokio::net::UnixStream, deadline: tokio::time::Instant) -> bool {
+    use std::os::fd::AsRawFd as _;
+    // Allocated once something arrives: a connection that never sends
+    // anything holds no buffer.
+    let mut buf = Vec::new();
+    let mut nap = Duration::from_millis(1);
+    let wait = async {
+        loop {
+            if stream.readable().await.is_err() {
+                return false;
+            }
+            if buf.is_empty() {
+                buf.resize(
+                    wire::frame::PREFIX_LEN + wire::frame::MIN_MAX_FRAME as usize,
+                    0,
+                );
+            }
+            let peeked = stream.try_io(tokio::io::Interest::READABLE, || {
+                nix::sys::socket::recv(
+                    stream.as_raw_fd(),
+                    &mut buf,
+                    nix::sys::socket::MsgFlags::MSG_PEEK,
+                )
+                .map_err(std::io::Error::from)
+            });
+            match peeked {
+                Ok(0) => return false,
+                Ok(n) if n >= wire::frame::PREFIX_LEN => {
+                    let mut p = [0u8; wire::frame::PREFIX_LEN];
+                    p.copy_from_slice(&buf[..wire::frame::PREFIX_LEN]);
+                    let len = u32::from_le_bytes(p) as usize;
+                    // A bad length is the hello's to refuse; done waiting.
+                    if n >= wire::frame::PREFIX_LEN + len || len > buf.len() {
+                        return true;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(_) => return false,
+            }
+            // Part of it is here; data already queued keeps the socket
+            // readable, so pause (growing) rather than spin.
+            tokio::time::sleep(nap).await;
+            nap = (nap * 2).min(Duration::from_millis(100));
+        }
     };
-    let Established {
-        reader,
-        writer,
-        session,
-    } = match Established::handshake(stream, &params) {
-        Ok(e) => e,
+    tokio::time::timeout_at(deadline, wait)
+        .await
+        .unwrap_or(false)
+}
+
+/// Both rings' mappings from the ring budget, and their descriptors on the
+/// slot, or `None` (counted): the hello then proposes no ring.
+fn reserve_ring(shared: &Shared, slot: &Slot) -> Option<Reservation> {
+    let max_frame = u32::try_from(shared.cfg.max_frame).unwrap_or(u32::MAX);
+    let geo = wire::ring::Geometry::negotiated(shared.cfg.ring_capacity, max_frame).ok()?;
+    let Some(res) = shared.rings.try_reserve(2 * geo.mapping_len()) else {
+        count(&shared.metrics.ring_refused_budget);
+        tracing::debug!("ring budget spent; proposing frames");
+        return None;
+    };
+    if !slot.reserve_fds(RING_FDS) {
+        count(&shared.metrics.ring_refused_budget);
+        tracing::debug!("descriptor budget spent; proposing frames");
+        return None;
+    }
+    Some(res)
+}
+
+async fn serve_conn(shared: Arc<Shared>, client: ClientId, conn: Accepted) {
+    let Accepted {
+        mut stream,
+        slot,
+        peer,
+        at,
+    } = conn;
+    let owner = Owner::from(peer.pid.unsigned_abs());
+    let limits = &shared.cfg.limits;
+    let stats = slot.stats().clone();
+    let mut ring = None;
+    if shared.cfg.ring_capacity > 0 && hello_arrived(&stream, at + limits.hello_deadline).await {
+        ring = reserve_ring(&shared, &slot);
+    }
+    let offer = if ring.is_some() {
+        shared.cfg.ring_capacity
+    } else {
+        0
+    };
+    let config = hello_params(&shared, offer).config();
+    let session = match server_core::framed::hello(&mut stream, &config, limits, at, &stats).await {
+        Ok(s) => s,
         Err(e) => {
             count(&shared.metrics.connections_dropped);
             tracing::debug!(error = %e, "hello failed");
             return;
         }
     };
-    let Some((tx, mut rx)) = open_transport(shared, reader, writer, &session) else {
-        return;
-    };
-    let transport = tx.transport();
     tracing::debug!(
-        peer_pid = session.peer_pid,
-        transport = transport.name(),
+        peer_pid = peer.pid,
+        ring = transport::ring_agreed(&session),
         "client connected"
     );
-    let writer = Arc::new(Writer { tx: Mutex::new(tx) });
+    if transport::ring_agreed(&session) {
+        // Agreed only if we proposed one, i.e. reserved it.
+        if let Some(mut res) = ring {
+            if let Ok(geo) = transport::geometry(&session) {
+                // The client may have proposed smaller rings.
+                res.shrink_to(2 * geo.mapping_len());
+            }
+            start_ring(&shared, client, owner, stream, session, slot, res);
+        }
+        return;
+    }
+    drop(ring);
+    count(&shared.metrics.frame_sessions);
+    serve_frames(&shared, client, owner, stream, &session, &slot).await;
+}
+
+async fn serve_frames(
+    shared: &Arc<Shared>,
+    client: ClientId,
+    owner: Owner,
+    stream: tokio::net::UnixStream,
+    session: &Session,
+    slot: &Slot,
+) {
+    let limits = &shared.cfg.limits;
+    let max_frame = session.max_frame as usize;
+    let stats = slot.stats().clone();
+    let stream = Arc::new(stream);
+    let sender = FrameSender::new(
+        stream.clone(),
+        max_frame,
+        shared.responses.clone(),
+        limits,
+        stats.clone(),
+    );
+    let mut reader = FrameReader::new(max_frame, shared.reads.clone(), limits, stats);
+    let ctx = ConnCtx {
+        client,
+        owner,
+        writer: Arc::new(Writer::Frames(sender.clone())),
+        slot,
+    };
     shared.sched().handle_connect(client);
     let mut fbb = FlatBufferBuilder::new();
     loop {
-        let frame = match rx.recv() {
-            Ok(Some(f)) => f,
+        let next = tokio::select! {
+            r = reader.next(&stream, slot) => r,
+            () = slot.evicted() => {
+                tracing::debug!("evicted to make room");
+                sender.close();
+                break;
+            }
+        };
+        match next {
+            Ok(Some(frame)) => {
+                handle_frame(shared, &ctx, &mut fbb, frame.bytes, Some(frame.reservation))
+            }
             Ok(None) => break,
-            Err(TransportError::Wire(e)) => {
+            Err(e) => {
                 // An oversize or zero length prefix leaves the stream
                 // unsynchronised: answer with a fatal typed error and close.
                 let code = match &e {
-                    WireError::Oversize { .. } => Some(ErrorCode::FrameTooLarge),
-                    WireError::ZeroLength => Some(ErrorCode::Malformed),
+                    ReadError::TooLarge { .. } => Some(ErrorCode::FrameTooLarge),
+                    ReadError::ZeroLength => Some(ErrorCode::Malformed),
                     _ => None,
                 };
                 if let Some(code) = code {
-                    count(&shared.metrics.connections_dropped);
-                    writer.send(
+                    ctx.writer.send(
                         shared,
                         &proto::encode_error(&mut fbb, 0, code, true, &e.to_string()),
                     );
                 }
-                break;
-            }
-            Err(e) => {
-                // A dead client or a corrupt ring: end the session; what it
-                // had admitted is dropped below like on a closed socket.
-                if transport == Transport::Ring {
-                    count(&shared.metrics.ring_errors);
+                if !matches!(e, ReadError::Io(_)) {
+                    count(&shared.metrics.connections_dropped);
                 }
-                tracing::info!(error = %e, "session ended");
+                tracing::debug!(error = %e, "session ended");
                 break;
             }
-        };
-        handle_frame(shared, client, &writer, &mut fbb, frame);
+        }
+        if sender.is_closed() {
+            break;
+        }
     }
+    disconnect(shared, client);
+    tracing::debug!("client disconnected");
+}
+
+/// Drops what a departed client had queued; what is running still answers
+/// (into a closed connection) and releases its budgets.
+fn disconnect(shared: &Shared, client: ClientId) {
     let dropped = shared.sched().handle_disconnect(client);
     for (job, n) in dropped {
         if job.finish_items(n) {
             job.release(shared);
         }
     }
-    tracing::debug!("client disconnected");
 }
 
-/// Sets the write timeout and picks the session's transport: the ring pair
-/// when the hello agreed on one, else frames on the socket. `None` closes
-/// the connection.
-fn open_transport(
-    shared: &Shared,
-    reader: FrameReader<UnixStream>,
-    mut writer: FrameWriter<UnixStream>,
-    session: &Session,
-) -> Option<(Tx, Rx)> {
-    let _ = writer
-        .get_mut()
-        .set_write_timeout(Some(shared.cfg.write_timeout));
-    if !transport::ring_agreed(session) {
-        count(&shared.metrics.frame_sessions);
-        return Some((Tx::Frames(writer), Rx::Frames(reader)));
+/// Moves a session that agreed on rings onto its own consumer thread. A
+/// thread that cannot be started refuses the session (counted; the socket
+/// closes, the client sees its ring setup fail) and nothing else changes.
+fn start_ring(
+    shared: &Arc<Shared>,
+    client: ClientId,
+    owner: Owner,
+    stream: tokio::net::UnixStream,
+    session: Session,
+    slot: Slot,
+    ring: Reservation,
+) {
+    let sock = match stream.into_std().and_then(|s| {
+        s.set_nonblocking(false)?;
+        Ok(s)
+    }) {
+        Ok(s) => s,
+        Err(e) => {
+            count(&shared.metrics.connections_dropped);
+            tracing::debug!(error = %e, "socket hand-over failed");
+            return;
+        }
+    };
+    // Eviction (to make room for a newcomer) hangs the session up; the
+    // consumer's parker sees it at once.
+    if let Ok(hook) = sock.try_clone() {
+        slot.on_evict(move || {
+            let _ = hook.shutdown(std::net::Shutdown::Both);
+        });
     }
-    let (producer, consumer) = match transport::server_rings(writer.get_mut(), session) {
+    let s = shared.clone();
+    let span = tracing::Span::current();
+    let spawned = std::thread::Builder::new()
+        .name(format!("verify-ring-{client}"))
+        .spawn(move || {
+            let _g = span.enter();
+            ring_session(&s, client, owner, &sock, &session, &slot, ring);
+        });
+    if let Err(e) = spawned {
+        count(&shared.metrics.ring_refused_spawn);
+        count(&shared.metrics.connections_dropped);
+        tracing::warn!(error = %e, "ring session thread not started; session refused");
+    }
+}
+
+/// Counts a ring session open for as long as it lives.
+struct OpenRing<'a>(&'a AtomicU64);
+
+impl<'a> OpenRing<'a> {
+    fn new(gauge: &'a AtomicU64) -> Self {
+        gauge.fetch_add(1, Ordering::Relaxed);
+        OpenRing(gauge)
+    }
+}
+
+impl Drop for OpenRing<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A ring session on its thread: set up both rings, then consume requests
+/// until the client ends the session. `_ring` holds the rings' share of
+/// the ring budget until the mappings are gone.
+fn ring_session(
+    shared: &Arc<Shared>,
+    client: ClientId,
+    owner: Owner,
+    sock: &UnixStream,
+    session: &Session,
+    slot: &Slot,
+    _ring: Reservation,
+) {
+    let _open = OpenRing::new(&shared.metrics.ring_sessions_open);
+    let (producer, consumer) = match transport::server_rings(sock, session) {
         Ok(rings) => rings,
         Err(e) => {
             count(&shared.metrics.ring_setup_failures);
             count(&shared.metrics.connections_dropped);
             tracing::info!(error = %e, "ring setup failed; closing connection");
-            return None;
+            return;
         }
     };
     count(&shared.metrics.ring_sessions);
-    let sock = match writer.get_mut().try_clone() {
+    let hang_up = match sock.try_clone() {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(error = %e, "socket clone failed");
-            return None;
+            return;
         }
     };
     let tx = Tx::Ring {
         producer: Box::new(producer),
-        sock,
+        sock: hang_up,
         deadline: shared.cfg.write_timeout,
     };
-    Some((tx, Rx::Ring(Box::new(consumer))))
+    let mut rx = Rx::Ring(Box::new(consumer));
+    let ctx = ConnCtx {
+        client,
+        owner,
+        writer: Arc::new(Writer::Ring(Mutex::new(tx))),
+        slot,
+    };
+    shared.sched().handle_connect(client);
+    let mut fbb = FlatBufferBuilder::new();
+    loop {
+        match rx.recv() {
+            Ok(Some(f)) => handle_frame(shared, &ctx, &mut fbb, f, None),
+            Ok(None) => break,
+            Err(e) => {
+                // A dead client or a corrupt ring: end the session; what it
+                // had admitted is dropped below like on a closed socket.
+                count(&shared.metrics.ring_errors);
+                tracing::info!(error = %e, transport = Transport::Ring.name(), "session ended");
+                break;
+            }
+        }
+    }
+    disconnect(shared, client);
+    tracing::debug!("ring client disconnected");
 }
 
 fn send_error(
@@ -311,14 +551,18 @@ fn send_error(
     w.send(shared, &proto::encode_error(fbb, id, code, false, msg));
 }
 
+/// One request from either transport: decode, resolve keys, admit, answer.
+/// `reservation` is the frame's share of the read budget, kept by its job.
 fn handle_frame(
     shared: &Arc<Shared>,
-    client: ClientId,
-    writer: &Arc<Writer>,
+    conn: &ConnCtx<'_>,
     fbb: &mut FlatBufferBuilder<'static>,
     frame: Vec<u8>,
+    reservation: Option<Reservation>,
 ) {
     let received = now();
+    let writer = &conn.writer;
+    let client = conn.client;
     let req = match proto::decode_request(&frame) {
         Ok(r) => r,
         Err(e) => {
@@ -346,11 +590,15 @@ fn handle_frame(
     match req {
         Request::RegisterKey { request_id, key } => {
             let bytes = &frame[key];
-            let found = shared.keys().lookup_bytes(bytes).map(|(id, _)| id);
+            let found = shared
+                .keys()
+                .lookup_bytes_for(bytes, conn.owner)
+                .map(|(id, _)| id);
             let id = match found {
                 Some(id) => id,
+                // Decoded outside the lock: other clients keep resolving.
                 None => match shared.backend.decode_key(bytes) {
-                    Ok(k) => shared.keys().insert(bytes, k),
+                    Ok(k) => shared.keys().insert_for(bytes, k, conn.owner),
                     Err(e) => {
                         return send_error(
                             shared,
@@ -393,7 +641,7 @@ fn handle_frame(
                 shared.bytes_in_flight.fetch_sub(bytes, Ordering::Relaxed);
                 return send_busy(shared, writer, fbb, request_id, n);
             }
-            let work = resolve(shared, &frame, items);
+            let work = resolve(shared, &frame, items, conn.owner);
             let job = Arc::new(Job {
                 request_id,
                 verdicts: (0..n)
@@ -405,6 +653,8 @@ fn handle_frame(
                 items: work,
                 received,
                 writer: writer.clone(),
+                _reservation: reservation,
+                _busy: conn.slot.busy(),
             });
             if n == 0 {
                 shared.open_jobs.fetch_add(1, Ordering::SeqCst);
@@ -454,46 +704,70 @@ fn send_busy(
     );
 }
 
-/// Resolves each item's key once per request, outside the workers.
-fn resolve(shared: &Shared, frame: &[u8], items: Vec<proto::RawItem>) -> Vec<Work> {
+/// Resolves each item's key once per request, outside the workers, charging
+/// keys to `owner`. Keys the cache does not hold yet are decoded after the
+/// lock is released (once per distinct key in the request) and inserted
+/// under a second, short hold.
+fn resolve(shared: &Shared, frame: &[u8], items: Vec<proto::RawItem>, owner: Owner) -> Vec<Work> {
     let mut out = Vec::with_capacity(items.len());
-    let mut keys = shared.keys();
-    // Consecutive items usually share a key: look each id up (and touch
-    // the LRU) once per run rather than once per item.
-    let mut last: Option<(u64, Option<DecodedKey>)> = None;
-    for it in items {
-        let key = match it.key {
-            KeyRef::Missing => Err(Verdict::Malformed),
-            KeyRef::Id(id) => {
-                let found = match &last {
-                    Some((l, k)) if *l == id => k.clone(),
-                    _ => {
-                        let k = keys.get(id);
-                        last = Some((id, k.clone()));
-                        k
-                    }
-                };
-                found.ok_or(Verdict::UnknownKey)
-            }
-            KeyRef::Inline(r) => {
-                let bytes = &frame[r];
-                match keys.lookup_bytes(bytes) {
-                    Some((_, k)) => Ok(k),
-                    None => match shared.backend.decode_key(bytes) {
-                        Ok(k) => {
-                            keys.insert(bytes, k.clone());
-                            Ok(k)
+    let mut misses: Vec<(usize, Range<usize>)> = Vec::new();
+    {
+        let mut keys = shared.keys();
+        // Consecutive items usually share a key: look each id up (and touch
+        // the LRU) once per run rather than once per item.
+        let mut last: Option<(u64, Option<DecodedKey>)> = None;
+        for (i, it) in items.into_iter().enumerate() {
+            let key = match it.key {
+                KeyRef::Missing => Err(Verdict::Malformed),
+                KeyRef::Id(id) => {
+                    let found = match &last {
+                        Some((l, k)) if *l == id => k.clone(),
+                        _ => {
+                            let k = keys.get_for(id, owner);
+                            last = Some((id, k.clone()));
+                            k
                         }
-                        Err(_) => Err(Verdict::Malformed),
-                    },
+                    };
+                    found.ok_or(Verdict::UnknownKey)
                 }
+                KeyRef::Inline(r) => match keys.lookup_bytes_for(&frame[r.clone()], owner) {
+                    Some((_, k)) => Ok(k),
+                    None => {
+                        misses.push((i, r));
+                        // Replaced below once decoded.
+                        Err(Verdict::Malformed)
+                    }
+                },
+            };
+            out.push(Work {
+                key,
+                msg: it.msg,
+                sig: it.sig,
+            });
+        }
+    }
+    if misses.is_empty() {
+        return out;
+    }
+    let mut decoded: HashMap<&[u8], Option<DecodedKey>> = HashMap::new();
+    for (_, r) in &misses {
+        let bytes = &frame[r.clone()];
+        decoded
+            .entry(bytes)
+            .or_insert_with(|| shared.backend.decode_key(bytes).ok());
+    }
+    {
+        let mut keys = shared.keys();
+        for (bytes, k) in &decoded {
+            if let Some(k) = k {
+                keys.insert_for(bytes, k.clone(), owner);
             }
-        };
-        out.push(Work {
-            key,
-            msg: it.msg,
-            sig: it.sig,
-        });
+        }
+    }
+    for (i, r) in misses {
+        if let (Some(w), Some(Some(k))) = (out.get_mut(i), decoded.get(&frame[r])) {
+            w.key = Ok(k.clone());
+        }
     }
     out
 }

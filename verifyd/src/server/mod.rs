@@ -1,22 +1,59 @@
-//! The daemon: Unix-socket listener, per-connection readers, the shared
-//! scheduler, the rayon worker pool, admin socket and metrics.
+//! The daemon: verify and admin sockets served on the shared hardened core
+//! (`server-core`), the shared scheduler, the rayon worker pool, metrics.
 //!
-//! Threads, and why blocking ones: each connection has a reader thread that
-//! decodes requests, resolves key ids and offers the request to the
-//! [`Scheduler`]; batches run on a rayon pool of `--threads` workers; a timer
-//! thread fires the scheduler's gathering deadline. A worker that finishes
-//! the last piece of a request writes the response itself, so a verdict
-//! leaves the daemon without another thread hand-off (on these VMs waking an
-//! idle thread costs tens of microseconds, as much as the hand-off saves).
+//! # Threads, and why
+//!
+//! * **I/O runtime** — a small tokio runtime ([`ServerConfig::io_threads`],
+//!   default 2; on these 2-core hosts more would only contend with the
+//!   workers) accepts on the verify and the admin socket through
+//!   [`server_core::Listener`] under one daemon-wide [`Registry`]: a
+//!   connection cap per listener, a descriptor budget from
+//!   `RLIMIT_NOFILE`, the longest-idle connection giving way (else a
+//!   refusal frame), back-off instead of a spin when `accept` fails. Each
+//!   connection is a task: the hello runs under the core's hello deadline,
+//!   frames are read with [`server_core::FrameReader`] (partial-frame
+//!   deadline, buffers from the daemon-wide read [`Budget`]). An idle
+//!   connection costs a task and a socket, never a thread. The task
+//!   decodes a request, resolves its keys and offers it to the
+//!   [`Scheduler`]; a batch of at most a few items runs right there (see
+//!   `Shared::dispatch_keep`), so the I/O threads also verify small
+//!   batches and decode keys a client sends for the first time.
+//! * **Workers** — batches run on a rayon pool of `--threads` workers. A
+//!   worker that finishes the last piece of a request writes the response
+//!   itself with [`server_core::FrameSender::send`], which never blocks:
+//!   what the socket does not take at once is queued (bounded per
+//!   connection and by the daemon-wide response budget) and drained by the
+//!   runtime. So a verdict leaves the daemon without a thread hand-off (on
+//!   these VMs waking an idle thread costs tens of microseconds, as much as
+//!   the hand-off saves), and a client that does not read cannot stall a
+//!   worker.
+//! * **Ring sessions** — a session on the shared-memory ring pair keeps one
+//!   blocking thread for its consumer (`wire`'s parker sleeps on the
+//!   socket and the peer's pidfd). Every ring session reserves both rings'
+//!   mappings from the daemon-wide ring [`Budget`]
+//!   ([`ServerConfig::ring_budget`]) for its lifetime, so these threads are
+//!   bounded by the budget (64 MiB and 4 MiB rings: 7 sessions); when it is
+//!   spent the daemon proposes ring capacity 0 in the hello and the client
+//!   stays on frames (counted). A thread that cannot be started refuses the
+//!   session (counted); the daemon keeps serving.
+//! * A timer thread fires the scheduler's gathering deadline; a metrics
+//!   endpoint (`--metrics-listen`) is served on the runtime too.
+//!
+//! The admin socket is served concurrently on the runtime, each request
+//! under [`server_core::Limits::request_deadline`] (1 s), so it answers
+//! while any number of idle or trickling clients are connected.
 //!
 //! The request frame is kept whole in its job; items are ranges into it, so
 //! item bytes are never copied. Memory is bounded by the admission limit in
-//! items and a byte budget for frames in flight; both answer `Busy`.
+//! items, a byte budget for frames in flight (both answer `Busy`), and the
+//! read, response and ring budgets (see `status` → `server.budgets`).
 //!
 //! Drain: [`ServerHandle::drain`] (SIGTERM in the binary) stops accepting
-//! connections, answers new requests with `ShuttingDown`, and [`Server::run`]
-//! returns once every admitted item has its verdict written, or at the drain
-//! deadline. [`ServerHandle::stop`] returns at once.
+//! verify connections, answers new requests with `ShuttingDown`, and
+//! [`Server::run`] returns once every admitted item has its verdict written
+//! (queued responses flushed), or at the drain deadline.
+//! [`ServerHandle::stop`] makes it return at once. Either way the runtime
+//! and every frame connection go with it.
 
 pub mod admin;
 mod conn;
@@ -26,6 +63,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use server_core::{Budget, Limits, ListenerStats, Registry};
 
 use crate::backend::{Backend, BackendKind};
 use crate::keys::KeyCache;
@@ -57,19 +96,44 @@ pub struct ServerConfig {
     pub sched: SchedConfig,
     /// How long a drain may take before the daemon stops anyway.
     pub drain_deadline: Duration,
-    /// A response write that blocks this long drops the connection.
+    /// Responses that make no progress this long drop the connection: a
+    /// full response ring, or queued frames the client does not read. It
+    /// is the write deadline of both transports and overrides
+    /// `limits.write_deadline`.
     pub write_timeout: Duration,
     /// Shared-memory ring capacity offered in the hello, bytes per
     /// direction; 0 (`--no-shm`) offers none and every session uses frames.
     pub ring_capacity: u32,
+    /// Bytes of shared-memory ring mappings all ring sessions together may
+    /// hold (each reserves both of its rings for its lifetime); a session
+    /// that does not fit is offered no ring and runs on frames.
+    pub ring_budget: usize,
+    /// Threads of the I/O runtime (accept, hello, frame reads, admin).
+    pub io_threads: usize,
+    /// Limits of the verify socket: connection cap, hello, frame and write
+    /// deadlines, per-connection response backlog.
+    pub limits: Limits,
+    /// Limits of the admin socket; `request_deadline` bounds each request.
+    pub admin_limits: Limits,
+    /// Bytes of read buffers all connections together may hold: frames
+    /// being read and frames admitted but not answered (a job keeps its
+    /// frame's share).
+    pub read_budget: usize,
+    /// Bytes of queued, unread responses all connections together may hold.
+    pub response_budget: usize,
 }
 
 impl ServerConfig {
     /// Defaults: one worker per core, the default backend, 65,536 keys,
-    /// 16 MiB frames, 256 MiB of frames in flight, 10 s drain deadline.
+    /// 16 MiB frames, 256 MiB of frames in flight, 10 s drain deadline,
+    /// 64 MiB of rings, 2 I/O threads, the core's default limits (admin:
+    /// 64 connections, hello, frames and writes within the 1 s request
+    /// deadline), 320 MiB of read buffers, 64 MiB of queued responses.
     #[must_use]
     pub fn new(socket: PathBuf) -> Self {
         let threads = std::thread::available_parallelism().map_or(1, usize::from);
+        let max_bytes_in_flight = 256 << 20;
+        let request = Duration::from_secs(1);
         ServerConfig {
             socket,
             admin_socket: None,
@@ -78,11 +142,24 @@ impl ServerConfig {
             backend: BackendKind::DEFAULT,
             key_capacity: 65_536,
             max_frame: crate::session::DEFAULT_MAX_FRAME,
-            max_bytes_in_flight: 256 << 20,
+            max_bytes_in_flight,
             sched: SchedConfig::new(threads),
             drain_deadline: Duration::from_secs(10),
             write_timeout: Duration::from_secs(2),
             ring_capacity: crate::transport::DEFAULT_RING_CAPACITY,
+            ring_budget: DEFAULT_RING_BUDGET,
+            io_threads: threads.clamp(1, 2),
+            limits: Limits::default(),
+            admin_limits: Limits::default()
+                .max_connections(64)
+                .hello_deadline(request)
+                .frame_deadline(request)
+                .write_deadline(request)
+                .request_deadline(request),
+            // Admitted frames keep their share, so the budget covers the
+            // in-flight byte limit plus room for frames being read.
+            read_budget: max_bytes_in_flight + (64 << 20),
+            response_budget: 64 << 20,
         }
     }
 
@@ -98,6 +175,10 @@ impl ServerConfig {
         self
     }
 }
+
+/// Default [`ServerConfig::ring_budget`]: 64 MiB, seven sessions with the
+/// default 4 MiB rings.
+pub const DEFAULT_RING_BUDGET: usize = 64 << 20;
 
 /// Default socket directory: `$XDG_RUNTIME_DIR/tern`, else `/run/tern`.
 #[must_use]
@@ -124,6 +205,18 @@ pub(crate) struct Shared {
     pub(crate) bytes_in_flight: AtomicUsize,
     /// Requests admitted whose response is not written yet.
     pub(crate) open_jobs: AtomicUsize,
+    /// Connections of both sockets, the descriptor budget.
+    pub(crate) registry: Arc<Registry>,
+    /// Read buffers (frames being read, frames admitted).
+    pub(crate) reads: Arc<Budget>,
+    /// Queued responses not yet read by their client.
+    pub(crate) responses: Arc<Budget>,
+    /// Shared-memory ring mappings of open ring sessions.
+    pub(crate) rings: Arc<Budget>,
+    /// Each listener's counters, by name, once it serves.
+    pub(crate) listeners: Mutex<Vec<(&'static str, Arc<ListenerStats>)>>,
+    /// Woken on drain and stop, so the runtime's tasks notice at once.
+    pub(crate) wake: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Shared {
@@ -151,6 +244,34 @@ impl Shared {
     }
     pub(crate) fn keys(&self) -> MutexGuard<'_, KeyCache> {
         lock(&self.keys)
+    }
+
+    pub(crate) fn draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn stopped(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once `cond` holds; re-checked whenever drain or stop is
+    /// signalled.
+    pub(crate) async fn until(&self, cond: impl Fn(&Shared) -> bool) {
+        loop {
+            let woken = self.wake.notified();
+            tokio::pin!(woken);
+            // Registered before the check, so a signal in between is seen.
+            woken.as_mut().enable();
+            if cond(self) {
+                return;
+            }
+            woken.await;
+        }
+    }
+
+    /// Records a listener's counters for `status` and metrics.
+    pub(crate) fn add_listener(&self, name: &'static str, stats: Arc<ListenerStats>) {
+        lock(&self.listeners).push((name, stats));
     }
 
     /// Starts every batch the scheduler wants to run now on the pool.
@@ -252,6 +373,16 @@ impl Shared {
         if self.cfg.ring_capacity > 0 {
             snap.transport_offered = "ring";
         }
+        let server = &mut snap.server;
+        server.io_threads = self.cfg.io_threads;
+        for (name, stats) in lock(&self.listeners).iter() {
+            server.listeners.insert(name, stats.snapshot());
+        }
+        for b in [&self.reads, &self.responses, &self.rings] {
+            server.budgets.insert(b.name(), b.stats());
+        }
+        server.fds_used = self.registry.fds_used();
+        server.fd_cap = self.registry.fd_cap();
         snap
     }
 }
@@ -264,11 +395,13 @@ impl ServerHandle {
     /// Begin draining: no new connections or requests; finish admitted work.
     pub fn drain(&self) {
         self.0.draining.store(true, Ordering::SeqCst);
+        self.0.wake.notify_waiters();
     }
     /// Stop now, abandoning admitted work.
     pub fn stop(&self) {
         self.0.stop.store(true, Ordering::SeqCst);
         self.0.timer.notify_all();
+        self.0.wake.notify_waiters();
     }
     /// Metrics snapshot.
     #[must_use]
@@ -297,7 +430,7 @@ pub fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
 
 impl Server {
     /// Binds the sockets and starts the worker pool.
-    pub fn bind(cfg: ServerConfig) -> std::io::Result<Server> {
+    pub fn bind(mut cfg: ServerConfig) -> std::io::Result<Server> {
         let listener = bind_socket(&cfg.socket)?;
         let admin = cfg.admin_socket.as_deref().map(bind_socket).transpose()?;
         let metrics = match cfg.metrics_listen {
@@ -315,6 +448,8 @@ impl Server {
             .thread_name(|i| format!("verify-{i}"))
             .build()
             .map_err(std::io::Error::other)?;
+        cfg.io_threads = cfg.io_threads.max(1);
+        cfg.limits.write_deadline = cfg.write_timeout;
         let started = now();
         // Distinct per process start: pid and sub-second start time.
         #[allow(clippy::disallowed_methods)] // the driver owns the clock
@@ -322,6 +457,7 @@ impl Server {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let instance = (u64::from(std::process::id()) << 32) ^ wall.as_nanos() as u64;
+        let nofile = server_core::limits::raise_nofile_limit();
         let shared = Arc::new(Shared {
             backend: cfg.backend.build(),
             keys: Mutex::new(KeyCache::new(
@@ -342,6 +478,12 @@ impl Server {
             next_client: AtomicU64::new(1),
             bytes_in_flight: AtomicUsize::new(0),
             open_jobs: AtomicUsize::new(0),
+            registry: Registry::new(server_core::limits::fd_cap(nofile)),
+            reads: Budget::new("read_buffers", cfg.read_budget),
+            responses: Budget::new("responses", cfg.response_budget),
+            rings: Budget::new("rings", cfg.ring_budget),
+            listeners: Mutex::new(Vec::new()),
+            wake: tokio::sync::Notify::new(),
             cfg,
         });
         Ok(Server {
@@ -366,40 +508,69 @@ impl Server {
             admin,
             metrics,
         } = self;
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(shared.cfg.io_threads)
+            .thread_name("verify-io")
+            .enable_io()
+            .enable_time()
+            .build()?;
         let t = shared.clone();
         std::thread::Builder::new()
             .name("verify-timer".into())
             .spawn(move || t.timer_loop())?;
-        if let Some(a) = admin {
-            let s = shared.clone();
-            std::thread::Builder::new()
-                .name("verify-admin".into())
-                .spawn(move || admin::serve_admin(&s, &a))?;
-        }
-        if let Some(m) = metrics {
-            let s = shared.clone();
-            std::thread::Builder::new()
-                .name("verify-metrics".into())
-                .spawn(move || admin::serve_metrics(&s, &m))?;
-        }
-        tracing::info!(socket = %shared.cfg.socket.display(), threads = shared.cfg.threads, backend = %shared.backend.kind(), "verifyd listening");
-        conn::accept_loop(&shared, &listener)?;
-        // Draining (or stopped): wait for admitted work, up to the deadline.
-        let deadline = now() + shared.cfg.drain_deadline;
-        while !shared.stop.load(Ordering::SeqCst)
-            && shared.open_jobs.load(Ordering::SeqCst) > 0
-            && now() < deadline
-        {
-            std::thread::sleep(Duration::from_millis(2));
-        }
+        let served = runtime.block_on(async {
+            let policy = wire::uds::PeerPolicy::same_user().allow_uid(0);
+            let verify = server_core::Listener::new(
+                listener,
+                &shared.registry,
+                "verify",
+                shared.cfg.limits.clone(),
+                policy.clone(),
+            )?;
+            shared.add_listener("verify", verify.stats().clone());
+            tokio::spawn(conn::serve_listener(shared.clone(), verify));
+            if let Some(a) = admin {
+                let admin = server_core::Listener::new(
+                    a,
+                    &shared.registry,
+                    "admin",
+                    shared.cfg.admin_limits.clone(),
+                    policy,
+                )?;
+                shared.add_listener("admin", admin.stats().clone());
+                tokio::spawn(admin::serve_admin(shared.clone(), admin));
+            }
+            if let Some(m) = metrics {
+                m.set_nonblocking(true)?;
+                let m = tokio::net::TcpListener::from_std(m)?;
+                tokio::spawn(admin::serve_metrics(shared.clone(), m));
+            }
+            tracing::info!(socket = %shared.cfg.socket.display(), threads = shared.cfg.threads,
+                io_threads = shared.cfg.io_threads, backend = %shared.backend.kind(), "verifyd listening");
+            shared.until(|s| s.draining() || s.stopped()).await;
+            // Draining (or stopped): wait for admitted work and its queued
+            // responses, up to the deadline.
+            let deadline = tokio::time::Instant::now() + shared.cfg.drain_deadline;
+            while !shared.stopped()
+                && (shared.open_jobs.load(Ordering::SeqCst) > 0 || shared.responses.used() > 0)
+                && tokio::time::Instant::now() < deadline
+            {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            Ok::<(), std::io::Error>(())
+        });
         let left = shared.open_jobs.load(Ordering::SeqCst);
         tracing::info!(unanswered = left, "verifyd stopped");
         shared.stop.store(true, Ordering::SeqCst);
         shared.timer.notify_all();
+        shared.wake.notify_waiters();
+        // Tasks are dropped, closing their connections; ring session
+        // threads end when their peers notice.
+        runtime.shutdown_background();
         let _ = std::fs::remove_file(&shared.cfg.socket);
         if let Some(a) = &shared.cfg.admin_socket {
             let _ = std::fs::remove_file(a);
         }
-        Ok(())
+        served
     }
 }
