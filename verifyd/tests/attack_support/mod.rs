@@ -565,7 +565,8 @@ pub fn counter(v: &serde_json::Value, field: &str) -> u64 {
 }
 
 /// Sum of the `limit`s of every memory budget the daemon reports
-/// (`server.budgets`), in bytes.
+/// (`server.budgets`) and the key cache's byte bound (`keys.byte_limit`),
+/// in bytes.
 pub fn configured_budgets(status: &serde_json::Value) -> u64 {
     let b = &status["server"]["budgets"];
     let limits: Vec<u64> = match b {
@@ -574,7 +575,10 @@ pub fn configured_budgets(status: &serde_json::Value) -> u64 {
         _ => panic!("status has no server.budgets: {status:#}"),
     };
     assert!(!limits.is_empty(), "no budgets in {b:#}");
-    limits.iter().sum()
+    let keys = status["keys"]["byte_limit"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("status has no keys.byte_limit: {status:#}"));
+    limits.iter().sum::<u64>() + keys
 }
 
 /// Keeps `n` connections to `path` open that never send a byte: whenever
