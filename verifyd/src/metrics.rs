@@ -458,6 +458,53 @@ mod tests {
     }
 
     #[test]
+    fn server_section_is_rendered_per_listener_and_budget() {
+        let m = Metrics::new(1);
+        m.ring_refused_budget.fetch_add(3, Relaxed);
+        let mut snap = Snapshot::take(
+            &m,
+            "aws-lc",
+            Duration::from_secs(1),
+            false,
+            SchedStats::default(),
+            KeyCacheStats::default(),
+        );
+        let verify = ListenerSnapshot {
+            hello_timeouts: 7,
+            open: 2,
+            ..ListenerSnapshot::default()
+        };
+        snap.server.listeners.insert("verify", verify);
+        snap.server
+            .listeners
+            .insert("admin", ListenerSnapshot::default());
+        let rings = BudgetStats {
+            limit: 100,
+            used: 40,
+            ..BudgetStats::default()
+        };
+        snap.server.budgets.insert("rings", rings);
+        let text = snap.prometheus();
+        for line in [
+            "verifyd_hello_timeouts_total{listener=\"verify\"} 7",
+            "verifyd_hello_timeouts_total{listener=\"admin\"} 0",
+            "# TYPE verifyd_connections_open gauge",
+            "verifyd_connections_open{listener=\"verify\"} 2",
+            "verifyd_budget_used_bytes{budget=\"rings\"} 40",
+            "verifyd_budget_limit_bytes{budget=\"rings\"} 100",
+            "verifyd_ring_refused_budget_total 3",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        let json = serde_json::to_value(&snap).unwrap();
+        assert_eq!(json["server"]["listeners"]["verify"]["hello_timeouts"], 7);
+        assert_eq!(json["server"]["ring_refused_budget"], 3);
+    }
+
+    #[test]
     fn batch_hist_buckets() {
         let h = BatchHist::default();
         h.record(1);
