@@ -20,6 +20,7 @@ targets=(
   ack_message
   stream_decoder
   gossip_message
+  gossip_node_ops
 )
 runs="${FUZZ_SMOKE_RUNS:-3000}"
 seconds="${FUZZ_SMOKE_SECONDS:-4}"

@@ -112,6 +112,11 @@ pub struct Config {
     pub send_queue: SendQueueParams,
     /// Seed of the node's RNG (peer sampling). Inject a fresh one per node.
     pub seed: u64,
+    /// Seed of the hash keys of the per-topic tables (seen set, message
+    /// store, missing announcements, origin marks), so that their heap and
+    /// `state_bytes` repeat exactly from run to run; `None` (the default)
+    /// draws random keys. Simulations only: see [`super::MapHasher`].
+    pub hash_seed: Option<u64>,
 }
 
 impl Default for Config {
@@ -162,6 +167,7 @@ impl Config {
             origins_max: 4096,
             send_queue: SendQueueParams::default(),
             seed: 0,
+            hash_seed: None,
         }
     }
 
@@ -201,6 +207,12 @@ impl Config {
     /// Sets the RNG seed.
     pub fn with_seed(mut self, seed: u64) -> Self {
         self.seed = seed;
+        self
+    }
+
+    /// Sets [`Config::hash_seed`] (reproducible table layout; simulations only).
+    pub fn with_hash_seed(mut self, seed: u64) -> Self {
+        self.hash_seed = Some(seed);
         self
     }
 

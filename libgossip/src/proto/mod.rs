@@ -7,6 +7,7 @@
 
 mod config;
 mod diag;
+mod hashing;
 pub mod health;
 mod membership;
 mod memory;
@@ -25,6 +26,7 @@ mod verify;
 
 pub use config::Config;
 pub use diag::{DiagHandle, PeerDiag, Snapshot, TopicDiag};
+pub use hashing::MapHasher;
 pub use memory::{KEY_ENTRY_BYTES, MemoryPlan};
 pub use message::{Body, Gossip, IHaveEntry, Kind, Message};
 pub use node::{Node, ProtoError, Received, Signer};

@@ -7,6 +7,7 @@
 //! eviction is counted by reason.
 
 use super::config::Config;
+use super::hashing::MapHasher;
 use super::message::Gossip;
 use super::store::{
     Retained, RetentionParams, RetentionStats, SeenCache, alloc_size, entry_overhead,
@@ -72,8 +73,8 @@ impl Recent {
         seen.ttl_floor = seen.ttl_floor.max(store.ttl_ceiling);
         seen.ttl_ceiling = cfg.seen_retention.max(seen.ttl_floor);
         Self {
-            seen: Retained::new(seen),
-            store: Retained::new(store),
+            seen: Retained::with_hasher(seen, MapHasher::from_seed(cfg.hash_seed)),
+            store: Retained::with_hasher(store, MapHasher::from_seed(cfg.hash_seed)),
         }
     }
 

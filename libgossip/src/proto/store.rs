@@ -36,6 +36,7 @@
 //! bounded by the same budget. The seen cache is the same structure with no
 //! payload ([`SeenCache`]).
 
+use super::hashing::MapHasher;
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 use std::mem::size_of;
@@ -184,7 +185,7 @@ struct Slot<V> {
 #[derive(Debug)]
 pub struct Retained<K, V> {
     params: RetentionParams,
-    map: HashMap<K, Slot<V>>,
+    map: HashMap<K, Slot<V>, MapHasher>,
     order: VecDeque<(u64, K)>,
     next_seq: u64,
     last_at: Option<Instant>,
@@ -195,11 +196,17 @@ pub struct Retained<K, V> {
 }
 
 impl<K: Copy + Eq + Hash, V> Retained<K, V> {
-    /// An empty store.
+    /// An empty store (random hash keys).
     pub fn new(params: RetentionParams) -> Self {
+        Self::with_hasher(params, MapHasher::random())
+    }
+
+    /// An empty store whose table hashes with `hasher` (seeded keys make
+    /// its footprint reproducible).
+    pub fn with_hasher(params: RetentionParams, hasher: MapHasher) -> Self {
         Self {
             params,
-            map: HashMap::new(),
+            map: HashMap::with_hasher(hasher),
             order: VecDeque::new(),
             next_seq: 0,
             last_at: None,

@@ -9,6 +9,7 @@
 //! spanning tree shaped by first arrivals, i.e. by latency.
 
 use super::config::Config;
+use super::hashing::MapHasher;
 use super::health::budget::SendKind;
 use super::health::mesh::MeshMaintainer;
 use super::message::{Body, Gossip, IHaveEntry};
@@ -81,11 +82,11 @@ pub(crate) struct Topic {
     pub pending: Vec<(PeerId, Instant)>,
     lazy_queue: VecDeque<(PeerId, IHaveEntry)>,
     flush_armed: bool,
-    pub missing: HashMap<MessageId, Missing>,
+    pub missing: HashMap<MessageId, Missing, MapHasher>,
     pub recent: Recent,
     pub next_seqno: u64,
     /// Highest delivered seqno per origin (bounded, see `Config::origins_max`).
-    origins: HashMap<PeerId, u64>,
+    origins: HashMap<PeerId, u64, MapHasher>,
     pub next_shuffle: Option<Instant>,
     pub next_anti_entropy: Option<Instant>,
     pub stats: TopicStats,
@@ -104,10 +105,10 @@ impl Topic {
             pending: Vec::new(),
             lazy_queue: VecDeque::new(),
             flush_armed: false,
-            missing: HashMap::new(),
+            missing: HashMap::with_hasher(MapHasher::from_seed(cfg.hash_seed)),
             recent: Recent::new(cfg),
             next_seqno: 1,
-            origins: HashMap::new(),
+            origins: HashMap::with_hasher(MapHasher::from_seed(cfg.hash_seed)),
             next_shuffle: None,
             next_anti_entropy: None,
             stats: TopicStats::default(),

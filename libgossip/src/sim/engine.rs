@@ -162,7 +162,9 @@ impl Sim {
     }
 
     fn proto_config(&self, idx: usize) -> Config {
-        let mut c = Config::default().with_seed(mix(self.seed ^ mix(idx as u64)));
+        let seed = mix(self.seed ^ mix(idx as u64));
+        // Seeded table keys: the report's `state_bytes` must repeat too.
+        let mut c = Config::default().with_seed(seed).with_hash_seed(seed);
         if self.sc.full_view {
             c = c.with_active_view(self.capacity);
             c.passive_view = self.capacity;
