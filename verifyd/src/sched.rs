@@ -31,6 +31,20 @@
 //! least one full batch) once the daemon is at least half full; idle
 //! connections do not count, so a lone busy client may use the whole limit.
 //!
+//! **Latency under a heavy client**: round-robin decides *whose* items go
+//! in a batch, but a small client's request still waits for the batch
+//! running ahead of it and then for its own batch to finish. So while two or
+//! more clients submit work (two distinct clients within `share_window`,
+//! 10 ms by default: a small client between two requests has nothing
+//! queued, yet the batch about to run is the one it will wait for), a
+//! batch is also capped at
+//! `max_batch_time` of measured verify time (at least
+//! [`MIN_SHARED_BATCH`] items): with 41 µs per item and the 500 µs default
+//! that is 12 items, and a single-item request waits about a millisecond
+//! behind a flood instead of two full 64-item batches (5 ms). A lone busy
+//! client keeps full batches; the extra hand-off per 12 items costs well
+//! under the 41 µs × 12 it is amortised over.
+//!
 //! **Admission limit**: items admitted and not yet verified. It adapts to the
 //! measured throughput so that a newly admitted item waits at most about
 //! `queue_target` (items/s × `queue_target`), clamped to `[limit_floor,
@@ -39,6 +53,10 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
+
+/// Smallest batch the shared-pool time cap produces: below this the
+/// hand-off per batch is no longer small against the work in it.
+pub const MIN_SHARED_BATCH: usize = 4;
 
 /// A connected client, as the driver numbers them.
 pub type ClientId = u64;
@@ -50,6 +68,12 @@ pub struct SchedConfig {
     pub workers: usize,
     /// Most items in one dispatched batch.
     pub max_batch: usize,
+    /// While two or more clients submit work, a batch holds at most this
+    /// much measured verify time (see the module docs).
+    pub max_batch_time: Duration,
+    /// Two distinct clients submitting within this window count as
+    /// sharing the pool.
+    pub share_window: Duration,
     /// Lower clamp of the adaptive gathering delay.
     pub delay_floor: Duration,
     /// Upper clamp of the adaptive gathering delay.
@@ -65,7 +89,7 @@ pub struct SchedConfig {
 
 impl SchedConfig {
     /// Defaults for `workers` threads: batches of at most 64 per worker
-    /// hand-off, delay 20–200 µs, 100 ms queue target, limit between four full
+    /// hand-off (500 µs of verify time while clients share the pool), delay 20–200 µs, 100 ms queue target, limit between four full
     /// batches per worker and 65,536 items (the daemon starts at 4,096).
     #[must_use]
     pub fn new(workers: usize) -> Self {
@@ -73,6 +97,8 @@ impl SchedConfig {
         SchedConfig {
             workers,
             max_batch: 64,
+            max_batch_time: Duration::from_micros(500),
+            share_window: Duration::from_millis(10),
             delay_floor: Duration::from_micros(20),
             delay_ceiling: Duration::from_micros(200),
             queue_target: Duration::from_millis(100),
@@ -184,6 +210,8 @@ pub struct Scheduler<T> {
     /// EWMA of per-item verify time, nanoseconds (0 = not measured yet).
     item_ns: u64,
     limit: usize,
+    /// The two most recent distinct submitters, newest first.
+    recent: [Option<(ClientId, Instant)>; 2],
     stats: SchedStats,
 }
 
@@ -203,6 +231,7 @@ impl<T: Clone> Scheduler<T> {
             running: HashMap::new(),
             item_ns: 0,
             limit,
+            recent: [None, None],
             stats: SchedStats::default(),
         }
     }
@@ -246,6 +275,10 @@ impl<T: Clone> Scheduler<T> {
         request: T,
         items: usize,
     ) -> Admission {
+        match self.recent[0] {
+            Some((c, _)) if c == client => self.recent[0] = Some((client, now)),
+            _ => self.recent = [Some((client, now)), self.recent[0]],
+        }
         // Share among clients that hold work now (and this one): an idle
         // connection must not shrink a busy client's share.
         let others = self
@@ -303,8 +336,22 @@ impl<T: Clone> Scheduler<T> {
             .min()
     }
 
-    fn target(&self) -> usize {
-        self.cfg.max_batch
+    /// Whether two distinct clients submitted within `share_window`.
+    fn shared(&self, now: Instant) -> bool {
+        self.recent[1]
+            .is_some_and(|(_, t)| now.saturating_duration_since(t) <= self.cfg.share_window)
+    }
+
+    /// The largest batch to form now: `max_batch`, or while clients share
+    /// the pool, what fits in `max_batch_time` of measured verify time.
+    fn target(&self, now: Instant) -> usize {
+        if self.item_ns == 0 || !self.shared(now) {
+            return self.cfg.max_batch;
+        }
+        let fit = self.cfg.max_batch_time.as_nanos() / u128::from(self.item_ns);
+        usize::try_from(fit)
+            .unwrap_or(usize::MAX)
+            .clamp(MIN_SHARED_BATCH.min(self.cfg.max_batch), self.cfg.max_batch)
     }
 
     /// Whether a batch should go out now.
@@ -312,7 +359,7 @@ impl<T: Clone> Scheduler<T> {
         if self.queued == 0 || self.busy_workers >= self.cfg.workers {
             return false;
         }
-        if self.busy_workers == 0 || self.queued >= self.target() {
+        if self.busy_workers == 0 || self.queued >= self.target(now) {
             return true;
         }
         self.oldest()
@@ -327,7 +374,7 @@ impl<T: Clone> Scheduler<T> {
         }
         let free = self.cfg.workers - self.busy_workers;
         // Spread what is queued over the free workers.
-        let size = self.queued.div_ceil(free).clamp(1, self.cfg.max_batch);
+        let size = self.queued.div_ceil(free).clamp(1, self.target(now));
         let quantum = size.div_ceil(self.ready.len().max(1));
         let mut pieces = Vec::new();
         let mut taken = 0;
@@ -500,9 +547,59 @@ mod tests {
         s.handle_submit(now, 2, "c", 100);
         assert!(s.poll_batch(deadline).is_none());
         assert!(s.poll_timeout().is_none());
-        s.handle_batch_done(deadline, first.id, Duration::from_micros(50));
-        let b = s.poll_batch(deadline).unwrap();
+        // Past the share window (client 1 last submitted at `now`), so the
+        // batch is not capped by verify time.
+        let late = deadline + Duration::from_millis(11);
+        s.handle_batch_done(late, first.id, Duration::from_micros(50));
+        let b = s.poll_batch(late).unwrap();
         assert_eq!(b.items, 64, "full batch goes at once, capped at max_batch");
+    }
+
+    /// V3: while two clients submit work, a batch holds at most
+    /// `max_batch_time` of measured verify time, so a single-item client
+    /// waits behind small batches; a lone client still gets full batches.
+    #[test]
+    fn shared_pool_caps_batches_by_verify_time() {
+        let now = t0();
+        let mut s = Scheduler::new(cfg(1));
+        // Measure 50 µs per item: one batch of 10 items that took 500 µs.
+        s.handle_submit(now, 1, "m", 10);
+        let b = s.poll_batch(now).unwrap();
+        s.handle_batch_done(now, b.id, Duration::from_micros(500));
+        // Lone heavy client: full batches.
+        s.handle_submit(now, 1, "heavy", 200);
+        let b = s.poll_batch(now).unwrap();
+        assert_eq!(b.items, 64, "a lone client keeps full batches");
+        s.handle_batch_done(now, b.id, Duration::from_micros(64 * 50));
+        // A second client arrives: 500 µs / 50 µs = 10 items per batch, and
+        // the small client's item is in the very next one.
+        s.handle_submit(now, 2, "small", 1);
+        let b = s.poll_batch(now).unwrap();
+        assert_eq!(b.items, 10, "capped at max_batch_time while shared");
+        assert!(
+            b.pieces.iter().any(|p| p.client == 2),
+            "round robin takes the small client"
+        );
+        s.handle_batch_done(now, b.id, Duration::from_micros(500));
+        // While the small client submitted within the share window, the
+        // heavy one's batches stay capped even with nothing else queued: the
+        // small client's next request will wait for the batch running now.
+        let b = s.poll_batch(now).unwrap();
+        assert_eq!(b.items, 10, "still shared within the window");
+        s.handle_batch_done(now, b.id, Duration::from_micros(500));
+        // Past the window the heavy client is alone again: full batches.
+        let later = now + Duration::from_millis(11);
+        let b = s.poll_batch(later).unwrap();
+        assert_eq!(b.items, 64);
+        // A slow backend (400 µs per item) still forms MIN_SHARED_BATCH.
+        let mut slow = Scheduler::new(cfg(1));
+        slow.handle_submit(now, 1, "m", 1);
+        let b = slow.poll_batch(now).unwrap();
+        slow.handle_batch_done(now, b.id, Duration::from_micros(400));
+        slow.handle_submit(now, 1, "a", 50);
+        slow.handle_submit(now, 2, "b", 50);
+        let b = slow.poll_batch(now).unwrap();
+        assert_eq!(b.items, MIN_SHARED_BATCH);
     }
 
     /// V3: the delay adapts to the measured verify time within its clamps.

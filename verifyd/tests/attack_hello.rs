@@ -59,8 +59,11 @@ fn trickling_hellos_are_cut_at_the_deadline() {
     for (what, set) in [("verify", trick), ("admin", admin_trick)] {
         for t in set {
             match t.join().unwrap() {
+                // No later than the deadline (plus scheduling slack); the
+                // admin listener, capped at a few dozen connections, may
+                // also shed a trickler earlier to make room for another.
                 TrickleEnd::Cut(after) => assert!(
-                    after >= HELLO_DEADLINE.mul_f64(0.9)
+                    (what == "admin" || after >= HELLO_DEADLINE.mul_f64(0.9))
                         && after <= HELLO_DEADLINE + Duration::from_millis(1500),
                     "{what}: trickler cut after {after:?}, the hello deadline is {HELLO_DEADLINE:?}"
                 ),
@@ -76,8 +79,9 @@ fn trickling_hellos_are_cut_at_the_deadline() {
         counter(listener(&status, "verify"), "hello_timeouts") >= 20,
         "{status:#}"
     );
+    let admin_l = listener(&status, "admin");
     assert!(
-        counter(listener(&status, "admin"), "hello_timeouts") >= 20,
+        counter(admin_l, "hello_timeouts") + counter(admin_l, "evicted_idle") >= 20,
         "{status:#}"
     );
     Bars {

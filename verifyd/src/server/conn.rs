@@ -14,7 +14,6 @@
 //! sending thousands of distinct keys neither holds the lock while decoding
 //! nor evicts other clients' keys beyond its quota (see [`crate::keys`]).
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicU8, AtomicU64, AtomicUsize, Ordering};
@@ -96,16 +95,32 @@ pub(crate) struct ConnCtx<'a> {
 
 #[derive(Debug)]
 struct Work {
-    /// The key to verify with, or the verdict already known without one.
-    key: Result<DecodedKey, Verdict>,
+    key: WorkKey,
     msg: Range<usize>,
     sig: Range<usize>,
+}
+
+/// What a worker verifies an item with.
+#[derive(Debug)]
+enum WorkKey {
+    /// A key the cache held when the request was admitted.
+    Ready(DecodedKey),
+    /// An inline key the cache did not hold: the worker decodes it (and
+    /// caches it for the request's owner). Decoding costs about as much as
+    /// a verification, so it is work like any other, done on the pool under
+    /// the scheduler's fair share; on the I/O threads a flood of fresh
+    /// inline keys would hold up every other client's reads.
+    Decode(Range<usize>),
+    /// The verdict is known without a key.
+    Known(Verdict),
 }
 
 /// One admitted `VerifyBatch`: the frame, resolved keys and verdict slots.
 #[derive(Debug)]
 pub struct Job {
     request_id: u64,
+    /// Who keys decoded for this request are charged to.
+    owner: Owner,
     frame: Vec<u8>,
     ctx: Range<usize>,
     items: Vec<Work>,
@@ -139,21 +154,51 @@ fn verdict_from_code(c: u8) -> Verdict {
 }
 
 impl Job {
-    pub(crate) fn verify_range(&self, start: usize, len: usize) {
+    pub(crate) fn verify_range(&self, shared: &Shared, start: usize, len: usize) {
         let ctx = &self.frame[self.ctx.clone()];
+        // Consecutive items usually share an inline key: decode it once.
+        let mut last: Option<(&[u8], Option<DecodedKey>)> = None;
         for i in start..start + len {
             let w = &self.items[i];
-            let v = match &w.key {
+            let key = match &w.key {
+                WorkKey::Ready(k) => Ok(k.clone()),
+                WorkKey::Known(v) => Err(*v),
+                WorkKey::Decode(r) => {
+                    let bytes = &self.frame[r.clone()];
+                    let k = match &last {
+                        Some((b, k)) if *b == bytes => k.clone(),
+                        _ => {
+                            let k = shared.backend.decode_key(bytes).ok();
+                            if let Some(k) = &k {
+                                // Another request may have inserted the same
+                                // bytes meanwhile; insert_for keeps that one.
+                                shared.keys().insert_for(bytes, k.clone(), self.owner);
+                            }
+                            last = Some((bytes, k.clone()));
+                            k
+                        }
+                    };
+                    k.ok_or(Verdict::Malformed)
+                }
+            };
+            let v = match key {
                 Ok(k) => verify_item(
                     k.as_ref(),
                     &self.frame[w.msg.clone()],
                     ctx,
                     &self.frame[w.sig.clone()],
                 ),
-                Err(v) => *v,
+                Err(v) => v,
             };
             self.verdicts[i].store(verdict_code(v), Ordering::Relaxed);
         }
+    }
+
+    /// Whether any of these items still needs its inline key decoded.
+    pub(crate) fn needs_decode(&self, start: usize, len: usize) -> bool {
+        self.items[start..start + len]
+            .iter()
+            .any(|w| matches!(w.key, WorkKey::Decode(_)))
     }
 
     /// Marks `n` items finished; true for the caller that finished the last.
@@ -644,6 +689,7 @@ fn handle_frame(
             let work = resolve(shared, &frame, items, conn.owner);
             let job = Arc::new(Job {
                 request_id,
+                owner: conn.owner,
                 verdicts: (0..n)
                     .map(|_| AtomicU8::new(verdict_code(Verdict::Malformed)))
                     .collect(),
@@ -665,7 +711,7 @@ fn handle_frame(
             match s.handle_submit(received, client, job, n) {
                 Admission::Accepted => {
                     shared.open_jobs.fetch_add(1, Ordering::SeqCst);
-                    let inline = shared.dispatch_keep(&mut s, received, INLINE_MAX);
+                    let inline = shared.dispatch_keep(&mut s, received, INLINE_MAX, Some(client));
                     drop(s);
                     if let Some(batch) = inline {
                         shared.clone().run_batch(batch);
@@ -704,70 +750,39 @@ fn send_busy(
     );
 }
 
-/// Resolves each item's key once per request, outside the workers, charging
-/// keys to `owner`. Keys the cache does not hold yet are decoded after the
-/// lock is released (once per distinct key in the request) and inserted
-/// under a second, short hold.
+/// Resolves each item's key under one short hold of the key-cache lock,
+/// charging keys to `owner`. Inline keys the cache does not hold are left
+/// for the worker to decode ([`WorkKey::Decode`]).
 fn resolve(shared: &Shared, frame: &[u8], items: Vec<proto::RawItem>, owner: Owner) -> Vec<Work> {
     let mut out = Vec::with_capacity(items.len());
-    let mut misses: Vec<(usize, Range<usize>)> = Vec::new();
-    {
-        let mut keys = shared.keys();
-        // Consecutive items usually share a key: look each id up (and touch
-        // the LRU) once per run rather than once per item.
-        let mut last: Option<(u64, Option<DecodedKey>)> = None;
-        for (i, it) in items.into_iter().enumerate() {
-            let key = match it.key {
-                KeyRef::Missing => Err(Verdict::Malformed),
-                KeyRef::Id(id) => {
-                    let found = match &last {
-                        Some((l, k)) if *l == id => k.clone(),
-                        _ => {
-                            let k = keys.get_for(id, owner);
-                            last = Some((id, k.clone()));
-                            k
-                        }
-                    };
-                    found.ok_or(Verdict::UnknownKey)
-                }
-                KeyRef::Inline(r) => match keys.lookup_bytes_for(&frame[r.clone()], owner) {
-                    Some((_, k)) => Ok(k),
-                    None => {
-                        misses.push((i, r));
-                        // Replaced below once decoded.
-                        Err(Verdict::Malformed)
+    let mut keys = shared.keys();
+    // Consecutive items usually share a key: look each id up (and touch
+    // the LRU) once per run rather than once per item.
+    let mut last: Option<(u64, Option<DecodedKey>)> = None;
+    for it in items {
+        let key = match it.key {
+            KeyRef::Missing => WorkKey::Known(Verdict::Malformed),
+            KeyRef::Id(id) => {
+                let found = match &last {
+                    Some((l, k)) if *l == id => k.clone(),
+                    _ => {
+                        let k = keys.get_for(id, owner);
+                        last = Some((id, k.clone()));
+                        k
                     }
-                },
-            };
-            out.push(Work {
-                key,
-                msg: it.msg,
-                sig: it.sig,
-            });
-        }
-    }
-    if misses.is_empty() {
-        return out;
-    }
-    let mut decoded: HashMap<&[u8], Option<DecodedKey>> = HashMap::new();
-    for (_, r) in &misses {
-        let bytes = &frame[r.clone()];
-        decoded
-            .entry(bytes)
-            .or_insert_with(|| shared.backend.decode_key(bytes).ok());
-    }
-    {
-        let mut keys = shared.keys();
-        for (bytes, k) in &decoded {
-            if let Some(k) = k {
-                keys.insert_for(bytes, k.clone(), owner);
+                };
+                found.map_or(WorkKey::Known(Verdict::UnknownKey), WorkKey::Ready)
             }
-        }
-    }
-    for (i, r) in misses {
-        if let (Some(w), Some(Some(k))) = (out.get_mut(i), decoded.get(&frame[r])) {
-            w.key = Ok(k.clone());
-        }
+            KeyRef::Inline(r) => match keys.lookup_bytes_for(&frame[r.clone()], owner) {
+                Some((_, k)) => WorkKey::Ready(k),
+                None => WorkKey::Decode(r),
+            },
+        };
+        out.push(Work {
+            key,
+            msg: it.msg,
+            sig: it.sig,
+        });
     }
     out
 }

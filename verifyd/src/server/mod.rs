@@ -276,7 +276,7 @@ impl Shared {
 
     /// Starts every batch the scheduler wants to run now on the pool.
     pub(crate) fn dispatch(self: &Arc<Self>, sched: &mut Scheduler<Arc<Job>>, now: Instant) {
-        let _ = self.dispatch_keep(sched, now, 0);
+        let _ = self.dispatch_keep(sched, now, 0, None);
     }
 
     /// Like [`Self::dispatch`], but hands back one batch of at most
@@ -284,18 +284,31 @@ impl Shared {
     /// holds a scheduler worker slot like any other, so at most `--threads`
     /// batches run at once; running it here saves waking a pool thread,
     /// which on these VMs costs about as much as the gathering it replaces.
+    ///
+    /// Only a batch entirely of `caller`'s own items with every key already
+    /// decoded is kept: the caller is an I/O thread that serves every other
+    /// connection too, so it must never spend its time on another client's
+    /// work or on decoding keys (a flood of fresh inline keys would stall
+    /// every read behind it).
     pub(crate) fn dispatch_keep(
         self: &Arc<Self>,
         sched: &mut Scheduler<Arc<Job>>,
         now: Instant,
         inline_max: usize,
+        caller: Option<crate::sched::ClientId>,
     ) -> Option<Batch<Arc<Job>>> {
         let mut any = false;
         let mut keep = None;
         while let Some(batch) = sched.poll_batch(now) {
             any = true;
             self.metrics.batch_sizes.record(batch.items);
-            if keep.is_none() && batch.items <= inline_max {
+            let own_and_cheap = || {
+                batch
+                    .pieces
+                    .iter()
+                    .all(|p| Some(p.client) == caller && !p.request.needs_decode(p.start, p.len))
+            };
+            if keep.is_none() && batch.items <= inline_max && own_and_cheap() {
                 keep = Some(batch);
                 continue;
             }
@@ -311,7 +324,7 @@ impl Shared {
     pub(crate) fn run_batch(self: Arc<Self>, batch: Batch<Arc<Job>>) {
         let start = now();
         for piece in &batch.pieces {
-            piece.request.verify_range(piece.start, piece.len);
+            piece.request.verify_range(&self, piece.start, piece.len);
         }
         // One clock read for both: `start.elapsed()` would be a second.
         let done = now();
