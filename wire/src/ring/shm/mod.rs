@@ -22,8 +22,26 @@
 //!    memfd is sealed against resizing and has the expected size (so the
 //!    peer cannot truncate it under us and turn our reads into `SIGBUS`),
 //!    the other two are eventfds, and the mapped header agrees. It then
-//!    answers with a 16-byte *ack*: `"TERNRACK"`, status (u32 LE, 0 = ok),
-//!    4 reserved bytes.
+//!    answers with a 16-byte *ack*: `"TERNRACK"`, status (u32 LE, 0 = ok,
+//!    otherwise a [`Refusal`] code), 4 reserved bytes. Any refusal closes
+//!    every descriptor that arrived (the control buffer has room for
+//!    `SCM_MAX_FD`, 253, so none is left half-received) before the ack goes
+//!    out, and the creator turns a non-zero status into
+//!    [`SetupError::Rejected`].
+//!
+//! The whole handshake runs against one deadline ([`Setup::timeout`], 5 s by
+//! default) with non-blocking socket I/O and bounded `poll`s, so a silent
+//! peer gives [`SetupError::Timeout`] instead of blocking forever.
+//!
+//! # Memory residency
+//!
+//! By default the mapping is faulted in lazily: an idle ring costs about one
+//! page of RSS (header and control block), and each data page is faulted in
+//! the first time the producer writes it, i.e. during the first lap.
+//! [`Setup::prefault`] maps with `MAP_POPULATE` instead, which takes those
+//! faults at setup and pins the whole capacity in RSS for the life of the
+//! ring: worth it for a ring that streams at once, a waste for the many idle
+//! sessions of a daemon.
 //!
 //! The messages are fixed-size structs rather than flatbuffers frames: they
 //! carry nothing but the fds and numbers both sides already agreed on in the
@@ -87,7 +105,7 @@ pub enum SetupError {
     /// A system call failed.
     #[error("ring setup system call failed: {0}")]
     Os(#[from] Errno),
-    /// Socket I/O failed (including the ack timing out).
+    /// Socket I/O failed.
     #[error("ring setup socket I/O failed: {0}")]
     Io(#[from] std::io::Error),
     /// The offer is malformed or not what the hello agreed.
@@ -99,12 +117,103 @@ pub enum SetupError {
     /// The mapped header does not match the offer.
     #[error("ring header does not match the offer")]
     BadHeader,
-    /// The attacher refused the ring.
-    #[error("peer rejected the ring (status {0})")]
-    Rejected(u32),
+    /// The attacher refused the ring; its ack says why.
+    #[error("peer rejected the ring: {0}")]
+    Rejected(Refusal),
+    /// The offer carried a number of descriptors other than three; all of
+    /// them were closed.
+    #[error("ring offer carried {fds} descriptors, expected 3")]
+    FdCount {
+        /// Descriptors received.
+        fds: usize,
+    },
+    /// The offer's control message was truncated (`MSG_CTRUNC`); the
+    /// descriptors that did arrive were closed.
+    #[error("ring offer's descriptors were truncated ({fds} received)")]
+    Truncated {
+        /// Descriptors received before the truncation.
+        fds: usize,
+    },
+    /// The ack is not one (wrong magic).
+    #[error("malformed ring setup ack")]
+    BadAck,
+    /// The peer did not complete its part of the handshake in time.
+    #[error("ring setup timed out after {after:?}")]
+    Timeout {
+        /// The handshake's timeout.
+        after: Duration,
+    },
     /// The peer closed the socket during setup.
     #[error("peer closed the socket during ring setup")]
     Closed,
+}
+
+/// Why an attacher refused an offer: the status code of its ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// Magic, version, role or geometry differ from what was agreed (1).
+    #[error("offer does not match the agreed ring")]
+    Offer,
+    /// Not exactly three descriptors (2).
+    #[error("wrong number of descriptors")]
+    FdCount,
+    /// A descriptor is not what the protocol sends, or no descriptors (3).
+    #[error("descriptor of the wrong kind")]
+    FdKind,
+    /// The mapped header does not match the offer (4).
+    #[error("mapped header does not match the offer")]
+    Header,
+    /// The descriptors were truncated in transit (5).
+    #[error("descriptors truncated")]
+    Truncated,
+    /// The attacher failed for a reason of its own, e.g. a system call (6).
+    #[error("attacher-side failure")]
+    Local,
+    /// A status this version does not know.
+    #[error("unknown status {0}")]
+    Unknown(u32),
+}
+
+impl Refusal {
+    /// The ack status code.
+    pub fn status(self) -> u32 {
+        match self {
+            Self::Offer => 1,
+            Self::FdCount => 2,
+            Self::FdKind => 3,
+            Self::Header => 4,
+            Self::Truncated => 5,
+            Self::Local => 6,
+            Self::Unknown(s) => s,
+        }
+    }
+
+    /// The refusal an ack status stands for; `None` for 0 (accepted).
+    pub fn from_status(status: u32) -> Option<Self> {
+        Some(match status {
+            0 => return None,
+            1 => Self::Offer,
+            2 => Self::FdCount,
+            3 => Self::FdKind,
+            4 => Self::Header,
+            5 => Self::Truncated,
+            6 => Self::Local,
+            s => Self::Unknown(s),
+        })
+    }
+
+    /// What an attacher that failed with `err` tells the creator.
+    fn of(err: &SetupError) -> Self {
+        match err {
+            SetupError::BadOffer(_) => Self::Offer,
+            SetupError::FdCount { .. } => Self::FdCount,
+            SetupError::BadFds(_) => Self::FdKind,
+            SetupError::BadHeader => Self::Header,
+            SetupError::Truncated { .. } => Self::Truncated,
+            _ => Self::Local,
+        }
+    }
 }
 
 /// A mapped ring.
@@ -122,10 +231,14 @@ unsafe impl Send for ShmMapping {}
 unsafe impl Sync for ShmMapping {}
 
 impl ShmMapping {
-    fn map(fd: &OwnedFd, geo: Geometry) -> Result<Self, SetupError> {
+    fn map(fd: &OwnedFd, geo: Geometry, prefault: bool) -> Result<Self, SetupError> {
         let len = NonZeroUsize::new(geo.mapping_len()).ok_or(SetupError::BadOffer("empty"))?;
-        // MAP_POPULATE faults every page in now, at setup, rather than on the
-        // hot path during the first lap of records.
+        // MAP_POPULATE (opt-in, see the module docs) faults every page in
+        // now rather than during the first lap, at the price of RSS.
+        let mut flags = MapFlags::MAP_SHARED;
+        if prefault {
+            flags |= MapFlags::MAP_POPULATE;
+        }
         // SAFETY: a fresh shared mapping of a memfd whose size is sealed at
         // `len` (checked by the caller); nothing else in this process aliases it.
         let ptr = unsafe {
@@ -133,7 +246,7 @@ impl ShmMapping {
                 None,
                 len,
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED | MapFlags::MAP_POPULATE,
+                flags,
                 fd,
                 0,
             )
@@ -394,40 +507,134 @@ pub type ShmProducer = Producer<ShmMapping, ShmParker>;
 /// Consumer over shared memory.
 pub type ShmConsumer = Consumer<ShmMapping, ShmParker>;
 
+/// How a ring is set up: its geometry, the endpoint's spin configuration,
+/// the handshake's deadline and whether the mapping is prefaulted.
+///
+/// ```no_run
+/// # use wire::ring::{Geometry, shm::Setup};
+/// # use std::time::Duration;
+/// # fn f(sock: std::os::unix::net::UnixStream) -> Result<(), Box<dyn std::error::Error>> {
+/// let geo = Geometry::new(1 << 20, 8192)?;
+/// let consumer = Setup::new(geo)
+///     .timeout(Duration::from_secs(1))
+///     .attach_consumer(sock)?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct Setup {
+    geo: Geometry,
+    spin: SpinConfig,
+    timeout: Duration,
+    prefault: bool,
+}
+
+impl Setup {
+    /// The default deadline of a whole handshake: generous for a loaded
+    /// machine, short enough that a silent peer does not hold a session slot.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// A setup of `geo` (as agreed in the hello) with the default spin
+    /// configuration, a [`Self::DEFAULT_TIMEOUT`] deadline and lazy faulting.
+    pub fn new(geo: Geometry) -> Self {
+        Self {
+            geo,
+            spin: SpinConfig::default(),
+            timeout: Self::DEFAULT_TIMEOUT,
+            prefault: false,
+        }
+    }
+
+    /// The endpoint's spin-then-park configuration.
+    pub fn spin(mut self, cfg: SpinConfig) -> Self {
+        self.spin = cfg;
+        self
+    }
+
+    /// The deadline for the whole handshake (sending and receiving the offer
+    /// and the ack); past it the call fails with [`SetupError::Timeout`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Whether to fault the whole mapping in at setup (`MAP_POPULATE`).
+    /// Off by default: see the module docs for the trade-off (first-lap
+    /// page faults against the RSS of idle rings).
+    pub fn prefault(mut self, prefault: bool) -> Self {
+        self.prefault = prefault;
+        self
+    }
+
+    fn params(&self) -> setup::Params {
+        setup::Params {
+            geo: self.geo,
+            timeout: self.timeout,
+            prefault: self.prefault,
+        }
+    }
+
+    /// Creates the ring, offers it over `sock` and returns its producer; the
+    /// peer calls [`Self::attach_consumer`].
+    pub fn create_producer(&self, sock: UnixStream) -> Result<ShmProducer, SetupError> {
+        Ok(offer(&sock, self.params(), Role::Consumer)?.into_producer(sock, self.spin))
+    }
+
+    /// Creates the ring and returns its consumer; the peer calls
+    /// [`Self::attach_producer`].
+    pub fn create_consumer(&self, sock: UnixStream) -> Result<ShmConsumer, SetupError> {
+        Ok(offer(&sock, self.params(), Role::Producer)?.into_consumer(sock, self.spin))
+    }
+
+    /// Receives a ring offered over `sock`, checks it against the geometry,
+    /// and returns its consumer.
+    pub fn attach_consumer(&self, sock: UnixStream) -> Result<ShmConsumer, SetupError> {
+        Ok(attach(&sock, self.params(), Role::Consumer)?.into_consumer(sock, self.spin))
+    }
+
+    /// Receives a ring offered over `sock` and returns its producer.
+    pub fn attach_producer(&self, sock: UnixStream) -> Result<ShmProducer, SetupError> {
+        Ok(attach(&sock, self.params(), Role::Producer)?.into_producer(sock, self.spin))
+    }
+}
+
 /// Creates a ring of `geo` (as agreed in the hello), sends it over `sock`
-/// and returns its producer; the peer calls [`attach_consumer`].
+/// and returns its producer; the peer calls [`attach_consumer`]. Uses
+/// [`Setup`]'s defaults (5 s deadline, lazy faulting).
 pub fn create_producer(
-    mut sock: UnixStream,
+    sock: UnixStream,
     geo: Geometry,
     cfg: SpinConfig,
 ) -> Result<ShmProducer, SetupError> {
-    Ok(offer(&mut sock, geo, Role::Consumer)?.into_producer(sock, cfg))
+    Setup::new(geo).spin(cfg).create_producer(sock)
 }
 
 /// Creates a ring and returns its consumer; the peer calls [`attach_producer`].
+/// Uses [`Setup`]'s defaults.
 pub fn create_consumer(
-    mut sock: UnixStream,
+    sock: UnixStream,
     geo: Geometry,
     cfg: SpinConfig,
 ) -> Result<ShmConsumer, SetupError> {
-    Ok(offer(&mut sock, geo, Role::Producer)?.into_consumer(sock, cfg))
+    Setup::new(geo).spin(cfg).create_consumer(sock)
 }
 
 /// Receives a ring offered over `sock`, checks it against the agreed `geo`,
-/// and returns its consumer.
+/// and returns its consumer. Uses [`Setup`]'s defaults.
 pub fn attach_consumer(
-    mut sock: UnixStream,
+    sock: UnixStream,
     geo: Geometry,
     cfg: SpinConfig,
 ) -> Result<ShmConsumer, SetupError> {
-    Ok(attach(&mut sock, geo, Role::Consumer)?.into_consumer(sock, cfg))
+    Setup::new(geo).spin(cfg).attach_consumer(sock)
 }
 
-/// Receives a ring offered over `sock` and returns its producer.
+/// Receives a ring offered over `sock` and returns its producer. Uses
+/// [`Setup`]'s defaults.
 pub fn attach_producer(
-    mut sock: UnixStream,
+    sock: UnixStream,
     geo: Geometry,
     cfg: SpinConfig,
 ) -> Result<ShmProducer, SetupError> {
-    Ok(attach(&mut sock, geo, Role::Producer)?.into_producer(sock, cfg))
+    Setup::new(geo).spin(cfg).attach_producer(sock)
 }
