@@ -61,9 +61,11 @@ impl Deadline {
     fn new(timeout: Duration) -> Self {
         let now = Instant::now();
         Self {
+            // A timeout too large for the clock is "a day", not a panic.
             at: now
                 .checked_add(timeout)
-                .unwrap_or(now + Duration::from_secs(86_400)),
+                .or_else(|| now.checked_add(Duration::from_secs(86_400)))
+                .unwrap_or(now),
             timeout,
         }
     }
