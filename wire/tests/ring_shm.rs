@@ -107,7 +107,7 @@ fn offer_with_other_geometry_is_rejected_on_both_sides() {
         "{attached:?}"
     );
     assert!(
-        matches!(created, Err(SetupError::Rejected(1))),
+        matches!(created, Err(SetupError::Rejected(shm::Refusal::Offer))),
         "{created:?}"
     );
 }

@@ -208,6 +208,9 @@ impl<M: RingMemory> ProducerCore<M> {
     /// Whether `need` bytes are free, reloading `head` only if the cached one
     /// says no.
     fn has_space(&mut self, need: u64) -> Result<bool, Corrupt> {
+        if let Some(c) = self.poisoned {
+            return Err(c);
+        }
         let cap = self.geo.capacity() as u64;
         if self.tail - self.cached_head + need <= cap {
             return Ok(true);

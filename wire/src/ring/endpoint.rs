@@ -280,6 +280,12 @@ impl<M: RingMemory, P: Parker> Producer<M, P> {
 
     /// Writes without counting a rejection when full (blocking callers wait).
     fn write<T: AsRef<[u8]>>(&mut self, rec: T) -> Result<(), TryPushError<T>> {
+        // Corruption first and for good: whatever the consumer writes or
+        // does afterwards (close, hang up, "repair" its index) cannot turn a
+        // poisoned ring back into a merely closed one.
+        if let Some(c) = self.core.poisoned() {
+            return Err(TryPushError::Corrupt(rec, c));
+        }
         if let Err(g) = self.check_gone() {
             return Err(TryPushError::PeerGone(rec, g));
         }
@@ -390,6 +396,11 @@ impl<M: RingMemory, P: Parker> Consumer<M, P> {
     /// when empty. After the producer has gone, records it published are
     /// still returned, then [`PopError::PeerGone`].
     pub fn try_pop(&mut self, out: &mut Vec<u8>) -> Result<Option<usize>, PopError> {
+        // Sticky, as on the producer: nothing the producer does later
+        // un-poisons the ring.
+        if let Some(c) = self.core.poisoned() {
+            return Err(PopError::Corrupt(c));
+        }
         match self.core.try_read(out)? {
             Some((len, wake)) => {
                 self.link.stats.popped += 1;

@@ -22,8 +22,26 @@
 //!    memfd is sealed against resizing and has the expected size (so the
 //!    peer cannot truncate it under us and turn our reads into `SIGBUS`),
 //!    the other two are eventfds, and the mapped header agrees. It then
-//!    answers with a 16-byte *ack*: `"TERNRACK"`, status (u32 LE, 0 = ok),
-//!    4 reserved bytes.
+//!    answers with a 16-byte *ack*: `"TERNRACK"`, status (u32 LE, 0 = ok,
+//!    otherwise a [`Refusal`] code), 4 reserved bytes. Any refusal closes
+//!    every descriptor that arrived (the control buffer has room for
+//!    `SCM_MAX_FD`, 253, so none is left half-received) before the ack goes
+//!    out, and the creator turns a non-zero status into
+//!    [`SetupError::Rejected`].
+//!
+//! The whole handshake runs against one deadline ([`Setup::timeout`], 5 s by
+//! default) with non-blocking socket I/O and bounded `poll`s, so a silent
+//! peer gives [`SetupError::Timeout`] instead of blocking forever.
+//!
+//! # Memory residency
+//!
+//! By default the mapping is faulted in lazily: an idle ring costs about one
+//! page of RSS (header and control block), and each data page is faulted in
+//! the first time the producer writes it, i.e. during the first lap.
+//! [`Setup::prefault`] maps with `MAP_POPULATE` instead, which takes those
+//! faults at setup and pins the whole capacity in RSS for the life of the
+//! ring: worth it for a ring that streams at once, a waste for the many idle
+//! sessions of a daemon.
 //!
 //! The messages are fixed-size structs rather than flatbuffers frames: they
 //! carry nothing but the fds and numbers both sides already agreed on in the
@@ -50,39 +68,25 @@
 //! us read garbage (which the checks in [`super::core`] turn into
 //! [`super::Corrupt`]) but cannot make us read or write outside it.
 
+mod setup;
+
 use super::core::{Region, RingMemory};
 use super::endpoint::{Consumer, Parker, Producer};
 use super::error::PeerGone;
 use super::layout::{CONTROL_OFFSET, Control, DATA_OFFSET, Geometry, MAGIC, VERSION};
 use super::spin::SpinConfig;
 use nix::errno::Errno;
-use nix::fcntl::{FcntlArg, OFlag, SealFlag, fcntl};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::eventfd::EfdFlags;
-use nix::sys::memfd::{MFdFlags, memfd_create};
 use nix::sys::mman::{MapFlags, ProtFlags, mmap, munmap};
-use nix::sys::socket::{
-    ControlMessage, ControlMessageOwned, MsgFlags, getsockopt, recv, recvmsg, sendmsg,
-    sockopt::PeerCredentials,
-};
+use nix::sys::socket::{MsgFlags, getsockopt, recv, sockopt::PeerCredentials};
+use setup::{attach, offer};
 use std::ffi::c_void;
-use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::num::NonZeroUsize;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 
-const OFFER_MAGIC: &[u8; 8] = b"TERNROFR";
-const ACK_MAGIC: &[u8; 8] = b"TERNRACK";
-const OFFER_LEN: usize = 48;
-const ACK_LEN: usize = 16;
-/// How long the creator waits for the ack.
-const SETUP_TIMEOUT: Duration = Duration::from_secs(5);
-/// Room for more fds than expected, so surplus ones are received (and closed)
-/// instead of truncating the control message.
-const MAX_FDS: usize = 16;
-/// Peer shut down its writing half; nix does not name this flag.
 const POLLRDHUP: PollFlags = PollFlags::from_bits_retain(nix::libc::POLLRDHUP);
 
 /// Which end of the ring a side holds.
@@ -101,7 +105,7 @@ pub enum SetupError {
     /// A system call failed.
     #[error("ring setup system call failed: {0}")]
     Os(#[from] Errno),
-    /// Socket I/O failed (including the ack timing out).
+    /// Socket I/O failed.
     #[error("ring setup socket I/O failed: {0}")]
     Io(#[from] std::io::Error),
     /// The offer is malformed or not what the hello agreed.
@@ -113,12 +117,103 @@ pub enum SetupError {
     /// The mapped header does not match the offer.
     #[error("ring header does not match the offer")]
     BadHeader,
-    /// The attacher refused the ring.
-    #[error("peer rejected the ring (status {0})")]
-    Rejected(u32),
+    /// The attacher refused the ring; its ack says why.
+    #[error("peer rejected the ring: {0}")]
+    Rejected(Refusal),
+    /// The offer carried a number of descriptors other than three; all of
+    /// them were closed.
+    #[error("ring offer carried {fds} descriptors, expected 3")]
+    FdCount {
+        /// Descriptors received.
+        fds: usize,
+    },
+    /// The offer's control message was truncated (`MSG_CTRUNC`); the
+    /// descriptors that did arrive were closed.
+    #[error("ring offer's descriptors were truncated ({fds} received)")]
+    Truncated {
+        /// Descriptors received before the truncation.
+        fds: usize,
+    },
+    /// The ack is not one (wrong magic).
+    #[error("malformed ring setup ack")]
+    BadAck,
+    /// The peer did not complete its part of the handshake in time.
+    #[error("ring setup timed out after {after:?}")]
+    Timeout {
+        /// The handshake's timeout.
+        after: Duration,
+    },
     /// The peer closed the socket during setup.
     #[error("peer closed the socket during ring setup")]
     Closed,
+}
+
+/// Why an attacher refused an offer: the status code of its ack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// Magic, version, role or geometry differ from what was agreed (1).
+    #[error("offer does not match the agreed ring")]
+    Offer,
+    /// Not exactly three descriptors (2).
+    #[error("wrong number of descriptors")]
+    FdCount,
+    /// A descriptor is not what the protocol sends, or no descriptors (3).
+    #[error("descriptor of the wrong kind")]
+    FdKind,
+    /// The mapped header does not match the offer (4).
+    #[error("mapped header does not match the offer")]
+    Header,
+    /// The descriptors were truncated in transit (5).
+    #[error("descriptors truncated")]
+    Truncated,
+    /// The attacher failed for a reason of its own, e.g. a system call (6).
+    #[error("attacher-side failure")]
+    Local,
+    /// A status this version does not know.
+    #[error("unknown status {0}")]
+    Unknown(u32),
+}
+
+impl Refusal {
+    /// The ack status code.
+    pub fn status(self) -> u32 {
+        match self {
+            Self::Offer => 1,
+            Self::FdCount => 2,
+            Self::FdKind => 3,
+            Self::Header => 4,
+            Self::Truncated => 5,
+            Self::Local => 6,
+            Self::Unknown(s) => s,
+        }
+    }
+
+    /// The refusal an ack status stands for; `None` for 0 (accepted).
+    pub fn from_status(status: u32) -> Option<Self> {
+        Some(match status {
+            0 => return None,
+            1 => Self::Offer,
+            2 => Self::FdCount,
+            3 => Self::FdKind,
+            4 => Self::Header,
+            5 => Self::Truncated,
+            6 => Self::Local,
+            s => Self::Unknown(s),
+        })
+    }
+
+    /// What an attacher that failed with `err` tells the creator.
+    fn of(err: &SetupError) -> Self {
+        match err {
+            SetupError::BadOffer(_) => Self::Offer,
+            SetupError::FdCount { .. } => Self::FdCount,
+            SetupError::BadFds(_) => Self::FdKind,
+            SetupError::BadHeader => Self::Header,
+            SetupError::Truncated { .. } => Self::Truncated,
+            _ => Self::Local,
+        }
+    }
 }
 
 /// A mapped ring.
@@ -136,10 +231,14 @@ unsafe impl Send for ShmMapping {}
 unsafe impl Sync for ShmMapping {}
 
 impl ShmMapping {
-    fn map(fd: &OwnedFd, geo: Geometry) -> Result<Self, SetupError> {
+    fn map(fd: &OwnedFd, geo: Geometry, prefault: bool) -> Result<Self, SetupError> {
         let len = NonZeroUsize::new(geo.mapping_len()).ok_or(SetupError::BadOffer("empty"))?;
-        // MAP_POPULATE faults every page in now, at setup, rather than on the
-        // hot path during the first lap of records.
+        // MAP_POPULATE (opt-in, see the module docs) faults every page in
+        // now rather than during the first lap, at the price of RSS.
+        let mut flags = MapFlags::MAP_SHARED;
+        if prefault {
+            flags |= MapFlags::MAP_POPULATE;
+        }
         // SAFETY: a fresh shared mapping of a memfd whose size is sealed at
         // `len` (checked by the caller); nothing else in this process aliases it.
         let ptr = unsafe {
@@ -147,7 +246,7 @@ impl ShmMapping {
                 None,
                 len,
                 ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED | MapFlags::MAP_POPULATE,
+                flags,
                 fd,
                 0,
             )
@@ -408,235 +507,134 @@ pub type ShmProducer = Producer<ShmMapping, ShmParker>;
 /// Consumer over shared memory.
 pub type ShmConsumer = Consumer<ShmMapping, ShmParker>;
 
-fn eventfd() -> Result<OwnedFd, Errno> {
-    nix::sys::eventfd::EventFd::from_flags(EfdFlags::EFD_CLOEXEC | EfdFlags::EFD_NONBLOCK)
-        .map(OwnedFd::from)
-}
-
-struct Parts {
-    mapping: ShmMapping,
-    data: OwnedFd,
-    space: OwnedFd,
-}
-
-impl Parts {
-    /// The producer parks on `space` and wakes the consumer through `data`.
-    fn into_producer(self, sock: UnixStream, cfg: SpinConfig) -> ShmProducer {
-        let parker = ShmParker::new(self.space, self.data, sock);
-        Producer::new(self.mapping, parker, cfg)
-    }
-
-    /// The consumer parks on `data` and wakes the producer through `space`.
-    fn into_consumer(self, sock: UnixStream, cfg: SpinConfig) -> ShmConsumer {
-        let parker = ShmParker::new(self.data, self.space, sock);
-        Consumer::new(self.mapping, parker, cfg)
-    }
-}
-
-fn offer(sock: &mut UnixStream, geo: Geometry, attacher: Role) -> Result<Parts, SetupError> {
-    let memfd = memfd_create(
-        c"tern-ring",
-        MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING,
-    )?;
-    let len = i64::try_from(geo.mapping_len()).map_err(|_| SetupError::BadOffer("too large"))?;
-    nix::unistd::ftruncate(&memfd, len)?;
-    fcntl(
-        &memfd,
-        FcntlArg::F_ADD_SEALS(
-            SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
-        ),
-    )?;
-    let mapping = ShmMapping::map(&memfd, geo)?;
-    mapping.write_header();
-    let data = eventfd()?;
-    let space = eventfd()?;
-
-    let mut msg = [0u8; OFFER_LEN];
-    msg[0..8].copy_from_slice(OFFER_MAGIC);
-    msg[8..12].copy_from_slice(&VERSION.to_le_bytes());
-    msg[12..16].copy_from_slice(&(attacher as u32).to_le_bytes());
-    msg[16..24].copy_from_slice(&(geo.capacity() as u64).to_le_bytes());
-    msg[24..32].copy_from_slice(&(geo.max_record() as u64).to_le_bytes());
-    let fds = [memfd.as_raw_fd(), data.as_raw_fd(), space.as_raw_fd()];
-    let cmsg = [ControlMessage::ScmRights(&fds)];
-    let sent = sendmsg::<()>(
-        sock.as_raw_fd(),
-        &[IoSlice::new(&msg)],
-        &cmsg,
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )?;
-    if sent < OFFER_LEN {
-        sock.write_all(&msg[sent..])?;
-    }
-
-    let previous = sock.read_timeout()?;
-    sock.set_read_timeout(Some(SETUP_TIMEOUT))?;
-    let mut ack = [0u8; ACK_LEN];
-    let read = sock.read_exact(&mut ack);
-    sock.set_read_timeout(previous)?;
-    match read {
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Err(SetupError::Closed),
-        other => other?,
-    }
-    if &ack[0..8] != ACK_MAGIC {
-        return Err(SetupError::BadOffer("bad ack"));
-    }
-    let status = u32::from_le_bytes([ack[8], ack[9], ack[10], ack[11]]);
-    if status != 0 {
-        return Err(SetupError::Rejected(status));
-    }
-    Ok(Parts {
-        mapping,
-        data,
-        space,
-    })
-}
-
-fn fd_kind(fd: &OwnedFd) -> Option<String> {
-    let link = nix::fcntl::readlink(format!("/proc/self/fd/{}", fd.as_raw_fd()).as_str()).ok()?;
-    Some(link.to_string_lossy().into_owned())
-}
-
-fn attach(sock: &mut UnixStream, geo: Geometry, me: Role) -> Result<Parts, SetupError> {
-    let mut msg = [0u8; OFFER_LEN];
-    let mut cmsg_buf = nix::cmsg_space!([RawFd; MAX_FDS]);
-    let (got, mut fds) = {
-        let mut iov = [IoSliceMut::new(&mut msg)];
-        let r = recvmsg::<()>(
-            sock.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg_buf),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )?;
-        let mut fds: Vec<OwnedFd> = Vec::new();
-        for c in r.cmsgs()? {
-            if let ControlMessageOwned::ScmRights(raw) = c {
-                for fd in raw {
-                    // SAFETY: SCM_RIGHTS just installed this fd in our
-                    // table; taking ownership closes surplus ones on error.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(fd) });
-                }
-            }
-        }
-        (r.bytes, fds)
-    };
-    if got == 0 {
-        return Err(SetupError::Closed);
-    }
-    if got < OFFER_LEN {
-        sock.read_exact(&mut msg[got..])?;
-    }
-    let result = check_offer(&msg, geo, me, &mut fds);
-    match &result {
-        Ok(_) => tracing::debug!(
-            role = ?me,
-            capacity = geo.capacity(),
-            max_record = geo.max_record(),
-            "ring attached"
-        ),
-        Err(e) => tracing::warn!(role = ?me, error = %e, "ring offer refused"),
-    }
-    let status: u32 = if result.is_ok() { 0 } else { 1 };
-    let mut ack = [0u8; ACK_LEN];
-    ack[0..8].copy_from_slice(ACK_MAGIC);
-    ack[8..12].copy_from_slice(&status.to_le_bytes());
-    sock.write_all(&ack)?;
-    result
-}
-
-fn check_offer(
-    msg: &[u8; OFFER_LEN],
+/// How a ring is set up: its geometry, the endpoint's spin configuration,
+/// the handshake's deadline and whether the mapping is prefaulted.
+///
+/// ```no_run
+/// # use wire::ring::{Geometry, shm::Setup};
+/// # use std::time::Duration;
+/// # fn f(sock: std::os::unix::net::UnixStream) -> Result<(), Box<dyn std::error::Error>> {
+/// let geo = Geometry::new(1 << 20, 8192)?;
+/// let consumer = Setup::new(geo)
+///     .timeout(Duration::from_secs(1))
+///     .attach_consumer(sock)?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct Setup {
     geo: Geometry,
-    me: Role,
-    fds: &mut Vec<OwnedFd>,
-) -> Result<Parts, SetupError> {
-    let u32_at = |i: usize| u32::from_le_bytes([msg[i], msg[i + 1], msg[i + 2], msg[i + 3]]);
-    let u64_at = |i: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&msg[i..i + 8]);
-        u64::from_le_bytes(b)
-    };
-    if &msg[0..8] != OFFER_MAGIC {
-        return Err(SetupError::BadOffer("magic"));
-    }
-    if u32_at(8) != VERSION {
-        return Err(SetupError::BadOffer("version"));
-    }
-    if u32_at(12) != me as u32 {
-        return Err(SetupError::BadOffer("role"));
-    }
-    if u64_at(16) != geo.capacity() as u64 || u64_at(24) != geo.max_record() as u64 {
-        return Err(SetupError::BadOffer("geometry differs from the agreed one"));
-    }
-    if fds.len() != 3 {
-        return Err(SetupError::BadFds("expected exactly three fds"));
-    }
-    let space = fds.pop().ok_or(SetupError::BadFds("missing"))?;
-    let data = fds.pop().ok_or(SetupError::BadFds("missing"))?;
-    let memfd = fds.pop().ok_or(SetupError::BadFds("missing"))?;
-    for efd in [&data, &space] {
-        if fd_kind(efd).as_deref() != Some("anon_inode:[eventfd]") {
-            return Err(SetupError::BadFds("wake-up fd is not an eventfd"));
+    spin: SpinConfig,
+    timeout: Duration,
+    prefault: bool,
+}
+
+impl Setup {
+    /// The default deadline of a whole handshake: generous for a loaded
+    /// machine, short enough that a silent peer does not hold a session slot.
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+    /// A setup of `geo` (as agreed in the hello) with the default spin
+    /// configuration, a [`Self::DEFAULT_TIMEOUT`] deadline and lazy faulting.
+    pub fn new(geo: Geometry) -> Self {
+        Self {
+            geo,
+            spin: SpinConfig::default(),
+            timeout: Self::DEFAULT_TIMEOUT,
+            prefault: false,
         }
-        // Our wake-ups must never block, whatever flags the peer chose.
-        fcntl(efd, FcntlArg::F_SETFL(OFlag::O_NONBLOCK))?;
     }
-    let seals =
-        fcntl(&memfd, FcntlArg::F_GET_SEALS).map_err(|_| SetupError::BadFds("not a memfd"))?;
-    let needed = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW;
-    if SealFlag::from_bits_truncate(seals) & needed != needed {
-        return Err(SetupError::BadFds("memfd size is not sealed"));
+
+    /// The endpoint's spin-then-park configuration.
+    pub fn spin(mut self, cfg: SpinConfig) -> Self {
+        self.spin = cfg;
+        self
     }
-    let st = nix::sys::stat::fstat(&memfd)?;
-    if u64::try_from(st.st_size).ok() != Some(geo.mapping_len() as u64) {
-        return Err(SetupError::BadFds("memfd size differs from the geometry"));
+
+    /// The deadline for the whole handshake (sending and receiving the offer
+    /// and the ack); past it the call fails with [`SetupError::Timeout`].
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
     }
-    let mapping = ShmMapping::map(&memfd, geo)?;
-    if !mapping.header_matches() {
-        return Err(SetupError::BadHeader);
+
+    /// Whether to fault the whole mapping in at setup (`MAP_POPULATE`).
+    /// Off by default: see the module docs for the trade-off (first-lap
+    /// page faults against the RSS of idle rings).
+    pub fn prefault(mut self, prefault: bool) -> Self {
+        self.prefault = prefault;
+        self
     }
-    Ok(Parts {
-        mapping,
-        data,
-        space,
-    })
+
+    fn params(&self) -> setup::Params {
+        setup::Params {
+            geo: self.geo,
+            timeout: self.timeout,
+            prefault: self.prefault,
+        }
+    }
+
+    /// Creates the ring, offers it over `sock` and returns its producer; the
+    /// peer calls [`Self::attach_consumer`].
+    pub fn create_producer(&self, sock: UnixStream) -> Result<ShmProducer, SetupError> {
+        Ok(offer(&sock, self.params(), Role::Consumer)?.into_producer(sock, self.spin))
+    }
+
+    /// Creates the ring and returns its consumer; the peer calls
+    /// [`Self::attach_producer`].
+    pub fn create_consumer(&self, sock: UnixStream) -> Result<ShmConsumer, SetupError> {
+        Ok(offer(&sock, self.params(), Role::Producer)?.into_consumer(sock, self.spin))
+    }
+
+    /// Receives a ring offered over `sock`, checks it against the geometry,
+    /// and returns its consumer.
+    pub fn attach_consumer(&self, sock: UnixStream) -> Result<ShmConsumer, SetupError> {
+        Ok(attach(&sock, self.params(), Role::Consumer)?.into_consumer(sock, self.spin))
+    }
+
+    /// Receives a ring offered over `sock` and returns its producer.
+    pub fn attach_producer(&self, sock: UnixStream) -> Result<ShmProducer, SetupError> {
+        Ok(attach(&sock, self.params(), Role::Producer)?.into_producer(sock, self.spin))
+    }
 }
 
 /// Creates a ring of `geo` (as agreed in the hello), sends it over `sock`
-/// and returns its producer; the peer calls [`attach_consumer`].
+/// and returns its producer; the peer calls [`attach_consumer`]. Uses
+/// [`Setup`]'s defaults (5 s deadline, lazy faulting).
 pub fn create_producer(
-    mut sock: UnixStream,
+    sock: UnixStream,
     geo: Geometry,
     cfg: SpinConfig,
 ) -> Result<ShmProducer, SetupError> {
-    Ok(offer(&mut sock, geo, Role::Consumer)?.into_producer(sock, cfg))
+    Setup::new(geo).spin(cfg).create_producer(sock)
 }
 
 /// Creates a ring and returns its consumer; the peer calls [`attach_producer`].
+/// Uses [`Setup`]'s defaults.
 pub fn create_consumer(
-    mut sock: UnixStream,
+    sock: UnixStream,
     geo: Geometry,
     cfg: SpinConfig,
 ) -> Result<ShmConsumer, SetupError> {
-    Ok(offer(&mut sock, geo, Role::Producer)?.into_consumer(sock, cfg))
+    Setup::new(geo).spin(cfg).create_consumer(sock)
 }
 
 /// Receives a ring offered over `sock`, checks it against the agreed `geo`,
-/// and returns its consumer.
+/// and returns its consumer. Uses [`Setup`]'s defaults.
 pub fn attach_consumer(
-    mut sock: UnixStream,
+    sock: UnixStream,
     geo: Geometry,
     cfg: SpinConfig,
 ) -> Result<ShmConsumer, SetupError> {
-    Ok(attach(&mut sock, geo, Role::Consumer)?.into_consumer(sock, cfg))
+    Setup::new(geo).spin(cfg).attach_consumer(sock)
 }
 
-/// Receives a ring offered over `sock` and returns its producer.
+/// Receives a ring offered over `sock` and returns its producer. Uses
+/// [`Setup`]'s defaults.
 pub fn attach_producer(
-    mut sock: UnixStream,
+    sock: UnixStream,
     geo: Geometry,
     cfg: SpinConfig,
 ) -> Result<ShmProducer, SetupError> {
-    Ok(attach(&mut sock, geo, Role::Producer)?.into_producer(sock, cfg))
+    Setup::new(geo).spin(cfg).attach_producer(sock)
 }
