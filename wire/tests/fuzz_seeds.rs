@@ -68,8 +68,16 @@ fn seeds() -> BTreeMap<PathBuf, Vec<u8>> {
 
 /// Corpus directories another crate's test generates and checks (left alone
 /// here): `ack_message` by `libtransport/tests/ack_fuzz_seeds.rs`,
-/// `stream_decoder` by `libtransport/tests/stream_fuzz_seeds.rs`.
-const OTHER_OWNERS: &[&str] = &["ack_message", "stream_decoder"];
+/// `stream_decoder` by `libtransport/tests/stream_fuzz_seeds.rs`,
+/// `gossip_message` by `libgossip/tests/wire_fuzz_seeds.rs`, and
+/// `gossip_node_ops` (operation sequences for `arbitrary`, replayed by
+/// `scripts/fuzz-smoke.sh`).
+const OTHER_OWNERS: &[&str] = &[
+    "ack_message",
+    "stream_decoder",
+    "gossip_message",
+    "gossip_node_ops",
+];
 
 #[test]
 fn committed_fuzz_seeds_match_the_samples() {

@@ -1,5 +1,6 @@
-//! Sample frames of every kind for the wire tests (meant to seed a
-//! `gossip_message` fuzz corpus too, which does not exist yet).
+//! Sample frames of every kind for the wire tests; they also seed the
+//! `gossip_message` fuzz corpus (`tests/wire_fuzz_seeds.rs` writes and
+//! checks it).
 #![allow(dead_code)]
 
 use bytes::Bytes;
