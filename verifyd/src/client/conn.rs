@@ -87,6 +87,7 @@ impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
             .field("path", &self.path)
+            .field("kind", &self.kind)
             .finish_non_exhaustive()
     }
 }
@@ -189,10 +190,20 @@ impl Conn {
 
     /// Items outstanding on this connection and its side connection.
     pub(crate) fn outstanding(&self) -> usize {
-        let side = lock(&self.side)
-            .as_ref()
+        let side = self
+            .peek_side()
             .map_or(0, |s| s.outstanding.load(Ordering::Relaxed));
         self.outstanding.load(Ordering::Relaxed) + side
+    }
+
+    /// The side connection if one is open and its slot is not locked by a
+    /// thread opening one: balancing must not wait out someone's hello.
+    fn peek_side(&self) -> Option<Arc<Conn>> {
+        match self.side.try_lock() {
+            Ok(g) => g.clone(),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().clone(),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
     }
 
     pub(crate) fn kind(&self) -> Kind {
@@ -246,7 +257,7 @@ impl Conn {
         let mut t = self.ready_at();
         if self.side_run(sub) > 0 {
             t = t.max(*lock(&self.side_retry_at));
-            if let Some(s) = lock(&self.side).as_ref().filter(|s| s.is_alive()) {
+            if let Some(s) = self.peek_side().filter(|s| s.is_alive()) {
                 t = t.max(s.ready_at());
             }
         }

@@ -529,8 +529,11 @@ impl Pool {
             .collect()
     }
 
-    /// What each connected instance accepts in one request (the pool cuts
-    /// batches to fit), for diagnostics.
+    /// What each connected instance accepts in one request on its main
+    /// session (the pool cuts batches to fit), for diagnostics. On a ring
+    /// session this is the ring's record limit; larger requests, up to the
+    /// frame limit, go over the instance's side connection (see the module
+    /// docs).
     #[must_use]
     pub fn limits(&self) -> Vec<(PathBuf, RequestLimits)> {
         self.0
