@@ -1,14 +1,19 @@
 //! The client pool against real verifyd servers: requests cut to each
-//! session's size limits on both transports, the typed per-item error for an
-//! item no session can carry, and `try_submit`, which never blocks.
+//! session's size limits on both transports, the side connection that lets
+//! a ring session verify everything a frame can carry, the typed per-item
+//! error for an item no session can carry, and `try_submit`, which never
+//! blocks.
 //!
 //! Proves V1 and V5 for large input through the pool (every item of a batch
 //! that fits no single request gets its true verdict, in order, invalid and
-//! malformed items included; an item too large for every session is a typed
-//! per-item error, not a refused batch or a panic), V4 for the balancing
-//! rule that sends an item only to a session that can carry it, and that
-//! `try_submit` answers within 10 ms when no instance is reachable while its
-//! ticket, waited on, polled or awaited as a `Future`, gives the verdicts.
+//! malformed items included; the transport does not change which items get
+//! through, only an item over the frame limit is refused, as a typed
+//! per-item error, not a refused batch or a panic), V3 for the side
+//! connection (its death mid-request, by a killed daemon or a stopped
+//! server, loses and duplicates no verdict), V4 for the balancing rule that
+//! sends an item only to a session that can carry it, and that `try_submit`
+//! answers within 10 ms when no instance is reachable while its ticket,
+//! waited on, polled or awaited as a `Future`, gives the verdicts.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::disallowed_methods)] // tests own the clock
 
 mod common;
@@ -112,6 +117,16 @@ fn v5_31_items_of_64k_messages_on_frames() {
     assert_eq!(requests(&pool), 1);
 }
 
+/// Side connections `pool` opened, and requests it wrote on them.
+fn side_use(pool: &Pool) -> (u64, u64) {
+    (
+        pool.stats().side_connections_opened.load(Ordering::Relaxed),
+        pool.stats()
+            .requests_on_side_connection
+            .load(Ordering::Relaxed),
+    )
+}
+
 /// Runs 256 items of the largest message a session with `limit` can carry
 /// through `pool`: each request holds one item, since two never fit.
 fn largest_messages(pool: &Pool, limit: usize) {
@@ -139,6 +154,29 @@ fn v5_256_largest_messages_on_the_ring() {
     let (path, h, _j) = common::spawn_server(dir.path(), "v.sock", |c| c);
     let pool = pool_on(&path, Transport::Ring, ring_limit());
     largest_messages(&pool, ring_limit());
+    assert_eq!(side_use(&pool), (0, 0), "all of them fit the ring");
+    assert_eq!(h.snapshot().items, 256);
+    h.stop();
+}
+
+/// V5, the transport changes nothing: a default pool whose only session is
+/// on the ring verifies 256 items of the largest message a default *frame*
+/// allows (the size the frames test below uses, eight times the ring's
+/// record), with true verdicts, tampered and malformed ones included. All
+/// 256 requests go over one side connection; the ring session stays the
+/// pool's only balanced instance.
+#[test]
+fn v5_256_largest_frame_messages_through_a_ring_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, h, _j) = common::spawn_server(dir.path(), "v.sock", |c| c);
+    let pool = pool_on(&path, Transport::Ring, ring_limit());
+    assert!(largest_message(DEFAULT_MAX_FRAME) > 4 * ring_limit());
+    largest_messages(&pool, DEFAULT_MAX_FRAME);
+    assert_eq!(side_use(&pool), (1, 256));
+    assert_eq!(pool.stats().ring_conns.load(Ordering::Relaxed), 1);
+    assert_eq!(pool.stats().frame_conns.load(Ordering::Relaxed), 0);
+    assert_eq!(pool.stats().duplicate_verdicts.load(Ordering::Relaxed), 0);
+    assert_eq!(pool.connected(), 1);
     assert_eq!(h.snapshot().items, 256);
     h.stop();
 }
@@ -158,12 +196,14 @@ fn v5_256_largest_messages_on_frames() {
     h.stop();
 }
 
-/// V5/V4: an item one byte longer than the ring's largest message gets
-/// `ItemError::TooLarge` (naming the size it needs and the limit) from a
-/// pool with only a ring session, while the items around it are verified;
-/// `wait` reports it as `PoolError::ItemTooLarge` with its index. With a
-/// frames instance in the pool as well, the same item is sent there and
-/// verified; only an item over the frame limit too is then refused.
+/// V5/V4: an item one byte longer than the ring's largest message is
+/// verified by a pool with only a ring session (over its side connection),
+/// with the items around it; only an item over the frame limit gets
+/// `ItemError::TooLarge` (naming the size it needs and the frame limit, the
+/// largest any session accepts), and `wait` reports it as
+/// `PoolError::ItemTooLarge` with its index. With a frames instance in the
+/// pool as well, the over-ring item is verified too, and the over-frame
+/// item is refused the same way.
 #[test]
 fn v5_item_too_large_for_every_session_is_a_typed_per_item_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -178,31 +218,42 @@ fn v5_item_too_large_for_every_session_is_a_typed_per_item_error() {
         small[1].clone(),
         small[2].clone(),
     ];
-    let needed = one_item_request_len(&mut FlatBufferBuilder::new(), over);
+    let mut truth = small_truth.clone();
+    truth.insert(1, Verdict::Valid);
+    // Over the frame limit: refused by its payload alone, never encoded.
+    let huge = Item {
+        msg: vec![0u8; DEFAULT_MAX_FRAME].into(),
+        ..small[0].clone()
+    };
+    let huge_err = ItemError::TooLarge {
+        bytes: DEFAULT_MAX_FRAME + SIGNATURE_LEN,
+        limit: DEFAULT_MAX_FRAME,
+    };
 
     let ring_only = pool_on(&ring_path, Transport::Ring, ring_limit());
     let each = ring_only.submit(batch.clone()).wait_each().unwrap();
+    assert_eq!(each, truth.iter().map(|&v| Ok(v)).collect::<Vec<_>>());
+    assert_eq!(side_use(&ring_only), (1, 1));
+    let with_huge = vec![small[0].clone(), huge.clone(), big[0].clone()];
+    let each = ring_only.submit(with_huge.clone()).wait_each().unwrap();
     assert_eq!(
         each,
-        vec![
-            Ok(small_truth[0]),
-            Err(ItemError::TooLarge {
-                bytes: needed,
-                limit: ring_limit()
-            }),
-            Ok(small_truth[1]),
-            Ok(small_truth[2]),
-        ]
+        vec![Ok(small_truth[0]), Err(huge_err), Ok(Verdict::Valid)]
     );
     assert_eq!(
-        ring_only.verify(batch.clone()),
+        ring_only.verify(with_huge),
         Err(PoolError::ItemTooLarge {
             index: 1,
-            bytes: needed,
-            limit: ring_limit()
+            bytes: DEFAULT_MAX_FRAME + SIGNATURE_LEN,
+            limit: DEFAULT_MAX_FRAME
         })
     );
     assert_eq!(ring_only.stats().too_large_items.load(Ordering::Relaxed), 2);
+    assert_eq!(side_use(&ring_only), (1, 3), "one side connection, kept");
+    assert_eq!(
+        ring_only.stats().duplicate_verdicts.load(Ordering::Relaxed),
+        0
+    );
     drop(ring_only);
 
     let (frames_path, h2, _j2) = common::spawn_server(dir.path(), "frames.sock", |mut c| {
@@ -210,34 +261,139 @@ fn v5_item_too_large_for_every_session_is_a_typed_per_item_error() {
         c
     });
     let both = Pool::connect(vec![ring_path, frames_path.clone()], PoolConfig::default()).unwrap();
-    let mut truth = small_truth.clone();
-    truth.insert(1, Verdict::Valid);
     assert_eq!(both.verify(batch.clone()).unwrap(), truth);
     assert_eq!(both.stats().too_large_items.load(Ordering::Relaxed), 0);
 
-    // Over the frame limit too: refused by its payload alone, never encoded.
-    let huge = Item {
-        msg: vec![0u8; DEFAULT_MAX_FRAME].into(),
-        ..small[0].clone()
-    };
     let each = both
         .submit(vec![huge, small[1].clone()])
         .wait_each()
         .unwrap();
-    assert_eq!(
-        each,
-        vec![
-            Err(ItemError::TooLarge {
-                bytes: DEFAULT_MAX_FRAME + SIGNATURE_LEN,
-                limit: DEFAULT_MAX_FRAME
-            }),
-            Ok(small_truth[1]),
-        ]
-    );
+    assert_eq!(each, vec![Err(huge_err), Ok(small_truth[1])]);
     assert_eq!(both.stats().duplicate_verdicts.load(Ordering::Relaxed), 0);
     assert!(requests(&both) > 0);
     h1.stop();
     h2.stop();
+}
+
+/// Submits `items` on `pool`, waits until at least one request is out on
+/// a side connection while most items are still unanswered, and returns
+/// the ticket.
+fn submit_until_on_side(pool: &Pool, items: Vec<Item>) -> verifyd::client::Ticket {
+    let n = items.len();
+    let ticket = pool.submit(items);
+    let t = Instant::now();
+    while side_use(pool).1 == 0 {
+        assert!(t.elapsed() < Duration::from_secs(20), "side never used");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let left = ticket.pending_items();
+    eprintln!("{left} of {n} items unanswered with the side connection in use");
+    assert!(left > n / 2, "only {left} of {n} items unanswered");
+    ticket
+}
+
+/// V3 for the side connection: the daemon binary (ring on) is killed with
+/// SIGKILL while 96 items of 5 MiB messages (each over the ring's record
+/// limit, so all on the side connection) are being verified, and started
+/// again on the same socket. The pool re-routes what both its connections
+/// had pending, opens a new side connection to the new daemon, and every
+/// item gets exactly one true verdict.
+#[test]
+fn v3_side_connection_killed_with_the_daemon_loses_no_verdict() {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+    let dir = tempfile::tempdir().unwrap();
+    let mut d = common::Daemon::start(dir.path(), "v.sock", 2, &["--no-calibrate"]);
+    let pool = pool_on(&d.socket, Transport::Ring, ring_limit());
+    let (items, truth) = big_items(5 << 20, 96, 6);
+    let ticket = submit_until_on_side(&pool, items);
+    kill(Pid::from_raw(d.child.id() as i32), Signal::SIGKILL).unwrap();
+    d.child.wait().unwrap();
+    let _d2 = common::Daemon::start(dir.path(), "v.sock", 2, &["--no-calibrate"]);
+    let got = ticket
+        .wait_timeout(Duration::from_secs(120))
+        .expect("ticket timed out");
+    assert_eq!(got.unwrap(), truth);
+    let (opened, on_side) = side_use(&pool);
+    assert!(opened >= 2, "no new side connection ({opened})");
+    assert!(on_side >= 96 / 3, "{on_side} requests on side connections");
+    assert!(pool.stats().resubmitted.load(Ordering::Relaxed) > 0);
+    assert_eq!(pool.stats().duplicate_verdicts.load(Ordering::Relaxed), 0);
+    assert_eq!(pool.stats().too_large_items.load(Ordering::Relaxed), 0);
+    assert_eq!(requests(&pool), on_side, "nothing fit the ring");
+}
+
+/// V3 for the side connection, in process: of two ring servers, the one
+/// holding side-connection requests is stopped mid-batch; its pending
+/// requests move to the other server's side connection and every item
+/// gets exactly one true verdict.
+#[test]
+fn v3_side_connection_of_a_stopped_server_loses_no_verdict() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, ha, _ja) = common::spawn_server(dir.path(), "a.sock", |c| c);
+    let (b, hb, _jb) = common::spawn_server(dir.path(), "b.sock", |c| c);
+    let pool = Pool::connect(vec![a.clone(), b.clone()], PoolConfig::default()).unwrap();
+    assert_eq!(
+        pool.transports(),
+        vec![(a, Transport::Ring), (b, Transport::Ring)]
+    );
+    let (items, truth) = big_items(5 << 20, 96, 7);
+    let ticket = submit_until_on_side(&pool, items);
+    ha.stop();
+    let got = ticket
+        .wait_timeout(Duration::from_secs(120))
+        .expect("ticket timed out");
+    assert_eq!(got.unwrap(), truth);
+    assert!(side_use(&pool).0 >= 2, "both instances' side connections");
+    assert_eq!(pool.stats().duplicate_verdicts.load(Ordering::Relaxed), 0);
+    let served = ha.snapshot().items + hb.snapshot().items;
+    assert!(served >= 96, "{served} items served");
+    assert!(hb.snapshot().items > 0);
+    hb.stop();
+}
+
+/// The side connection is opened on first need, kept across batches while
+/// used, closed after `side_idle_after` without requests (counted), and
+/// opened again by the next large item; the ring session is untouched.
+#[test]
+fn side_connection_is_closed_when_idle_and_reopened_on_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let (path, h, _j) = common::spawn_server(dir.path(), "v.sock", |c| c);
+    let cfg = PoolConfig {
+        side_idle_after: Duration::from_millis(300),
+        ..PoolConfig::default()
+    };
+    let pool = Pool::connect(vec![path], cfg).unwrap();
+    let (small, small_truth) = common::items(&common::corpus(20));
+    assert_eq!(pool.verify(small.clone()).unwrap(), small_truth);
+    assert_eq!(side_use(&pool), (0, 0), "small items stay on the ring");
+    let (big, big_truth) = big_items(3 << 20, 4, 8);
+    assert_eq!(pool.verify(big.clone()).unwrap(), big_truth);
+    assert_eq!(pool.verify(big.clone()).unwrap(), big_truth);
+    let (opened, on_side) = side_use(&pool);
+    assert_eq!(opened, 1, "kept while used");
+    assert!(on_side >= 2);
+    let closed = || {
+        pool.stats()
+            .side_connections_closed_idle
+            .load(Ordering::Relaxed)
+    };
+    assert_eq!(closed(), 0);
+    let t = Instant::now();
+    while closed() == 0 {
+        assert!(t.elapsed() < Duration::from_secs(10), "never closed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        t.elapsed() >= Duration::from_millis(200),
+        "closed while fresh"
+    );
+    assert_eq!(pool.verify(big).unwrap(), big_truth);
+    assert_eq!(side_use(&pool).0, 2, "reopened on need");
+    assert_eq!(pool.verify(small).unwrap(), small_truth);
+    assert_eq!(pool.stats().ring_conns.load(Ordering::Relaxed), 1);
+    assert_eq!(pool.stats().conns_lost.load(Ordering::Relaxed), 0);
+    h.stop();
 }
 
 /// Calls `try_submit` 20 times on `pool`; each must be rejected with

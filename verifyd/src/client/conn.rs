@@ -1,5 +1,13 @@
 //! One client connection to one verifyd instance: key ids, pending
 //! requests, and the reader thread that delivers answers.
+//!
+//! A connection on a shared-memory ring may also own a *side connection*
+//! to the same instance: a frames-only session (hello with ring capacity
+//! 0), opened on first need for requests larger than the ring's largest
+//! record but within the frame limit, and retired once idle for
+//! [`super::PoolConfig::side_idle_after`]. It is a [`Conn`] like any other
+//! (its own keys, pending map and reader thread), so a dead side connection
+//! re-routes what it had pending exactly as a main one does.
 
 use std::collections::HashMap;
 use std::os::unix::net::UnixStream;
@@ -40,8 +48,19 @@ enum Pending {
     },
 }
 
+/// What a connection is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// The instance's connection the router balances over.
+    Main,
+    /// A frames-only connection a [`Kind::Main`] ring session opened for
+    /// requests over the ring's record limit.
+    Side,
+}
+
 pub(crate) struct Conn {
     pub(crate) path: PathBuf,
+    kind: Kind,
     writer: Mutex<Tx>,
     transport: Transport,
     pending: Mutex<HashMap<u64, Pending>>,
@@ -50,12 +69,25 @@ pub(crate) struct Conn {
     alive: AtomicBool,
     ready_at: Mutex<Instant>,
     limits: RequestLimits,
+    /// The session's negotiated maximum frame (capped like
+    /// [`RequestLimits::max_bytes`]): on a ring session larger than
+    /// `limits.max_bytes`, and what a side connection would carry.
+    frame_limit: usize,
+    /// This ring session's side connection, once opened (see the module
+    /// docs); always `None` on frames and on side connections themselves.
+    side: Mutex<Option<Arc<Conn>>>,
+    /// No side connection is opened before this (set after a failed open).
+    side_retry_at: Mutex<Instant>,
+    /// Last time a request was handed to this connection or an answer came
+    /// back: a side connection idle for `side_idle_after` is retired.
+    last_used: Mutex<Instant>,
 }
 
 impl std::fmt::Debug for Conn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Conn")
             .field("path", &self.path)
+            .field("kind", &self.kind)
             .finish_non_exhaustive()
     }
 }
@@ -65,7 +97,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Conn {
+    /// Opens the main connection to the instance at `path`, offering the
+    /// pool's ring capacity.
     pub(crate) fn open(pool: &Arc<PoolInner>, path: &Path) -> Result<Arc<Conn>, TransportError> {
+        Self::open_as(pool, path, Kind::Main)
+    }
+
+    fn open_as(
+        pool: &Arc<PoolInner>,
+        path: &Path,
+        kind: Kind,
+    ) -> Result<Arc<Conn>, TransportError> {
         let s = UnixStream::connect(path)?;
         // A draining daemon may still hold its socket without answering.
         s.set_read_timeout(Some(Duration::from_secs(1)))?;
@@ -74,7 +116,11 @@ impl Conn {
             role: Role::Client,
             instance: u64::from(std::process::id()),
             max_frame: session::DEFAULT_MAX_FRAME,
-            ring_capacity: pool.cfg.ring_capacity,
+            // A side connection exists to avoid the ring's record limit.
+            ring_capacity: match kind {
+                Kind::Main => pool.cfg.ring_capacity,
+                Kind::Side => 0,
+            },
         };
         let Established {
             reader,
@@ -86,6 +132,7 @@ impl Conn {
         writer
             .get_mut()
             .set_write_timeout(Some(Duration::from_secs(5)))?;
+        let frame_limit = (session.max_frame as usize).min(limits::MAX_ENCODABLE);
         let mut max_frame = session.max_frame as usize;
         let (tx, rx) = if transport::ring_agreed(&session) {
             let (producer, consumer) = transport::client_rings(writer.get_mut(), &session)?;
@@ -102,13 +149,20 @@ impl Conn {
                 Rx::Ring(Box::new(consumer)),
             )
         } else {
-            pool.stats.frame_conns.fetch_add(1, Ordering::Relaxed);
+            match kind {
+                Kind::Main => pool.stats.frame_conns.fetch_add(1, Ordering::Relaxed),
+                Kind::Side => pool
+                    .stats
+                    .side_connections_opened
+                    .fetch_add(1, Ordering::Relaxed),
+            };
             (Tx::Frames(writer), Rx::Frames(reader))
         };
         let transport = tx.transport();
-        tracing::debug!(path = %path.display(), transport = transport.name(), "connected");
+        tracing::debug!(path = %path.display(), transport = transport.name(), ?kind, "connected");
         let conn = Arc::new(Conn {
             path: path.to_owned(),
+            kind,
             writer: Mutex::new(tx),
             transport,
             pending: Mutex::new(HashMap::new()),
@@ -117,6 +171,10 @@ impl Conn {
             alive: AtomicBool::new(true),
             ready_at: Mutex::new(now()),
             limits: RequestLimits::new(max_frame, pool.cfg.max_request_items),
+            frame_limit,
+            side: Mutex::new(None),
+            side_retry_at: Mutex::new(now()),
+            last_used: Mutex::new(now()),
         });
         let c = conn.clone();
         let weak = Arc::downgrade(pool);
@@ -130,8 +188,132 @@ impl Conn {
         self.alive.load(Ordering::SeqCst)
     }
 
+    /// Items outstanding on this connection and its side connection.
     pub(crate) fn outstanding(&self) -> usize {
-        self.outstanding.load(Ordering::Relaxed)
+        let side = self
+            .peek_side()
+            .map_or(0, |s| s.outstanding.load(Ordering::Relaxed));
+        self.outstanding.load(Ordering::Relaxed) + side
+    }
+
+    /// The side connection if one is open and its slot is not locked by a
+    /// thread opening one: balancing must not wait out someone's hello.
+    fn peek_side(&self) -> Option<Arc<Conn>> {
+        match self.side.try_lock() {
+            Ok(g) => g.clone(),
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner().clone(),
+            Err(std::sync::TryLockError::WouldBlock) => None,
+        }
+    }
+
+    pub(crate) fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// Whether this is a ring session whose frame limit is above its ring
+    /// record limit, so a side connection can carry what the ring cannot.
+    fn side_capable(&self) -> bool {
+        self.kind == Kind::Main
+            && self.transport == Transport::Ring
+            && self.frame_limit > self.limits.max_bytes
+    }
+
+    /// Largest request this instance accepts through this connection,
+    /// counting its side connection: what the router compares a sub's
+    /// `need` with.
+    pub(crate) fn max_accepted(&self) -> usize {
+        if self.side_capable() {
+            self.frame_limit
+        } else {
+            self.limits.max_bytes
+        }
+    }
+
+    /// How many leading items of `sub` must go over the side connection:
+    /// a one-item sub already known to need more than the ring carries, or
+    /// the run of items whose payload alone (key by id) is over the ring's
+    /// limit. 0 on a connection without a side.
+    fn side_run(&self, sub: &Sub) -> usize {
+        if !self.side_capable() {
+            return 0;
+        }
+        let max = self.limits.max_bytes;
+        if sub.need > max {
+            return sub.idx.len();
+        }
+        sub.idx
+            .iter()
+            .take_while(|&&i| {
+                let it = &sub.batch.items[i as usize];
+                limits::item_floor(it.msg.len(), it.sig.len(), None) > max
+            })
+            .count()
+    }
+
+    /// When this connection can next take `sub`: its own back-off, and for
+    /// a sub bound for the side connection also that one's back-off and
+    /// the time a failed side open may be retried.
+    pub(crate) fn ready_for(&self, sub: &Sub) -> Instant {
+        let mut t = self.ready_at();
+        if self.side_run(sub) > 0 {
+            t = t.max(*lock(&self.side_retry_at));
+            if let Some(s) = self.peek_side().filter(|s| s.is_alive()) {
+                t = t.max(s.ready_at());
+            }
+        }
+        t
+    }
+
+    /// The live side connection, opened now if there is none (holding the
+    /// slot's lock, so one is opened at a time). `None` while a failed open
+    /// backs off for `reconnect_every`.
+    fn side(&self, pool: &Arc<PoolInner>) -> Option<Arc<Conn>> {
+        let mut slot = lock(&self.side);
+        if let Some(s) = slot.as_ref().filter(|s| s.is_alive()) {
+            *lock(&s.last_used) = now();
+            return Some(s.clone());
+        }
+        if now() < *lock(&self.side_retry_at) {
+            return None;
+        }
+        match Self::open_as(pool, &self.path, Kind::Side) {
+            Ok(s) => {
+                pool.track(&s);
+                *slot = Some(s.clone());
+                Some(s)
+            }
+            Err(e) => {
+                tracing::debug!(path = %self.path.display(), error = %e,
+                    "side connection not opened");
+                *lock(&self.side_retry_at) = now() + pool.cfg.reconnect_every;
+                None
+            }
+        }
+    }
+
+    /// Retires a side connection idle (nothing pending, unused) for at
+    /// least `idle`; returns whether it did. A request racing in is not
+    /// lost: its sender sees the connection dead after inserting it and
+    /// re-routes it, as with any connection that dies mid-send.
+    pub(crate) fn retire_if_idle(&self, pool: &PoolInner, idle: Duration) -> bool {
+        if self.kind != Kind::Side || !self.is_alive() {
+            return false;
+        }
+        if !lock(&self.pending).is_empty() || now().duration_since(*lock(&self.last_used)) < idle {
+            return false;
+        }
+        if !self.alive.swap(false, Ordering::SeqCst) {
+            return false;
+        }
+        tracing::debug!(path = %self.path.display(), "side connection idle; closing");
+        pool.stats
+            .side_connections_closed_idle
+            .fetch_add(1, Ordering::Relaxed);
+        for sub in self.hang_up_and_drain() {
+            pool.stats.resubmitted.fetch_add(1, Ordering::Relaxed);
+            pool.reroute(sub);
+        }
+        true
     }
 
     /// Which transport this connection uses.
@@ -235,6 +417,10 @@ impl Conn {
     ) -> Result<Option<Sub>, Sub> {
         if !self.is_alive() {
             return Err(sub);
+        }
+        let run = self.side_run(&sub);
+        if run > 0 {
+            return self.send_on_side(pool, sub, run);
         }
         let lim = self.limits;
         // Its own handle, so the closures below do not borrow `sub`.
@@ -344,6 +530,12 @@ impl Conn {
         }
         let n = sub.idx.len();
         pool.stats.requests.fetch_add(1, Ordering::Relaxed);
+        if self.kind == Kind::Side {
+            pool.stats
+                .requests_on_side_connection
+                .fetch_add(1, Ordering::Relaxed);
+        }
+        *lock(&self.last_used) = now();
         self.outstanding.fetch_add(n, Ordering::Relaxed);
         lock(&self.pending).insert(rid, Pending::Verify { sub, names });
         // Re-check liveness after inserting: the reader may have killed the
@@ -357,10 +549,36 @@ impl Conn {
         Ok(rest)
     }
 
+    /// Sends the first `run` items of `sub`, which the ring cannot carry,
+    /// over the side connection (which cuts them to the frame limit; what
+    /// it leaves goes back to the router) and returns the rest. Hands the
+    /// whole sub back while no side connection can be opened: the router
+    /// then waits for the retry time ([`Self::ready_for`]).
+    fn send_on_side(
+        &self,
+        pool: &Arc<PoolInner>,
+        mut sub: Sub,
+        run: usize,
+    ) -> Result<Option<Sub>, Sub> {
+        let Some(side) = self.side(pool) else {
+            return Err(sub);
+        };
+        let rest = sub.split_off(run);
+        match side.send(pool, sub) {
+            Ok(None) => {}
+            // Either the side connection cut the run, or it died before
+            // taking it: the router places that part again (on a fresh
+            // side connection if this one is gone).
+            Ok(Some(more)) | Err(more) => pool.reroute(more),
+        }
+        Ok(rest)
+    }
+
     /// A one-item sub that needs a request of `bytes` bytes, more than this
     /// session accepts: re-route it marked with that need, so the router
-    /// offers it only to sessions that can carry it (or gives the item its
-    /// error if none can), and hand the rest of the batch back to route.
+    /// offers it only to sessions that can carry it, a ring session's side
+    /// connection included (or gives the item its error if none can), and
+    /// hand the rest of the batch back to route.
     fn too_large(
         &self,
         pool: &PoolInner,
@@ -431,6 +649,7 @@ impl Conn {
                 self.close();
                 return;
             };
+            *lock(&self.last_used) = now();
             let buf = match msg {
                 Ok(Some(b)) => b,
                 Ok(None) => {

@@ -29,6 +29,19 @@
 //! next to the other items' verdicts; [`Ticket::wait`] reports it as
 //! [`PoolError::ItemTooLarge`]).
 //!
+//! **Side connection**: a ring's largest record (about 2 MiB by default)
+//! is smaller than the largest frame (16 MiB). So that the transport does
+//! not change what can be verified, a ring session sends what its ring
+//! cannot carry but a frame can over a second, frames-only connection to
+//! the same instance (hello with ring capacity 0). It is opened on first
+//! need, kept while used, and closed after [`PoolConfig::side_idle_after`]
+//! without requests; a failed open is retried after
+//! [`PoolConfig::reconnect_every`] (the router waits meanwhile, as for a
+//! back-off). It registers its own keys and re-routes its pending requests
+//! on its death like any connection. Only an item over the frame limit
+//! gets [`ItemError::TooLarge`]. [`PoolStats::side_connections_opened`] and
+//! [`PoolStats::requests_on_side_connection`] count its use.
+//!
 //! **Balancing**: each request goes to the connected instance with the
 //! fewest outstanding items that is not backing off. **`Busy`**: the
 //! instance backs off for the hinted time (clamped to 50 µs–50 ms) and the
@@ -151,7 +164,15 @@ pub struct PoolConfig {
     /// Shared-memory ring capacity offered to each instance, bytes per
     /// direction; 0 offers none and every connection uses socket frames.
     pub ring_capacity: u32,
+    /// A ring session's side connection (see the module docs) is closed
+    /// after this long with nothing pending and no new request.
+    pub side_idle_after: Duration,
 }
+
+/// Default [`PoolConfig::side_idle_after`]: long enough that a stream of
+/// large items keeps one side connection, short enough that an occasional
+/// one does not hold a daemon connection slot for long.
+pub const DEFAULT_SIDE_IDLE_AFTER: Duration = Duration::from_secs(5);
 
 impl Default for PoolConfig {
     fn default() -> Self {
@@ -161,6 +182,7 @@ impl Default for PoolConfig {
             max_attempts: 3,
             reconnect_every: Duration::from_millis(200),
             ring_capacity: crate::transport::DEFAULT_RING_CAPACITY,
+            side_idle_after: DEFAULT_SIDE_IDLE_AFTER,
         }
     }
 }
@@ -181,8 +203,17 @@ pub struct PoolStats {
     pub key_reregistrations: AtomicU64,
     /// Connections opened on a shared-memory ring pair.
     pub ring_conns: AtomicU64,
-    /// Connections opened on socket frames.
+    /// Connections opened on socket frames (side connections not counted).
     pub frame_conns: AtomicU64,
+    /// Side connections opened: frames-only connections a ring session
+    /// opens for requests over its ring's record limit.
+    pub side_connections_opened: AtomicU64,
+    /// Side connections closed after [`PoolConfig::side_idle_after`]
+    /// unused.
+    pub side_connections_closed_idle: AtomicU64,
+    /// Verify requests written on a side connection (also counted in
+    /// `requests`).
+    pub requests_on_side_connection: AtomicU64,
     /// Verify requests written to an instance (a batch is cut into as
     /// many as its size needs; re-sent requests count again).
     pub requests: AtomicU64,
@@ -191,7 +222,8 @@ pub struct PoolStats {
     /// the bound is wrong; tests assert it.
     pub bound_misses: AtomicU64,
     /// Items that got [`ItemError::TooLarge`]: alone they make a request
-    /// larger than every connected instance accepts.
+    /// larger than every connected instance accepts (over a side
+    /// connection included).
     pub too_large_items: AtomicU64,
     /// Verdicts that arrived for an item that already had one and were
     /// ignored. Always 0 unless there is a bug; tests assert it.
@@ -249,7 +281,8 @@ pub(crate) struct PoolInner {
     pub(crate) conns: Mutex<Vec<Arc<Conn>>>,
     /// Every connection whose reader may still run, including dead ones
     /// `conns` no longer lists (a daemon that said `ShuttingDown` is still
-    /// answering): the drop hangs them all up.
+    /// answering) and side connections: the drop hangs them all up, and
+    /// the router retires idle side connections from here.
     opened: Mutex<Vec<Weak<Conn>>>,
     pub(crate) targets: Targets,
     pub(crate) stats: PoolStats,
@@ -343,6 +376,7 @@ impl Pool {
 
     fn start(targets: Targets, cfg: PoolConfig, wait: bool) -> Result<Pool, PoolError> {
         let (tx, rx) = mpsc::channel();
+        let side_idle = cfg.side_idle_after;
         let inner = Arc::new(PoolInner {
             cfg,
             conns: Mutex::new(Vec::new()),
@@ -365,12 +399,33 @@ impl Pool {
         std::thread::Builder::new()
             .name("verify-router".into())
             .spawn(move || {
-                // Ends when the pool is dropped (it owns the only sender);
-                // anything still queued then fails instead of vanishing.
-                while let Ok(RouterMsg::Route(sub)) = rx.recv() {
-                    match weak.upgrade() {
-                        Some(inner) => inner.route(sub),
-                        None => sub.batch.fail(PoolError::Closed),
+                // Wakes at least every `tick` to retire idle side
+                // connections; ends when the pool is dropped (it owns the
+                // only sender), and anything still queued then fails
+                // instead of vanishing.
+                let tick = (side_idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                let mut swept = now();
+                loop {
+                    match rx.recv_timeout(tick) {
+                        Ok(RouterMsg::Route(sub)) => match weak.upgrade() {
+                            Some(inner) => inner.route(sub),
+                            None => sub.batch.fail(PoolError::Closed),
+                        },
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                    if now().duration_since(swept) >= tick {
+                        swept = now();
+                        match weak.upgrade() {
+                            Some(inner) => inner.retire_idle_sides(),
+                            None => {
+                                // Fail whatever is still queued, then exit.
+                                while let Ok(RouterMsg::Route(sub)) = rx.recv() {
+                                    sub.batch.fail(PoolError::Closed);
+                                }
+                                return;
+                            }
+                        }
                     }
                 }
             })
@@ -474,8 +529,11 @@ impl Pool {
             .collect()
     }
 
-    /// What each connected instance accepts in one request (the pool cuts
-    /// batches to fit), for diagnostics.
+    /// What each connected instance accepts in one request on its main
+    /// session (the pool cuts batches to fit), for diagnostics. On a ring
+    /// session this is the ring's record limit; larger requests, up to the
+    /// frame limit, go over the instance's side connection (see the module
+    /// docs).
     #[must_use]
     pub fn limits(&self) -> Vec<(PathBuf, RequestLimits)> {
         self.0
@@ -593,13 +651,7 @@ impl PoolInner {
             }
             match Conn::open(self, &path) {
                 Ok(c) => {
-                    let mut opened = self
-                        .opened
-                        .lock()
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                    opened.retain(|w| w.strong_count() > 0);
-                    opened.push(Arc::downgrade(&c));
-                    drop(opened);
+                    self.track(&c);
                     let mut conns = self
                         .conns
                         .lock()
@@ -611,6 +663,31 @@ impl PoolInner {
                     tracing::debug!(path = %path.display(), error = %e, "verifyd not reachable")
                 }
             }
+        }
+    }
+
+    /// Records a newly opened connection, so the pool's drop hangs it up.
+    pub(crate) fn track(&self, c: &Arc<Conn>) {
+        let mut opened = self
+            .opened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        opened.retain(|w| w.strong_count() > 0);
+        opened.push(Arc::downgrade(c));
+    }
+
+    /// Closes every side connection unused for `side_idle_after`.
+    fn retire_idle_sides(&self) {
+        let sides: Vec<Arc<Conn>> = self
+            .opened
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|c| c.kind() == conn::Kind::Side)
+            .collect();
+        for s in sides {
+            s.retire_if_idle(self, self.cfg.side_idle_after);
         }
     }
 
@@ -645,13 +722,13 @@ impl PoolInner {
             }
             let fits: Vec<&Arc<Conn>> = live
                 .iter()
-                .filter(|c| c.limits().max_bytes >= sub.need)
+                .filter(|c| c.max_accepted() >= sub.need)
                 .collect();
             if fits.is_empty() {
                 // Only a one-item sub has a `need`: that item is larger than
                 // every session can carry. Waiting would not help, and the
                 // rest of its batch is unaffected.
-                let limit = live.iter().map(|c| c.limits().max_bytes).max().unwrap_or(0);
+                let limit = live.iter().map(|c| c.max_accepted()).max().unwrap_or(0);
                 tracing::debug!(
                     bytes = sub.need,
                     limit,
@@ -674,10 +751,10 @@ impl PoolInner {
             }
             let ready = fits
                 .iter()
-                .filter(|c| c.ready_at() <= t)
+                .filter(|c| c.ready_for(&sub) <= t)
                 .min_by_key(|c| c.outstanding());
             let Some(conn) = ready else {
-                let wake = fits.iter().map(|c| c.ready_at()).min().unwrap_or(t);
+                let wake = fits.iter().map(|c| c.ready_for(&sub)).min().unwrap_or(t);
                 std::thread::sleep(
                     wake.saturating_duration_since(t)
                         .max(Duration::from_micros(20)),
