@@ -53,8 +53,8 @@
 //! # }
 //! ```
 //!
-//! Design: this page and the module docs; the ADR with measured numbers
-//! comes with verifyd's move onto the core.
+//! Design: this page, the module docs, and ADR 0023
+//! (`docs/adr/0023-server-core.md`) with the attack tests' figures.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 

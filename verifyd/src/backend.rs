@@ -99,6 +99,8 @@ pub enum BackendKind {
     /// AWS-LC through `aws-lc-rs` (C and assembly; already linked through rustls).
     AwsLc,
     /// RustCrypto `ml-dsa` (pure Rust).
+    // Serialized as its stable name (kebab-case would say `rust-crypto`).
+    #[serde(rename = "rustcrypto")]
     RustCrypto,
     /// Cryspen's `libcrux-ml-dsa` (formally verified Rust, AVX2 when the CPU
     /// has it); only with the `libcrux` cargo feature.
@@ -392,6 +394,11 @@ mod tests {
     fn names_round_trip() {
         for &k in BackendKind::ALL {
             assert_eq!(k.name().parse::<BackendKind>().unwrap(), k);
+            // JSON (status, calibration) uses the same stable name.
+            assert_eq!(
+                serde_json::to_string(&k).unwrap(),
+                format!("\"{}\"", k.name())
+            );
         }
         assert!("nope".parse::<BackendKind>().is_err());
     }

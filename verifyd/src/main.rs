@@ -106,7 +106,10 @@ fn main() -> Result<()> {
     }
     cfg.admin_socket = Some(admin);
     cfg.metrics_listen = cli.metrics_listen;
-    cfg.backend = choose_backend(cli.backend, cli.no_calibrate, cli.calibrate_budget_ms)?;
+    let (backend, calibration) =
+        choose_backend(cli.backend, cli.no_calibrate, cli.calibrate_budget_ms)?;
+    cfg.backend = backend;
+    cfg.calibration = calibration;
     cfg.key_capacity = cli.key_capacity;
     cfg.drain_deadline = Duration::from_secs(cli.drain_deadline_s);
     cfg.ring_capacity = if cli.no_shm { 0 } else { cli.ring_capacity };
@@ -150,19 +153,20 @@ fn main() -> Result<()> {
 }
 
 /// The backend named on the command line, else the default when calibration
-/// is off, else the fastest one measured now.
+/// is off, else the fastest one measured now (with the calibration, which
+/// `status` reports).
 fn choose_backend(
     named: Option<BackendKind>,
     no_calibrate: bool,
     budget_ms: u64,
-) -> Result<BackendKind> {
+) -> Result<(BackendKind, Option<verifyd::calibrate::Calibration>)> {
     if let Some(kind) = named {
         tracing::info!(backend = %kind, "backend named on the command line; not calibrating");
-        return Ok(kind);
+        return Ok((kind, None));
     }
     if no_calibrate {
         tracing::info!(backend = %BackendKind::DEFAULT, "calibration off; default backend");
-        return Ok(BackendKind::DEFAULT);
+        return Ok((BackendKind::DEFAULT, None));
     }
     let budget = Duration::from_millis(budget_ms);
     let cal = verifyd::calibrate::calibrate_built_in(budget).context("calibrating backends")?;
@@ -176,5 +180,5 @@ fn choose_backend(
         );
     }
     tracing::info!(picked = %cal.picked, elapsed_ms = cal.elapsed_ms, "calibrated");
-    Ok(cal.picked)
+    Ok((cal.picked, Some(cal)))
 }

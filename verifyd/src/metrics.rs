@@ -260,6 +260,10 @@ pub struct Snapshot {
     /// The serving core: listeners, budgets, ring sessions (filled in by
     /// the server; empty in a snapshot taken from bare [`Metrics`]).
     pub server: ServerSection,
+    /// How the backend was chosen at start-up: every backend's measured
+    /// verify time and the pick (`None` when the backend was named or
+    /// calibration was off).
+    pub calibration: Option<crate::calibrate::Calibration>,
 }
 
 impl Snapshot {
@@ -308,6 +312,7 @@ impl Snapshot {
                 ring_refused_spawn: m.ring_refused_spawn.load(Relaxed),
                 ..ServerSection::default()
             },
+            calibration: None,
         }
     }
 

@@ -92,3 +92,30 @@ fn no_instances_is_an_error_not_a_fallback() {
     assert_eq!(e, verifyd::client::PoolError::NoInstances);
     let _ = Duration::ZERO;
 }
+
+/// V1: a daemon that calibrated at start reports in `status` what it
+/// measured and what it picked (the pick is the backend it serves with);
+/// one whose backend was named reports no calibration.
+#[test]
+fn status_reports_the_start_up_calibration() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = common::Daemon::start(dir.path(), "cal.sock", 1, &["--calibrate-budget-ms", "100"]);
+    let json = verifyd::server::admin::query_diagnostics(&d.admin()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let cal = &v["calibration"];
+    assert_eq!(cal["picked"], v["backend"], "{json}");
+    let timings = cal["timings"].as_array().expect("timings");
+    assert_eq!(timings.len(), verifyd::BackendKind::ALL.len(), "{json}");
+    for t in timings {
+        if t["excluded"].is_null() {
+            assert!(t["verify_ns"].as_u64().is_some_and(|ns| ns > 0), "{t}");
+        }
+    }
+    drop(d);
+
+    let d = common::Daemon::start(dir.path(), "named.sock", 1, &["--backend", "rustcrypto"]);
+    let json = verifyd::server::admin::query_diagnostics(&d.admin()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert!(v["calibration"].is_null(), "{json}");
+    assert_eq!(v["backend"], "rustcrypto");
+}

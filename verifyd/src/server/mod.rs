@@ -110,6 +110,9 @@ pub struct ServerConfig {
     pub ring_budget: usize,
     /// Threads of the I/O runtime (accept, hello, frame reads, admin).
     pub io_threads: usize,
+    /// The start-up calibration that chose `backend`, reported in `status`
+    /// (`None`: the backend was named, or calibration was off).
+    pub calibration: Option<crate::calibrate::Calibration>,
     /// Limits of the verify socket: connection cap, hello, frame and write
     /// deadlines, per-connection response backlog.
     pub limits: Limits,
@@ -149,6 +152,7 @@ impl ServerConfig {
             ring_capacity: crate::transport::DEFAULT_RING_CAPACITY,
             ring_budget: DEFAULT_RING_BUDGET,
             io_threads: threads.clamp(1, 2),
+            calibration: None,
             limits: Limits::default(),
             admin_limits: Limits::default()
                 .max_connections(64)
@@ -396,6 +400,7 @@ impl Shared {
         }
         server.fds_used = self.registry.fds_used();
         server.fd_cap = self.registry.fd_cap();
+        snap.calibration.clone_from(&self.cfg.calibration);
         snap
     }
 }
