@@ -84,3 +84,31 @@ acc! {
     s100_all_2: "s100-all", 2, 3.0, 30;
     s100_all_3: "s100-all", 3, 3.0, 30;
 }
+
+/// The simulator's byte counts are real encoded sizes: every PRUNE (a
+/// topic header and nothing else) is counted at exactly the bytes
+/// `Message::emit` writes for it, and every kind that was sent has bytes.
+#[test]
+fn byte_counts_are_encoded_sizes() {
+    use libgossip::proto::{Body, Message, TopicId};
+    let sc = scenario("s20-random");
+    let r = run(&sc, sc.seeds[0]);
+    let count = |v: &[(&str, u64)], k: &str| v.iter().find(|(n, _)| *n == k).map_or(0, |(_, x)| *x);
+    let prune = Message {
+        topic: TopicId::from_name("t"),
+        body: Body::Prune,
+    };
+    let mut buf = vec![0u8; 256];
+    let prune_len = prune.emit(&mut buf).unwrap() as u64;
+    let prunes = count(&r.sent_by_kind, "prune");
+    assert!(prunes > 0, "scenario sent no PRUNE: {:?}", r.sent_by_kind);
+    assert_eq!(count(&r.sent_bytes_by_kind, "prune"), prunes * prune_len);
+    for (kind, n) in &r.sent_by_kind {
+        let bytes = count(&r.sent_bytes_by_kind, kind);
+        assert_eq!(*n > 0, bytes > 0, "{kind}: {n} frames, {bytes} bytes");
+        assert!(
+            bytes >= n * prune_len,
+            "{kind}: {bytes} bytes for {n} frames"
+        );
+    }
+}

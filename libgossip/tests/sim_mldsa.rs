@@ -91,12 +91,12 @@ targets = 3
         topic: TopicId::from_name("t"),
         body: Body::Prune,
     }
-    .wire_size();
+    .encoded_len();
     let m = Message {
         topic: TopicId::from_name("t"),
         body: Body::Eager(g),
     };
-    let overhead = m.wire_size() - empty;
+    let overhead = m.encoded_len() - empty;
     assert!(overhead <= 3400, "crypto overhead {overhead} B");
     assert_eq!(s.public_key().len(), 1952, "the key itself is not carried");
 }

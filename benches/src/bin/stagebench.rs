@@ -52,7 +52,9 @@ Build with `--features uring` to add the io_uring backend's bulk case.")]
                   (default: s100-one, s100-random and s100-all from
                   libgossip/simulations/; --quick runs only each file's first seed)
   soak [N]        the long-run memory soak of one node with N messages
-                  (default 10,000,000; 1,000,000 with --quick)")]
+                  (default 10,000,000; 1,000,000 with --quick)
+  codec           bytes, emit and parse nanoseconds of the wire codec for
+                  one frame of every kind")]
     Gossip(SuiteArgs),
 }
 

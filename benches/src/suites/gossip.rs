@@ -14,11 +14,15 @@
 //!
 //! `stagebench gossip soak [MESSAGES]` — one node under sustained load with
 //! the default config, reporting process memory at checkpoints (see [`soak`]).
+//!
+//! `stagebench gossip codec` — bytes, emit and parse nanoseconds of the wire
+//! codec for one frame of every kind (see [`codec`]).
 
 use crate::{Outcome, SuiteOpts, Table};
 use libgossip::sim::{Report, Scenario, Sim, StubCrypto};
 use std::path::{Path, PathBuf};
 
+pub mod codec;
 pub mod soak;
 
 fn default_files() -> Vec<PathBuf> {
@@ -33,6 +37,9 @@ fn default_files() -> Vec<PathBuf> {
 pub fn run(opts: &SuiteOpts) -> anyhow::Result<Outcome> {
     if opts.args.first().is_some_and(|a| a == "soak") {
         return soak::run(opts);
+    }
+    if opts.args.first().is_some_and(|a| a == "codec") {
+        return codec::run(opts);
     }
     let files: Vec<PathBuf> = if opts.args.is_empty() {
         default_files()
@@ -119,6 +126,13 @@ fn to_json(sc: &Scenario, r: &Report) -> serde_json::Value {
         let ldh: Vec<_> = r.rounds.iter().map(|x| x.ldh_iroh()).collect();
         o.insert("rmr_by_round".into(), serde_json::json!(rmr));
         o.insert("ldh_by_round".into(), serde_json::json!(ldh));
+        // Exact encoded bytes (`Message::encoded_len`), by kind.
+        let bytes: serde_json::Map<_, _> = r
+            .sent_bytes_by_kind
+            .iter()
+            .map(|(k, v)| ((*k).to_string(), serde_json::json!(v)))
+            .collect();
+        o.insert("sent_bytes_by_kind".into(), bytes.into());
     }
     v
 }

@@ -1,7 +1,7 @@
 //! Protocol messages as plain data.
 //!
-//! Encoding is the runtime's business (the wire crate); the core only needs
-//! the variants and an estimate of their size for budgets and metrics. Every
+//! Their byte format is [`crate::wire`]; budgets and metrics use the exact
+//! encoded size, [`Message::encoded_len`]. Every
 //! list a peer can send is bounded by [`crate::proto::Config`] limits and the
 //! receiver truncates rather than trusting a length.
 
@@ -163,22 +163,6 @@ impl Message {
             Body::Digest(_) => Kind::AntiEntropy,
             Body::KeyRequest { .. } | Body::KeyResponse { .. } => Kind::Key,
             _ => Kind::Membership,
-        }
-    }
-
-    /// Approximate encoded size in bytes (for budgets and metrics).
-    pub fn wire_size(&self) -> usize {
-        const HDR: usize = 32 + 2;
-        HDR + match &self.body {
-            Body::Eager(g) => 32 + 8 + 2 + 4 + g.payload.len() + 2 + g.signature.len(),
-            Body::IHave(v) => 2 + v.len() * 34,
-            Body::IWant(v) | Body::Digest(v) | Body::Graft { ids: v } => 2 + v.len() * 32,
-            Body::Shuffle { peers, .. } => 34 + peers.len() * 32,
-            Body::ShuffleReply { peers } => 2 + peers.len() * 32,
-            Body::ForwardJoin { .. } => 33,
-            Body::KeyRequest { .. } => 32,
-            Body::KeyResponse { key, .. } => 34 + key.len(),
-            _ => 1,
         }
     }
 }

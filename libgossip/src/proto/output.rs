@@ -170,7 +170,7 @@ impl Outbox {
     pub fn transmit(&mut self, to: PeerId, msg: Message, timeout: Duration, probe: bool, id: u64) {
         let k = msg.kind().index();
         self.sent[k] += 1;
-        self.sent_bytes[k] += msg.wire_size() as u64;
+        self.sent_bytes[k] += msg.encoded_len() as u64;
         self.queue.push_back(Output::Transmit(Transmit {
             to,
             msg,

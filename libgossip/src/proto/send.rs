@@ -147,7 +147,7 @@ impl Ctx<'_> {
     }
 
     fn enqueue(&mut self, to: PeerId, msg: Message, kind: SendKind) -> Sent {
-        let size = msg.wire_size();
+        let size = msg.encoded_len();
         match self
             .sendq
             .push(to, msg.topic, msg.body, kind, size, self.now)

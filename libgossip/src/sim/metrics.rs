@@ -205,6 +205,9 @@ pub struct Report {
     pub state_bytes: Dist,
     /// Frames sent by kind over the run (name, count).
     pub sent_by_kind: Vec<(&'static str, u64)>,
+    /// Bytes sent by kind over the run (name, bytes), each frame counted at
+    /// its exact encoded size ([`crate::proto::Message::encoded_len`]).
+    pub sent_bytes_by_kind: Vec<(&'static str, u64)>,
     /// Forged copies delivered (must be 0).
     pub forged_delivered: u64,
     /// Sends refused by outbound budget windows over all nodes (then queued,

@@ -92,6 +92,7 @@ impl Sim {
             .unwrap_or(0);
         let (mut eg, mut lz, mut av, mut sb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut kinds = [0u64; 8];
+        let mut kind_bytes = [0u64; 8];
         for i in &live {
             let n = &self.nodes[*i as usize].node;
             let view = n.active_view(&self.topic);
@@ -104,6 +105,10 @@ impl Sim {
                 *k += v;
             }
             let s = n.snapshot(self.now);
+            // The snapshot lists bytes in `Kind::ALL` order.
+            for (k, (_, v)) in kind_bytes.iter_mut().zip(&s.sent_bytes_by_kind) {
+                *k += v;
+            }
             rep.invalid_verdicts += s.verify.invalid;
             rep.over_budget += s.over_budget_by_kind.iter().map(|(_, v)| v).sum::<u64>();
             let q = s.send_queue;
@@ -124,6 +129,10 @@ impl Sim {
         rep.sent_by_kind = crate::proto::Kind::ALL
             .iter()
             .map(|k| (crate::proto::kind_label(*k), kinds[k.index()]))
+            .collect();
+        rep.sent_bytes_by_kind = crate::proto::Kind::ALL
+            .iter()
+            .map(|k| (crate::proto::kind_label(*k), kind_bytes[k.index()]))
             .collect();
         rep.forged_delivered = self.forged_delivered + self.double_delivered;
         rep.sim_time = self.now.duration_since(self.base);
