@@ -14,8 +14,8 @@ mod attack_support;
 use std::time::Duration;
 
 use attack_support::{
-    ADMIN_DEADLINE, Bars, Daemon, GoodClient, IdleFlood, ProcessLimit, TrickleEnd,
-    configured_budgets, counter, idle_after_hello, listener, raise_own_nofile, trickle_hello,
+    ADMIN_DEADLINE, Bars, Daemon, GoodClient, IdleFlood, ProcessLimit, TrickleEnd, counter,
+    idle_after_hello, listener, raise_own_nofile, trickle_hello,
 };
 
 /// The daemon's hello deadline (the server core's default).
@@ -84,14 +84,14 @@ fn trickling_hellos_are_cut_at_the_deadline() {
         counter(admin_l, "hello_timeouts") + counter(admin_l, "evicted_idle") >= 20,
         "{status:#}"
     );
-    Bars {
+    Bars::new(
         idle,
         attacked,
-        admin: admin.map(|(t, _)| t),
+        admin.map(|(t, _)| t),
         rss_idle,
         rss_attacked,
-        rss_budget: rss_idle + configured_budgets(&status),
-    }
+        &status,
+    )
     .check("trickling hellos");
 }
 
@@ -132,14 +132,14 @@ fn a_thousand_idle_connections_before_the_hello() {
         counter(listener(&status, "verify"), "hello_timeouts") >= 900,
         "{status:#}"
     );
-    Bars {
+    Bars::new(
         idle,
         attacked,
-        admin: admin.map(|(t, _)| t),
+        admin.map(|(t, _)| t),
         rss_idle,
         rss_attacked,
-        rss_budget: rss_idle + configured_budgets(&status),
-    }
+        &status,
+    )
     .check("1,000 idle connections before the hello");
 }
 
@@ -186,14 +186,14 @@ fn a_thousand_idle_connections_after_the_hello() {
         counter(listener(&status, "verify"), "open") >= 990,
         "{status:#}"
     );
-    Bars {
+    Bars::new(
         idle,
         attacked,
-        admin: admin.map(|(t, _)| t),
+        admin.map(|(t, _)| t),
         rss_idle,
         rss_attacked,
-        rss_budget: rss_idle + configured_budgets(&status),
-    }
+        &status,
+    )
     .check("1,000 idle connections after the hello");
     drop((verify_idle, admin_idle));
 }

@@ -15,8 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use attack_support::{
-    ADMIN_DEADLINE, Bars, Daemon, GoodClient, ProcessLimit, client_hello, configured_budgets, mib,
-    raise_own_nofile,
+    ADMIN_DEADLINE, Bars, Daemon, GoodClient, ProcessLimit, client_hello, mib, raise_own_nofile,
 };
 use flatbuffers::FlatBufferBuilder;
 use verifyd::proto::{self, ItemRef, Response};
@@ -131,14 +130,14 @@ fn a_flood_of_distinct_inline_keys() {
     // The good client's keys survived the flood: its requests were answered
     // Valid/Invalid as the corpus says (GoodClient::one checks every
     // verdict, so an evicted key would have failed the measurement).
-    Bars {
+    Bars::new(
         idle,
         attacked,
-        admin: admin.map(|(t, _)| t),
+        admin.map(|(t, _)| t),
         rss_idle,
         rss_attacked,
-        rss_budget: rss_idle + configured_budgets(&status),
-    }
+        &status,
+    )
     .check("inline-key flood");
 }
 
@@ -202,14 +201,14 @@ fn a_thousand_idle_ring_sessions() {
         .as_ref()
         .map(|(_, s)| s.clone())
         .expect("admin answers");
-    Bars {
+    Bars::new(
         idle,
         attacked,
-        admin: admin.map(|(t, _)| t),
+        admin.map(|(t, _)| t),
         rss_idle,
         rss_attacked,
-        rss_budget: rss_idle + configured_budgets(&status),
-    }
+        &status,
+    )
     .check("1,000 idle ring sessions");
     drop(sessions);
 }

@@ -13,8 +13,8 @@ mod attack_support;
 use std::time::{Duration, Instant};
 
 use attack_support::{
-    ADMIN_DEADLINE, Bars, Daemon, GoodClient, IdleFlood, ProcessLimit, configured_budgets, counter,
-    cpu_time, idle_after_hello, listener, raise_own_nofile,
+    ADMIN_DEADLINE, Bars, Daemon, GoodClient, IdleFlood, ProcessLimit, counter, cpu_time,
+    idle_after_hello, listener, raise_own_nofile,
 };
 
 /// `ulimit -n 256` and 300 connections that finished their hello and idle:
@@ -74,14 +74,14 @@ fn under_ulimit_n_256_with_300_connections() {
         gave_way > 0,
         "300 connections under 256 fds, yet nothing refused or shed: {v:#}"
     );
-    Bars {
+    Bars::new(
         idle,
         attacked,
-        admin: admin.map(|(t, _)| t),
+        admin.map(|(t, _)| t),
         rss_idle,
         rss_attacked,
-        rss_budget: rss_idle + configured_budgets(&status),
-    }
+        &status,
+    )
     .check("ulimit -n 256, 300 connections");
     drop(held);
 }
@@ -124,14 +124,14 @@ fn under_a_task_limit_with_300_connections() {
         counter(listener(&status, "verify"), "open") >= 290,
         "{status:#}"
     );
-    Bars {
+    Bars::new(
         idle,
         attacked,
-        admin: admin.map(|(t, _)| t),
+        admin.map(|(t, _)| t),
         rss_idle,
         rss_attacked,
-        rss_budget: rss_idle + configured_budgets(&status),
-    }
+        &status,
+    )
     .check("40 tasks, 300 connections");
     drop((held, held_admin));
 }

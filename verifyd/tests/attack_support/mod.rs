@@ -468,6 +468,26 @@ pub struct Bars {
 }
 
 impl Bars {
+    /// The bars for one attack: the RSS budget is the idle RSS plus what
+    /// `status` reports as the daemon's configured budgets.
+    pub fn new(
+        idle: Latency,
+        attacked: Latency,
+        admin: Option<Duration>,
+        rss_idle: u64,
+        rss_attacked: u64,
+        status: &serde_json::Value,
+    ) -> Bars {
+        Bars {
+            idle,
+            attacked,
+            admin,
+            rss_idle,
+            rss_attacked,
+            rss_budget: rss_idle + configured_budgets(status),
+        }
+    }
+
     /// Panics with the measured figures unless the daemon kept serving the
     /// good client within [`P99_FACTOR`] of its idle p99, answered the admin
     /// query within [`ADMIN_DEADLINE`], and stayed under its memory budget.
