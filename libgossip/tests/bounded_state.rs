@@ -1,7 +1,6 @@
 //! Long-run bounded state: one node driven by hand for two simulated hours of
 //! sustained, partly hostile load must keep every structure under its
 //! configured bound, plateau, and count every drop.
-#![cfg(feature = "sim")]
 #![allow(clippy::disallowed_methods)] // tests own the clock: one base Instant
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (STYLE.md)
 

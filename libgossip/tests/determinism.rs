@@ -7,7 +7,6 @@
 //! so `state_bytes`, changed from run to run; the simulator now seeds them
 //! through `Config::hash_seed`.)
 //! Capability G18 (deterministic simulator harness).
-#![cfg(feature = "sim")]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (STYLE.md)
 
 mod common;

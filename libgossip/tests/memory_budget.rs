@@ -3,7 +3,6 @@
 //! load fits that bound, and when it does not the early evictions are
 //! counted rather than silent. Full-size messages: 2,000-byte payloads and
 //! 3,309-byte signatures (ML-DSA-65), verified by the test playing verifyd.
-#![cfg(feature = "sim")]
 #![allow(clippy::disallowed_methods)] // tests own the clock: one base Instant
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (STYLE.md)
 

@@ -1,7 +1,6 @@
 //! Protocol-core behaviour driven by hand (no simulator event loop): key
 //! fetch, coalescing, forged-first, cooling vs unsigned floods, delivery
 //! order, diagnostics snapshots.
-#![cfg(feature = "sim")]
 #![allow(clippy::disallowed_methods)] // tests own the clock: one base Instant
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (STYLE.md)
 

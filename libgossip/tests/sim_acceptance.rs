@@ -4,7 +4,6 @@
 //! parallel. Proves G1, G2, G3 (every delivery went through a Valid verdict),
 //! G8 (p99 eager degree within [D_low, D_high], D_high below the active
 //! view), G18 (sends per publish bounded by the view).
-#![cfg(feature = "sim")]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (STYLE.md)
 
 mod common;

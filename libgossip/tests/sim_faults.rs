@@ -1,6 +1,5 @@
 //! Faults in the simulator: negative control, forged copies, partitions,
 //! crashes, churn and loss.
-#![cfg(feature = "sim")]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (STYLE.md)
 
 mod common;

@@ -2,7 +2,6 @@
 //! `ml-dsa`) instead of the stub: every node verifies every message, forged
 //! copies fail real verification, and the per-message crypto overhead stays
 //! under 3.4 KB (signature + origin id + seqno, no key). Proves G3.
-#![cfg(feature = "sim")]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (STYLE.md)
 
 use bytes::Bytes;

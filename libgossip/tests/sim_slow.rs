@@ -1,7 +1,6 @@
 //! Slow peer (2 s send delay): cooling, latency recovery and single-probe
 //! re-admission. Proves G4 (RTT-derived send timeouts), G5 (cooling and
 //! EAGER→LAZY demotion), G7 (one probe per cooldown).
-#![cfg(feature = "sim")]
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (STYLE.md)
 
 mod common;
