@@ -12,7 +12,6 @@ mod wire_support;
 
 use bytes::Bytes;
 use libgossip::wire::{ErrorClass, Frame, Limits, VERSION};
-use std::path::PathBuf;
 use wire_support::{eager, samples};
 
 /// Must match the limits in `fuzz/fuzz_targets/gossip_message.rs`.
@@ -77,48 +76,15 @@ fn seeds() -> Vec<(String, Vec<u8>, Option<ErrorClass>)> {
     out
 }
 
-/// Checks that every seed is committed under `fuzz/corpus/gossip_message/`
-/// with exactly these bytes; with `TERN_WRITE_FUZZ_SEEDS=1` writes them first.
-fn check_committed(seeds: &[(String, Vec<u8>, Option<ErrorClass>)]) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/gossip_message");
-    let write = std::env::var_os("TERN_WRITE_FUZZ_SEEDS").is_some();
-    if write {
-        std::fs::create_dir_all(&dir).unwrap();
-    }
-    for (name, bytes, _) in seeds {
-        let path = dir.join(name);
-        if write {
-            std::fs::write(&path, bytes).unwrap();
-        }
-        let committed = std::fs::read(&path).unwrap_or_else(|e| {
-            panic!(
-                "{}: {e} (regenerate with TERN_WRITE_FUZZ_SEEDS=1)",
-                path.display()
-            )
-        });
-        assert_eq!(
-            &committed, bytes,
-            "{name} is stale (regenerate with TERN_WRITE_FUZZ_SEEDS=1)"
-        );
-    }
-    // A stray file would be replayed by the fuzz smoke run but checked by
-    // nothing here.
-    let mut on_disk: Vec<String> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    on_disk.sort();
-    let mut named: Vec<String> = seeds.iter().map(|(n, _, _)| n.clone()).collect();
-    named.sort();
-    assert_eq!(on_disk, named, "corpus files and named seeds differ");
-}
-
 /// The committed corpus is current, every seed decodes as named, and every
 /// valid seed re-encodes to its own bytes.
 #[test]
 fn gossip_message_seeds_decode_as_named() {
     let seeds = seeds();
-    check_committed(&seeds);
+    test_support::seeds::check_committed(
+        "gossip_message",
+        seeds.iter().map(|(n, b, _)| (n.as_str(), &b[..])),
+    );
     let lim = target_limits();
     let mut kinds = std::collections::BTreeSet::new();
     for (name, bytes, want) in &seeds {

@@ -26,50 +26,9 @@ use libgossip::proto::{
 use libgossip::wire::{ErrorClass, Field, Frame, Limits, VERSION, WireError, WireStats};
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::time::{Duration, Instant};
+use test_support::alloc::Counting;
 use wire_support::{eager, samples, topic};
-
-struct Counting;
-
-thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    // `try_with` because the allocator may run during thread teardown.
-    let _ = ARMED.try_with(|armed| {
-        if armed.get() {
-            LARGEST.with(|l| l.set(l.get().max(size)));
-        }
-    });
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; the
-// bookkeeping only touches const-initialised thread-locals (no allocation).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -77,11 +36,12 @@ static GLOBAL: Counting = Counting;
 /// Runs `f` with allocation tracking on; returns its value and the largest
 /// single allocation it made.
 fn tracked<T>(f: impl FnOnce() -> T) -> (T, usize) {
-    LARGEST.with(|l| l.set(0));
-    ARMED.with(|a| a.set(true));
-    let out = f();
-    ARMED.with(|a| a.set(false));
-    (out, LARGEST.with(Cell::get))
+    assert!(
+        test_support::alloc::installed(),
+        "counting allocator missing"
+    );
+    let t = test_support::alloc::tracked(f);
+    (t.value, t.largest)
 }
 
 /// What a refused frame may allocate beyond its own length: the parser

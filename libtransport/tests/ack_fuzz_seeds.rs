@@ -6,8 +6,6 @@
 
 #![allow(clippy::unwrap_used)] // seed builders are test code
 
-mod seed_support;
-
 use std::time::Duration;
 
 use libtransport::Kind;
@@ -122,7 +120,7 @@ fn decode(seed: &[u8]) -> Result<(), AckWireError> {
 #[test]
 fn ack_message_seeds_decode_as_named() {
     let seeds = seeds();
-    seed_support::check_committed("ack_message", seeds.iter().map(|(n, b, _)| (*n, &b[..])));
+    test_support::seeds::check_committed("ack_message", seeds.iter().map(|(n, b, _)| (*n, &b[..])));
     for (name, bytes, want) in &seeds {
         assert_eq!(&decode(bytes), want, "{name}");
     }

@@ -7,8 +7,6 @@
 
 #![allow(clippy::unwrap_used)] // seed builders are test code
 
-mod seed_support;
-
 use libtransport::Bytes;
 use libtransport::kind::{self, Kind, VERSION};
 use libtransport::proto::stream::{Frame, Reject, StreamDecoder};
@@ -127,7 +125,7 @@ fn decode(seed: &[u8]) -> (Result<(), Reject>, usize) {
 #[test]
 fn stream_decoder_seeds_decode_as_named() {
     let seeds = seeds();
-    seed_support::check_committed(
+    test_support::seeds::check_committed(
         "stream_decoder",
         seeds.iter().map(|(n, b, ..)| (*n, &b[..])),
     );

@@ -10,8 +10,7 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use test_support::alloc::Counting;
 
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -20,59 +19,17 @@ use wire::frame::{
     self, AdminSchema, ErrorSchema, FrameReader, HelloSchema, RelaySchema, VerifySchema,
 };
 
-struct Counting;
-
-thread_local! {
-    static ARMED: Cell<bool> = const { Cell::new(false) };
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-    static TOTAL: Cell<usize> = const { Cell::new(0) };
-}
-
-fn note(size: usize) {
-    // `try_with` because the allocator may run during thread teardown.
-    let _ = ARMED.try_with(|armed| {
-        if armed.get() {
-            LARGEST.with(|l| l.set(l.get().max(size)));
-            TOTAL.with(|t| t.set(t.get() + size));
-        }
-    });
-}
-
-// SAFETY: forwards every call to the system allocator unchanged; the
-// bookkeeping only touches const-initialised thread-locals (no allocation).
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        note(layout.size());
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        note(new_size);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
 /// Runs `f` with allocation tracking on; returns (largest, total) bytes.
 fn tracked<T>(f: impl FnOnce() -> T) -> (T, usize, usize) {
-    LARGEST.with(|l| l.set(0));
-    TOTAL.with(|t| t.set(0));
-    ARMED.with(|a| a.set(true));
-    let out = f();
-    ARMED.with(|a| a.set(false));
-    (out, LARGEST.with(Cell::get), TOTAL.with(Cell::get))
+    assert!(
+        test_support::alloc::installed(),
+        "counting allocator missing"
+    );
+    let t = test_support::alloc::tracked(f);
+    (t.value, t.largest, t.total)
 }
 
 const MAX: u32 = 64 * 1024;

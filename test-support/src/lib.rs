@@ -1,0 +1,13 @@
+//! Helpers shared by Tern's test suites, and by nothing else (every user
+//! takes this crate as a dev-dependency).
+//!
+//! * [`alloc`] — a counting global allocator: a test binary installs
+//!   [`alloc::Counting`] and wraps hostile reads in [`alloc::tracked`] to
+//!   learn the largest single allocation and the bytes requested, so a
+//!   "never an allocation sized by a hostile length" claim is measured.
+//! * [`seeds`] — keeps a fuzz target's committed seed corpus
+//!   (`fuzz/corpus/<target>/`) byte-equal to the seeds a test builds.
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod alloc;
+pub mod seeds;
