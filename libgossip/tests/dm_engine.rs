@@ -8,8 +8,9 @@
 
 use bytes::Bytes;
 use libgossip::proto::{
-    AttemptOutcome, AttemptRecord, CryptoError, DmConfig, DmCrypto, DmDelivery, DmEngine, DmError,
-    DmOutput, DmPath, DmReceipt, KemKeyError, MlKemAead, PeerId, Signer, Verdict, VerifyRequest,
+    AttemptOutcome, AttemptRecord, CryptoError, DmConfig, DmCrypto as _, DmDelivery, DmEngine,
+    DmError, DmOutput, DmPath, DmReceipt, KemKeyError, MlKemAead, PeerId, Signer, Verdict,
+    VerifyRequest,
 };
 use libgossip::wire::{DmEnvelope, DmSeal, Frame, KemKey, Limits, WireError};
 use ml_dsa::{EncodedSignature, EncodedVerifyingKey, MlDsa65, Signature, SigningKey, VerifyingKey};
@@ -442,4 +443,387 @@ fn duplicate_delivered_once() {
         (1, 1, 2)
     );
     // verify_requested = 1 KEM key + 1 DM.
+}
+
+fn cfg_with(f: impl FnOnce(&mut DmConfig)) -> DmConfig {
+    let mut c = DmConfig::default();
+    f(&mut c);
+    c
+}
+
+/// The sealed envelope engine `from` makes for `to` when `to` is not its
+/// neighbour: what forwarder `fwd` received (its onward copy to `to` is
+/// dropped, so `to` has not seen it).
+fn capture_sealed(net: &mut Net, from: usize, fwd: usize, to: usize, body: &'static [u8]) -> Bytes {
+    let before = net.received[fwd].len();
+    let block: Policy =
+        Box::new(move |f, t, _| (f == fwd && t == to).then_some(AttemptOutcome::NotConnected));
+    let saved = std::mem::replace(&mut net.policy, block);
+    net.e[from]
+        .send(net.ids[to], Bytes::from_static(body), net.now)
+        .unwrap();
+    net.pump();
+    net.policy = saved;
+    net.received[fwd][before].clone()
+}
+
+/// D2 (bounds): payload size, pending sends, attempts in flight and
+/// verifications in flight are bounded; each refusal is a typed error and
+/// a counter.
+#[test]
+fn send_side_bounds_counted() {
+    let cfg = cfg_with(|c| {
+        c.max_payload = 8;
+        c.max_pending_sends = 1;
+    });
+    let mut net = Net::new(2, &[(0, 1)], cfg);
+    let b = net.ids[1];
+    assert_eq!(
+        net.e[0].send(b, Bytes::from_static(b"123456789"), net.now),
+        Err(DmError::PayloadTooLarge { len: 9, max: 8 })
+    );
+    net.e[0]
+        .send(b, Bytes::from_static(b"one"), net.now)
+        .unwrap();
+    assert_eq!(
+        net.e[0].send(b, Bytes::from_static(b"two"), net.now),
+        Err(DmError::PendingFull)
+    );
+    let s = net.e[0].stats();
+    assert_eq!((s.too_large, s.pending_full, s.pending_sends), (1, 1, 1));
+    net.pump();
+    assert_eq!(net.e[0].stats().pending_sends, 0);
+
+    // Attempts in flight: one allowed, so the relay copy after a failed
+    // direct attempt cannot be made and the receipt says no route.
+    let mut net = Net::new(3, &[(0, 1), (0, 2)], cfg_with(|c| c.max_attempts = 1));
+    let b = net.ids[2];
+    net.e[0].send(b, Bytes::from_static(b"x"), net.now).unwrap();
+    net.e[0].send(b, Bytes::from_static(b"y"), net.now).unwrap();
+    net.pump();
+    // Refused twice: y's direct attempt, then its relay copy.
+    assert_eq!(net.e[0].stats().attempts_full, 2);
+    assert_eq!(
+        net.receipts[0].iter().filter(|r| r.path.is_none()).count(),
+        1
+    );
+
+    // Verifications in flight on the receiver.
+    let mut net = Net::new(2, &[(0, 1)], cfg_with(|c| c.max_pending_verify = 1));
+    for i in 0..2u8 {
+        let id = [i; 16];
+        let signed = libgossip::proto::dm_signed_bytes(&net.ids[0], &net.ids[1], &id, b"v");
+        let f = signed_frame(&net, 0, 1, b"v", signer(0).sign(&signed), id);
+        net.carry(0, 1, f);
+    }
+    assert_eq!(net.errors[1], vec![DmError::VerifyFull]);
+    assert_eq!(net.e[1].stats().verify_full, 1);
+}
+
+/// D2 (bounds): the forwarder refuses plaintext relays, exhausted hop
+/// limits and origins over their forward budget, and has no route when it
+/// has no other neighbour; each counted.
+#[test]
+fn relay_side_bounds_counted() {
+    let cfg = cfg_with(|c| c.forward_per_origin = 1);
+    let mut net = Net::new(3, &[(0, 1), (1, 2)], cfg);
+    let first = capture_sealed(&mut net, 0, 1, 2, b"first");
+    assert_eq!(net.e[1].stats().forwarded, 1);
+    // A second DM from the same origin within the window: over budget.
+    net.e[0]
+        .send(net.ids[2], Bytes::from_static(b"second"), net.now)
+        .unwrap();
+    net.pump();
+    assert!(net.errors[1].contains(&DmError::ForwardBudget(net.ids[0])));
+    assert_eq!(net.e[1].stats().forward_budget_refused, 1);
+    // Budget back after the window.
+    net.now += DmConfig::default().forward_window;
+    net.e[0]
+        .send(net.ids[2], Bytes::from_static(b"third"), net.now)
+        .unwrap();
+    net.pump();
+    assert_eq!(net.e[1].stats().forwarded, 2);
+
+    let Frame::Dm(env) = Frame::parse(&first, &Limits::default()).unwrap() else {
+        panic!()
+    };
+    // Hop limit 0.
+    let dead = DmEnvelope {
+        ttl: 0,
+        id: [1; 16],
+        ..env.clone()
+    };
+    net.carry(0, 1, dead.to_bytes().unwrap());
+    assert_eq!(net.errors[1].last(), Some(&DmError::TtlExpired));
+    // A plaintext DM for someone else.
+    let plain = signed_frame(&net, 0, 2, b"hi", Bytes::from_static(&[1; 8]), [2; 16]);
+    net.carry(0, 1, plain);
+    assert_eq!(net.errors[1].last(), Some(&DmError::PlaintextRelay));
+    let s = net.e[1].stats();
+    assert_eq!((s.ttl_expired, s.plaintext_relay_refused), (1, 1));
+
+    // No route: a forwarder whose only neighbour is the hop it came from.
+    let mut net = Net::new(3, &[(0, 1)], DmConfig::default());
+    let to_2 = DmEnvelope {
+        to: net.ids[2],
+        from: net.ids[0],
+        id: [3; 16],
+        ..env
+    };
+    net.carry(0, 1, to_2.to_bytes().unwrap());
+    assert_eq!(net.errors[1].last(), Some(&DmError::NoRoute));
+    assert_eq!(net.e[1].stats().no_route, 1);
+}
+
+/// D3 (bounds): the dedupe cache holds at most `dedupe_entries`; the
+/// eviction is counted, and entries live for `dedupe_ttl` only.
+#[test]
+fn dedupe_bound_and_ttl_counted() {
+    let cfg = cfg_with(|c| {
+        c.dedupe_entries = 1;
+        c.dedupe_ttl = Duration::from_secs(60);
+    });
+    let mut net = Net::new(2, &[(0, 1)], cfg);
+    let b = net.ids[1];
+    net.e[0].send(b, Bytes::from_static(b"a"), net.now).unwrap();
+    net.e[0].send(b, Bytes::from_static(b"b"), net.now).unwrap();
+    net.pump();
+    let s = net.e[1].stats();
+    assert_eq!((s.delivered, s.dedupe_evicted, s.dedupe_len), (2, 1, 1));
+    assert!(
+        net.e[1].poll_timeout().is_some(),
+        "dedupe expiry is a timer"
+    );
+    net.now += Duration::from_secs(61);
+    net.e[1].handle_timeout(net.now);
+    assert_eq!(net.e[1].stats().dedupe_len, 0);
+}
+
+/// D2: attempt timeouts come from the RTT estimate within [floor,
+/// ceiling]; an outcome that never comes is recorded as a timeout by
+/// `handle_timeout` (counted) and triggers the fallback; late and unknown
+/// outcomes and verdicts are counted and ignored.
+#[test]
+fn timeouts_from_rtt_and_expiry() {
+    let cfg = DmConfig::default();
+    let mut net = Net::new(4, &[], cfg);
+    let ids = net.ids.clone();
+    net.e[0].peer_up(ids[1], Some(Duration::from_millis(1)));
+    net.e[0].peer_up(ids[2], Some(Duration::from_secs(1)));
+    net.e[0].peer_up(ids[3], Some(Duration::from_secs(60)));
+    let mut timeouts = Vec::new();
+    let mut first = None;
+    for p in &ids[1..] {
+        net.e[0]
+            .send(*p, Bytes::from_static(b"t"), net.now)
+            .unwrap();
+        while let Some(o) = net.e[0].poll_output() {
+            if let DmOutput::SendDirect {
+                attempt, timeout, ..
+            } = o
+            {
+                timeouts.push(timeout);
+                first.get_or_insert(attempt);
+            }
+        }
+    }
+    assert_eq!(
+        timeouts,
+        vec![
+            cfg.timeout_floor,
+            Duration::from_secs(4),
+            cfg.timeout_ceiling
+        ]
+    );
+    // Nobody reports: after the ceiling (+ grace) all three expire and fall
+    // back to relays (which will have neighbours: 1..3 are all up).
+    let at = net.e[0].poll_timeout().unwrap();
+    assert!(at > net.now);
+    net.now += cfg.timeout_ceiling + cfg.timeout_floor;
+    net.e[0].handle_timeout(net.now);
+    assert_eq!(net.e[0].stats().attempt_expired, 3);
+    assert_eq!(net.e[0].stats().direct_failed, 3);
+    // A late report for an expired attempt, and a verdict nobody asked for.
+    net.e[0].handle_attempt_outcome(first.unwrap(), AttemptOutcome::Accepted, net.now);
+    net.e[0].handle_verdict(999_999, Verdict::Valid, net.now);
+    let s = net.e[0].stats();
+    assert_eq!((s.unknown_attempt, s.unknown_verdict), (1, 1));
+}
+
+/// D3 (hostile input): bad seal codes, truncated or foreign ciphertext,
+/// inconsistent signature fields, unknown senders and unknown KEM keys all
+/// give typed errors and counters, never a panic or a delivery.
+#[test]
+fn hostile_envelopes_typed_errors() {
+    let mut net = Net::new(3, &[(0, 1), (1, 2)], DmConfig::default());
+    let sealed = capture_sealed(&mut net, 0, 1, 2, b"hostile");
+    let Frame::Dm(env) = Frame::parse(&sealed, &Limits::default()).unwrap() else {
+        panic!()
+    };
+
+    // Unknown seal code: rejected at the wire.
+    let mut bad = sealed.to_vec();
+    bad[2 + 32 + 32 + 16 + 1] = 7;
+    assert_eq!(
+        Frame::parse(&Bytes::from(bad), &Limits::default()),
+        Err(WireError::UnknownSeal(7))
+    );
+    // Every truncation of the frame is a wire error, not a panic.
+    for n in 0..sealed.len() {
+        assert!(Frame::parse(&sealed.slice(..n), &Limits::default()).is_err());
+    }
+
+    let fresh = |id: u8, body: Bytes| DmEnvelope {
+        id: [id; 16],
+        body,
+        ..env.clone()
+    };
+    // Truncated ciphertext (the id is new, so it is not a duplicate).
+    let t = fresh(10, env.body.slice(..100));
+    assert!(matches!(
+        net.e[2].handle_frame(net.ids[1], t, net.now),
+        Err(DmError::Open(CryptoError::Truncated { .. }))
+    ));
+    // Sealed to a KEM key the recipient does not hold.
+    let other = MlKemAead::generate().unwrap();
+    let foreign = other
+        .seal(&other.kem_public_key(), b"aad", b"junk")
+        .unwrap();
+    assert_eq!(
+        net.e[2].handle_frame(net.ids[1], fresh(11, foreign), net.now),
+        Err(DmError::Open(CryptoError::Aead))
+    );
+    // A flipped ciphertext byte.
+    let mut flip = env.body.to_vec();
+    flip[2000] ^= 0x40;
+    assert_eq!(
+        net.e[2].handle_frame(net.ids[1], fresh(12, Bytes::from(flip)), net.now),
+        Err(DmError::Open(CryptoError::Aead))
+    );
+    // Sealed with an outer signature; signed without one.
+    let odd = DmEnvelope {
+        signature: Bytes::from_static(b"s"),
+        ..fresh(13, env.body.clone())
+    };
+    assert_eq!(
+        net.e[2].handle_frame(net.ids[1], odd, net.now),
+        Err(DmError::BadSignatureField)
+    );
+    let unsigned = DmEnvelope {
+        seal: DmSeal::Signed,
+        ..fresh(14, Bytes::from_static(b"p"))
+    };
+    assert_eq!(
+        net.e[2].handle_frame(net.ids[1], unsigned, net.now),
+        Err(DmError::BadSignatureField)
+    );
+    // A signed DM from a sender whose identity key is unknown.
+    let stranger = PeerId([0xee; 32]);
+    let unknown = DmEnvelope {
+        from: stranger,
+        seal: DmSeal::Signed,
+        signature: Bytes::from_static(b"sig"),
+        ..fresh(15, Bytes::from_static(b"p"))
+    };
+    assert_eq!(
+        net.e[2].handle_frame(net.ids[1], unknown, net.now),
+        Err(DmError::UnknownSenderKey(stranger))
+    );
+    let s = net.e[2].stats();
+    assert_eq!(s.open_failed, 3);
+    assert_eq!(s.bad_signature_field, 2);
+    assert_eq!(s.unknown_sender_key, 1);
+    net.pump();
+    assert!(net.deliveries[2].is_empty(), "no hostile copy delivered");
+    // Positive control: the genuine captured copy opens and is delivered.
+    net.carry(1, 2, sealed);
+    net.pump();
+    assert_eq!(net.deliveries[2].len(), 1);
+    assert_eq!(&net.deliveries[2][0].payload[..], b"hostile");
+
+    // Sender without the recipient's KEM key: the fallback cannot seal and
+    // the receipt says so.
+    let mut lone = Net::new(2, &[], DmConfig::default());
+    let mut third = DmEngine::new(
+        Box::new(signer(9)),
+        Box::new(MlKemAead::generate().unwrap()),
+        DmConfig::default(),
+        9,
+    );
+    third.peer_up(lone.ids[0], None);
+    third
+        .send(lone.ids[1], Bytes::from_static(b"?"), lone.now)
+        .unwrap();
+    let r = std::iter::from_fn(|| third.poll_output())
+        .find_map(|o| match o {
+            DmOutput::Receipt(r) => Some(r),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!(r.path, None);
+    assert_eq!(r.attempts.last().unwrap().outcome, AttemptOutcome::NoKemKey);
+    assert_eq!(third.stats().no_kem_key, 1);
+    lone.pump();
+}
+
+/// D2 (key records): a KEM key record is used only after its signature
+/// verifies; malformed keys, forged signatures, records for another
+/// identity and stale serials are refused and counted; the record codec
+/// round-trips and rejects every truncation.
+#[test]
+fn kem_key_records_checked() {
+    let mut net = Net::new(2, &[], DmConfig::default());
+    let rec = net.e[0].kem_key_record(2);
+    let bytes = rec.to_bytes().unwrap();
+    assert_eq!(bytes.len(), rec.encoded_len());
+    assert_eq!(KemKey::parse(&bytes, &Limits::default()).unwrap(), rec);
+    for n in 0..bytes.len() {
+        assert!(KemKey::parse(&bytes.slice(..n), &Limits::default()).is_err());
+    }
+    let mut trailing = bytes.to_vec();
+    trailing.push(0);
+    assert_eq!(
+        KemKey::parse(&Bytes::from(trailing), &Limits::default()),
+        Err(WireError::Trailing(1))
+    );
+
+    let e1 = &mut net.e[1];
+    let bad_key = KemKey {
+        kem_key: Bytes::from_static(&[1; 10]),
+        ..rec.clone()
+    };
+    assert_eq!(
+        e1.handle_kem_key(bad_key, net.now),
+        Err(DmError::KemKey(KemKeyError::BadKemKey))
+    );
+    // Serial 1 is already held from setup: stale.
+    let stale = net.e[0].kem_key_record(1);
+    assert_eq!(
+        net.e[1].handle_kem_key(stale, net.now),
+        Err(DmError::KemKey(KemKeyError::Stale))
+    );
+    // A forged signature, and a record re-signed by someone else but
+    // claiming engine 0's identity key: both fail verification.
+    let forged = KemKey {
+        signature: Bytes::from(vec![0u8; 3309]),
+        ..rec.clone()
+    };
+    net.e[1].handle_kem_key(forged, net.now).unwrap();
+    let other = MlKemAead::generate().unwrap().kem_public_key();
+    let signed = libgossip::proto::kem_key_signed_bytes(&net.ids[0], 3, &other);
+    let swapped = KemKey {
+        serial: 3,
+        kem_key: other,
+        signature: signer(1).sign(&signed),
+        ..rec.clone()
+    };
+    net.e[1].handle_kem_key(swapped, net.now).unwrap();
+    net.pump();
+    let s = net.e[1].stats();
+    assert_eq!(s.kem_keys_refused, 4);
+    assert_eq!(s.kem_keys_accepted, 1, "only the setup record");
+    // The genuine newer record is accepted.
+    net.e[1].handle_kem_key(rec, net.now).unwrap();
+    net.pump();
+    assert_eq!(net.e[1].stats().kem_keys_accepted, 2);
 }
