@@ -851,7 +851,9 @@ fn seal_overhead_and_cost() {
     let plain = vec![0x33u8; 1024 + 3311];
     let n = 200u32;
     let t0 = Instant::now();
-    let boxes: Vec<Bytes> = (0..n).map(|_| a.seal(&pk, b"aad", &plain).unwrap()).collect();
+    let boxes: Vec<Bytes> = (0..n)
+        .map(|_| a.seal(&pk, b"aad", &plain).unwrap())
+        .collect();
     let seal = t0.elapsed() / n;
     let t1 = Instant::now();
     for s in &boxes {
@@ -863,5 +865,32 @@ fn seal_overhead_and_cost() {
          sealed frame {} B vs direct {} B (+{extra} B)",
         sealed.len(),
         direct
+    );
+}
+
+/// D3: nothing is delivered before the verdict: a received DM yields only
+/// a verify request (on the ordinary `VerifyRequest` shape, naming the
+/// sender and its key), and the delivery follows the `Valid` verdict.
+#[test]
+fn delivery_waits_for_valid_verdict() {
+    let mut net = Net::new(2, &[(0, 1)], DmConfig::default());
+    let id = [4u8; 16];
+    let signed = libgossip::proto::dm_signed_bytes(&net.ids[0], &net.ids[1], &id, b"wait");
+    let f = signed_frame(&net, 0, 1, b"wait", signer(0).sign(&signed), id);
+    net.carry(0, 1, f);
+    let outs: Vec<DmOutput> = std::iter::from_fn(|| net.e[1].poll_output()).collect();
+    assert_eq!(outs.len(), 1);
+    let DmOutput::Verify(req) = &outs[0] else {
+        panic!("expected only a verify request, got {outs:?}")
+    };
+    assert_eq!(req.origin, net.ids[0]);
+    assert_eq!(req.key, signer(0).public_key());
+    assert_eq!(req.signed, signed);
+    assert_eq!(net.e[1].stats().delivered, 0);
+    net.e[1].handle_verdict(req.req, Verdict::Valid, net.now);
+    let d = net.e[1].poll_output();
+    assert!(
+        matches!(d, Some(DmOutput::Deliver(ref x)) if &x.payload[..] == b"wait"),
+        "{d:?}"
     );
 }

@@ -142,16 +142,18 @@ impl DmEngine {
         } else {
             self.pick_hops(self.cfg.forward_fanout, &[from_hop, env.from])
         };
-        if hops.is_empty() {
-            self.stats.no_route += 1;
-            return Err(DmError::NoRoute);
-        }
-        self.stats.dedupe_evicted += self.forwarded.insert(key, now);
         let onward = DmEnvelope {
             ttl: env.ttl - 1,
             ..env
         };
-        let frame = onward.to_bytes().map_err(|_| DmError::NoRoute)?;
+        // Re-encoding a parsed envelope cannot exceed its length fields;
+        // if it ever did, the copy has nowhere to go like an unroutable one.
+        let frame = onward.to_bytes().ok().filter(|_| !hops.is_empty());
+        let Some(frame) = frame else {
+            self.stats.no_route += 1;
+            return Err(DmError::NoRoute);
+        };
+        self.stats.dedupe_evicted += self.forwarded.insert(key, now);
         let mut sent = 0;
         for hop in hops {
             if self
