@@ -159,6 +159,41 @@ fn put_peers(w: &mut Writer<'_>, peers: &[PeerId]) -> Result<(), EmitError> {
     Ok(())
 }
 
+/// Emits a record of exactly `need` bytes through `body`, after the
+/// buffer check every emitter makes first.
+fn emit_checked(
+    buf: &mut [u8],
+    need: usize,
+    body: impl FnOnce(&mut Writer<'_>) -> Result<(), EmitError>,
+) -> Result<usize, EmitError> {
+    if buf.len() < need {
+        return Err(EmitError::BufferTooSmall {
+            need,
+            got: buf.len(),
+        });
+    }
+    let mut w = Writer::new(buf);
+    body(&mut w)?;
+    Ok(w.written())
+}
+
+/// An emitter's output in a buffer of exactly `len` bytes.
+fn encode(
+    len: usize,
+    emit: impl FnOnce(&mut [u8]) -> Result<usize, EmitError>,
+) -> Result<Bytes, EmitError> {
+    let mut v = vec![0u8; len];
+    let n = emit(&mut v)?;
+    v.truncate(n);
+    Ok(Bytes::from(v))
+}
+
+/// A length-prefixed byte field.
+fn put_field<const N: usize>(w: &mut Writer<'_>, field: Field, b: &[u8]) -> Result<(), EmitError> {
+    w.len_prefix::<N>(field, b.len())?;
+    w.put(b)
+}
+
 impl DmEnvelope {
     /// Exact encoded size in bytes.
     pub fn encoded_len(&self) -> usize {
@@ -168,34 +203,22 @@ impl DmEnvelope {
     /// Writes the envelope at the start of `buf`; same contract as
     /// [`Message::emit`] (body up to 4 GiB − 1, signature up to 65,535 bytes).
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
-        let need = self.encoded_len();
-        if buf.len() < need {
-            return Err(EmitError::BufferTooSmall {
-                need,
-                got: buf.len(),
-            });
-        }
-        let mut w = Writer::new(buf);
-        w.u8(VERSION)?;
-        w.u8(tag::DM)?;
-        w.put(&self.from.0)?;
-        w.put(&self.to.0)?;
-        w.put(&self.id)?;
-        w.u8(self.ttl)?;
-        w.u8(self.seal.code())?;
-        w.len_prefix::<4>(Field::DmBody, self.body.len())?;
-        w.put(&self.body)?;
-        w.len_prefix::<2>(Field::Signature, self.signature.len())?;
-        w.put(&self.signature)?;
-        Ok(w.written())
+        emit_checked(buf, self.encoded_len(), |w| {
+            w.u8(VERSION)?;
+            w.u8(tag::DM)?;
+            w.put(&self.from.0)?;
+            w.put(&self.to.0)?;
+            w.put(&self.id)?;
+            w.u8(self.ttl)?;
+            w.u8(self.seal.code())?;
+            put_field::<4>(w, Field::DmBody, &self.body)?;
+            put_field::<2>(w, Field::Signature, &self.signature)
+        })
     }
 
     /// The encoded envelope in a buffer of exactly its length.
     pub fn to_bytes(&self) -> Result<Bytes, EmitError> {
-        let mut v = vec![0u8; self.encoded_len()];
-        let n = self.emit(&mut v)?;
-        v.truncate(n);
-        Ok(Bytes::from(v))
+        encode(self.encoded_len(), |b| self.emit(b))
     }
 }
 
@@ -208,32 +231,19 @@ impl KemKey {
     /// Writes the record at the start of `buf`; same contract as
     /// [`Message::emit`] (each field up to 65,535 bytes).
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
-        let need = self.encoded_len();
-        if buf.len() < need {
-            return Err(EmitError::BufferTooSmall {
-                need,
-                got: buf.len(),
-            });
-        }
-        let mut w = Writer::new(buf);
-        w.u8(VERSION)?;
-        w.u8(tag::KEM_KEY)?;
-        w.u64(self.serial)?;
-        w.len_prefix::<2>(Field::Key, self.identity_key.len())?;
-        w.put(&self.identity_key)?;
-        w.len_prefix::<2>(Field::Key, self.kem_key.len())?;
-        w.put(&self.kem_key)?;
-        w.len_prefix::<2>(Field::Signature, self.signature.len())?;
-        w.put(&self.signature)?;
-        Ok(w.written())
+        emit_checked(buf, self.encoded_len(), |w| {
+            w.u8(VERSION)?;
+            w.u8(tag::KEM_KEY)?;
+            w.u64(self.serial)?;
+            put_field::<2>(w, Field::Key, &self.identity_key)?;
+            put_field::<2>(w, Field::Key, &self.kem_key)?;
+            put_field::<2>(w, Field::Signature, &self.signature)
+        })
     }
 
     /// The encoded record in a buffer of exactly its length.
     pub fn to_bytes(&self) -> Result<Bytes, EmitError> {
-        let mut v = vec![0u8; self.encoded_len()];
-        let n = self.emit(&mut v)?;
-        v.truncate(n);
-        Ok(Bytes::from(v))
+        encode(self.encoded_len(), |b| self.emit(b))
     }
 
     /// Parses one whole record; same contract as [`Frame::parse`] (never

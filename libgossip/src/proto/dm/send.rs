@@ -3,8 +3,8 @@
 
 use super::signed::{dm_signed_bytes, inner, seal_aad};
 use super::{
-    AttemptId, AttemptOutcome, AttemptRecord, DmDelivery, DmEngine, DmError, DmId, DmOutput,
-    DmPath, DmReceipt, Outgoing,
+    AttemptId, AttemptOutcome, AttemptRecord, DmEngine, DmError, DmId, DmOutput, DmPath, DmReceipt,
+    Outgoing,
 };
 use crate::proto::PeerId;
 use crate::wire::{DmEnvelope, DmSeal};
@@ -38,14 +38,7 @@ impl DmEngine {
             // Loopback: our own signature needs no check, and dedupe by
             // (me, id) keeps the contract "at most once" for self too.
             self.stats.loopback += 1;
-            self.delivered.insert((self.me, id), now);
-            self.stats.delivered += 1;
-            self.out.push_back(DmOutput::Deliver(DmDelivery {
-                from: self.me,
-                id,
-                payload,
-                path: DmPath::Loopback,
-            }));
+            self.deliver(self.me, id, payload, DmPath::Loopback, now);
             self.receipt(id, to, Some(DmPath::Loopback), Vec::new());
             return Ok(id);
         }
