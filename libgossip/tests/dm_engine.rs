@@ -729,10 +729,19 @@ fn hostile_envelopes_typed_errors() {
         net.e[2].handle_frame(net.ids[1], unknown, net.now),
         Err(DmError::UnknownSenderKey(stranger))
     );
+    // A sealed DM claiming an unknown sender is refused before any KEM work.
+    let sealed_unknown = DmEnvelope {
+        from: stranger,
+        ..fresh(16, env.body.clone())
+    };
+    assert_eq!(
+        net.e[2].handle_frame(net.ids[1], sealed_unknown, net.now),
+        Err(DmError::UnknownSenderKey(stranger))
+    );
     let s = net.e[2].stats();
     assert_eq!(s.open_failed, 3);
     assert_eq!(s.bad_signature_field, 2);
-    assert_eq!(s.unknown_sender_key, 1);
+    assert_eq!(s.unknown_sender_key, 2);
     net.pump();
     assert!(net.deliveries[2].is_empty(), "no hostile copy delivered");
     // Positive control: the genuine captured copy opens and is delivered.

@@ -29,6 +29,12 @@ impl DmEngine {
             self.stats.duplicates += 1;
             return Err(DmError::Duplicate);
         }
+        // Before any decapsulation: a sender we cannot verify is not worth
+        // the KEM work.
+        let Some(key) = self.identities.get(&env.from).cloned() else {
+            self.stats.unknown_sender_key += 1;
+            return Err(DmError::UnknownSenderKey(env.from));
+        };
         let (payload, signature, path) = match env.seal {
             DmSeal::Signed => {
                 if env.signature.is_empty() {
@@ -60,10 +66,6 @@ impl DmEngine {
                     DmPath::Relayed,
                 )
             }
-        };
-        let Some(key) = self.identities.get(&env.from).cloned() else {
-            self.stats.unknown_sender_key += 1;
-            return Err(DmError::UnknownSenderKey(env.from));
         };
         // An identical copy already being checked (same id, same signature)
         // waits for that verdict; a copy with a different signature gets its
