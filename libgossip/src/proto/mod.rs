@@ -7,6 +7,7 @@
 
 mod config;
 mod diag;
+mod dm;
 mod hashing;
 pub mod health;
 mod membership;
@@ -26,6 +27,12 @@ mod verify;
 
 pub use config::Config;
 pub use diag::{DiagHandle, PeerDiag, Snapshot, TopicDiag};
+pub use dm::{
+    AEAD_TAG_LEN, AttemptId, AttemptOutcome, AttemptRecord, CryptoError, DmConfig, DmCrypto,
+    DmDelivery, DmEngine, DmError, DmId, DmOutput, DmPath, DmReceipt, DmStats, KEM_CIPHERTEXT_LEN,
+    KEM_PUBLIC_KEY_LEN, KemKeyError, MlKemAead, SEAL_OVERHEAD, dm_signed_bytes,
+    kem_key_signed_bytes,
+};
 pub use hashing::MapHasher;
 pub use memory::{KEY_ENTRY_BYTES, MemoryPlan};
 pub use message::{Body, Gossip, IHaveEntry, Kind, Message};

@@ -1,7 +1,7 @@
 //! `encoded_len` / `emit` / `parse` for every frame (layout in `super`'s docs).
 
 use super::cursor::{Reader, Writer};
-use super::dm::{DmEnvelope, DmSeal};
+use super::dm::{DmEnvelope, DmSeal, KemKey};
 use super::error::{EmitError, Field, WireError};
 use super::{Frame, Limits, VERSION};
 use crate::proto::{Body, Gossip, IHaveEntry, Message, MessageId, PeerId, TopicId};
@@ -25,6 +25,7 @@ pub(super) mod tag {
     pub const KEY_REQUEST: u8 = 0x20;
     pub const KEY_RESPONSE: u8 = 0x21;
     pub const DM: u8 = 0x40;
+    pub const KEM_KEY: u8 = 0x41;
 }
 
 const ID: usize = 32;
@@ -158,6 +159,41 @@ fn put_peers(w: &mut Writer<'_>, peers: &[PeerId]) -> Result<(), EmitError> {
     Ok(())
 }
 
+/// Emits a record of exactly `need` bytes through `body`, after the
+/// buffer check every emitter makes first.
+fn emit_checked(
+    buf: &mut [u8],
+    need: usize,
+    body: impl FnOnce(&mut Writer<'_>) -> Result<(), EmitError>,
+) -> Result<usize, EmitError> {
+    if buf.len() < need {
+        return Err(EmitError::BufferTooSmall {
+            need,
+            got: buf.len(),
+        });
+    }
+    let mut w = Writer::new(buf);
+    body(&mut w)?;
+    Ok(w.written())
+}
+
+/// An emitter's output in a buffer of exactly `len` bytes.
+fn encode(
+    len: usize,
+    emit: impl FnOnce(&mut [u8]) -> Result<usize, EmitError>,
+) -> Result<Bytes, EmitError> {
+    let mut v = vec![0u8; len];
+    let n = emit(&mut v)?;
+    v.truncate(n);
+    Ok(Bytes::from(v))
+}
+
+/// A length-prefixed byte field.
+fn put_field<const N: usize>(w: &mut Writer<'_>, field: Field, b: &[u8]) -> Result<(), EmitError> {
+    w.len_prefix::<N>(field, b.len())?;
+    w.put(b)
+}
+
 impl DmEnvelope {
     /// Exact encoded size in bytes.
     pub fn encoded_len(&self) -> usize {
@@ -167,34 +203,78 @@ impl DmEnvelope {
     /// Writes the envelope at the start of `buf`; same contract as
     /// [`Message::emit`] (body up to 4 GiB − 1, signature up to 65,535 bytes).
     pub fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
-        let need = self.encoded_len();
-        if buf.len() < need {
-            return Err(EmitError::BufferTooSmall {
-                need,
-                got: buf.len(),
-            });
-        }
-        let mut w = Writer::new(buf);
-        w.u8(VERSION)?;
-        w.u8(tag::DM)?;
-        w.put(&self.from.0)?;
-        w.put(&self.to.0)?;
-        w.put(&self.id)?;
-        w.u8(self.ttl)?;
-        w.u8(self.seal.code())?;
-        w.len_prefix::<4>(Field::DmBody, self.body.len())?;
-        w.put(&self.body)?;
-        w.len_prefix::<2>(Field::Signature, self.signature.len())?;
-        w.put(&self.signature)?;
-        Ok(w.written())
+        emit_checked(buf, self.encoded_len(), |w| {
+            w.u8(VERSION)?;
+            w.u8(tag::DM)?;
+            w.put(&self.from.0)?;
+            w.put(&self.to.0)?;
+            w.put(&self.id)?;
+            w.u8(self.ttl)?;
+            w.u8(self.seal.code())?;
+            put_field::<4>(w, Field::DmBody, &self.body)?;
+            put_field::<2>(w, Field::Signature, &self.signature)
+        })
     }
 
     /// The encoded envelope in a buffer of exactly its length.
     pub fn to_bytes(&self) -> Result<Bytes, EmitError> {
-        let mut v = vec![0u8; self.encoded_len()];
-        let n = self.emit(&mut v)?;
-        v.truncate(n);
-        Ok(Bytes::from(v))
+        encode(self.encoded_len(), |b| self.emit(b))
+    }
+}
+
+impl KemKey {
+    /// Exact encoded size in bytes.
+    pub fn encoded_len(&self) -> usize {
+        HEAD + 8 + 2 + self.identity_key.len() + 2 + self.kem_key.len() + 2 + self.signature.len()
+    }
+
+    /// Writes the record at the start of `buf`; same contract as
+    /// [`Message::emit`] (each field up to 65,535 bytes).
+    pub fn emit(&self, buf: &mut [u8]) -> Result<usize, EmitError> {
+        emit_checked(buf, self.encoded_len(), |w| {
+            w.u8(VERSION)?;
+            w.u8(tag::KEM_KEY)?;
+            w.u64(self.serial)?;
+            put_field::<2>(w, Field::Key, &self.identity_key)?;
+            put_field::<2>(w, Field::Key, &self.kem_key)?;
+            put_field::<2>(w, Field::Signature, &self.signature)
+        })
+    }
+
+    /// The encoded record in a buffer of exactly its length.
+    pub fn to_bytes(&self) -> Result<Bytes, EmitError> {
+        encode(self.encoded_len(), |b| self.emit(b))
+    }
+
+    /// Parses one whole record; same contract as [`Frame::parse`] (never
+    /// panics, keys and signature are zero-copy slices checked against
+    /// `limits.max_key` / `limits.max_signature`, no trailing bytes). It
+    /// checks the form only: the owner hash and the signature are checked
+    /// by the DM engine before the key is used.
+    pub fn parse(rec: &Bytes, limits: &Limits) -> Result<KemKey, WireError> {
+        let mut r = Reader::new(rec);
+        let version = r.u8()?;
+        if version != VERSION {
+            return Err(WireError::BadVersion(version));
+        }
+        let t = r.u8()?;
+        if t != tag::KEM_KEY {
+            return Err(WireError::UnknownTag(t));
+        }
+        let serial = r.u64()?;
+        let len = r.u16()?;
+        let identity_key = r.bytes(Field::Key, u64::from(len), limits.max_key)?;
+        let len = r.u16()?;
+        let kem_key = r.bytes(Field::Key, u64::from(len), limits.max_key)?;
+        let len = r.u16()?;
+        let signature = r.bytes(Field::Signature, u64::from(len), limits.max_signature)?;
+        r.finish()?;
+        Ok(KemKey {
+            serial,
+            identity_key,
+            kem_key,
+            signature,
+        })
     }
 }
 

@@ -14,6 +14,11 @@
 //!   sender's signature), so forwarding nodes learn neither the content nor
 //!   a signature they could replay; `signature` is then empty.
 //!
+//! A recipient's KEM public key travels in a [`KemKey`] record, signed by
+//! the recipient's ML-DSA identity and carrying that identity key, so a
+//! node can check the record (key hash = owner id, signature) without
+//! trusting whoever handed it over.
+//!
 //! New seals take new codes; a receiver rejects codes it does not know
 //! ([`super::WireError::UnknownSeal`]) rather than guessing.
 
@@ -64,4 +69,29 @@ pub struct DmEnvelope {
     pub body: Bytes,
     /// The sender's signature for [`DmSeal::Signed`]; empty otherwise.
     pub signature: Bytes,
+}
+
+/// A peer's ML-KEM public key, published signed by its ML-DSA identity.
+///
+/// Self-contained: `identity_key` hashes to the owner's
+/// [`PeerId`](crate::proto::PeerId) and `signature` is that key's signature
+/// over [`crate::proto::kem_key_signed_bytes`]. A higher `serial` replaces a
+/// lower one (key rotation); a receiver ignores an older or equal serial.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KemKey {
+    /// Monotonic per owner; a rotation increments it.
+    pub serial: u64,
+    /// The owner's ML-DSA public key (its id is the hash of this).
+    pub identity_key: Bytes,
+    /// The ML-KEM encapsulation key senders seal to.
+    pub kem_key: Bytes,
+    /// The owner's signature over the record's signed bytes.
+    pub signature: Bytes,
+}
+
+impl KemKey {
+    /// The owner this record claims (hash of `identity_key`).
+    pub fn owner(&self) -> PeerId {
+        PeerId::from_public_key(&self.identity_key)
+    }
 }

@@ -25,7 +25,11 @@
 //!   0x20 KEY_REQUEST     origin
 //!   0x21 KEY_RESPONSE    origin key_len:u16 key
 //! 0x40 DM (no topic)     from to id:[16] ttl:u8 seal:u8 body_len:u32 body sig_len:u16 sig
+//! 0x41 KEM_KEY record    serial:u64 ik_len:u16 ik kk_len:u16 kk sig_len:u16 sig
 //! ```
+//!
+//! A KEM_KEY record is not a [`Frame`]: it is a payload the runtime carries
+//! however it publishes keys, parsed with [`KemKey::parse`].
 //!
 //! Reserved flag bits must be zero, and bytes after the message are an
 //! error, so every accepted frame has exactly one encoding (`emit(parse(b))
@@ -76,7 +80,7 @@ mod dm;
 mod error;
 
 pub use decoder::{Decoder, WireStats};
-pub use dm::{DmEnvelope, DmSeal};
+pub use dm::{DmEnvelope, DmSeal, KemKey};
 pub use error::{EmitError, ErrorClass, Field, WireError};
 
 use crate::proto::{Config, Message};
