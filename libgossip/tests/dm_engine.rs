@@ -13,38 +13,21 @@ use libgossip::proto::{
     VerifyRequest,
 };
 use libgossip::wire::{DmEnvelope, DmSeal, Frame, KemKey, Limits, WireError};
-use ml_dsa::{EncodedSignature, EncodedVerifyingKey, MlDsa65, Signature, SigningKey, VerifyingKey};
+mod mldsa_support;
 use std::time::{Duration, Instant};
 
-struct MlDsaSigner(Box<SigningKey<MlDsa65>>, Bytes);
-
-impl Signer for MlDsaSigner {
-    fn public_key(&self) -> Bytes {
-        self.1.clone()
-    }
-    fn sign(&mut self, msg: &[u8]) -> Bytes {
-        let s: Signature<MlDsa65> = ml_dsa::Signer::try_sign(self.0.as_ref(), msg).expect("sign");
-        Bytes::from(s.encode().to_vec())
-    }
-}
+use mldsa_support::{MlDsaSigner, signer as signer_from};
 
 fn signer(idx: u64) -> MlDsaSigner {
-    let mut seed = [0u8; 32];
-    seed[..8].copy_from_slice(&(idx + 100).to_be_bytes());
-    let sk = SigningKey::<MlDsa65>::from_seed(&seed.into());
-    let vk = ml_dsa::Keypair::verifying_key(&sk);
-    MlDsaSigner(Box::new(sk), Bytes::from(vk.encode().to_vec()))
+    signer_from(idx + 100)
 }
 
 fn verify(r: &VerifyRequest) -> Verdict {
-    let ok = (|| {
-        let k = EncodedVerifyingKey::<MlDsa65>::try_from(&r.key[..]).ok()?;
-        let s = EncodedSignature::<MlDsa65>::try_from(&r.signature[..]).ok()?;
-        let s = Signature::<MlDsa65>::decode(&s)?;
-        Some(ml_dsa::Verifier::verify(&VerifyingKey::<MlDsa65>::decode(&k), &r.signed, &s).is_ok())
-    })()
-    .unwrap_or(false);
-    if ok { Verdict::Valid } else { Verdict::Invalid }
+    if mldsa_support::verify(&r.key, &r.signed, &r.signature) {
+        Verdict::Valid
+    } else {
+        Verdict::Invalid
+    }
 }
 
 /// What the harness does with a transmission from `from` to `to`.

@@ -7,42 +7,16 @@
 use bytes::Bytes;
 use libgossip::proto::{Body, Gossip, Message, PeerId, Signer, TopicId};
 use libgossip::sim::{Scenario, Sim, SimCrypto};
-use ml_dsa::{EncodedSignature, EncodedVerifyingKey, MlDsa65, Signature, SigningKey, VerifyingKey};
-
-struct MlDsaSigner(Box<SigningKey<MlDsa65>>, Bytes);
-
-impl Signer for MlDsaSigner {
-    fn public_key(&self) -> Bytes {
-        self.1.clone()
-    }
-    fn sign(&mut self, msg: &[u8]) -> Bytes {
-        let s: Signature<MlDsa65> = ml_dsa::Signer::try_sign(self.0.as_ref(), msg).expect("sign");
-        Bytes::from(s.encode().to_vec())
-    }
-}
+mod mldsa_support;
 
 struct MlDsa;
 
 impl SimCrypto for MlDsa {
     fn signer(&self, idx: usize) -> Box<dyn Signer> {
-        let mut seed = [0u8; 32];
-        seed[..8].copy_from_slice(&(idx as u64 + 1).to_be_bytes());
-        let sk = SigningKey::<MlDsa65>::from_seed(&seed.into());
-        let vk = ml_dsa::Keypair::verifying_key(&sk);
-        let pk = Bytes::from(vk.encode().to_vec());
-        Box::new(MlDsaSigner(Box::new(sk), pk))
+        Box::new(mldsa_support::signer(idx as u64 + 1))
     }
     fn verify(&self, key: &[u8], msg: &[u8], sig: &[u8]) -> bool {
-        let Ok(k) = EncodedVerifyingKey::<MlDsa65>::try_from(key) else {
-            return false;
-        };
-        let Ok(s) = EncodedSignature::<MlDsa65>::try_from(sig) else {
-            return false;
-        };
-        let Some(s) = Signature::<MlDsa65>::decode(&s) else {
-            return false;
-        };
-        ml_dsa::Verifier::verify(&VerifyingKey::<MlDsa65>::decode(&k), msg, &s).is_ok()
+        mldsa_support::verify(key, msg, sig)
     }
 }
 
