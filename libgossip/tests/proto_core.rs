@@ -312,7 +312,9 @@ fn delivery_order_policy() {
 }
 
 /// G15: readers of the diagnostics handle always see a complete snapshot,
-/// never an empty transient, while the node keeps publishing new ones.
+/// never an empty transient, while the driver keeps publishing new ones.
+/// The test plays the driver: it publishes `Node::snapshot(now)` after each
+/// tick, as a runtime serving readers on other threads does.
 #[test]
 fn diagnostics_snapshot_consistent_under_concurrent_reads() {
     let now = Instant::now();
@@ -324,7 +326,9 @@ fn diagnostics_snapshot_consistent_under_concurrent_reads() {
     }
     a.handle_timeout(now + Duration::from_secs(1));
     drain(&mut a);
-    let h = a.diag_handle();
+    let h = libgossip::proto::DiagHandle::default();
+    assert!(h.load().at.is_none(), "nothing published yet");
+    h.store(a.snapshot(now + Duration::from_secs(1)));
     assert_eq!(h.load().topics.len(), 1);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let readers: Vec<_> = (0..2)
@@ -347,8 +351,10 @@ fn diagnostics_snapshot_consistent_under_concurrent_reads() {
         })
         .collect();
     for i in 2..2000u64 {
-        a.handle_timeout(now + Duration::from_millis(500) * i as u32);
+        let t = now + Duration::from_millis(500) * i as u32;
+        a.handle_timeout(t);
         drain(&mut a);
+        h.store(a.snapshot(t));
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for r in readers {

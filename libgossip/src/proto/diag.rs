@@ -1,10 +1,13 @@
 //! Diagnostics snapshots, consistent under concurrent reads.
 //!
-//! The node builds a complete [`Snapshot`] value and swaps it into a
-//! [`DiagHandle`] in one step (`RwLock<Arc<Snapshot>>`: the write lock is held
-//! only for the pointer swap, readers clone the `Arc` and read at leisure).
-//! A reader therefore sees either the previous or the next snapshot, never a
-//! half-built or empty one.
+//! [`Node::snapshot`](super::Node::snapshot) is the one way to read a node's
+//! diagnostics: it builds a complete [`Snapshot`] value on request, so the
+//! core does no diagnostics work nobody asked for. Where a snapshot goes is
+//! the driver's choice; a driver that serves readers on other threads
+//! publishes it into a [`DiagHandle`] in one step (`RwLock<Arc<Snapshot>>`:
+//! the write lock is held only for the pointer swap, readers clone the `Arc`
+//! and read at leisure), so a reader sees either the previous or the next
+//! snapshot, never a half-built or empty one.
 
 use super::health::snapshot::HealthSnapshot;
 use super::message::Kind;
@@ -185,7 +188,9 @@ impl Snapshot {
     }
 }
 
-/// Shared handle to the latest snapshot.
+/// Shared handle to the latest published snapshot: the pointer-swap cell a
+/// driver uses to hand [`Node::snapshot`](super::Node::snapshot) results to
+/// readers on other threads (G15).
 #[derive(Clone, Debug, Default)]
 pub struct DiagHandle {
     inner: Arc<RwLock<Arc<Snapshot>>>,
@@ -201,7 +206,8 @@ impl DiagHandle {
         }
     }
 
-    /// Replaces the snapshot in one pointer swap.
+    /// Replaces the snapshot in one pointer swap (the previous one stays
+    /// valid for readers still holding it).
     pub fn store(&self, s: Snapshot) {
         let s = Arc::new(s);
         match self.inner.write() {

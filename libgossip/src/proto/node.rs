@@ -5,7 +5,7 @@ mod frame;
 pub use frame::Received;
 
 use super::config::Config;
-use super::diag::{DiagHandle, Snapshot};
+use super::diag::Snapshot;
 use super::health::cooling::CoolingDecision;
 use super::health::mesh::{MeshMaintainer, MeshParams};
 use super::health::snapshot::HealthSnapshot;
@@ -61,7 +61,6 @@ pub struct Node {
     out: Outbox,
     peers: PeerTable,
     maintenance_armed: bool,
-    diag: DiagHandle,
     /// Messages for topics we are not in.
     unknown_topic: u64,
     health: PeerHealth<PeerId, TopicId>,
@@ -126,7 +125,6 @@ impl Node {
             out: Outbox::default(),
             peers: PeerTable::default(),
             maintenance_armed: false,
-            diag: DiagHandle::default(),
             unknown_topic: 0,
             health: PeerHealth::new(HealthParams::default()),
             sendq: SendQueues::new(send_queue),
@@ -147,11 +145,6 @@ impl Node {
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.cfg
-    }
-
-    /// A handle for lock-free-ish diagnostics readers (see [`DiagHandle`]).
-    pub fn diag_handle(&self) -> DiagHandle {
-        self.diag.clone()
     }
 
     /// Joins `topic` through `bootstrap` peers (may be empty for the first node).
@@ -591,7 +584,6 @@ impl Node {
             .retain(|_, at| now.saturating_duration_since(*at) < stale);
         self.verifier
             .expire(now, self.cfg.verify_timeout, self.cfg.key_wait_timeout);
-        self.diag.store(self.snapshot(now));
     }
 
     /// Next output, if any.
