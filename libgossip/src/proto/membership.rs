@@ -14,7 +14,7 @@ use rand::seq::{IndexedRandom, SliceRandom};
 
 impl Topic {
     /// Starts joining through `bootstrap` peers.
-    pub fn join(&mut self, ctx: &mut Ctx<'_>, bootstrap: &[PeerId]) {
+    pub(crate) fn join(&mut self, ctx: &mut Ctx<'_>, bootstrap: &[PeerId]) {
         let me = ctx.me;
         for b in bootstrap
             .iter()
@@ -27,7 +27,7 @@ impl Topic {
     }
 
     /// Adds `p` to the active view (LAZY first), evicting a random peer if full.
-    pub fn add_active(&mut self, ctx: &mut Ctx<'_>, p: PeerId) {
+    pub(crate) fn add_active(&mut self, ctx: &mut Ctx<'_>, p: PeerId) {
         if p == ctx.me || self.link(&p).is_some() {
             return;
         }
@@ -55,7 +55,7 @@ impl Topic {
         }));
     }
 
-    pub fn add_passive(&mut self, ctx: &mut Ctx<'_>, p: PeerId) {
+    pub(crate) fn add_passive(&mut self, ctx: &mut Ctx<'_>, p: PeerId) {
         if p == ctx.me || self.link(&p).is_some() || self.passive.contains(&p) {
             return;
         }
@@ -81,7 +81,7 @@ impl Topic {
     }
 
     /// Handles a membership message. Returns false for non-membership bodies.
-    pub fn on_membership(&mut self, ctx: &mut Ctx<'_>, from: PeerId, body: Body) {
+    pub(crate) fn on_membership(&mut self, ctx: &mut Ctx<'_>, from: PeerId, body: Body) {
         match body {
             Body::Join => {
                 self.add_active(ctx, from);
@@ -218,7 +218,7 @@ impl Topic {
     }
 
     /// Starts a shuffle through a random active peer.
-    pub fn shuffle(&mut self, ctx: &mut Ctx<'_>) {
+    pub(crate) fn shuffle(&mut self, ctx: &mut Ctx<'_>) {
         let Some(target) = self.active.choose(ctx.rng).map(|l| l.peer) else {
             return;
         };
@@ -246,7 +246,7 @@ impl Topic {
     }
 
     /// `p` is unreachable: drop it everywhere and start a replacement.
-    pub fn on_peer_failed(&mut self, ctx: &mut Ctx<'_>, p: &PeerId) {
+    pub(crate) fn on_peer_failed(&mut self, ctx: &mut Ctx<'_>, p: &PeerId) {
         let was_active = self.remove_active(ctx, p);
         self.passive.retain(|q| q != p);
         self.pending.retain(|(q, _)| q != p);
@@ -258,7 +258,7 @@ impl Topic {
 
     /// Asks one passive peer to fill a hole in the active view; expires
     /// unanswered requests.
-    pub fn repair(&mut self, ctx: &mut Ctx<'_>) {
+    pub(crate) fn repair(&mut self, ctx: &mut Ctx<'_>) {
         let limit = ctx.cfg.max_send_timeout;
         let now = ctx.now;
         let mut expired = Vec::new();

@@ -161,13 +161,20 @@ pub(crate) struct Outbox {
 
 impl Outbox {
     /// Heap bytes of the output queue and the timer heap at their capacity.
-    pub fn footprint(&self) -> usize {
+    pub(crate) fn footprint(&self) -> usize {
         use std::mem::size_of;
         self.queue.capacity() * size_of::<Output>()
             + self.timers.capacity() * size_of::<Reverse<(Instant, Timer)>>()
     }
 
-    pub fn transmit(&mut self, to: PeerId, msg: Message, timeout: Duration, probe: bool, id: u64) {
+    pub(crate) fn transmit(
+        &mut self,
+        to: PeerId,
+        msg: Message,
+        timeout: Duration,
+        probe: bool,
+        id: u64,
+    ) {
         let k = msg.kind().index();
         self.sent[k] += 1;
         self.sent_bytes[k] += msg.encoded_len() as u64;
@@ -180,26 +187,26 @@ impl Outbox {
         }));
     }
 
-    pub fn push(&mut self, o: Output) {
+    pub(crate) fn push(&mut self, o: Output) {
         self.queue.push_back(o);
     }
 
-    pub fn arm(&mut self, at: Instant, t: Timer) {
+    pub(crate) fn arm(&mut self, at: Instant, t: Timer) {
         self.timers.push(Reverse((at, t)));
     }
 
-    pub fn next_timer(&self) -> Option<Instant> {
+    pub(crate) fn next_timer(&self) -> Option<Instant> {
         self.timers.peek().map(|Reverse((at, _))| *at)
     }
 
-    pub fn pop_due(&mut self, now: Instant) -> Option<Timer> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Timer> {
         match self.timers.peek() {
             Some(Reverse((at, _))) if *at <= now => self.timers.pop().map(|Reverse((_, t))| t),
             _ => None,
         }
     }
 
-    pub fn timers_len(&self) -> usize {
+    pub(crate) fn timers_len(&self) -> usize {
         self.timers.len()
     }
 }

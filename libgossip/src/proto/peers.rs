@@ -32,7 +32,7 @@ pub(crate) enum LinkVerdict {
 }
 
 impl PeerTable {
-    pub fn on_outcome(&mut self, p: PeerId, o: SendOutcome, _now: Instant) -> LinkVerdict {
+    pub(crate) fn on_outcome(&mut self, p: PeerId, o: SendOutcome, _now: Instant) -> LinkVerdict {
         match o {
             SendOutcome::Delivered { .. } => {
                 self.ok += 1;
@@ -58,7 +58,7 @@ impl PeerTable {
     }
 
     /// Forgets peers `keep` rejects (bounds the table by the views).
-    pub fn retain(&mut self, keep: impl Fn(&PeerId) -> bool) {
+    pub(crate) fn retain(&mut self, keep: impl Fn(&PeerId) -> bool) {
         self.map.retain(|p, _| keep(p));
     }
 }

@@ -59,7 +59,7 @@ pub(crate) struct Recent {
 }
 
 impl Recent {
-    pub fn new(cfg: &Config) -> Self {
+    pub(crate) fn new(cfg: &Config) -> Self {
         let mut store = RetentionParams::payload_store();
         store.max_bytes = cfg.store_max_bytes;
         store.entry_overhead = entry_overhead::<MessageId, Stored>();
@@ -78,16 +78,16 @@ impl Recent {
         }
     }
 
-    pub fn is_seen(&self, id: &MessageId) -> bool {
+    pub(crate) fn is_seen(&self, id: &MessageId) -> bool {
         self.seen.contains(id)
     }
 
-    pub fn get(&self, id: &MessageId) -> Option<&Stored> {
+    pub(crate) fn get(&self, id: &MessageId) -> Option<&Stored> {
         self.store.get(id)
     }
 
     /// Records a verified message. Returns false if it was already seen.
-    pub fn insert(&mut self, id: MessageId, s: Stored, now: Instant) -> bool {
+    pub(crate) fn insert(&mut self, id: MessageId, s: Stored, now: Instant) -> bool {
         if !self.seen.insert(id, (), 0, now) {
             return false;
         }
@@ -97,7 +97,7 @@ impl Recent {
     }
 
     /// Expires by age (harmless to call often).
-    pub fn expire(&mut self, now: Instant) {
+    pub(crate) fn expire(&mut self, now: Instant) {
         self.seen.handle_timeout(now);
         self.store.handle_timeout(now);
     }
@@ -106,7 +106,7 @@ impl Recent {
     /// of older ones starting `cursor` entries past them. Returns the ids and
     /// the next cursor (wrapping), so successive digests sweep the whole
     /// store instead of repeating only the newest messages.
-    pub fn digest(&self, max: usize, cursor: usize) -> (Vec<MessageId>, usize) {
+    pub(crate) fn digest(&self, max: usize, cursor: usize) -> (Vec<MessageId>, usize) {
         let newest = max / 2;
         let mut ids: Vec<MessageId> = self.store.keys_newest_first().take(newest).collect();
         let older = self.store.len().saturating_sub(newest);
@@ -126,25 +126,25 @@ impl Recent {
     }
 
     /// The newest `n` stored ids, newest first.
-    pub fn newest(&self, n: usize) -> Vec<MessageId> {
+    pub(crate) fn newest(&self, n: usize) -> Vec<MessageId> {
         self.store.keys_newest_first().take(n).collect()
     }
 
-    pub fn seen_len(&self) -> usize {
+    pub(crate) fn seen_len(&self) -> usize {
         self.seen.len()
     }
 
-    pub fn store_len(&self) -> usize {
+    pub(crate) fn store_len(&self) -> usize {
         self.store.len()
     }
 
     /// Heap bytes held now (tables at their allocated capacity).
-    pub fn footprint(&self) -> usize {
+    pub(crate) fn footprint(&self) -> usize {
         self.seen.footprint() + self.store.footprint()
     }
 
     /// Retention counters now.
-    pub fn stats(&self, now: Instant) -> RecentStats {
+    pub(crate) fn stats(&self, now: Instant) -> RecentStats {
         RecentStats {
             seen: self.seen.stats(now),
             store: self.store.stats(now),

@@ -75,13 +75,19 @@ impl Ctx<'_> {
     /// Sends through peer health: cooling may hold it back (after the
     /// cooldown exactly one send goes out as the probe), a full window queues
     /// it (IHAVE: coalesces it), a full queue drops it; all counted.
-    pub fn send(&mut self, topic: TopicId, to: PeerId, body: Body) -> Sent {
+    pub(crate) fn send(&mut self, topic: TopicId, to: PeerId, body: Body) -> Sent {
         let kind = send_kind(&body);
         self.send_as(topic, to, body, kind)
     }
 
     /// [`Ctx::send`] with an explicit budget class (IWANT answers, anti-entropy).
-    pub fn send_as(&mut self, topic: TopicId, to: PeerId, body: Body, kind: SendKind) -> Sent {
+    pub(crate) fn send_as(
+        &mut self,
+        topic: TopicId,
+        to: PeerId,
+        body: Body,
+        kind: SendKind,
+    ) -> Sent {
         let msg = Message { topic, body };
         let k = msg.kind().index();
         if msg.kind() == Kind::Membership || matches!(msg.body, Body::KeyRequest { .. }) {
@@ -162,7 +168,7 @@ impl Ctx<'_> {
     }
 
     /// Sends `peer`'s queued work while its window has room.
-    pub fn drain(&mut self, peer: PeerId) {
+    pub(crate) fn drain(&mut self, peer: PeerId) {
         while let Some(e) = self.sendq.pop(&peer, self.now) {
             match self.health.begin_send(peer, e.topic, e.kind, self.now) {
                 SendDecision::Send { ticket, timeout } => {
@@ -188,7 +194,7 @@ impl Ctx<'_> {
 
     /// Whether `p` may be made EAGER on `topic` now (GRAFT respects cooling
     /// backoff and post-recovery probation).
-    pub fn graft_ok(&self, topic: TopicId, p: &PeerId) -> bool {
+    pub(crate) fn graft_ok(&self, topic: TopicId, p: &PeerId) -> bool {
         self.health
             .cooling()
             .graft_blocked_until(*p, topic, self.now)

@@ -65,7 +65,7 @@ impl Default for SendQueueParams {
 }
 
 /// Bytes charged per entry on top of its wire size.
-pub const ENTRY_OVERHEAD: usize = 64;
+pub(super) const ENTRY_OVERHEAD: usize = 64;
 
 /// Counters and sizes (sizes are current, counters monotonic).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -130,7 +130,7 @@ pub(crate) struct SendQueues {
 }
 
 impl SendQueues {
-    pub fn new(params: SendQueueParams) -> Self {
+    pub(crate) fn new(params: SendQueueParams) -> Self {
         Self {
             params,
             ..Self::default()
@@ -139,14 +139,14 @@ impl SendQueues {
 
     /// Whether `peer` has work of `kind`'s class (or a more urgent one)
     /// waiting, so a new send of that kind must queue behind it.
-    pub fn has_backlog(&self, peer: &PeerId, kind: SendKind) -> bool {
+    pub(crate) fn has_backlog(&self, peer: &PeerId, kind: SendKind) -> bool {
         self.peers
             .get(peer)
             .is_some_and(|q| q.classes[..=class(kind)].iter().any(|c| !c.is_empty()))
     }
 
     /// Queues `body`; on a full bound returns it back (counted as dropped).
-    pub fn push(
+    pub(crate) fn push(
         &mut self,
         peer: PeerId,
         topic: TopicId,
@@ -185,7 +185,7 @@ impl SendQueues {
     /// Takes the next entry for `peer` in class order (counted as sent),
     /// dropping expired ones on the way. Give it back with
     /// [`requeue`](Self::requeue) if it cannot go out after all.
-    pub fn pop(&mut self, peer: &PeerId, now: Instant) -> Option<Queued> {
+    pub(crate) fn pop(&mut self, peer: &PeerId, now: Instant) -> Option<Queued> {
         let max_age = self.params.max_age;
         let q = self.peers.get_mut(peer)?;
         let mut found = None;
@@ -214,7 +214,7 @@ impl SendQueues {
 
     /// Puts an entry [`pop`](Self::pop) returned back at the head of its
     /// class (it was never sent; bounds were checked when it was queued).
-    pub fn requeue(&mut self, peer: PeerId, e: Queued) {
+    pub(crate) fn requeue(&mut self, peer: PeerId, e: Queued) {
         self.stats.sent = self.stats.sent.saturating_sub(1);
         let q = self.peers.entry(peer).or_default();
         q.bytes += e.cost;
@@ -224,7 +224,7 @@ impl SendQueues {
     }
 
     /// Drops `peer`'s entries for `topic` (all topics if `None`).
-    pub fn flush(&mut self, peer: &PeerId, topic: Option<TopicId>) -> usize {
+    pub(crate) fn flush(&mut self, peer: &PeerId, topic: Option<TopicId>) -> usize {
         let Some(q) = self.peers.get_mut(peer) else {
             return 0;
         };
@@ -251,13 +251,13 @@ impl SendQueues {
     }
 
     /// Peers with queued work (sorted, so draining order is deterministic).
-    pub fn peers(&self) -> Vec<PeerId> {
+    pub(crate) fn peers(&self) -> Vec<PeerId> {
         let mut v: Vec<PeerId> = self.peers.keys().copied().collect();
         v.sort();
         v
     }
 
-    pub fn stats(&self) -> SendQueueStats {
+    pub(crate) fn stats(&self) -> SendQueueStats {
         SendQueueStats {
             len: self.len,
             bytes: self.bytes,

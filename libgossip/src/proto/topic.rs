@@ -97,7 +97,7 @@ pub(crate) struct Topic {
 }
 
 impl Topic {
-    pub fn new(id: TopicId, mesh: MeshMaintainer, cfg: &Config) -> Self {
+    pub(crate) fn new(id: TopicId, mesh: MeshMaintainer, cfg: &Config) -> Self {
         Self {
             id,
             active: Vec::new(),
@@ -117,7 +117,7 @@ impl Topic {
         }
     }
 
-    pub fn link(&self, p: &PeerId) -> Option<&Link> {
+    pub(crate) fn link(&self, p: &PeerId) -> Option<&Link> {
         self.active.iter().find(|l| l.peer == *p)
     }
 
@@ -125,11 +125,11 @@ impl Topic {
         self.active.iter_mut().find(|l| l.peer == *p)
     }
 
-    pub fn eager_count(&self) -> usize {
+    pub(crate) fn eager_count(&self) -> usize {
         self.active.iter().filter(|l| l.eager).count()
     }
 
-    pub fn set_eager(&mut self, p: &PeerId, eager: bool) {
+    pub(crate) fn set_eager(&mut self, p: &PeerId, eager: bool) {
         if let Some(l) = self.link_mut(p) {
             l.eager = eager;
         }
@@ -164,7 +164,7 @@ impl Topic {
     }
 
     /// Our own message: record and send.
-    pub fn publish(&mut self, ctx: &mut Ctx<'_>, g: Gossip, id: MessageId) {
+    pub(crate) fn publish(&mut self, ctx: &mut Ctx<'_>, g: Gossip, id: MessageId) {
         self.stats.published += 1;
         self.recent.insert(
             id,
@@ -180,7 +180,7 @@ impl Topic {
 
     /// A copy whose signature was verified. `from` is the first sender, `dups`
     /// further senders whose identical copies were coalesced meanwhile.
-    pub fn on_valid(
+    pub(crate) fn on_valid(
         &mut self,
         ctx: &mut Ctx<'_>,
         mut g: Gossip,
@@ -252,7 +252,7 @@ impl Topic {
     }
 
     /// A verified duplicate from `p`: its eager link is redundant.
-    pub fn on_duplicate(&mut self, ctx: &mut Ctx<'_>, p: PeerId) {
+    pub(crate) fn on_duplicate(&mut self, ctx: &mut Ctx<'_>, p: PeerId) {
         self.stats.duplicates += 1;
         let eager = self.eager_count();
         if self.link(&p).is_some_and(|l| l.eager) && eager > ctx.cfg.d_low {
@@ -261,11 +261,11 @@ impl Topic {
         }
     }
 
-    pub fn on_prune(&mut self, p: PeerId) {
+    pub(crate) fn on_prune(&mut self, p: PeerId) {
         self.set_eager(&p, false);
     }
 
-    pub fn on_graft(&mut self, ctx: &mut Ctx<'_>, p: PeerId, ids: &[MessageId]) {
+    pub(crate) fn on_graft(&mut self, ctx: &mut Ctx<'_>, p: PeerId, ids: &[MessageId]) {
         if ctx.graft_ok(self.id, &p) {
             self.set_eager(&p, true);
         } else if self.link(&p).is_some() {
@@ -275,7 +275,7 @@ impl Topic {
         self.answer_iwant(ctx, p, ids);
     }
 
-    pub fn answer_iwant(&mut self, ctx: &mut Ctx<'_>, p: PeerId, ids: &[MessageId]) {
+    pub(crate) fn answer_iwant(&mut self, ctx: &mut Ctx<'_>, p: PeerId, ids: &[MessageId]) {
         if ids.len() > ctx.cfg.list_max {
             self.stats.list_truncated += (ids.len() - ctx.cfg.list_max) as u64;
         }
@@ -292,7 +292,7 @@ impl Topic {
         }
     }
 
-    pub fn on_ihave(&mut self, ctx: &mut Ctx<'_>, p: PeerId, entries: &[IHaveEntry]) {
+    pub(crate) fn on_ihave(&mut self, ctx: &mut Ctx<'_>, p: PeerId, entries: &[IHaveEntry]) {
         if entries.len() > ctx.cfg.list_max {
             self.stats.list_truncated += (entries.len() - ctx.cfg.list_max) as u64;
         }
@@ -343,7 +343,7 @@ impl Topic {
 
     /// The IWANT timer for `id` fired and nothing arrived: graft the next
     /// announcer and ask it.
-    pub fn on_iwant_timer(&mut self, ctx: &mut Ctx<'_>, id: MessageId) {
+    pub(crate) fn on_iwant_timer(&mut self, ctx: &mut Ctx<'_>, id: MessageId) {
         if self.recent.is_seen(&id) {
             self.missing.remove(&id);
             return;
@@ -395,7 +395,7 @@ impl Topic {
     }
 
     /// Sends the batched IHAVEs, one frame per peer.
-    pub fn flush_ihave(&mut self, ctx: &mut Ctx<'_>) {
+    pub(crate) fn flush_ihave(&mut self, ctx: &mut Ctx<'_>) {
         self.flush_armed = false;
         if self.lazy_queue.is_empty() {
             return;
@@ -444,7 +444,7 @@ impl Topic {
     }
 
     /// Anti-entropy digest from `p`: ask for what we lack.
-    pub fn on_digest(&mut self, ctx: &mut Ctx<'_>, p: PeerId, ids: &[MessageId]) -> bool {
+    pub(crate) fn on_digest(&mut self, ctx: &mut Ctx<'_>, p: PeerId, ids: &[MessageId]) -> bool {
         if ids.len() > ctx.cfg.list_max {
             self.stats.list_truncated += (ids.len() - ctx.cfg.list_max) as u64;
         }
@@ -464,7 +464,7 @@ impl Topic {
 
     /// Sends one digest to a random peer: mostly active, sometimes passive so
     /// that two halves of a healed partition find each other.
-    pub fn anti_entropy(&mut self, ctx: &mut Ctx<'_>) {
+    pub(crate) fn anti_entropy(&mut self, ctx: &mut Ctx<'_>) {
         use rand::Rng;
         let (ids, next) = self.recent.digest(ctx.cfg.digest_max, self.ae_cursor);
         self.ae_cursor = next;
@@ -487,7 +487,7 @@ impl Topic {
     /// within [d_low, d_high] (capped promotions per round — never bulk
     /// re-promotion), demotes cooled or low-scored eager peers, and grafts a
     /// clearly better lazy peer now and then. The plan becomes GRAFT/PRUNE.
-    pub fn mesh_maintenance(&mut self, ctx: &mut Ctx<'_>) {
+    pub(crate) fn mesh_maintenance(&mut self, ctx: &mut Ctx<'_>) {
         use super::health::mesh::LinkState;
         /// Newest deliveries that count as tree-parent evidence.
         const MESH_PARENT_WINDOW: usize = 16;
@@ -531,7 +531,7 @@ impl Topic {
     }
 
     /// Peers this topic refers to (bounds the node's peer table).
-    pub fn knows(&self, p: &PeerId) -> bool {
+    pub(crate) fn knows(&self, p: &PeerId) -> bool {
         self.link(p).is_some()
             || self.passive.contains(p)
             || self.pending.iter().any(|(q, _)| q == p)
@@ -539,7 +539,7 @@ impl Topic {
 
     /// Heap bytes of per-topic state: tables at their allocated capacity,
     /// plus each missing entry's announcer lists.
-    pub fn state_bytes(&self) -> usize {
+    pub(crate) fn state_bytes(&self) -> usize {
         use std::mem::size_of;
         let missing_lists: usize = self
             .missing

@@ -98,7 +98,13 @@ pub(crate) struct Verifier {
 
 impl Verifier {
     /// Folds an identical copy into a pending verification. True if folded.
-    pub fn coalesce(&mut self, id: &MessageId, g: &Gossip, from: PeerId, max: usize) -> bool {
+    pub(crate) fn coalesce(
+        &mut self,
+        id: &MessageId,
+        g: &Gossip,
+        from: PeerId,
+        max: usize,
+    ) -> bool {
         if !self.by_id.contains_key(id) {
             return false;
         }
@@ -114,7 +120,7 @@ impl Verifier {
         false
     }
 
-    pub fn start(
+    pub(crate) fn start(
         &mut self,
         topic: TopicId,
         id: MessageId,
@@ -140,7 +146,7 @@ impl Verifier {
         req
     }
 
-    pub fn finish(&mut self, req: u64) -> Option<Pending> {
+    pub(crate) fn finish(&mut self, req: u64) -> Option<Pending> {
         let p = self.pending.remove(&req)?;
         self.pending_bytes -= held_bytes(&p.gossip);
         if let Some(c) = self.by_id.get_mut(&p.id) {
@@ -153,7 +159,7 @@ impl Verifier {
     }
 
     /// Parks a copy until its origin's key arrives.
-    pub fn wait(
+    pub(crate) fn wait(
         &mut self,
         topic: TopicId,
         id: MessageId,
@@ -176,7 +182,7 @@ impl Verifier {
     }
 
     /// Takes every copy waiting for `origin`'s key.
-    pub fn take_waiting(&mut self, origin: &PeerId) -> Vec<Waiting> {
+    pub(crate) fn take_waiting(&mut self, origin: &PeerId) -> Vec<Waiting> {
         let w = self.waiting.remove(origin).unwrap_or_default();
         self.waiting_len -= w.len();
         self.waiting_bytes -= w.iter().map(|w| held_bytes(&w.gossip)).sum::<usize>();
@@ -188,7 +194,12 @@ impl Verifier {
     /// IHAVE/IWANT or anti-entropy) and on copies whose key did not arrive
     /// within `key_wait_timeout` (made-up origins cost an attacker nothing).
     /// Both are counted.
-    pub fn expire(&mut self, now: Instant, verify_timeout: Duration, key_wait_timeout: Duration) {
+    pub(crate) fn expire(
+        &mut self,
+        now: Instant,
+        verify_timeout: Duration,
+        key_wait_timeout: Duration,
+    ) {
         let stale: Vec<u64> = self
             .pending
             .iter()
@@ -216,11 +227,11 @@ impl Verifier {
         self.stats.key_wait_expired += n as u64;
     }
 
-    pub fn key(&self, p: &PeerId) -> Option<&Bytes> {
+    pub(crate) fn key(&self, p: &PeerId) -> Option<&Bytes> {
         self.keys.get(p)
     }
 
-    pub fn insert_key(&mut self, p: PeerId, key: Bytes, max: usize) {
+    pub(crate) fn insert_key(&mut self, p: PeerId, key: Bytes, max: usize) {
         if self.keys.insert(p, key).is_none() {
             self.key_order.push_back(p);
         }
@@ -235,13 +246,13 @@ impl Verifier {
         }
     }
 
-    pub fn keys_len(&self) -> usize {
+    pub(crate) fn keys_len(&self) -> usize {
         self.keys.len()
     }
 
     /// Heap bytes held now: the tables at their allocated capacity, and the
     /// payloads, signatures and keys they hold.
-    pub fn footprint(&self) -> usize {
+    pub(crate) fn footprint(&self) -> usize {
         use std::mem::size_of;
         let pending: usize = self
             .pending

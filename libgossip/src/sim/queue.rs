@@ -44,7 +44,7 @@ pub(crate) struct EventQueue<T> {
 
 impl<T> EventQueue<T> {
     /// An empty queue whose ticks count from `base` (no event may be earlier).
-    pub fn new(base: Instant) -> Self {
+    pub(super) fn new(base: Instant) -> Self {
         Self {
             base,
             cur: 0,
@@ -69,7 +69,7 @@ impl<T> EventQueue<T> {
     }
 
     /// Schedules `item` at `at` (not before the last popped event).
-    pub fn push(&mut self, at: Instant, item: T) {
+    pub(super) fn push(&mut self, at: Instant, item: T) {
         self.seq += 1;
         let slot = match self.free.pop() {
             Some(i) => {
@@ -145,7 +145,7 @@ impl<T> EventQueue<T> {
     }
 
     /// Time of the next event.
-    pub fn peek_at(&mut self) -> Option<Instant> {
+    pub(super) fn peek_at(&mut self) -> Option<Instant> {
         if !self.settle() {
             return None;
         }
@@ -153,7 +153,7 @@ impl<T> EventQueue<T> {
     }
 
     /// Removes and returns the next event.
-    pub fn pop(&mut self) -> Option<(Instant, T)> {
+    pub(super) fn pop(&mut self) -> Option<(Instant, T)> {
         if !self.settle() {
             return None;
         }

@@ -9,23 +9,23 @@ use bytes::Bytes;
 
 /// Message tags (the byte after the version).
 pub(super) mod tag {
-    pub const EAGER: u8 = 0x01;
-    pub const IHAVE: u8 = 0x02;
-    pub const IWANT: u8 = 0x03;
-    pub const GRAFT: u8 = 0x04;
-    pub const PRUNE: u8 = 0x05;
-    pub const DIGEST: u8 = 0x06;
-    pub const JOIN: u8 = 0x10;
-    pub const FORWARD_JOIN: u8 = 0x11;
-    pub const NEIGHBOR: u8 = 0x12;
-    pub const NEIGHBOR_REPLY: u8 = 0x13;
-    pub const DISCONNECT: u8 = 0x14;
-    pub const SHUFFLE: u8 = 0x15;
-    pub const SHUFFLE_REPLY: u8 = 0x16;
-    pub const KEY_REQUEST: u8 = 0x20;
-    pub const KEY_RESPONSE: u8 = 0x21;
-    pub const DM: u8 = 0x40;
-    pub const KEM_KEY: u8 = 0x41;
+    pub(crate) const EAGER: u8 = 0x01;
+    pub(crate) const IHAVE: u8 = 0x02;
+    pub(crate) const IWANT: u8 = 0x03;
+    pub(crate) const GRAFT: u8 = 0x04;
+    pub(crate) const PRUNE: u8 = 0x05;
+    pub(crate) const DIGEST: u8 = 0x06;
+    pub(crate) const JOIN: u8 = 0x10;
+    pub(crate) const FORWARD_JOIN: u8 = 0x11;
+    pub(crate) const NEIGHBOR: u8 = 0x12;
+    pub(crate) const NEIGHBOR_REPLY: u8 = 0x13;
+    pub(crate) const DISCONNECT: u8 = 0x14;
+    pub(crate) const SHUFFLE: u8 = 0x15;
+    pub(crate) const SHUFFLE_REPLY: u8 = 0x16;
+    pub(crate) const KEY_REQUEST: u8 = 0x20;
+    pub(crate) const KEY_RESPONSE: u8 = 0x21;
+    pub(crate) const DM: u8 = 0x40;
+    pub(crate) const KEM_KEY: u8 = 0x41;
 }
 
 const ID: usize = 32;

@@ -19,7 +19,7 @@ pub(super) struct Dedupe {
 }
 
 impl Dedupe {
-    pub fn new(cap: usize, ttl: Duration) -> Self {
+    pub(super) fn new(cap: usize, ttl: Duration) -> Self {
         Self {
             cap,
             ttl,
@@ -28,14 +28,14 @@ impl Dedupe {
         }
     }
 
-    pub fn contains(&self, k: &(PeerId, DmId), now: Instant) -> bool {
+    pub(super) fn contains(&self, k: &(PeerId, DmId), now: Instant) -> bool {
         self.seen
             .get(k)
             .is_some_and(|at| now.saturating_duration_since(*at) < self.ttl)
     }
 
     /// Records `k`; returns how many live entries were evicted to make room.
-    pub fn insert(&mut self, k: (PeerId, DmId), now: Instant) -> u64 {
+    pub(super) fn insert(&mut self, k: (PeerId, DmId), now: Instant) -> u64 {
         self.expire(now);
         let mut evicted = 0;
         while self.seen.len() >= self.cap.max(1) {
@@ -55,7 +55,7 @@ impl Dedupe {
     }
 
     /// Forgets entries older than the TTL.
-    pub fn expire(&mut self, now: Instant) {
+    pub(super) fn expire(&mut self, now: Instant) {
         while let Some((k, at)) = self.order.front().copied() {
             if now.saturating_duration_since(at) < self.ttl {
                 break;
@@ -68,11 +68,11 @@ impl Dedupe {
     }
 
     /// When the oldest entry expires.
-    pub fn next_expiry(&self) -> Option<Instant> {
+    pub(super) fn next_expiry(&self) -> Option<Instant> {
         self.order.front().map(|(_, at)| *at + self.ttl)
     }
 
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.seen.len()
     }
 }
@@ -87,7 +87,7 @@ pub(super) struct ForwardBudget {
 }
 
 impl ForwardBudget {
-    pub fn new(per_origin: u32, window: Duration, max_origins: usize) -> Self {
+    pub(super) fn new(per_origin: u32, window: Duration, max_origins: usize) -> Self {
         Self {
             per_origin,
             window,
@@ -98,7 +98,7 @@ impl ForwardBudget {
 
     /// Takes one forward from `origin`'s budget; false if none is left or
     /// the table is full of origins whose windows are still open.
-    pub fn take(&mut self, origin: PeerId, now: Instant) -> bool {
+    pub(super) fn take(&mut self, origin: PeerId, now: Instant) -> bool {
         if !self.used.contains_key(&origin) && self.used.len() >= self.max_origins {
             let w = self.window;
             self.used
@@ -128,7 +128,7 @@ pub(super) struct KeyTable<V> {
 }
 
 impl<V> KeyTable<V> {
-    pub fn new(cap: usize) -> Self {
+    pub(super) fn new(cap: usize) -> Self {
         Self {
             cap,
             map: HashMap::new(),
@@ -136,12 +136,12 @@ impl<V> KeyTable<V> {
         }
     }
 
-    pub fn get(&self, p: &PeerId) -> Option<&V> {
+    pub(super) fn get(&self, p: &PeerId) -> Option<&V> {
         self.map.get(p)
     }
 
     /// Inserts or replaces; returns how many other keys were evicted.
-    pub fn insert(&mut self, p: PeerId, v: V) -> u64 {
+    pub(super) fn insert(&mut self, p: PeerId, v: V) -> u64 {
         if self.map.insert(p, v).is_none() {
             self.order.push_back(p);
         }
