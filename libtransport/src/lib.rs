@@ -2,6 +2,7 @@
 //!
 //! * [`io`] — the I/O backend seam ([`io::Socket`]) and backends.
 //! * [`identity`] — ML-DSA-65 identity, `PeerId`, the exporter-bound proof.
+//! * [`keyfile`] — the identity as an owner-only key file (save/load).
 //! * [`tls`] — rustls (aws-lc-rs, X25519MLKEM768) configuration.
 //! * [`manager`] — sans-IO connection policy (one connection per peer).
 //! * [`kind`] — stream kinds, priorities, header and message framing.
@@ -41,6 +42,7 @@ pub mod endpoint;
 pub mod identity;
 #[cfg(feature = "runtime")]
 pub mod io;
+pub mod keyfile;
 pub mod kind;
 pub mod manager;
 pub mod proto;
@@ -56,6 +58,7 @@ pub use endpoint::{
     PathStats, RecvStream, SendStream, WeakConnection,
 };
 pub use identity::{Identity, PeerId};
+pub use keyfile::KeyFileError;
 pub use kind::{Kind, KindConfig, Overflow};
 /// The QUIC state machine this crate drives, re-exported because its types
 /// are in this API (`tls::configs`, the source of `Error::Connect`), so a
