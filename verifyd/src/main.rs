@@ -17,14 +17,22 @@
 //!
 //! SIGTERM (or SIGINT) drains: no new work, admitted items get their
 //! verdicts, then exit. A second signal, or the drain deadline, stops at once.
+//!
+//! Every numeric flag is range-checked before anything starts, with the
+//! node config's limits (`tern_config::check`): an out-of-range value exits
+//! with status 2 and a message naming the flag and its valid range. Logs go
+//! to stderr at `info` unless `RUST_LOG` says otherwise, with colour only on
+//! a terminal; one `verifyd listening` line gives the effective settings.
 #![forbid(unsafe_code)]
 
+use std::io::IsTerminal as _;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
 use nix::sys::signal::{SigSet, Signal};
+use tern_config::check::{MAX_KEYS, MAX_RING, MAX_THREADS, MIN_RING};
 use verifyd::BackendKind;
 use verifyd::server::{Server, ServerConfig, default_socket_dir};
 
@@ -41,7 +49,7 @@ struct Cli {
     #[arg(long, env = "TERN_VERIFYD_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
     /// Worker threads [default: number of cores].
-    #[arg(long, env = "TERN_VERIFYD_THREADS")]
+    #[arg(long, env = "TERN_VERIFYD_THREADS", value_parser = in_range(1, MAX_THREADS))]
     threads: Option<usize>,
     /// ML-DSA-65 implementation [default: the fastest one measured at start].
     #[arg(long, env = "TERN_VERIFYD_BACKEND")]
@@ -51,44 +59,78 @@ struct Cli {
     #[arg(long, env = "TERN_VERIFYD_NO_CALIBRATE")]
     no_calibrate: bool,
     /// Time budget of the start-up calibration, milliseconds.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..=10_000))]
     calibrate_budget_ms: u64,
     /// Decoded keys kept in the cache.
-    #[arg(long, default_value_t = 65_536)]
+    #[arg(long, default_value_t = 65_536, value_parser = in_range(1, MAX_KEYS))]
     key_capacity: usize,
     /// Upper bound of the adaptive admission limit (items admitted and not
     /// yet verified) [default: 65536].
-    #[arg(long, env = "TERN_VERIFYD_MAX_IN_FLIGHT")]
+    #[arg(long, env = "TERN_VERIFYD_MAX_IN_FLIGHT", value_parser = in_range(1, 1 << 24))]
     max_in_flight: Option<usize>,
     /// Seconds a drain may take before the daemon stops anyway.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(0..=3600))]
     drain_deadline_s: u64,
     /// Do not offer shared-memory rings: every session uses socket frames.
     #[arg(long)]
     no_shm: bool,
     /// Shared-memory ring capacity offered per direction, bytes.
-    #[arg(long, default_value_t = verifyd::transport::DEFAULT_RING_CAPACITY)]
+    /// A power of two in 64 KiB..=1 GiB; `--no-shm` turns rings off.
+    #[arg(long, default_value_t = verifyd::transport::DEFAULT_RING_CAPACITY, value_parser = ring_bytes)]
     ring_capacity: u32,
     /// Bytes of shared-memory rings all ring sessions together may hold
     /// (each holds both its rings); past it, new sessions run on frames.
-    #[arg(long, default_value_t = verifyd::server::DEFAULT_RING_BUDGET)]
+    #[arg(long, default_value_t = verifyd::server::DEFAULT_RING_BUDGET, value_parser = in_range(0, 1 << 40))]
     ring_budget: usize,
     /// Threads of the I/O runtime (accept, hello, reads, admin) [default: 2,
     /// or 1 on a single core].
-    #[arg(long, env = "TERN_VERIFYD_IO_THREADS")]
+    #[arg(long, env = "TERN_VERIFYD_IO_THREADS", value_parser = in_range(1, 64))]
     io_threads: Option<usize>,
     /// Verify connections open at once (beyond: the longest-idle one gives
     /// way, else the newcomer gets a `Busy` refusal frame).
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, value_parser = in_range(1, 1 << 20))]
     max_connections: usize,
 }
 
+/// A clap parser for a `usize` flag in `lo..=hi`; the error names the range.
+fn in_range(lo: u64, hi: u64) -> impl Fn(&str) -> Result<usize, String> + Clone {
+    move |s: &str| {
+        let v: u64 = s
+            .replace('_', "")
+            .parse()
+            .map_err(|_| format!("{s:?} is not a whole number"))?;
+        if !(lo..=hi).contains(&v) {
+            return Err(format!("{v} is out of range: valid range is {lo}..={hi}"));
+        }
+        usize::try_from(v).map_err(|_| format!("{v} does not fit this machine's usize"))
+    }
+}
+
+/// A ring capacity: a power of two in the node config's ring range.
+fn ring_bytes(s: &str) -> Result<u32, String> {
+    let v: u64 = s
+        .replace('_', "")
+        .parse()
+        .map_err(|_| format!("{s:?} is not a whole number of bytes"))?;
+    if !(v.is_power_of_two() && (MIN_RING..=MAX_RING).contains(&v)) {
+        return Err(format!(
+            "{v} is out of range: a power of two in {MIN_RING}..={MAX_RING} bytes (use --no-shm for no rings)"
+        ));
+    }
+    u32::try_from(v).map_err(|_| format!("{v} does not fit in 32 bits"))
+}
+
 fn main() -> Result<()> {
+    let cli = Cli::parse();
+    // `info` unless RUST_LOG says otherwise; no colour codes in files or
+    // journald.
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let socket = cli
         .socket
         .unwrap_or_else(|| default_socket_dir().join("verifyd.sock"));
@@ -115,12 +157,12 @@ fn main() -> Result<()> {
     cfg.ring_capacity = if cli.no_shm { 0 } else { cli.ring_capacity };
     cfg.ring_budget = cli.ring_budget;
     if let Some(n) = cli.io_threads {
-        cfg.io_threads = n.max(1);
+        cfg.io_threads = n;
     }
     cfg.limits = cfg.limits.max_connections(cli.max_connections);
     if let Some(n) = cli.max_in_flight {
-        cfg.sched.limit_ceiling = n.max(1);
-        cfg.sched.limit_floor = cfg.sched.limit_floor.min(n.max(1));
+        cfg.sched.limit_ceiling = n;
+        cfg.sched.limit_floor = cfg.sched.limit_floor.min(n);
     }
 
     // Block the signals in every thread (threads inherit the mask) and take

@@ -437,6 +437,18 @@ pub struct Server {
     metrics: Option<std::net::TcpListener>,
 }
 
+/// Socket paths removed when this is dropped: by a failed [`Server::bind`]
+/// on its way out, and by [`Server::run`] however it ends.
+struct CreatedSockets(Vec<PathBuf>);
+
+impl Drop for CreatedSockets {
+    fn drop(&mut self) {
+        for p in &self.0 {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
 /// Binds a verify or admin socket with `wire`'s helper: stale socket
 /// removed, mode 0660, directory created.
 pub fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
@@ -448,9 +460,21 @@ pub fn bind_socket(path: &Path) -> std::io::Result<UnixListener> {
 
 impl Server {
     /// Binds the sockets and starts the worker pool.
+    ///
+    /// When any step fails, the sockets this call created are removed again,
+    /// so a failed start leaves nothing behind for the next one to trip on.
     pub fn bind(mut cfg: ServerConfig) -> std::io::Result<Server> {
+        let mut created = CreatedSockets(Vec::new());
         let listener = bind_socket(&cfg.socket)?;
-        let admin = cfg.admin_socket.as_deref().map(bind_socket).transpose()?;
+        created.0.push(cfg.socket.clone());
+        let admin = match cfg.admin_socket.as_deref() {
+            Some(a) => {
+                let l = bind_socket(a)?;
+                created.0.push(a.to_owned());
+                Some(l)
+            }
+            None => None,
+        };
         let metrics = match cfg.metrics_listen {
             Some(addr) if !addr.ip().is_loopback() => {
                 return Err(std::io::Error::new(
@@ -504,6 +528,9 @@ impl Server {
             wake: tokio::sync::Notify::new(),
             cfg,
         });
+        // Started: from here the sockets belong to `run`, which removes them
+        // when it ends.
+        created.0.clear();
         Ok(Server {
             shared,
             listener,
@@ -526,6 +553,12 @@ impl Server {
             admin,
             metrics,
         } = self;
+        // Whichever way `run` ends, early error or drain, its sockets go.
+        let _sockets = CreatedSockets(
+            std::iter::once(shared.cfg.socket.clone())
+                .chain(shared.cfg.admin_socket.clone())
+                .collect(),
+        );
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(shared.cfg.io_threads)
             .thread_name("verify-io")
@@ -563,8 +596,21 @@ impl Server {
                 let m = tokio::net::TcpListener::from_std(m)?;
                 tokio::spawn(admin::serve_metrics(shared.clone(), m));
             }
-            tracing::info!(socket = %shared.cfg.socket.display(), threads = shared.cfg.threads,
-                io_threads = shared.cfg.io_threads, backend = %shared.backend.kind(), "verifyd listening");
+            let c = &shared.cfg;
+            tracing::info!(
+                version = env!("CARGO_PKG_VERSION"),
+                socket = %c.socket.display(),
+                admin = ?c.admin_socket,
+                metrics = ?c.metrics_listen,
+                threads = c.threads,
+                io_threads = c.io_threads,
+                backend = %shared.backend.kind(),
+                key_capacity = c.key_capacity,
+                ring_capacity = c.ring_capacity,
+                ring_budget = c.ring_budget,
+                max_connections = c.limits.max_connections,
+                "verifyd listening"
+            );
             shared.until(|s| s.draining() || s.stopped()).await;
             // Draining (or stopped): wait for admitted work and its queued
             // responses, up to the deadline.
@@ -585,10 +631,6 @@ impl Server {
         // Tasks are dropped, closing their connections; ring session
         // threads end when their peers notice.
         runtime.shutdown_background();
-        let _ = std::fs::remove_file(&shared.cfg.socket);
-        if let Some(a) = &shared.cfg.admin_socket {
-            let _ = std::fs::remove_file(a);
-        }
         served
     }
 }
