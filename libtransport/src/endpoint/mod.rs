@@ -28,6 +28,8 @@
 //! `connect` returns that one. Application streams are only accepted from a
 //! live connection. [`Event`]s report `Connected`, `Replaced` and `Closed`.
 
+mod ack;
+pub(crate) mod ack_recv;
 mod api;
 pub(crate) mod conn;
 mod drain;
@@ -45,6 +47,8 @@ use std::task::Poll;
 use bytes::Bytes;
 use quinn_proto::{ConnectionHandle, StreamId};
 
+pub use ack::ACK_STUCK_CODE;
+pub use ack_recv::{ManualReceiver, ManualRequest, REQUEST_READ_TIMEOUT, Responder};
 pub use handle::{Connection, PathStats, WeakConnection};
 pub use state::{CloseReason, Counters, close};
 pub use stream::{RecvStream, SendStream};
@@ -154,6 +158,10 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
+    /// The receive-ACK stuck detector gave up on a live-looking connection
+    /// (consecutive ACK timeouts) and closed it with [`ACK_STUCK_CODE`]; a
+    /// `Closed` event follows, and pending receive-ACKed sends redial.
+    Stuck(crate::proto::ack::Reconnect),
 }
 
 /// A message received on a unidirectional stream of a registered kind.
@@ -266,6 +274,7 @@ impl Endpoint {
             max_receive_segments: socket.max_receive_segments(),
             unblocked: Vec::new(),
             closed_recent: Default::default(),
+            ack: ack_recv::AckState::new(crate::proto::ack::AckConfig::default()),
             config,
         };
         let gso = state.config.gso;
@@ -276,6 +285,7 @@ impl Endpoint {
         });
         let driver = driver::Driver::new(shared.clone(), socket, gso);
         rt.spawn(driver);
+        rt.spawn(ack_recv::run(shared.clone()));
         Ok(Self {
             _guard: Arc::new(Guard(shared.clone())),
             shared,
