@@ -308,7 +308,12 @@ pub(crate) async fn send(
                     h.retry = a.retry;
                     match conn {
                         Some((_, c, _, _)) => {
-                            attempts.spawn(run_attempt(c, h, payload.clone(), a.index));
+                            let span = tracing::debug_span!("ack_attempt",
+                                peer = %peer.short(), conn = c.rec.uid,
+                                generation = a.generation, index = a.index);
+                            attempts.spawn(
+                                run_attempt(c, h, payload.clone(), a.index).instrument(span),
+                            );
                         }
                         None => {
                             let n = crate::io::now();

@@ -330,7 +330,12 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                     continue;
                 }
                 st.ack.reading += 1;
-                tokio::spawn(serve(shared.clone(), bi));
+                let span = tracing::debug_span!("ack_request", peer = %bi.peer.short(),
+                    conn = bi.uid, stream = %bi.id);
+                tokio::spawn(tracing::Instrument::instrument(
+                    serve(shared.clone(), bi),
+                    span,
+                ));
             }
             st.ack.rx.handle_timeout(now);
             flush(&mut st, now);
@@ -451,11 +456,13 @@ async fn serve(shared: Arc<Shared>, bi: IncomingBi) {
     match read {
         Ok(Ok((header, payload))) => admit(&shared, &mut st, bi.peer, key, &header, payload, now),
         Ok(Err(ReadFail::Wire(e))) => {
+            tracing::debug!(error = %e, "receive-ACK request refused");
             st.ack.rx.handle_malformed(bi.peer, e);
             reset(&mut st, key, e.code());
         }
         Ok(Err(ReadFail::Gone)) => {}
         Err(_) => {
+            tracing::debug!("receive-ACK request not read in time");
             st.ack.read_timed_out += 1;
             reset(&mut st, key, RESPONSE_TIMEOUT_CODE);
         }
