@@ -26,7 +26,14 @@
 //! both identity proofs verified, and the connection manager (`manager`)
 //! accepted it. If a simultaneous dial made the other connection the winner,
 //! `connect` returns that one. Application streams are only accepted from a
-//! live connection. [`Event`]s report `Connected`, `Replaced` and `Closed`.
+//! live connection. [`Event`]s report `Connected`, `Replaced`, `Closed` and
+//! `Stuck`.
+//!
+//! # Receive-ACK
+//!
+//! [`Endpoint::send_with_receive_ack`] (sender glue in `ack.rs`) and the
+//! receiving side (`ack_recv.rs`, with [`Endpoint::register_manual`]) drive
+//! the sans-IO protocol in `proto::ack`; see `docs/adr/0037-receive-ack.md`.
 
 mod ack;
 pub(crate) mod ack_recv;
