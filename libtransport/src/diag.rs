@@ -38,6 +38,24 @@ pub struct Diagnostics {
     pub kinds: Vec<KindDiag>,
     /// Recently closed connections with their final stats (bounded).
     pub recently_closed: Vec<ClosedDiag>,
+    /// Receive-ACK: sender and receiver counters, per-stage latency
+    /// histograms (p50/p95/p99), dedupe cache and driver-level refusals.
+    pub ack: AckDiag,
+}
+
+/// Receive-ACK diagnostics.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct AckDiag {
+    /// Counters and stage histograms of the sans-IO state machines.
+    #[serde(flatten)]
+    pub snapshot: crate::proto::ack::AckSnapshot,
+    /// Request streams reset because too many requests were being read.
+    pub read_refused: u64,
+    /// Requests whose bytes did not arrive within
+    /// [`REQUEST_READ_TIMEOUT`](crate::endpoint::REQUEST_READ_TIMEOUT).
+    pub read_timed_out: u64,
+    /// Requests being read now.
+    pub reading: usize,
 }
 
 /// One connection.
@@ -172,5 +190,11 @@ pub(crate) fn snapshot(shared: &Shared) -> Diagnostics {
         conns,
         kinds,
         recently_closed,
+        ack: AckDiag {
+            snapshot: crate::proto::ack::AckSnapshot::new(&st.ack.tx, &st.ack.rx),
+            read_refused: st.ack.read_refused,
+            read_timed_out: st.ack.read_timed_out,
+            reading: st.ack.reading,
+        },
     }
 }

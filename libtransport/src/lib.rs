@@ -54,8 +54,8 @@ pub use bytes::Bytes;
 pub use config::Config;
 #[cfg(feature = "runtime")]
 pub use endpoint::{
-    BiStream, CloseReason, Connection, Endpoint, Error, Event, KindReceiver, MessageReceived,
-    PathStats, RecvStream, SendStream, WeakConnection,
+    BiStream, CloseReason, Connection, Endpoint, Error, Event, KindReceiver, ManualReceiver,
+    ManualRequest, MessageReceived, PathStats, RecvStream, Responder, SendStream, WeakConnection,
 };
 pub use identity::{Identity, PeerId};
 pub use keyfile::KeyFileError;

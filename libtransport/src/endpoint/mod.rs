@@ -26,8 +26,17 @@
 //! both identity proofs verified, and the connection manager (`manager`)
 //! accepted it. If a simultaneous dial made the other connection the winner,
 //! `connect` returns that one. Application streams are only accepted from a
-//! live connection. [`Event`]s report `Connected`, `Replaced` and `Closed`.
+//! live connection. [`Event`]s report `Connected`, `Replaced`, `Closed` and
+//! `Stuck`.
+//!
+//! # Receive-ACK
+//!
+//! [`Endpoint::send_with_receive_ack`] (sender glue in `ack.rs`) and the
+//! receiving side (`ack_recv.rs`, with [`Endpoint::register_manual`]) drive
+//! the sans-IO protocol in `proto::ack`; see `docs/adr/0037-receive-ack.md`.
 
+mod ack;
+pub(crate) mod ack_recv;
 mod api;
 pub(crate) mod conn;
 mod drain;
@@ -45,6 +54,8 @@ use std::task::Poll;
 use bytes::Bytes;
 use quinn_proto::{ConnectionHandle, StreamId};
 
+pub use ack::ACK_STUCK_CODE;
+pub use ack_recv::{ManualReceiver, ManualRequest, REQUEST_READ_TIMEOUT, Responder};
 pub use handle::{Connection, PathStats, WeakConnection};
 pub use state::{CloseReason, Counters, close};
 pub use stream::{RecvStream, SendStream};
@@ -154,6 +165,10 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
+    /// The receive-ACK stuck detector gave up on a live-looking connection
+    /// (consecutive ACK timeouts) and closed it with [`ACK_STUCK_CODE`]; a
+    /// `Closed` event follows, and pending receive-ACKed sends redial.
+    Stuck(crate::proto::ack::Reconnect),
 }
 
 /// A message received on a unidirectional stream of a registered kind.
@@ -266,6 +281,7 @@ impl Endpoint {
             max_receive_segments: socket.max_receive_segments(),
             unblocked: Vec::new(),
             closed_recent: Default::default(),
+            ack: ack_recv::AckState::new(crate::proto::ack::AckConfig::default()),
             config,
         };
         let gso = state.config.gso;
@@ -276,6 +292,7 @@ impl Endpoint {
         });
         let driver = driver::Driver::new(shared.clone(), socket, gso);
         rt.spawn(driver);
+        rt.spawn(ack_recv::run(shared.clone()));
         Ok(Self {
             _guard: Arc::new(Guard(shared.clone())),
             shared,

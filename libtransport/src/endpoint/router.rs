@@ -64,7 +64,9 @@ pub(crate) fn process_in(st: &mut State, ch: ConnectionHandle, id: StreamId) {
 }
 
 fn step(st: &mut State, ch: ConnectionHandle, id: StreamId) -> Step {
-    let State { conns, kinds, .. } = st;
+    let State {
+        conns, kinds, ack, ..
+    } = st;
     let Some(c) = conns.get_mut(&ch) else {
         return Step::Stop;
     };
@@ -117,9 +119,15 @@ fn step(st: &mut State, ch: ConnectionHandle, id: StreamId) -> Step {
     } else {
         std::mem::take(&mut s.leftover)
     };
-    let frame = s
-        .dec
-        .push(&mut chunk, |k| kinds.get(&k).map(|q| q.cfg.max_message));
+    // Bidirectional ACK streams are receive-ACK requests, served by the
+    // endpoint itself (`ack_recv`) whatever the application registered.
+    let bi = s.bi;
+    let frame = s.dec.push(&mut chunk, |k| {
+        if bi && k == Kind::ACK {
+            return Some(ack.incoming.cfg.max_message);
+        }
+        kinds.get(&k).map(|q| q.cfg.max_message)
+    });
     s.leftover = chunk;
     let frame = match frame {
         Ok(Some(f)) => f,
@@ -128,7 +136,12 @@ fn step(st: &mut State, ch: ConnectionHandle, id: StreamId) -> Step {
     };
     match frame {
         Frame::Header(k) if s.bi => {
-            let Some(q) = kinds.get_mut(&k) else {
+            let q = if k == Kind::ACK {
+                Some(&mut ack.incoming)
+            } else {
+                kinds.get_mut(&k)
+            };
+            let Some(q) = q else {
                 return Step::Reject(StreamReject::UnknownKind);
             };
             if q.full() {

@@ -423,6 +423,9 @@ pub(crate) struct State {
     pub(crate) unblocked: Vec<Kind>,
     /// Final stats of recently closed connections (bounded), for diagnostics.
     pub(crate) closed_recent: VecDeque<Arc<ConnShared>>,
+    /// Receive-ACK: receiver, sender stats, manual kinds, per-connection
+    /// RTT and stuck state.
+    pub(crate) ack: super::ack_recv::AckState,
 }
 
 impl State {
