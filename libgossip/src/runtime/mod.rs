@@ -187,6 +187,7 @@ pub(crate) enum Cmd {
     Join {
         topic: TopicId,
         bootstrap: Vec<PeerId>,
+        reply: oneshot::Sender<()>,
     },
     Publish {
         topic: TopicId,
@@ -260,9 +261,17 @@ impl Gossip {
     }
 
     /// Joins `topic` through `bootstrap` (peers the link can reach).
+    /// Returns once the core has joined, so frames for `topic` that arrive
+    /// afterwards are accepted (before, the decoder refuses them as for an
+    /// unknown topic).
     pub async fn join(&self, topic: TopicId, bootstrap: &[PeerId]) -> Result<(), RuntimeError> {
         let bootstrap = bootstrap.to_vec();
-        self.tell(Cmd::Join { topic, bootstrap }).await
+        self.call(|reply| Cmd::Join {
+            topic,
+            bootstrap,
+            reply,
+        })
+        .await
     }
 
     /// Puts `peer` straight into `topic`'s active view (see [`Node::connect`]).

@@ -153,7 +153,14 @@ impl State {
 
     fn command(&mut self, c: Cmd, now: Instant) {
         match c {
-            Cmd::Join { topic, bootstrap } => self.node.join(topic, &bootstrap, now),
+            Cmd::Join {
+                topic,
+                bootstrap,
+                reply,
+            } => {
+                self.node.join(topic, &bootstrap, now);
+                let _ = reply.send(());
+            }
             Cmd::Publish {
                 topic,
                 payload,
