@@ -78,7 +78,7 @@ pub struct RuntimeConfig {
     pub initial_workers: usize,
     /// Supervisor thresholds (floor and ceiling of the worker count).
     pub supervisor: SupervisorParams,
-    /// How often the supervisor runs.
+    /// How often the supervisor runs (at least 1 ms).
     pub supervisor_interval: Duration,
     /// Signature checks per [`Link::verify`] call.
     pub verify_batch: usize,
@@ -353,3 +353,6 @@ impl Gossip {
         r
     }
 }
+
+#[cfg(test)]
+mod tests;

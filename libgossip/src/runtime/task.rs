@@ -103,7 +103,10 @@ impl State {
         let span = tracing::debug_span!("gossip_runtime", peer = %me);
         let _e = span.enter();
         let link = self.link.clone();
-        let mut tick = tokio::time::interval(self.cfg.supervisor_interval);
+        // The first decision comes after a full interval of telemetry.
+        // (tokio's interval panics on a zero period.)
+        let every = self.cfg.supervisor_interval.max(Duration::from_millis(1));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut link_open = true;
         loop {
