@@ -276,6 +276,15 @@ pub fn verify_proof(
     })
 }
 
+/// Checks an ML-DSA-65 `signature` by the holder of `public_key` over `msg`
+/// (as made by [`Identity::sign`]). A key that does not parse counts as a bad
+/// signature.
+pub fn verify_signature(public_key: &[u8], msg: &[u8], signature: &[u8]) -> bool {
+    sig::UnparsedPublicKey::new(&sig::ML_DSA_65, public_key)
+        .verify(msg, signature)
+        .is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

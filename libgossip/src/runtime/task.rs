@@ -1,0 +1,417 @@
+//! The runtime task: owns the [`Node`], the clock and timers, and executes
+//! its outputs (see the module docs of [`super`] for the picture).
+//!
+//! This is the driver: it is the one place in the crate that reads the
+//! clock, and hands `now` to the core.
+#![allow(clippy::disallowed_methods)]
+
+use super::link::{Link, LinkEvent, VerifyItem};
+use super::subscribe::{Queue, Subscription};
+use super::{Cmd, DispatchStats, RuntimeConfig, RuntimeSnapshot};
+use crate::proto::supervisor::{SupervisorSample, decide};
+use crate::proto::{Delivery, Node, Output, Received, SendOutcome, TopicId, Transmit, Verdict};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio::task::{Id, JoinSet};
+
+/// Extra time past a transmit's own timeout before the runtime's watchdog
+/// abandons a link call that did not honour it.
+const WATCHDOG_GRACE: Duration = Duration::from_millis(250);
+
+/// What finished a send task.
+struct Sent {
+    id: u64,
+    outcome: SendOutcome,
+    took: Duration,
+    timeout: Duration,
+    watchdog: bool,
+}
+
+/// Per-interval telemetry for the supervisor.
+#[derive(Default)]
+struct Interval {
+    produced: u64,
+    consumed: u64,
+    dispatch_time: Duration,
+    dispatch_timeouts: u64,
+    peer_timeouts: u64,
+    timeout_sum: Duration,
+}
+
+pub(crate) struct State {
+    node: Node,
+    link: Arc<dyn Link>,
+    cfg: RuntimeConfig,
+    subs: HashMap<TopicId, Vec<Arc<Queue>>>,
+    next_sub: u64,
+    dispatch: VecDeque<Transmit>,
+    sends: JoinSet<Sent>,
+    /// Transmit id of each send task, so even a panicked task is reported.
+    send_ids: HashMap<Id, u64>,
+    verify_queue: VecDeque<(u64, VerifyItem)>,
+    verifies: JoinSet<VerifyDone>,
+    workers: usize,
+    idle_intervals: u32,
+    interval: Interval,
+    stats: DispatchStats,
+}
+
+type VerifyDone = (Vec<u64>, Vec<Verdict>);
+type Joined<T> = Option<Result<T, tokio::task::JoinError>>;
+
+enum Step {
+    Cmd(Option<Cmd>),
+    Link(Option<LinkEvent>),
+    Sent(Joined<(Id, Sent)>),
+    Verified(Joined<VerifyDone>),
+    Timer,
+    Tick,
+}
+
+impl State {
+    pub(super) fn new(node: Node, link: Arc<dyn Link>, cfg: RuntimeConfig) -> Self {
+        let workers = cfg
+            .initial_workers
+            .clamp(cfg.supervisor.floor.max(1), cfg.supervisor.ceiling.max(1));
+        let stats = DispatchStats {
+            capacity: cfg.dispatch_queue,
+            workers_target: workers,
+            ..DispatchStats::default()
+        };
+        Self {
+            node,
+            link,
+            cfg,
+            subs: HashMap::new(),
+            next_sub: 0,
+            dispatch: VecDeque::new(),
+            sends: JoinSet::new(),
+            send_ids: HashMap::new(),
+            verify_queue: VecDeque::new(),
+            verifies: JoinSet::new(),
+            workers,
+            idle_intervals: 0,
+            interval: Interval::default(),
+            stats,
+        }
+    }
+
+    pub(super) async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>) {
+        let me = self.node.id();
+        let span = tracing::debug_span!("gossip_runtime", peer = %me);
+        let _e = span.enter();
+        let link = self.link.clone();
+        // The first decision comes after a full interval of telemetry.
+        // (tokio's interval panics on a zero period.)
+        let every = self.cfg.supervisor_interval.max(Duration::from_millis(1));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut link_open = true;
+        loop {
+            self.drain_outputs();
+            self.start_sends();
+            self.start_verifies();
+            let timer = self.node.poll_timeout();
+            let step = tokio::select! {
+                c = cmds.recv() => Step::Cmd(c),
+                e = link.next_event(), if link_open => Step::Link(e),
+                r = self.sends.join_next_with_id(), if !self.sends.is_empty() => Step::Sent(r),
+                r = self.verifies.join_next(), if !self.verifies.is_empty() => Step::Verified(r),
+                _ = sleep_until(timer) => Step::Timer,
+                _ = tick.tick() => Step::Tick,
+            };
+            let now = Instant::now();
+            match step {
+                Step::Cmd(None) => break,
+                Step::Cmd(Some(Cmd::Shutdown { reply })) => {
+                    self.stop().await;
+                    let _ = reply.send(());
+                    return;
+                }
+                Step::Cmd(Some(c)) => self.command(c, now),
+                Step::Link(None) => {
+                    tracing::debug!("link closed");
+                    link_open = false;
+                }
+                Step::Link(Some(e)) => self.link_event(e, now),
+                Step::Sent(r) => self.sent(r, now),
+                Step::Verified(r) => self.verified(r, now),
+                Step::Timer => self.node.handle_timeout(now),
+                Step::Tick => self.supervise(),
+            }
+        }
+        self.stop().await;
+    }
+
+    async fn stop(&mut self) {
+        self.sends.abort_all();
+        self.verifies.abort_all();
+        for q in self.subs.values().flatten() {
+            q.close();
+        }
+        self.link.close().await;
+    }
+
+    fn command(&mut self, c: Cmd, now: Instant) {
+        match c {
+            Cmd::Join {
+                topic,
+                bootstrap,
+                reply,
+            } => {
+                self.node.join(topic, &bootstrap, now);
+                let _ = reply.send(());
+            }
+            Cmd::Publish {
+                topic,
+                payload,
+                reply,
+            } => {
+                let _ = reply.send(self.node.publish(topic, payload, now));
+            }
+            Cmd::Subscribe {
+                topic,
+                capacity,
+                reply,
+            } => {
+                let cap = capacity.unwrap_or(self.cfg.subscriber_queue);
+                let q = Queue::new(topic, self.next_sub, cap);
+                self.next_sub += 1;
+                self.subs.entry(topic).or_default().push(q.clone());
+                let _ = reply.send(Subscription { q });
+            }
+            Cmd::Peers { topic, reply } => {
+                let peers = self.node.active_view(&topic).into_iter().map(|(p, _)| p);
+                let _ = reply.send(peers.collect());
+            }
+            Cmd::Snapshot { reply } => {
+                let mut dispatch = self.stats.clone();
+                dispatch.queued = self.dispatch.len();
+                dispatch.in_flight = self.sends.len();
+                dispatch.verify_queued = self.verify_queue.len();
+                let _ = reply.send(RuntimeSnapshot {
+                    node: self.node.snapshot(now),
+                    subscribers: self.subs.values().flatten().map(|q| q.stats()).collect(),
+                    dispatch,
+                });
+            }
+            Cmd::InsertKey { key } => {
+                self.node.insert_key(key);
+            }
+            Cmd::Connect { topic, peer } => self.node.connect(topic, peer, now),
+            Cmd::Shutdown { .. } => {}
+        }
+    }
+
+    fn link_event(&mut self, e: LinkEvent, now: Instant) {
+        match e {
+            LinkEvent::Frame { from, data } => match self.node.handle_frame(from, &data, now) {
+                Ok(Received::Dm(_)) => self.stats.dm_unsupported += 1,
+                Ok(_) => {}
+                // Counted by the core's decoder (snapshot `wire`).
+                Err(err) => tracing::trace!(peer = %from, error = %err, "frame refused"),
+            },
+            LinkEvent::Up { peer, key } => {
+                self.stats.link_up += 1;
+                if let Some(k) = key
+                    && self.node.insert_key(k) != peer
+                {
+                    tracing::warn!(%peer, "link reported a key of another peer");
+                }
+            }
+            LinkEvent::Down { peer } => {
+                self.stats.link_down += 1;
+                tracing::debug!(%peer, "link down");
+            }
+        }
+    }
+
+    fn drain_outputs(&mut self) {
+        while let Some(o) = self.node.poll_output() {
+            match o {
+                Output::Transmit(t) => self.enqueue(t),
+                Output::Deliver(d) => self.deliver(d),
+                Output::Verify(v) => {
+                    if self.verify_queue.len() >= self.cfg.verify_queue {
+                        // The core expires the pending check after its
+                        // verify timeout; nothing else holds it.
+                        self.stats.verify_dropped += 1;
+                    } else {
+                        let item = VerifyItem {
+                            key: v.key,
+                            signed: v.signed,
+                            signature: v.signature,
+                        };
+                        self.verify_queue.push_back((v.req, item));
+                    }
+                }
+                Output::Event(e) => {
+                    self.stats.events += 1;
+                    tracing::debug!(event = ?e, "gossip event");
+                }
+            }
+        }
+    }
+
+    fn enqueue(&mut self, t: Transmit) {
+        self.interval.produced += 1;
+        if self.dispatch.len() >= self.cfg.dispatch_queue {
+            // Local congestion, reported like a slow peer (not a dead one):
+            // the core cools the peer instead of evicting it.
+            self.stats.rejected_full += 1;
+            self.node
+                .handle_send_outcome(t.id, SendOutcome::TimedOut, Instant::now());
+            return;
+        }
+        self.dispatch.push_back(t);
+    }
+
+    fn deliver(&mut self, d: Delivery) {
+        self.stats.deliveries += 1;
+        if let Some(qs) = self.subs.get_mut(&d.topic) {
+            qs.retain(|q| !q.is_closed());
+            for q in qs.iter() {
+                q.push(d.clone());
+            }
+        }
+    }
+
+    fn start_sends(&mut self) {
+        while self.sends.len() < self.workers {
+            let Some(t) = self.dispatch.pop_front() else {
+                return;
+            };
+            let frame = match t.msg.to_bytes() {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::warn!(peer = %t.to, error = %e, "encode failed");
+                    self.stats.encode_errors += 1;
+                    self.node
+                        .handle_send_outcome(t.id, SendOutcome::Failed, Instant::now());
+                    continue;
+                }
+            };
+            self.stats.dispatched += 1;
+            let send = self.link.send(t.to, frame, t.timeout);
+            let (id, timeout) = (t.id, t.timeout);
+            let h = self.sends.spawn(async move {
+                let start = Instant::now();
+                let (outcome, watchdog) =
+                    match tokio::time::timeout(timeout + WATCHDOG_GRACE, send).await {
+                        Ok(o) => (o, false),
+                        Err(_) => (SendOutcome::TimedOut, true),
+                    };
+                Sent {
+                    id,
+                    outcome,
+                    took: start.elapsed(),
+                    timeout,
+                    watchdog,
+                }
+            });
+            self.send_ids.insert(h.id(), id);
+        }
+    }
+
+    fn sent(&mut self, r: Joined<(Id, Sent)>, now: Instant) {
+        let (tid, s) = match r {
+            None => return,
+            Some(Ok((tid, s))) => (tid, s),
+            Some(Err(e)) => {
+                if let Some(id) = self.send_ids.remove(&e.id()) {
+                    self.stats.failed += 1;
+                    self.node.handle_send_outcome(id, SendOutcome::Failed, now);
+                }
+                return;
+            }
+        };
+        self.send_ids.remove(&tid);
+        let iv = &mut self.interval;
+        iv.consumed += 1;
+        iv.dispatch_time += s.took;
+        iv.timeout_sum += s.timeout;
+        match s.outcome {
+            SendOutcome::Delivered { .. } => self.stats.delivered += 1,
+            SendOutcome::TimedOut => {
+                self.stats.timed_out += 1;
+                if s.watchdog {
+                    iv.dispatch_timeouts += 1;
+                    self.stats.watchdog += 1;
+                } else {
+                    iv.peer_timeouts += 1;
+                }
+            }
+            SendOutcome::Failed => self.stats.failed += 1,
+        }
+        self.node.handle_send_outcome(s.id, s.outcome, now);
+    }
+
+    fn start_verifies(&mut self) {
+        while self.verifies.len() < self.cfg.verify_inflight && !self.verify_queue.is_empty() {
+            let n = self.verify_queue.len().min(self.cfg.verify_batch.max(1));
+            let (reqs, items): (Vec<u64>, Vec<VerifyItem>) = self.verify_queue.drain(..n).unzip();
+            self.stats.verify_batches += 1;
+            self.stats.verify_items += items.len() as u64;
+            let fut = self.link.verify(items);
+            self.verifies.spawn(async move { (reqs, fut.await) });
+        }
+    }
+
+    fn verified(&mut self, r: Joined<VerifyDone>, now: Instant) {
+        // A failed batch task leaves its requests to the core's verify timeout.
+        let Some(Ok((reqs, verdicts))) = r else {
+            return;
+        };
+        for (i, req) in reqs.into_iter().enumerate() {
+            let v = verdicts.get(i).copied().unwrap_or(Verdict::Invalid);
+            self.node.handle_verdict(req, v, now);
+        }
+    }
+
+    /// The dispatch supervisor (G13) on the last interval's telemetry.
+    fn supervise(&mut self) {
+        let secs = self.cfg.supervisor_interval.as_secs_f64().max(1e-3);
+        let iv = std::mem::take(&mut self.interval);
+        let per = |n: u64| n as f64 / secs;
+        let avg = |sum: Duration, n: u64| {
+            if n == 0 {
+                Duration::ZERO
+            } else {
+                sum / u32::try_from(n).unwrap_or(u32::MAX)
+            }
+        };
+        let sample = SupervisorSample {
+            queue_depth: self.dispatch.len(),
+            queue_capacity: self.cfg.dispatch_queue,
+            produced_per_s: per(iv.produced),
+            consumed_per_s: per(iv.consumed),
+            avg_dispatch: avg(iv.dispatch_time, iv.consumed),
+            dispatch_timeouts_per_s: per(iv.dispatch_timeouts),
+            peer_timeouts_per_s: per(iv.peer_timeouts),
+            mean_send_timeout: avg(iv.timeout_sum, iv.consumed),
+        };
+        let d = decide(
+            &self.cfg.supervisor,
+            &sample,
+            self.workers,
+            self.idle_intervals,
+        );
+        if d.target != self.workers {
+            tracing::debug!(from = self.workers, to = d.target, reason = ?d.reason, "dispatch workers");
+        }
+        self.workers = d.target;
+        self.idle_intervals = d.idle_intervals;
+        self.stats.workers_target = d.target;
+        self.stats.supervisor_reason = Some(d.reason);
+        self.stats.supervisor_runs += 1;
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}

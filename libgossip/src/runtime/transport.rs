@@ -1,0 +1,207 @@
+//! [`TransportLink`]: the [`Link`] over libtransport, in-process.
+//!
+//! Frames travel as messages of [`Kind::PUBSUB`] (one unidirectional stream
+//! per frame, the transport's own length prefix and size cap); signatures are
+//! checked with ML-DSA-65 through aws-lc-rs
+//! ([`libtransport::identity::verify_signature`]) on tokio's blocking pool so
+//! a batch never stalls the runtime task. Both crates define a peer as the
+//! SHA-256 of its ML-DSA-65 public key, so the id maps byte for byte
+//! ([`to_transport`], [`from_transport`]).
+
+use super::link::{BoxFuture, Link, LinkEvent, VerifyItem};
+use crate::proto::{PeerId, SendOutcome, Signer, Verdict};
+use bytes::Bytes;
+use libtransport::{Endpoint, Event, Identity, Kind, KindConfig};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, mpsc};
+
+/// Events buffered between the transport and the runtime task. When full,
+/// the pump waits, which back-pressures the transport's own bounded queue.
+pub const LINK_EVENT_QUEUE: usize = 1024;
+
+/// The libtransport id of a gossip peer (same bytes: both hash the key).
+pub fn to_transport(p: PeerId) -> libtransport::PeerId {
+    libtransport::PeerId(p.0)
+}
+
+/// The gossip id of a libtransport peer.
+pub fn from_transport(p: libtransport::PeerId) -> PeerId {
+    PeerId(p.0)
+}
+
+/// A libtransport [`Identity`] as the core's [`Signer`].
+pub struct IdentitySigner {
+    id: Identity,
+    public: Bytes,
+    /// Signatures that failed (aws-lc error); each yields an empty signature
+    /// that every verifier rejects.
+    pub failures: u64,
+}
+
+impl std::fmt::Debug for IdentitySigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdentitySigner")
+            .field("peer", &self.id.peer_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl IdentitySigner {
+    /// Signs with `id`.
+    pub fn new(id: Identity) -> Self {
+        let public = Bytes::copy_from_slice(id.public_key());
+        Self {
+            id,
+            public,
+            failures: 0,
+        }
+    }
+
+    /// A signer holding the same key as `id` (the endpoint owns the original).
+    pub fn clone_of(id: &Identity) -> Result<Self, libtransport::identity::IdentityError> {
+        Ok(Self::new(Identity::from_pkcs8(&id.to_pkcs8()?)?))
+    }
+}
+
+impl Signer for IdentitySigner {
+    fn public_key(&self) -> Bytes {
+        self.public.clone()
+    }
+
+    fn sign(&mut self, msg: &[u8]) -> Bytes {
+        match self.id.sign(msg) {
+            Ok(s) => Bytes::from(s),
+            Err(e) => {
+                self.failures += 1;
+                tracing::warn!(error = %e, "signing failed");
+                Bytes::new()
+            }
+        }
+    }
+}
+
+/// [`Link`] over a libtransport [`Endpoint`].
+pub struct TransportLink {
+    ep: Endpoint,
+    events: Mutex<mpsc::Receiver<LinkEvent>>,
+    pump: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for TransportLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransportLink")
+            .field("peer", &self.ep.peer_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl TransportLink {
+    /// Takes over `ep`'s PUBSUB kind and its connection events. Must run
+    /// inside a tokio runtime.
+    pub fn new(ep: Endpoint) -> Result<Self, libtransport::Error> {
+        let mut frames = ep.register(Kind::PUBSUB, KindConfig::default())?;
+        let (tx, rx) = mpsc::channel(LINK_EVENT_QUEUE);
+        let ev = ep.clone();
+        let pump = tokio::spawn(async move {
+            loop {
+                let out = tokio::select! {
+                    m = frames.recv() => match m {
+                        Some(m) => LinkEvent::Frame { from: from_transport(m.peer), data: m.data },
+                        None => break,
+                    },
+                    e = ev.next_event() => match e {
+                        Some(Event::Connected { peer, .. }) => {
+                            LinkEvent::Up { peer: from_transport(peer), key: None }
+                        }
+                        Some(Event::Closed { peer, .. }) => {
+                            LinkEvent::Down { peer: from_transport(peer) }
+                        }
+                        Some(_) => continue,
+                        None => break,
+                    },
+                };
+                if tx.send(out).await.is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Self {
+            ep,
+            events: Mutex::new(rx),
+            pump,
+        })
+    }
+
+    /// The endpoint (to dial peers, read diagnostics).
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.ep
+    }
+
+    /// Dials `peer` at `addr` (a bootstrap contact learned out of band).
+    pub async fn connect(&self, addr: SocketAddr, peer: PeerId) -> Result<(), libtransport::Error> {
+        self.ep.connect(addr, to_transport(peer)).await.map(|_| ())
+    }
+}
+
+impl Drop for TransportLink {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
+}
+
+impl Link for TransportLink {
+    fn send(&self, to: PeerId, frame: Bytes, timeout: Duration) -> BoxFuture<'static, SendOutcome> {
+        let ep = self.ep.clone();
+        Box::pin(async move {
+            #[allow(clippy::disallowed_methods)] // a driver clock: send latency
+            let start = Instant::now();
+            match tokio::time::timeout(timeout, ep.send(&to_transport(to), Kind::PUBSUB, frame))
+                .await
+            {
+                Ok(Ok(())) => SendOutcome::Delivered {
+                    latency: start.elapsed(),
+                },
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %to, error = %e, "send failed");
+                    SendOutcome::Failed
+                }
+                Err(_) => SendOutcome::TimedOut,
+            }
+        })
+    }
+
+    fn next_event(&self) -> BoxFuture<'_, Option<LinkEvent>> {
+        Box::pin(async move { self.events.lock().await.recv().await })
+    }
+
+    fn verify(&self, batch: Vec<VerifyItem>) -> BoxFuture<'static, Vec<Verdict>> {
+        Box::pin(async move {
+            let n = batch.len();
+            let job = tokio::task::spawn_blocking(move || {
+                batch
+                    .iter()
+                    .map(|i| {
+                        if libtransport::identity::verify_signature(&i.key, &i.signed, &i.signature)
+                        {
+                            Verdict::Valid
+                        } else {
+                            Verdict::Invalid
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            });
+            // A panicked verifier job rejects its whole batch.
+            job.await.unwrap_or_else(|_| vec![Verdict::Invalid; n])
+        })
+    }
+
+    fn close(&self) -> BoxFuture<'static, ()> {
+        let ep = self.ep.clone();
+        Box::pin(async move {
+            if let Err(e) = ep.close().await {
+                tracing::debug!(error = %e, "endpoint close");
+            }
+        })
+    }
+}
