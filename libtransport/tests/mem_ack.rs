@@ -22,12 +22,11 @@ async fn lossy_long_path_one_outcome_each_no_double_delivery() {
     const N: u32 = 200;
     const WAVE: u32 = 20;
     let net = network(31);
-    let (a_at, b_at) = (addr("10.0.0.1:1000"), addr("10.0.0.2:2000"));
     let link = LinkConfig {
         loss: 0.05,
         ..LinkConfig::with_delay(Duration::from_millis(150))
     };
-    net.with(|n| n.set_link_both(a_at, b_at, link));
+    let (a_at, b_at) = linked_hosts(&net, link);
     let a = endpoint(&net, a_at, Identity::generate().unwrap(), Config::default());
     let b = endpoint(&net, b_at, Identity::generate().unwrap(), Config::default());
     let mut dm = b.register(Kind::DM, KindConfig::default()).unwrap();
@@ -87,14 +86,7 @@ async fn lossy_long_path_one_outcome_each_no_double_delivery() {
 #[tokio::test(start_paused = true)]
 async fn receiver_restart_mid_send_reissues_on_new_connection() {
     let net = network(32);
-    let (a_at, b_at) = (addr("10.0.0.1:1000"), addr("10.0.0.2:2000"));
-    net.with(|n| {
-        n.set_link_both(
-            a_at,
-            b_at,
-            LinkConfig::with_delay(Duration::from_millis(20)),
-        )
-    });
+    let (a_at, b_at) = linked_hosts(&net, LinkConfig::with_delay(Duration::from_millis(20)));
     let a = endpoint(&net, a_at, Identity::generate().unwrap(), Config::default());
     let b_id = Identity::generate().unwrap();
     let pkcs8 = b_id.to_pkcs8().unwrap();
@@ -149,14 +141,7 @@ async fn receiver_restart_mid_send_reissues_on_new_connection() {
 #[tokio::test(start_paused = true)]
 async fn one_way_blackhole_forces_reconnect() {
     let net = network(33);
-    let (a_at, b_at) = (addr("10.0.0.1:1000"), addr("10.0.0.2:2000"));
-    net.with(|n| {
-        n.set_link_both(
-            a_at,
-            b_at,
-            LinkConfig::with_delay(Duration::from_millis(20)),
-        )
-    });
+    let (a_at, b_at) = linked_hosts(&net, LinkConfig::with_delay(Duration::from_millis(20)));
     let a = endpoint(&net, a_at, Identity::generate().unwrap(), Config::default());
     let b = endpoint(&net, b_at, Identity::generate().unwrap(), Config::default());
     let mut dm = b.register(Kind::DM, KindConfig::default()).unwrap();

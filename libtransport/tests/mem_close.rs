@@ -30,12 +30,11 @@ fn index(m: &[u8]) -> usize {
 async fn close_delivers_every_queued_message_over_a_lossy_link() {
     for seed in [5, 6, 7] {
         let net = network(seed);
-        let (a_at, b_at) = (addr("10.0.0.1:1000"), addr("10.0.0.2:2000"));
         let link = LinkConfig {
             loss: 0.05,
             ..LinkConfig::with_delay(Duration::from_millis(20))
         };
-        net.with(|n| n.set_link_both(a_at, b_at, link));
+        let (a_at, b_at) = linked_hosts(&net, link);
         let a = endpoint(&net, a_at, Identity::generate().unwrap(), Config::default());
         let b = endpoint(&net, b_at, Identity::generate().unwrap(), Config::default());
         let mut dms = b.register(Kind::DM, KindConfig::default()).unwrap();

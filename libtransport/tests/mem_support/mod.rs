@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use libtransport::io::mem::{MemNetwork, MemSocket, NetworkConfig};
+use libtransport::io::mem::{LinkConfig, MemNetwork, MemSocket, NetworkConfig};
 use libtransport::io::{self, RecvMeta, Socket, Transmit};
 use libtransport::{Config, Endpoint, Event, Identity, PeerId};
 
@@ -21,6 +21,14 @@ pub fn addr(s: &str) -> SocketAddr {
 
 pub fn network(seed: u64) -> MemNetwork {
     MemNetwork::new(seed, NetworkConfig::default())
+}
+
+/// The two hosts every two-party test uses, `10.0.0.1:1000` and
+/// `10.0.0.2:2000`, joined both ways by `link`.
+pub fn linked_hosts(net: &MemNetwork, link: LinkConfig) -> (SocketAddr, SocketAddr) {
+    let (a_at, b_at) = (addr("10.0.0.1:1000"), addr("10.0.0.2:2000"));
+    net.with(|n| n.set_link_both(a_at, b_at, link));
+    (a_at, b_at)
 }
 
 /// An endpoint with `id` on a socket bound at `at`.
