@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use quinn_proto::{IdleTimeout, TransportConfig, VarInt};
 
+pub use crate::proto::repair::{AddressBookConfig, RepairConfig};
+
 /// Endpoint configuration. Build with [`Config::default`] and the setters.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -50,6 +52,14 @@ pub struct Config {
     /// as everything is acknowledged; it only runs out against a peer that
     /// is gone or does not read. Default 5 s.
     pub drain_timeout: Duration,
+    /// Repair dials for sends that find no live connection: concurrent
+    /// dials (16), queued peers (1,024), time per repair including lookup
+    /// (10 s), backoff after failures (500 ms doubling to 30 s). See
+    /// [`RepairConfig`].
+    pub repair: RepairConfig,
+    /// The address book repair dials use: peers remembered (16,384, least
+    /// recently used evicted and counted) and addresses per peer (8).
+    pub address_book: AddressBookConfig,
     /// Misbehave: never send the identity proof. Only for tests of the
     /// peer's proof timeout, so only with the `test-util` feature: a
     /// production build has no way to switch it on.
@@ -75,6 +85,8 @@ impl Default for Config {
             event_queue: 4096,
             send_queue_bytes: 4 << 20,
             drain_timeout: Duration::from_secs(5),
+            repair: RepairConfig::default(),
+            address_book: AddressBookConfig::default(),
             #[cfg(feature = "test-util")]
             withhold_proof_for_tests: false,
         }

@@ -41,6 +41,8 @@ pub struct Diagnostics {
     /// Receive-ACK: sender and receiver counters, per-stage latency
     /// histograms (p50/p95/p99), dedupe cache and driver-level refusals.
     pub ack: AckDiag,
+    /// Repair dials: counters, address book, resolvers, the last lookup.
+    pub repair: crate::endpoint::RepairDiag,
 }
 
 /// Receive-ACK diagnostics.
@@ -196,5 +198,6 @@ pub(crate) fn snapshot(shared: &Shared) -> Diagnostics {
             read_timed_out: st.ack.read_timed_out,
             reading: st.ack.reading,
         },
+        repair: st.repair.diag(),
     }
 }

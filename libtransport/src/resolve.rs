@@ -123,6 +123,10 @@ pub struct LookupError<E> {
     pub resolver_errors: Vec<(String, ResolveError)>,
     /// Addresses dialled and why each failed.
     pub dial_errors: Vec<(SocketAddr, E)>,
+    /// Every address dialled, in order, including dials the timeout cut off.
+    pub tried: Vec<SocketAddr>,
+    /// Addresses dropped over `max_addrs`.
+    pub dropped_addrs: usize,
     /// The overall timeout ended the lookup.
     pub timed_out: bool,
 }
@@ -167,7 +171,7 @@ where
     let mut dropped_addrs = 0;
     let mut dials: JoinSet<DialDone<D>> = JoinSet::new();
     let mut next_dial = Instant::now();
-    loop {
+    let timed_out = loop {
         let now = Instant::now();
         while !queue.is_empty()
             && dials.len() < cfg.max_parallel_dials.max(1)
@@ -183,12 +187,7 @@ where
             next_dial = now + cfg.stagger;
         }
         if lookups.is_empty() && dials.is_empty() && queue.is_empty() {
-            return Err(LookupError {
-                peer,
-                resolver_errors,
-                dial_errors,
-                timed_out: false,
-            });
+            break false;
         }
         let stagger_armed = !queue.is_empty() && !dials.is_empty();
         tokio::select! {
@@ -222,10 +221,18 @@ where
             },
             () = tokio::time::sleep_until(next_dial), if stagger_armed => {}
             () = tokio::time::sleep_until(deadline) => {
-                return Err(LookupError { peer, resolver_errors, dial_errors, timed_out: true });
+                break true;
             }
         }
-    }
+    };
+    Err(LookupError {
+        peer,
+        resolver_errors,
+        dial_errors,
+        tried,
+        dropped_addrs,
+        timed_out,
+    })
 }
 
 #[cfg(test)]
@@ -396,5 +403,29 @@ mod tests {
         let dialled: Vec<SocketAddr> = e.dial_errors.iter().map(|(a, _)| *a).collect();
         assert_eq!(dialled, vec![addr(1), addr(2)]);
         assert_eq!(d.log.lock().unwrap().len(), 2);
+    }
+
+    /// T10: when the overall timeout ends a lookup whose dials hang, the
+    /// error still names every address dialled and the ones over
+    /// `max_addrs`, so diagnostics show where the time went.
+    #[tokio::test(start_paused = true)]
+    async fn a_timed_out_lookup_lists_the_hanging_dials() {
+        let resolvers = vec![fake("a", 0, Ok(vec![addr(1), addr(2), addr(3)]))];
+        let d = Arc::new(FakeDialer {
+            hang: vec![1, 2],
+            ..FakeDialer::default()
+        });
+        let cfg = LookupConfig {
+            max_addrs: 2,
+            timeout: Duration::from_secs(2),
+            ..LookupConfig::default()
+        };
+        let e = connect_any(&resolvers, PeerId([1; 32]), d, cfg)
+            .await
+            .unwrap_err();
+        assert!(e.timed_out);
+        assert!(e.dial_errors.is_empty(), "no dial finished");
+        assert_eq!(e.tried, vec![addr(1), addr(2)]);
+        assert_eq!(e.dropped_addrs, 1);
     }
 }

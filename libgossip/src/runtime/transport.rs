@@ -166,6 +166,15 @@ impl Link for TransportLink {
                     tracing::debug!(peer = %to, error = %e, "send failed");
                     SendOutcome::Failed
                 }
+                // A send that ran out of time while the peer had no live
+                // connection was waiting on a repair dial: the peer is
+                // unreachable now (membership's business), not slow
+                // (cooling's). Reporting it as a timeout would cool the peer
+                // and stop the sends that would show it dead.
+                Err(_) if ep.connection(&to_transport(to)).is_none() => {
+                    tracing::debug!(peer = %to, "send timed out with no connection");
+                    SendOutcome::Failed
+                }
                 Err(_) => SendOutcome::TimedOut,
             }
         })

@@ -12,13 +12,14 @@
 //! * The call watches the peer's live connection (woken by the same
 //!   per-peer waiters `connect` uses): a new generation is `Replaced` (or
 //!   `Connected` after a loss), no live connection is `Closed`; a send that
-//!   needs a connection redials the peer's last address.
+//!   needs a connection repairs it through the endpoint's repair dials (one
+//!   dial per peer however many sends need it; after a failed dial it asks
+//!   again when the peer's backoff ends, within the send's budget).
 //! * Every ACK timeout goes to the connection's [`StuckDetector`]; when it
 //!   decides [`Reconnect`], the connection is closed with
 //!   [`ACK_STUCK_CODE`], [`Event::Stuck`] is queued and the send redials.
 
 use std::future::poll_fn;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
@@ -36,6 +37,7 @@ use crate::proto::ack::{
     AckError, AckSend, AckWireError, AttemptFailure, Cause, Delivered, Link, RESPONSE_LEN,
     Reconnect, Request, RequestHeader, RequestId, Response, RttEstimator, Step, StuckDetector,
 };
+use crate::proto::repair::RepairError;
 
 /// Connection close code for a connection the stuck detector gave up on
 /// (N consecutive receive-ACK timeouts while it looked live).
@@ -102,13 +104,9 @@ fn random_id(epoch: u64) -> RequestId {
     RequestId(id)
 }
 
-/// The live connection to `peer`: its generation, handle, address and
-/// quinn's smoothed RTT.
-fn live_of(
-    ep: &Arc<Shared>,
-    st: &State,
-    peer: &PeerId,
-) -> Option<(u64, Connection, SocketAddr, Duration)> {
+/// The live connection to `peer`: its generation, handle and quinn's
+/// smoothed RTT.
+fn live_of(ep: &Arc<Shared>, st: &State, peer: &PeerId) -> Option<(u64, Connection, Duration)> {
     let l = st.manager.live(peer)?;
     let c = st.conns.get(&l.conn.key)?;
     (c.phase == Phase::Live).then(|| {
@@ -118,7 +116,6 @@ fn live_of(
                 ep: ep.clone(),
                 rec: c.shared.clone(),
             },
-            c.shared.remote,
             c.inner.rtt(),
         )
     })
@@ -156,10 +153,34 @@ fn link(st: &mut State, peer: PeerId, generation: u64, srtt: Duration) -> Link {
     }
 }
 
-fn link_now(ep: &Arc<Shared>, peer: PeerId) -> Option<(Link, SocketAddr)> {
+fn link_now(ep: &Arc<Shared>, peer: PeerId) -> Option<Link> {
     let mut st = ep.lock();
-    let (generation, _, addr, srtt) = live_of(ep, &st, &peer)?;
-    Some((link(&mut st, peer, generation, srtt), addr))
+    let (generation, _, srtt) = live_of(ep, &st, &peer)?;
+    Some(link(&mut st, peer, generation, srtt))
+}
+
+/// Repairs the connection to `peer` for a receive-ACKed send: asks again
+/// when a failed dial's backoff ends; gives up when the peer has no address
+/// at all or the endpoint closes (the send then ends at its budget, or
+/// earlier if the peer connects to us).
+async fn repair(ep: Arc<Shared>, peer: PeerId) {
+    loop {
+        match super::repair::connect_peer(&ep, peer).await {
+            Ok(_) | Err(Error::NotConnected(_) | Error::EndpointClosed) => return,
+            Err(Error::Repair(RepairError::Backoff { retry_in, .. })) => {
+                tokio::time::sleep(retry_in).await;
+            }
+            Err(Error::Repair(RepairError::TooManyDials)) => {
+                // Every dial slot and queue place is taken: try again after
+                // one backoff base rather than spin.
+                let wait = ep.lock().config.repair.backoff_base;
+                tokio::time::sleep(wait).await;
+            }
+            // A failed or timed-out dial set the peer's backoff: the next
+            // ask answers with it.
+            Err(_) => {}
+        }
+    }
 }
 
 /// Resolves with the peer's live generation once it differs from `known`.
@@ -285,9 +306,8 @@ pub(crate) async fn send(
         };
         let mut ack = AckSend::new(id, budget, &cfg, now);
         let first = link_now(ep, peer);
-        let mut known = first.map(|(l, _)| l.generation);
-        let mut addr = first.map(|(_, a)| a);
-        let mut step = ack.start(first.map(|(l, _)| l), now);
+        let mut known = first.map(|l| l.generation);
+        let mut step = ack.start(first, now);
         let mut attempts: JoinSet<AttemptDone> = JoinSet::new();
         let mut dial: JoinSet<()> = JoinSet::new();
         loop {
@@ -307,7 +327,7 @@ pub(crate) async fn send(
                     let mut h = header;
                     h.retry = a.retry;
                     match conn {
-                        Some((_, c, _, _)) => {
+                        Some((_, c, _)) => {
                             let span = tracing::debug_span!("ack_attempt",
                                 peer = %peer.short(), conn = c.rec.uid,
                                 generation = a.generation, index = a.index);
@@ -323,13 +343,8 @@ pub(crate) async fn send(
                     }
                 }
                 Step::NeedConnection => {
-                    if dial.is_empty()
-                        && let Some(addr) = addr
-                    {
-                        let ep2 = ep.clone();
-                        dial.spawn(async move {
-                            let _ = super::api::connect(&ep2, addr, peer).await;
-                        });
+                    if dial.is_empty() {
+                        dial.spawn(repair(ep.clone(), peer));
                     }
                 }
                 Step::Wait => {}
@@ -358,9 +373,8 @@ pub(crate) async fn send(
                     let old = known;
                     known = live;
                     match (old, live) {
-                        (_, Some(g)) => match link_now(ep, peer).filter(|(l, _)| l.generation == g) {
-                            Some((l, a)) => {
-                                addr = Some(a);
+                        (_, Some(g)) => match link_now(ep, peer).filter(|l| l.generation == g) {
+                            Some(l) => {
                                 match old {
                                     Some(o) => ack.handle_replaced(o, l, now),
                                     None => ack.handle_connected(l, now),

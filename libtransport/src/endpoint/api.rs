@@ -37,14 +37,61 @@ pub(crate) async fn connect(
     peer: PeerId,
 ) -> Result<Connection, Error> {
     let timeout = ep.lock().config.dial_timeout;
-    match tokio::time::timeout(timeout, dial(ep, addr, peer)).await {
+    let r = match tokio::time::timeout(timeout, dial(ep, addr, peer)).await {
         Ok(r) => r,
         Err(_) => Err(Error::DialTimeout),
+    };
+    if let Ok(c) = &r {
+        // A dialled address that proved the peer is a known address: sends
+        // to the peer repair through it.
+        let remote = c.rec.remote;
+        ep.lock().repair.confirm(peer, remote);
+    }
+    r
+}
+
+/// Closes the connection a dial started when the dial ends (times out, or
+/// is dropped because another address of the peer won) before it became
+/// live, so abandoned handshakes do not linger until quinn's idle timeout.
+struct Abandon<'a> {
+    ep: &'a Shared,
+    rec: Option<Arc<ConnShared>>,
+    /// Close only before the QUIC handshake completed: set when another
+    /// connection to the peer went live, because once ours is proving the
+    /// peer may already hold it live and the manager's tie-break owns it.
+    only_handshaking: bool,
+}
+
+impl Drop for Abandon<'_> {
+    fn drop(&mut self) {
+        let Some(rec) = self.rec.take() else {
+            return;
+        };
+        let mut st = self.ep.lock();
+        let pending = st.conns.get(&rec.ch).is_some_and(|c| {
+            c.uid == rec.uid
+                && match c.phase {
+                    Phase::Handshaking => true,
+                    Phase::Proving { .. } => !self.only_handshaking,
+                    _ => false,
+                }
+        });
+        if pending {
+            super::conn::close_conn(
+                &mut st,
+                rec.ch,
+                rec.uid,
+                close::DIAL_ABANDONED,
+                CloseReason::Local,
+            );
+            st.counters.dials_abandoned += 1;
+            st.wake_driver();
+        }
     }
 }
 
 async fn dial(ep: &Arc<Shared>, addr: SocketAddr, peer: PeerId) -> Result<Connection, Error> {
-    let ours: Arc<ConnShared> = {
+    let ours: (Arc<ConnShared>, bool) = {
         let mut st = ep.lock();
         if !st.open_for_work() {
             return Err(Error::EndpointClosed);
@@ -54,14 +101,18 @@ async fn dial(ep: &Arc<Shared>, addr: SocketAddr, peer: PeerId) -> Result<Connec
             return Ok(c);
         }
         st = ep.lock();
-        // Join a dial already in flight to the same peer (single flight).
+        // Join a dial already in flight to the same peer at the same
+        // address (single flight); a dial to another address of the peer
+        // is a dial of its own (happy eyeballs over the peer's addresses).
         let existing = st
             .conns
             .values()
-            .find(|c| c.expected == Some(peer) && c.phase != Phase::Closing)
+            .find(|c| {
+                c.expected == Some(peer) && c.shared.remote == addr && c.phase != Phase::Closing
+            })
             .map(|c| c.shared.clone());
         match existing {
-            Some(s) => s,
+            Some(s) => (s, false),
             None => {
                 let now = crate::io::now();
                 let cfg = st.client_config.clone();
@@ -77,11 +128,17 @@ async fn dial(ep: &Arc<Shared>, addr: SocketAddr, peer: PeerId) -> Result<Connec
                     super::state::Conn::new(inner, uid, Role::Client, Some(peer), rec.clone()),
                 );
                 st.wake_driver();
-                rec
+                (rec, true)
             }
         }
     };
-    poll_fn(|cx| {
+    let (ours, created) = ours;
+    let mut abandon = Abandon {
+        ep,
+        rec: created.then(|| ours.clone()),
+        only_handshaking: false,
+    };
+    let r = poll_fn(|cx| {
         let mut st = ep.lock();
         if let Some(l) = st.manager.live(&peer)
             && let Some(c) = st.conns.get(&l.conn.key)
@@ -110,7 +167,19 @@ async fn dial(ep: &Arc<Shared>, addr: SocketAddr, peer: PeerId) -> Result<Connec
         push_waker(st.peer_waiters.entry(peer).or_default(), cx.waker());
         Poll::Pending
     })
-    .await
+    .await;
+    if let Ok(c) = &r {
+        if c.rec.uid == ours.uid || c.rec.remote == addr {
+            // Ours went live, or the peer's own dial at this address won
+            // the race: the tie-break settles that pair, nothing to abandon.
+            abandon.rec = None;
+        } else {
+            // Another address of the peer answered first (happy eyeballs):
+            // ours is redundant, closed if its handshake is still running.
+            abandon.only_handshaking = true;
+        }
+    }
+    r
 }
 
 pub(crate) async fn send_on(

@@ -29,6 +29,13 @@
 //! live connection. [`Event`]s report `Connected`, `Replaced`, `Closed` and
 //! `Stuck`.
 //!
+//! # Repair
+//!
+//! A send to a known peer with no live connection repairs it:
+//! [`Endpoint::connect_peer`] (glue in `repair.rs`) runs the sans-IO
+//! `proto::repair` policy, one endpoint-owned dial per peer over the
+//! address book and the resolvers; see `docs/adr/0038-repair-lookup-probes.md`.
+//!
 //! # Receive-ACK
 //!
 //! [`Endpoint::send_with_receive_ack`] (sender glue in `ack.rs`) and the
@@ -42,6 +49,7 @@ pub(crate) mod conn;
 mod drain;
 mod driver;
 mod handle;
+mod repair;
 mod router;
 pub(crate) mod state;
 mod stream;
@@ -57,6 +65,7 @@ use quinn_proto::{ConnectionHandle, StreamId};
 pub use ack::ACK_STUCK_CODE;
 pub use ack_recv::{ManualReceiver, ManualRequest, REQUEST_READ_TIMEOUT, Responder};
 pub use handle::{Connection, PathStats, WeakConnection};
+pub use repair::{LookupReport, MAX_RESOLVERS, RepairDiag};
 pub use state::{CloseReason, Counters, close};
 pub use stream::{RecvStream, SendStream};
 
@@ -102,9 +111,17 @@ pub enum Error {
     /// The connection ended.
     #[error("connection closed: {0:?}")]
     Closed(CloseReason),
-    /// No live connection to the peer.
+    /// No live connection to the peer, and no address to repair it with
+    /// (the peer is not in the address book and no resolver is set).
     #[error("not connected to {0}")]
     NotConnected(PeerId),
+    /// No live connection to the peer, and repairing it failed or was
+    /// refused (backoff after failed dials, too many dials, timeout).
+    #[error("could not repair the connection: {0}")]
+    Repair(#[source] crate::proto::repair::RepairError),
+    /// More resolvers than [`MAX_RESOLVERS`].
+    #[error("{0} resolvers given, at most {MAX_RESOLVERS} allowed")]
+    TooManyResolvers(usize),
     /// The peer stopped or reset the stream with this code.
     #[error("stream stopped/reset by peer: code {0}")]
     Stopped(u64),
@@ -282,6 +299,7 @@ impl Endpoint {
             unblocked: Vec::new(),
             closed_recent: Default::default(),
             ack: ack_recv::AckState::new(crate::proto::ack::AckConfig::default()),
+            repair: repair::RepairState::new(config.repair, config.address_book),
             config,
         };
         let gso = state.config.gso;
@@ -323,21 +341,72 @@ impl Endpoint {
         api::live(&self.shared, peer)
     }
 
-    /// Sends one message of `kind` to `peer` over its live connection.
-    /// Returns once the message is queued on the kind's stream (bounded by
+    /// The live connection to `peer`, repairing it when there is none: one
+    /// dial per peer however many callers ask (the others wait for it),
+    /// to the addresses the address book and the resolvers give, bounded
+    /// by `Config::repair` (concurrent dials, queue, deadline, backoff
+    /// after failures). Fails with [`Error::NotConnected`] for a peer with
+    /// no known address and no resolver, [`Error::Repair`] when the dial
+    /// failed or was refused.
+    pub async fn connect_peer(&self, peer: &PeerId) -> Result<Connection, Error> {
+        repair::connect_peer(&self.shared, *peer).await
+    }
+
+    /// Adds addresses where `peer` may be reached to the address book
+    /// (bounded by `Config::address_book`). Addresses that connect and
+    /// prove the peer move to the front; [`Endpoint::connect`] adds the
+    /// address it connected to by itself.
+    pub fn add_peer_addrs(&self, peer: &PeerId, addrs: &[SocketAddr]) {
+        self.shared.lock().repair.learn(*peer, addrs);
+    }
+
+    /// `peer`'s addresses in the address book, most recently confirmed
+    /// first.
+    #[must_use]
+    pub fn peer_addrs(&self, peer: &PeerId) -> Vec<SocketAddr> {
+        self.shared.lock().repair.addrs(peer)
+    }
+
+    /// Removes `peer` from the address book: sends to it no longer repair
+    /// (a live connection stays).
+    pub fn forget_peer(&self, peer: &PeerId) {
+        self.shared.lock().repair.forget(peer);
+    }
+
+    /// Sets the resolvers repair dials ask, in parallel, for addresses of a
+    /// peer (beside the address book), and the lookup settings. With any
+    /// resolver set, a send to a peer the book does not know dials too.
+    /// At most [`MAX_RESOLVERS`]. Dials already running keep their
+    /// resolvers.
+    pub fn set_resolvers(
+        &self,
+        resolvers: Vec<Arc<dyn crate::resolve::Resolver>>,
+        lookup: crate::resolve::LookupConfig,
+    ) -> Result<(), Error> {
+        if resolvers.len() > MAX_RESOLVERS {
+            return Err(Error::TooManyResolvers(resolvers.len()));
+        }
+        self.shared.lock().repair.set_resolvers(resolvers, lookup);
+        Ok(())
+    }
+
+    /// Sends one message of `kind` to `peer`, repairing the connection
+    /// first when there is none (see [`Endpoint::connect_peer`]). Returns
+    /// once the message is queued on the kind's stream (bounded by
     /// `Config::send_queue_bytes`; waits while that is full).
     pub async fn send(&self, peer: &PeerId, kind: Kind, data: Bytes) -> Result<(), Error> {
-        let c = self.connection(peer).ok_or(Error::NotConnected(*peer))?;
+        let c = self.connect_peer(peer).await?;
         c.send(kind, data).await
     }
 
-    /// Opens a bidirectional stream of `kind` to `peer`.
+    /// Opens a bidirectional stream of `kind` to `peer`, repairing the
+    /// connection first when there is none (see [`Endpoint::connect_peer`]).
     pub async fn open_bi(
         &self,
         peer: &PeerId,
         kind: Kind,
     ) -> Result<(SendStream, RecvStream), Error> {
-        let c = self.connection(peer).ok_or(Error::NotConnected(*peer))?;
+        let c = self.connect_peer(peer).await?;
         c.open_bi(kind).await
     }
 

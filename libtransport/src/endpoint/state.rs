@@ -73,6 +73,9 @@ pub mod close {
     pub const REPLACED: u32 = 0x105;
     /// The endpoint shut down.
     pub const SHUTDOWN: u32 = 0x106;
+    /// A dial was abandoned before it became live: it timed out, or another
+    /// address of the same peer connected first.
+    pub const DIAL_ABANDONED: u32 = 0x108;
 }
 
 pub(crate) struct Shared {
@@ -158,6 +161,9 @@ pub struct Counters {
     /// Finished streams `close`/`wait_idle` gave up on: the drain bound
     /// expired or their connection ended before the peer acknowledged them.
     pub drain_unacknowledged: u64,
+    /// Dials closed before they became live: timed out, or another address
+    /// of the same peer connected first.
+    pub dials_abandoned: u64,
 }
 
 /// A kind's receive queue.
@@ -426,6 +432,8 @@ pub(crate) struct State {
     /// Receive-ACK: receiver, sender stats, manual kinds, per-connection
     /// RTT and stuck state.
     pub(crate) ack: super::ack_recv::AckState,
+    /// Repair dials: policy, address book, resolvers, waiting sends.
+    pub(crate) repair: super::repair::RepairState,
 }
 
 impl State {

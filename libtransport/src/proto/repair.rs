@@ -329,6 +329,8 @@ struct Flight {
     dial: DialId,
     /// `None` while queued.
     deadline: Option<Instant>,
+    /// The driver looks addresses up beyond the book's.
+    resolvable: bool,
 }
 
 /// The repair policy for one endpoint.
@@ -360,11 +362,40 @@ impl RepairPolicy {
         }
     }
 
-    /// A send to `peer` found no live connection.
+    /// A send to `peer` found no live connection; the dial may use only the
+    /// book's addresses, so a peer the book has none for is
+    /// [`RepairError::UnknownPeer`].
     pub fn request(
         &mut self,
         peer: PeerId,
         book: &AddressBook,
+        now: Instant,
+    ) -> Result<Repair, RepairError> {
+        self.request_with(peer, book, false, now)
+    }
+
+    /// Like [`RepairPolicy::request`], for a driver that also looks
+    /// addresses up (resolvers): a peer the book has no address for is
+    /// dialled too, with an empty [`DialRequest::addrs`], and enters the
+    /// book (bounded, least recently used evicted) so its failures back off
+    /// like any other peer's.
+    pub fn request_resolvable(
+        &mut self,
+        peer: PeerId,
+        book: &mut AddressBook,
+        now: Instant,
+    ) -> Result<Repair, RepairError> {
+        if !self.flights.contains_key(&peer) && book.addrs(&peer).is_none() {
+            book.touch(peer);
+        }
+        self.request_with(peer, book, true, now)
+    }
+
+    fn request_with(
+        &mut self,
+        peer: PeerId,
+        book: &AddressBook,
+        resolvable: bool,
         now: Instant,
     ) -> Result<Repair, RepairError> {
         self.counters.requests += 1;
@@ -372,7 +403,11 @@ impl RepairPolicy {
             self.counters.joined += 1;
             return Ok(Repair::Join(f.dial));
         }
-        let Some(known) = book.peers.get(&peer).filter(|k| !k.addrs.is_empty()) else {
+        let Some(known) = book
+            .peers
+            .get(&peer)
+            .filter(|k| resolvable || !k.addrs.is_empty())
+        else {
             self.counters.unknown_peer += 1;
             return Err(RepairError::UnknownPeer);
         };
@@ -399,17 +434,16 @@ impl RepairPolicy {
                 Flight {
                     dial,
                     deadline: None,
+                    resolvable,
                 },
             );
             self.by_dial.insert(dial, peer);
             return Ok(Repair::Queued(dial));
         }
-        Ok(Repair::Dial(self.launch(
-            peer,
-            dial,
-            known.addrs.clone(),
-            now,
-        )))
+        let addrs = known.addrs.clone();
+        Ok(Repair::Dial(
+            self.launch(peer, dial, addrs, resolvable, now),
+        ))
     }
 
     fn launch(
@@ -417,6 +451,7 @@ impl RepairPolicy {
         peer: PeerId,
         dial: DialId,
         addrs: Vec<SocketAddr>,
+        resolvable: bool,
         now: Instant,
     ) -> DialRequest {
         let deadline = now + self.cfg.dial_timeout;
@@ -427,6 +462,7 @@ impl RepairPolicy {
             Flight {
                 dial,
                 deadline: Some(deadline),
+                resolvable,
             },
         );
         self.by_dial.insert(dial, peer);
@@ -504,12 +540,13 @@ impl RepairPolicy {
             let Some(peer) = self.queue.pop_front() else {
                 return;
             };
-            let Some(dial) = self.flights.get(&peer).map(|f| f.dial) else {
+            let Some((dial, resolvable)) = self.flights.get(&peer).map(|f| (f.dial, f.resolvable))
+            else {
                 continue;
             };
-            match book.addrs(&peer).filter(|a| !a.is_empty()) {
+            match book.addrs(&peer).filter(|a| resolvable || !a.is_empty()) {
                 Some(addrs) => {
-                    let req = self.launch(peer, dial, addrs.to_vec(), now);
+                    let req = self.launch(peer, dial, addrs.to_vec(), resolvable, now);
                     self.out.push_back(RepairOutput::Start(req));
                 }
                 None => {
@@ -751,5 +788,57 @@ mod tests {
         b.remove(&pid(1));
         assert_eq!(b.addrs(&pid(1)), None);
         assert_eq!(b.len(), 1);
+    }
+
+    /// T8, T10: with resolvers, a peer the book has no address for is
+    /// dialled with no addresses of its own (the resolvers supply them),
+    /// single flight still holds, a failure backs it off like a known peer,
+    /// and a queued one starts with an empty address list instead of being
+    /// refused as unknown.
+    #[test]
+    fn resolvable_unknown_peers_dial_and_back_off() {
+        let t0 = Instant::now();
+        let mut book = AddressBook::new(AddressBookConfig::default());
+        let cfg = RepairConfig {
+            max_concurrent_dials: 1,
+            backoff_base: Duration::from_secs(1),
+            ..RepairConfig::default()
+        };
+        let mut p = RepairPolicy::new(cfg);
+        assert_eq!(p.request(pid(7), &book, t0), Err(RepairError::UnknownPeer));
+        let Ok(Repair::Dial(d)) = p.request_resolvable(pid(7), &mut book, t0) else {
+            panic!("a resolvable peer is dialled")
+        };
+        assert!(d.addrs.is_empty());
+        assert_eq!(
+            p.request_resolvable(pid(7), &mut book, t0),
+            Ok(Repair::Join(d.dial))
+        );
+        let Ok(Repair::Queued(q)) = p.request_resolvable(pid(8), &mut book, t0) else {
+            panic!("over the cap a second peer queues")
+        };
+        p.handle_dial_done(d.dial, Err(DialFailure::Unreachable), &mut book, t0);
+        assert!(matches!(
+            p.poll_output(),
+            Some(RepairOutput::Finished { peer, result: Err(_), .. }) if peer == pid(7)
+        ));
+        assert!(matches!(
+            p.poll_output(),
+            Some(RepairOutput::Start(DialRequest { dial, ref addrs, .. })) if dial == q && addrs.is_empty()
+        ));
+        assert_eq!(
+            p.request_resolvable(pid(7), &mut book, t0),
+            Err(RepairError::Backoff {
+                retry_in: Duration::from_secs(1),
+                failures: 1
+            })
+        );
+        p.handle_dial_done(q, Ok(addr(8)), &mut book, t0);
+        assert_eq!(
+            book.addrs(&pid(8)),
+            Some(&[addr(8)][..]),
+            "learnt on success"
+        );
+        assert_eq!(p.counters().dials, 2);
     }
 }
