@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use quinn_proto::{
     ConnectionError, ConnectionHandle, Dir, Event, ReadError, StreamEvent, StreamId, VarInt,
 };
@@ -18,9 +18,10 @@ use tracing::{debug, warn};
 use super::Event as Lifecycle;
 use super::handle::{ConnShared, PathStats};
 use super::state::{CloseReason, Conn, InStream, OutStream, Phase, State, close};
-use crate::identity::{self, EXPORTER_LABEL, EXPORTER_LEN, PROOF_LEN, Role};
+use crate::identity::{self, EXPORTER_LABEL, EXPORTER_LEN, Role};
 use crate::kind::Kind;
 use crate::manager::{Candidate, Decision};
+use crate::proto::proof::ProofError;
 
 /// Runs all pending application events of connection `ch`.
 pub(crate) fn process_events(st: &mut State, ch: ConnectionHandle, now: Instant) {
@@ -87,8 +88,12 @@ fn send_done(st: &mut State, ch: ConnectionHandle, id: StreamId) {
 }
 
 fn exporter(c: &Conn, role: Role) -> Option<[u8; EXPORTER_LEN]> {
+    exporter_of(&c.inner, role)
+}
+
+fn exporter_of(inner: &quinn_proto::Connection, role: Role) -> Option<[u8; EXPORTER_LEN]> {
     let mut ex = [0u8; EXPORTER_LEN];
-    c.inner
+    inner
         .crypto_session()
         .export_keying_material(&mut ex, EXPORTER_LABEL, role.context())
         .ok()?;
@@ -109,17 +114,25 @@ fn on_connected(st: &mut State, ch: ConnectionHandle, now: Instant) {
     let withhold = st.config.withhold_proof_for_tests;
     #[cfg(not(feature = "test-util"))]
     let withhold = false;
-    let deadline = now + st.config.identity_timeout;
+    let timeout = st.config.identity_timeout;
     let Some(c) = st.conns.get_mut(&ch) else {
         return;
     };
-    c.phase = Phase::Proving { deadline };
-    let proof = exporter(c, c.role).and_then(|ex| identity.prove(c.role, &ex, epoch).ok());
-    let Some(proof) = proof else {
-        warn!("cannot build identity proof");
-        let uid = c.uid;
-        close_identity_invalid(st, ch, uid);
-        return;
+    let proof = match exporter(c, c.role) {
+        Some(ex) => c.proof.start(&identity, &ex, epoch, timeout, now),
+        None => Err(ProofError::CannotProve(identity::IdentityError::Exporter)),
+    };
+    c.phase = Phase::Proving {
+        deadline: c.proof.poll_timeout().unwrap_or(now + timeout),
+    };
+    let proof = match proof {
+        Ok(p) => p,
+        Err(e) => {
+            warn!(error = %e, "cannot build identity proof");
+            let uid = c.uid;
+            close_identity_invalid(st, ch, uid);
+            return;
+        }
     };
     if withhold {
         accept_streams(st, ch, now);
@@ -255,7 +268,7 @@ pub(crate) fn accept_streams(st: &mut State, ch: ConnectionHandle, now: Instant)
             if c.proof_in.is_none()
                 && let Some(id) = c.inner.streams().accept(Dir::Uni)
             {
-                c.proof_in = Some((id, BytesMut::new()));
+                c.proof_in = Some(id);
                 read_proof(st, ch, id, now);
             }
             return;
@@ -277,7 +290,7 @@ fn on_readable(st: &mut State, ch: ConnectionHandle, id: StreamId, now: Instant)
     let Some(c) = st.conns.get_mut(&ch) else {
         return;
     };
-    if c.proof_in.as_ref().is_some_and(|(p, _)| *p == id) {
+    if c.proof_in == Some(id) {
         read_proof(st, ch, id, now);
     } else if c.in_streams.contains_key(&id) {
         super::router::process_in(st, ch, id);
@@ -286,68 +299,74 @@ fn on_readable(st: &mut State, ch: ConnectionHandle, id: StreamId, now: Instant)
     }
 }
 
-/// Reads the peer's proof stream into a buffer bounded by `PROOF_LEN + 1`.
+/// Feeds the peer's proof stream to the exchange, at most a proof and one
+/// byte at a time (the exchange bounds its buffer), then tries to verify.
 fn read_proof(st: &mut State, ch: ConnectionHandle, id: StreamId, now: Instant) {
     let Some(c) = st.conns.get_mut(&ch) else {
         return;
     };
-    let Some((_, buf)) = c.proof_in.as_mut() else {
-        return;
-    };
-    let mut done = false;
-    let mut bad = false;
     if let Ok(mut chunks) = c.inner.recv_stream(id).read(true) {
-        loop {
-            match chunks.next(PROOF_LEN + 1 - buf.len().min(PROOF_LEN)) {
-                Ok(Some(chunk)) => {
-                    buf.extend_from_slice(&chunk.bytes);
-                    if buf.len() > PROOF_LEN {
-                        bad = true;
-                        break;
-                    }
-                }
+        while !c.proof.failed() {
+            match chunks.next(c.proof.read_limit()) {
+                Ok(Some(chunk)) => c.proof.handle_bytes(&chunk.bytes),
                 Ok(None) => {
-                    done = true;
+                    c.proof.handle_finished();
                     break;
                 }
                 Err(ReadError::Blocked) => break,
                 Err(ReadError::Reset(_)) => {
-                    bad = true;
+                    c.proof.handle_reset();
                     break;
                 }
             }
         }
         let _ = chunks.finalize();
     }
-    if bad {
-        st.counters.identity_invalid += 1;
-        let uid = c.uid;
-        close_identity_invalid(st, ch, uid);
-        return;
-    }
-    if done {
-        c.proof_complete = true;
-        try_verify(st, ch, now);
-    }
+    try_verify(st, ch, now);
 }
 
+/// Acts on the proof exchange's outcome, if it has one: closes the
+/// connection on a failure, else hands the proven peer to the manager.
 fn try_verify(st: &mut State, ch: ConnectionHandle, now: Instant) {
     let Some(c) = st.conns.get_mut(&ch) else {
         return;
     };
-    if !c.proof_complete || !matches!(c.phase, Phase::Proving { .. }) {
+    if !matches!(c.phase, Phase::Proving { .. }) {
         return;
     }
-    let Some(ex) = exporter(c, peer_role(c.role)) else {
+    let role = peer_role(c.role);
+    let outcome = {
+        let Conn { proof, inner, .. } = &mut *c;
+        proof.poll_verified(|| exporter_of(inner, role))
+    };
+    let Some(result) = outcome else {
         return;
     };
-    let Some((_, buf)) = c.proof_in.as_ref() else {
-        return;
-    };
-    let result = identity::verify_proof(buf, peer_role(c.role), &ex);
     let uid = c.uid;
     let v = match result {
         Ok(v) => v,
+        Err(ProofError::Mismatch { actual }) => {
+            st.counters.identity_mismatch += 1;
+            close_conn(
+                st,
+                ch,
+                uid,
+                close::IDENTITY_MISMATCH,
+                CloseReason::IdentityMismatch { actual },
+            );
+            return;
+        }
+        Err(ProofError::TimedOut) => {
+            st.counters.identity_timeout += 1;
+            close_conn(
+                st,
+                ch,
+                uid,
+                close::IDENTITY_TIMEOUT,
+                CloseReason::IdentityTimeout,
+            );
+            return;
+        }
         Err(e) => {
             debug!(error = %e, "identity proof rejected");
             st.counters.identity_invalid += 1;
@@ -355,20 +374,6 @@ fn try_verify(st: &mut State, ch: ConnectionHandle, now: Instant) {
             return;
         }
     };
-    if let Some(expected) = c.expected
-        && expected != v.peer
-    {
-        st.counters.identity_mismatch += 1;
-        let actual = v.peer;
-        close_conn(
-            st,
-            ch,
-            uid,
-            close::IDENTITY_MISMATCH,
-            CloseReason::IdentityMismatch { actual },
-        );
-        return;
-    }
     let local = st.identity.peer_id();
     let initiator = if c.role == Role::Client {
         local
@@ -376,7 +381,6 @@ fn try_verify(st: &mut State, ch: ConnectionHandle, now: Instant) {
         v.peer
     };
     let peer = v.peer;
-    c.verified = Some(v.clone());
     {
         let mut i = c.shared.info();
         i.peer = Some(peer);
@@ -547,19 +551,12 @@ pub(crate) fn finalize(st: &mut State, ch: ConnectionHandle) {
 
 /// Proof deadline check; called by the driver when a timer fires.
 pub(crate) fn check_deadline(st: &mut State, ch: ConnectionHandle, now: Instant) {
-    let Some(c) = st.conns.get(&ch) else { return };
-    if let Phase::Proving { deadline } = c.phase
-        && now >= deadline
-    {
-        st.counters.identity_timeout += 1;
-        let uid = c.uid;
-        close_conn(
-            st,
-            ch,
-            uid,
-            close::IDENTITY_TIMEOUT,
-            CloseReason::IdentityTimeout,
-        );
+    let Some(c) = st.conns.get_mut(&ch) else {
+        return;
+    };
+    if matches!(c.phase, Phase::Proving { .. }) {
+        c.proof.handle_timeout(now);
+        try_verify(st, ch, now);
     }
 }
 

@@ -20,9 +20,10 @@ use quinn_proto::{ConnectionHandle, StreamId};
 use super::handle::ConnShared;
 use super::{Event, MessageReceived};
 use crate::config::Config;
-use crate::identity::{Identity, PeerId, Role, Verified};
+use crate::identity::{Identity, PeerId, Role};
 use crate::kind::{Kind, KindConfig, StreamReject};
 use crate::manager::Manager;
+use crate::proto::proof::ProofExchange;
 use crate::proto::stream::StreamDecoder;
 
 /// A fast multiplicative hasher for the driver's small internal keys
@@ -313,8 +314,10 @@ pub(crate) struct Conn {
     pub(crate) role: Role,
     pub(crate) expected: Option<PeerId>,
     pub(crate) phase: Phase,
-    pub(crate) verified: Option<Verified>,
-    pub(crate) proof_in: Option<(StreamId, BytesMut)>,
+    /// The identity proof exchange (sans-IO, `proto::proof`).
+    pub(crate) proof: ProofExchange,
+    /// The peer's proof stream, once accepted.
+    pub(crate) proof_in: Option<StreamId>,
     pub(crate) proof_out: Option<OutStream>,
     pub(crate) in_streams: HashMap<StreamId, InStream>,
     pub(crate) out_kinds: HashMap<Kind, OutStream>,
@@ -324,7 +327,6 @@ pub(crate) struct Conn {
     pub(crate) open_waiters: Vec<Waker>,
     pub(crate) app_bi_by_kind: HashMap<Kind, u64>,
     pub(crate) shared: Arc<ConnShared>,
-    pub(crate) proof_complete: bool,
     pub(crate) close_reason: Option<CloseReason>,
     pub(crate) timer: Option<Instant>,
     pub(crate) dirty: bool,
@@ -351,7 +353,7 @@ impl Conn {
             role,
             expected,
             phase: Phase::Handshaking,
-            verified: None,
+            proof: ProofExchange::new(role, expected),
             proof_in: None,
             proof_out: None,
             in_streams: HashMap::default(),
@@ -361,7 +363,6 @@ impl Conn {
             open_waiters: Vec::new(),
             app_bi_by_kind: HashMap::default(),
             shared,
-            proof_complete: false,
             close_reason: None,
             timer: None,
             dirty: true,
@@ -371,7 +372,7 @@ impl Conn {
     }
 
     pub(crate) fn peer(&self) -> Option<PeerId> {
-        self.verified.as_ref().map(|v| v.peer)
+        self.proof.verified().map(|v| v.peer)
     }
 
     /// Wakes every task waiting on this connection.

@@ -5,6 +5,9 @@
 // Router streams: header, length prefix, reassembly.
 pub mod stream;
 
+// The identity proof exchange after the TLS handshake.
+pub mod proof;
+
 // Reliable delivery — receive-ACK, repair dials, scavenger probes.
 pub mod ack;
 pub mod probe;
