@@ -10,9 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use quinn_proto::{
-    ConnectionError, ConnectionHandle, Dir, Event, ReadError, StreamEvent, StreamId, VarInt,
-};
+use quinn_proto::{ConnectionError, ConnectionHandle, Dir, Event, StreamEvent, StreamId, VarInt};
 use tracing::{debug, warn};
 
 use super::Event as Lifecycle;
@@ -299,29 +297,12 @@ fn on_readable(st: &mut State, ch: ConnectionHandle, id: StreamId, now: Instant)
     }
 }
 
-/// Feeds the peer's proof stream to the exchange, at most a proof and one
-/// byte at a time (the exchange bounds its buffer), then tries to verify.
+/// Feeds the peer's proof stream to the exchange, then tries to verify.
 fn read_proof(st: &mut State, ch: ConnectionHandle, id: StreamId, now: Instant) {
     let Some(c) = st.conns.get_mut(&ch) else {
         return;
     };
-    if let Ok(mut chunks) = c.inner.recv_stream(id).read(true) {
-        while !c.proof.failed() {
-            match chunks.next(c.proof.read_limit()) {
-                Ok(Some(chunk)) => c.proof.handle_bytes(&chunk.bytes),
-                Ok(None) => {
-                    c.proof.handle_finished();
-                    break;
-                }
-                Err(ReadError::Blocked) => break,
-                Err(ReadError::Reset(_)) => {
-                    c.proof.handle_reset();
-                    break;
-                }
-            }
-        }
-        let _ = chunks.finalize();
-    }
+    c.proof.read_stream(&mut c.inner, id);
     try_verify(st, ch, now);
 }
 

@@ -8,6 +8,11 @@ pub mod stream;
 // The identity proof exchange after the TLS handshake.
 pub mod proof;
 
+// Two quinn-proto endpoints on a virtual clock, for unit tests.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // a test harness: setup failures panic
+mod pair;
+
 // Reliable delivery — receive-ACK, repair dials, scavenger probes.
 pub mod ack;
 pub mod probe;

@@ -15,10 +15,10 @@
 //!
 //! 1. [`ProofExchange::start`] when the QUIC handshake completed: starts the
 //!    deadline and returns our proof to write.
-//! 2. [`ProofExchange::handle_bytes`] for bytes read from the peer's proof
-//!    stream (read at most [`ProofExchange::read_limit`] at a time),
-//!    [`ProofExchange::handle_finished`] at its end,
-//!    [`ProofExchange::handle_reset`] if the peer reset it.
+//! 2. [`ProofExchange::read_stream`] whenever the peer's proof stream is
+//!    readable (or, without quinn, [`ProofExchange::handle_bytes`],
+//!    [`ProofExchange::handle_finished`] and [`ProofExchange::handle_reset`]
+//!    by hand).
 //! 3. [`ProofExchange::poll_timeout`] / [`ProofExchange::handle_timeout`]:
 //!    no valid proof by the deadline fails the exchange.
 //! 4. [`ProofExchange::poll_verified`] after any of these: `Some` exactly
@@ -127,6 +127,35 @@ impl ProofExchange {
             return;
         }
         self.inbound.extend_from_slice(bytes);
+    }
+
+    /// Reads what `conn` holds of the peer's proof stream `id` into the
+    /// exchange (at most [`read_limit`](Self::read_limit) at a time, so an
+    /// oversize stream is cut without buffering it), noting its end or
+    /// reset. Call when the stream is accepted and whenever it is readable;
+    /// then [`poll_verified`](Self::poll_verified).
+    pub fn read_stream(&mut self, conn: &mut quinn_proto::Connection, id: quinn_proto::StreamId) {
+        let mut recv = conn.recv_stream(id);
+        let Ok(mut chunks) = recv.read(true) else {
+            return;
+        };
+        while !self.failed() {
+            match chunks.next(self.read_limit()) {
+                Ok(Some(chunk)) => self.handle_bytes(&chunk.bytes),
+                Ok(None) => {
+                    self.handle_finished();
+                    break;
+                }
+                Err(quinn_proto::ReadError::Blocked) => break,
+                Err(quinn_proto::ReadError::Reset(_)) => {
+                    self.handle_reset();
+                    break;
+                }
+            }
+        }
+        // Whether quinn wants a transmit (flow-control credit) is seen by
+        // the driver's next poll of the connection.
+        let _ = chunks.finalize();
     }
 
     /// The peer finished its proof stream.
