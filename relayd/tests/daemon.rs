@@ -284,6 +284,40 @@ fn second_gossipd_is_refused_with_busy() {
     assert_eq!(g.next().payload, b"still");
 }
 
+/// A client that finishes the hello and then never sets up its rings
+/// holds the session only until the ring setup's deadline: a real gossipd
+/// retrying meanwhile (refused `Busy`) attaches after it. Capability: R1.
+#[test]
+fn a_gossipd_stalled_in_ring_setup_does_not_lock_the_relay() {
+    let d = Daemon::start();
+    let (stalled, _) = hello_as_gossipd(&d.relay_path()).unwrap();
+    let deadline = std::time::Instant::now() + common::PATIENCE;
+    let mut g = loop {
+        match Gossipd::try_attach(&d.relay_path()) {
+            Ok(g) => break g,
+            Err(WireError::Remote(r)) if r.code == ErrorCode::Busy => {}
+            Err(e) => panic!("unexpected refusal: {e}"),
+        }
+        assert!(std::time::Instant::now() < deadline, "relay stayed locked");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let j = d.diagnostics();
+    assert!(
+        j["counters"]["sessions_failed"].as_u64().unwrap() >= 1,
+        "{j:#}"
+    );
+    let peer = Peer::new();
+    let id = peer.connect(&d);
+    peer.rt
+        .block_on(
+            peer.ep
+                .send(&id, Kind::PUBSUB, Bytes::from_static(b"after")),
+        )
+        .unwrap();
+    assert_eq!(g.next().payload, b"after");
+    drop(stalled);
+}
+
 /// Hostile input on the relay socket — random bytes, a 4 GiB length
 /// prefix, half a frame then silence — ends in a typed error frame or a
 /// closed connection, never a crash, while a good gossipd is served.

@@ -211,15 +211,20 @@ pub fn hello_as_gossipd(path: &Path) -> Result<(UnixStream, hello::Session), wir
 
 impl Gossipd {
     pub fn attach(path: &Path) -> Gossipd {
-        let (control, session) = hello_as_gossipd(path).unwrap();
+        Gossipd::try_attach(path).unwrap()
+    }
+
+    /// [`Gossipd::attach`], or relayd's refusal of the hello.
+    pub fn try_attach(path: &Path) -> Result<Gossipd, wire::WireError> {
+        let (control, session) = hello_as_gossipd(path)?;
         let geo = Geometry::negotiated(session.ring_capacity, session.max_frame).unwrap();
         let rings = relay::channel::attach(&control, geo, SpinConfig::default()).unwrap();
-        Gossipd {
+        Ok(Gossipd {
             control,
             rings,
             session,
             buf: Vec::new(),
-        }
+        })
     }
 
     /// The next inbound record (within [`PATIENCE`]).
