@@ -124,15 +124,13 @@ fn settings(loaded: &Loaded, paths: &tern_config::NodePaths) -> Result<daemon::S
             "relayd binds one UDP address for now; the others in relayd.listen are ignored"
         );
     }
-    if let Some(m) = r.metrics_listen {
-        tracing::warn!(%m, "relayd.metrics_listen is not served yet; use the admin socket");
-    }
     let request = std::time::Duration::from_secs(1);
     Ok(daemon::Settings {
         node: loaded.config.node.name.clone(),
         listen,
         relay_socket: paths.relayd_socket.clone(),
         admin_socket: paths.relayd_admin.clone(),
+        metrics_listen: r.metrics_listen,
         identity_key: paths.identity_key.clone(),
         // Checked: a power of two in 64 KiB..=1 GiB.
         ring_capacity: u32::try_from(r.ring_capacity).context("relayd.ring_capacity")?,

@@ -45,6 +45,38 @@ fn starts_answers_status_and_removes_sockets_on_sigterm() {
     assert!(!d.admin_path().exists(), "admin socket left behind");
 }
 
+/// With `relayd.metrics_listen` set, the counters are scraped as
+/// Prometheus text on loopback. Capability: R1 (observable).
+#[test]
+fn metrics_endpoint_serves_the_counters() {
+    use std::io::Read as _;
+    // A free loopback port (released just before relayd binds it).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = Daemon::start_with(&[&format!("relayd.metrics_listen=127.0.0.1:{port}")]);
+    let body = {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(common::PATIENCE)).unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    };
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    for name in [
+        "relayd_build_info",
+        "relayd_dm_accepted_total",
+        "relayd_sessions_refused_busy_total",
+    ] {
+        assert!(body.contains(name), "{name} missing:\n{body}");
+    }
+    drop(d);
+}
+
 /// `--check` prints the effective config with its origins; an
 /// out-of-range value is refused with the key and its valid range, exit 2.
 #[test]

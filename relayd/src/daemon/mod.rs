@@ -31,11 +31,14 @@
 //!   `SendResult` control frame. Peer events go to gossipd as `PeerEvent`.
 //! * **Admin** ([`admin`]) — `status` and `diagnostics` JSON, served
 //!   concurrently on server-core with the request deadline.
+//! * **Metrics** ([`metrics`]) — with `relayd.metrics_listen`, the same
+//!   counters as Prometheus text on loopback (`tern-metrics`).
 // The daemon is the driver: it owns the clock the sans-IO parts are fed.
 #![allow(clippy::disallowed_methods)]
 
 pub(crate) mod admin;
 pub(crate) mod inbound;
+pub(crate) mod metrics;
 pub(crate) mod outbound;
 pub(crate) mod session;
 pub(crate) mod stats;
@@ -68,6 +71,7 @@ pub(crate) struct Settings {
     pub(crate) listen: SocketAddr,
     pub(crate) relay_socket: PathBuf,
     pub(crate) admin_socket: PathBuf,
+    pub(crate) metrics_listen: Option<SocketAddr>,
     pub(crate) identity_key: PathBuf,
     pub(crate) ring_capacity: u32,
     pub(crate) pump: PumpConfig,
@@ -234,6 +238,11 @@ pub(crate) async fn run(cfg: Settings, identity: Identity, created: bool) -> any
         policy,
     )
     .context("admin listener")?;
+    let metrics = cfg
+        .metrics_listen
+        .map(tern_metrics::bind_loopback)
+        .transpose()
+        .context("binding the metrics endpoint")?;
     let pump = RecvPump::new(cfg.pump.clone()).context("recv pump settings")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
@@ -259,11 +268,14 @@ pub(crate) async fn run(cfg: Settings, identity: Identity, created: bool) -> any
         cfg,
     });
     inbound::start(&shared).context("registering stream kinds")?;
-    let tasks = [
+    let mut tasks = vec![
         tokio::spawn(session::serve(shared.clone(), relay)),
         tokio::spawn(admin::serve(shared.clone(), admin)),
         tokio::spawn(outbound::peer_events(shared.clone())),
     ];
+    if let Some(l) = metrics {
+        tasks.push(tokio::spawn(metrics::serve(shared.clone(), l)));
+    }
     let c = &shared.cfg;
     tracing::info!(
         node = %c.node,
@@ -272,6 +284,7 @@ pub(crate) async fn run(cfg: Settings, identity: Identity, created: bool) -> any
         listen = %endpoint.local_addr(),
         relay_socket = %c.relay_socket.display(),
         admin_socket = %c.admin_socket.display(),
+        metrics = ?c.metrics_listen,
         ring_capacity = c.ring_capacity,
         pump_bytes = c.pump.total_bytes,
         retain_records = c.retain.max_records,

@@ -149,7 +149,7 @@ async fn run(shared: &Arc<Shared>, conn: Accepted) -> Result<(), SessionError> {
     // An attached gossipd may be silent on this socket for hours (data
     // travels in the rings): busy keeps it from being evicted as idle.
     let _busy = slot.busy();
-    let id = shared.counters.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+    let id = shared.counters.sessions.inc() + 1;
     {
         let mut st = shared.lock();
         st.retainer.attach();

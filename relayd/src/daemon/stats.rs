@@ -4,26 +4,37 @@
 //! per-kind stats, in the retainer's stats, or in server-core's listener
 //! stats — and all of them are in `diagnostics`.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use relayd::Stream;
 use serde_json::{Value, json};
+use tern_metrics::prometheus_client::metrics::counter::Counter;
+use tern_metrics::prometheus_client::registry::Registry;
 
 use super::Shared;
 
 macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
-        /// Lifetime counters (relaxed atomics: each is independent).
+    ($($(#[doc = $doc:literal])* $name:ident),* $(,)?) => {
+        /// Lifetime counters: Prometheus counters (one relaxed atomic each),
+        /// shown in `diagnostics` and, when enabled, scraped.
         #[derive(Debug, Default)]
         pub(crate) struct Counters {
-            $($(#[$doc])* pub(crate) $name: AtomicU64,)*
+            $($(#[doc = $doc])* pub(crate) $name: Counter,)*
         }
 
         impl Counters {
             fn json(&self) -> Value {
                 let mut m = serde_json::Map::new();
-                $(m.insert(stringify!($name).to_owned(), json!(self.$name.load(Ordering::Relaxed)));)*
+                $(m.insert(stringify!($name).to_owned(), json!(self.$name.get()));)*
                 Value::Object(m)
+            }
+
+            /// Registers every counter (as `relayd_<name>_total`, its doc
+            /// as the help text).
+            pub(crate) fn register(&self, registry: &mut Registry) {
+                $(registry.register(
+                    stringify!($name),
+                    concat!($($doc),*).trim(),
+                    self.$name.clone(),
+                );)*
             }
         }
     };
@@ -77,8 +88,8 @@ counters! {
 }
 
 /// Bumps one counter.
-pub(crate) fn bump(c: &AtomicU64) {
-    c.fetch_add(1, Ordering::Relaxed);
+pub(crate) fn bump(c: &Counter) {
+    c.inc();
 }
 
 /// The `status`/`diagnostics` document.
