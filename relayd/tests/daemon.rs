@@ -77,6 +77,29 @@ fn metrics_endpoint_serves_the_counters() {
     drop(d);
 }
 
+/// A start that fails after the sockets were bound (here: the metrics
+/// port is taken) exits non-zero with the reason and leaves no socket
+/// behind.
+#[test]
+fn failed_start_removes_its_sockets() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::write_config(dir.path());
+    let set = format!("relayd.metrics_listen=127.0.0.1:{port}");
+    let out = run_to_end(&["--config", cfg.to_str().unwrap(), "--set", &set]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("metrics"), "{err}");
+    assert!(
+        dir.path().join("run/t").exists(),
+        "the sockets were never bound"
+    );
+    assert!(!dir.path().join("run/t/relayd.sock").exists());
+    assert!(!dir.path().join("run/t/relayd-admin.sock").exists());
+    drop(taken);
+}
+
 /// `--check` prints the effective config with its origins; an
 /// out-of-range value is refused with the key and its valid range, exit 2.
 #[test]

@@ -226,6 +226,7 @@ pub(crate) async fn peer_events(shared: Arc<Shared>) {
         };
         tracing::info!(peer = %peer.short(), ?kind, generation, "peer event");
         let Some(control) = shared.lock().session.as_ref().map(|a| a.control.clone()) else {
+            bump(&shared.counters.peer_events_unsent);
             continue;
         };
         fbb.reset();
@@ -243,6 +244,8 @@ pub(crate) async fn peer_events(shared: Arc<Shared>) {
         finish(&mut fbb, fb::RelayMessage::PeerEvent, m.as_union_value());
         if control.send(fbb.finished_data()).is_ok() {
             bump(&shared.counters.peer_events);
+        } else {
+            bump(&shared.counters.peer_events_unsent);
         }
     }
 }

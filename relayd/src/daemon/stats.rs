@@ -83,6 +83,9 @@ counters! {
     send_results_lost,
     /// `PeerEvent` frames sent to gossipd.
     peer_events,
+    /// Peer events not sent: no gossipd attached, or its control socket
+    /// closed or over its backlog.
+    peer_events_unsent,
     /// Control frames from gossipd that were not `Consumed`.
     control_unexpected,
 }
