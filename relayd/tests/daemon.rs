@@ -166,8 +166,9 @@ fn gossipd_receives_a_message_a_peer_sent_over_udp() {
 
 /// With no gossipd draining, a pubsub flood overflows the pump: the
 /// excess is dropped and counted, and the transport keeps going — a
-/// control message sent after the flood still arrives, ahead of the
-/// queued pubsub (strict priority), once gossipd attaches. Capabilities:
+/// control message sent after the flood still finds room (its reserved
+/// bytes) and arrives ahead of the queued pubsub (strict priority) once
+/// gossipd attaches. Capabilities:
 /// P4, R1.
 #[test]
 fn pubsub_overflow_is_dropped_and_counted_without_stalling_the_transport() {
@@ -215,14 +216,7 @@ fn acked_dm_consumer_gone_then_accepted_retained_and_redelivered() {
     let d = Daemon::start();
     let peer = Peer::new();
     let id = peer.connect(&d);
-    let send = |body: &'static [u8]| {
-        peer.rt.block_on(peer.ep.send_with_receive_ack(
-            &id,
-            Kind::DM,
-            Bytes::from_static(body),
-            BUDGET,
-        ))
-    };
+    let send = |body: &'static [u8]| peer.send_dm(&id, body, BUDGET);
     match send(b"nobody home") {
         Err(AckError::Rejected {
             outcome: Outcome::ConsumerGone,
@@ -260,6 +254,42 @@ fn acked_dm_consumer_gone_then_accepted_retained_and_redelivered() {
     assert_eq!(j["counters"]["dm_accepted"], 2);
     assert_eq!(j["counters"]["dm_consumer_gone"], 1);
     assert_eq!(j["counters"]["resent"], 1);
+}
+
+/// Retention is a hard bound: with room for one record, a second DM while
+/// the first is unconfirmed is answered `Backpressured` (nothing
+/// promised, counted), and admitted once the first is consumed.
+/// Capabilities: P3, R1.
+#[test]
+fn acked_dm_beyond_retention_is_backpressured_until_consumed() {
+    let d = Daemon::start_with(&["relayd.retain_records=1"]);
+    let peer = Peer::new();
+    let id = peer.connect(&d);
+    let send = |body: &'static [u8]| peer.send_dm(&id, body, Duration::from_millis(500));
+    let mut g = Gossipd::attach(&d.relay_path());
+    d.wait_for("gossipd attached", |j| j["gossipd_attached"] == true);
+    send(b"first").unwrap();
+    let first = g.next();
+    match send(b"second") {
+        Err(AckError::Rejected {
+            outcome: Outcome::Backpressured,
+            ..
+        }) => {}
+        other => panic!("expected Backpressured, got {other:?}"),
+    }
+    let j = d.diagnostics();
+    assert!(
+        j["retention"]["refused_records"].as_u64().unwrap() >= 1,
+        "{j:#}"
+    );
+    assert!(
+        j["counters"]["dm_backpressured"].as_u64().unwrap() >= 1,
+        "{j:#}"
+    );
+    g.consumed(&[first.seq]);
+    d.wait_for("first released", |j| j["retention"]["held"] == 0);
+    send(b"second").unwrap();
+    assert_eq!(g.next().payload, b"second");
 }
 
 /// gossipd's sends reach the peer; an acknowledged one answers with a
@@ -328,14 +358,7 @@ fn second_gossipd_is_refused_with_busy() {
     // The first session still works.
     let peer = Peer::new();
     let id = peer.connect(&d);
-    peer.rt
-        .block_on(peer.ep.send_with_receive_ack(
-            &id,
-            Kind::DM,
-            Bytes::from_static(b"still"),
-            BUDGET,
-        ))
-        .unwrap();
+    peer.send_dm(&id, b"still", BUDGET).unwrap();
     assert_eq!(g.next().payload, b"still");
 }
 

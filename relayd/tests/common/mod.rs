@@ -328,6 +328,21 @@ impl Peer {
         Peer { rt, ep }
     }
 
+    /// A receive-ACKed DM to `to`, within `budget`.
+    pub fn send_dm(
+        &self,
+        to: &libtransport::PeerId,
+        body: &'static [u8],
+        budget: Duration,
+    ) -> Result<libtransport::proto::ack::Delivered, libtransport::proto::ack::AckError> {
+        self.rt.block_on(self.ep.send_with_receive_ack(
+            to,
+            libtransport::Kind::DM,
+            bytes::Bytes::from_static(body),
+            budget,
+        ))
+    }
+
     pub fn connect(&self, d: &Daemon) -> libtransport::PeerId {
         let (addr, id) = d.peer();
         self.rt.block_on(self.ep.connect(addr, id)).unwrap();
