@@ -24,8 +24,9 @@ use wire::generated::relay::{PeerEventKind, SendStatus, StreamKind};
 
 const BUDGET: Duration = Duration::from_secs(10);
 
-/// relayd starts, answers `status` on its admin socket, and on SIGTERM
-/// stops and removes both sockets. Capability: R1 (operable, observable).
+/// relayd starts, answers `status` on its admin socket, and on SIGTERM —
+/// with a gossipd attached — stops and removes both sockets. Capability:
+/// R1 (operable, observable).
 #[test]
 fn starts_answers_status_and_removes_sockets_on_sigterm() {
     let mut d = Daemon::start();
@@ -33,6 +34,9 @@ fn starts_answers_status_and_removes_sockets_on_sigterm() {
     assert_eq!(s["daemon"], "relayd");
     assert_eq!(s["gossipd_attached"], false);
     assert!(d.dir.path().join("state/identity.key").exists());
+    // An attached gossipd does not hold the shutdown up.
+    let g = Gossipd::attach(&d.relay_path());
+    d.wait_for("gossipd attached", |j| j["gossipd_attached"] == true);
     // kill(1) keeps the test free of a signal-sending dependency.
     let st = std::process::Command::new("kill")
         .args(["-TERM", &d.child.id().to_string()])
@@ -43,6 +47,7 @@ fn starts_answers_status_and_removes_sockets_on_sigterm() {
     assert!(status.success(), "relayd exit: {status}");
     assert!(!d.relay_path().exists(), "relay socket left behind");
     assert!(!d.admin_path().exists(), "admin socket left behind");
+    drop(g);
 }
 
 /// With `relayd.metrics_listen` set, the counters are scraped as
