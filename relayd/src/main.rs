@@ -159,3 +159,24 @@ fn pump_config(total: usize) -> PumpConfig {
     cfg.total_bytes = total;
     cfg
 }
+
+#[cfg(test)]
+mod tests {
+    use relayd::RecvPump;
+
+    use super::*;
+
+    /// Every configurable pump size (1 MiB..=4 GiB) gives a pump the
+    /// library accepts, with the urgent kinds' reservations kept in
+    /// proportion. Capability: R1.
+    #[test]
+    fn pump_config_scales_reservations_within_the_total() {
+        for total in [1 << 20, 3 << 20, 32 << 20, 4 << 30] {
+            let cfg = pump_config(total);
+            let reserved: usize = cfg.kinds.iter().map(|k| k.reserved_bytes).sum();
+            assert!(reserved <= total);
+            assert_eq!(cfg.kinds[Stream::Dm.index()].reserved_bytes, total / 4);
+            assert!(RecvPump::<()>::new(cfg).is_ok());
+        }
+    }
+}
