@@ -13,7 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Daemon, Gossipd, Peer, hello_as_gossipd, read_to_close, run_to_end};
+use common::{AttachError, Daemon, Gossipd, Peer, hello_as_gossipd, read_to_close, run_to_end};
 use libtransport::Kind;
 use libtransport::proto::ack::{AckError, Outcome};
 use rand::RngCore as _;
@@ -374,12 +374,18 @@ fn second_gossipd_is_refused_with_busy() {
 fn a_gossipd_stalled_in_ring_setup_does_not_lock_the_relay() {
     let d = Daemon::start();
     let (stalled, _) = hello_as_gossipd(&d.relay_path()).unwrap();
+    d.wait_for("the stalled client holds the session", |j| {
+        j["session_taken"] == true && j["gossipd_attached"] == false
+    });
     let deadline = std::time::Instant::now() + common::PATIENCE;
     let mut g = loop {
         match Gossipd::try_attach(&d.relay_path()) {
             Ok(g) => break g,
-            Err(WireError::Remote(r)) if r.code == ErrorCode::Busy => {}
-            Err(e) => panic!("unexpected refusal: {e}"),
+            Err(AttachError::Hello(WireError::Remote(r))) if r.code == ErrorCode::Busy => {}
+            // Refused after its hello: the stalled one was just let go and
+            // another attempt raced it; try again.
+            Err(AttachError::Channel(_)) => {}
+            Err(e) => panic!("unexpected refusal: {e:?}"),
         }
         assert!(std::time::Instant::now() < deadline, "relay stayed locked");
         std::thread::sleep(Duration::from_millis(100));
@@ -449,6 +455,50 @@ fn bad_input_on_the_relay_socket_is_contained() {
         "{relay}"
     );
     assert!(d_alive(&d));
+}
+
+/// After the session is up, a garbage control frame is answered with a
+/// typed `Malformed` error and the session goes on; a 4 GiB length prefix
+/// gets `FrameTooLarge` and ends the session, and the next gossipd is
+/// served. Capability: R1.
+#[test]
+fn bad_control_frames_from_an_attached_gossipd_are_contained() {
+    let d = Daemon::start();
+    let mut g = Gossipd::attach(&d.relay_path());
+    wire::frame::FrameWriter::new(&g.control, g.session.max_frame)
+        .write_frame(b"definitely not a flatbuffer")
+        .unwrap();
+    g.control_frame(|m| match m {
+        Err(WireError::Remote(r)) => assert_eq!(r.code, ErrorCode::Malformed),
+        other => panic!("expected a Malformed error frame, got {other:?}"),
+    });
+    let peer = Peer::new();
+    let id = peer.connect(&d);
+    peer.send_dm(&id, b"still attached", BUDGET).unwrap();
+    assert_eq!(g.next().payload, b"still attached");
+
+    (&g.control).write_all(&u32::MAX.to_le_bytes()).unwrap();
+    // Skip PeerEvents until the error frame.
+    loop {
+        let code = g.control_frame(|m| match m {
+            Err(WireError::Remote(r)) => Some(r.code),
+            Ok(RelayMsg::PeerEvent(_)) => None,
+            other => panic!("unexpected control frame {other:?}"),
+        });
+        if let Some(code) = code {
+            assert_eq!(code, ErrorCode::FrameTooLarge);
+            break;
+        }
+    }
+    d.wait_for("detached", |j| j["gossipd_attached"] == false);
+    drop(g);
+    let mut g2 = Gossipd::attach(&d.relay_path());
+    // The first gossipd never confirmed its DM: it comes again, flagged.
+    let again = g2.next();
+    assert_eq!(again.payload, b"still attached");
+    assert!(again.redelivered);
+    peer.send_dm(&id, b"next gossipd", BUDGET).unwrap();
+    assert_eq!(g2.next().payload, b"next gossipd");
 }
 
 fn d_alive(d: &Daemon) -> bool {

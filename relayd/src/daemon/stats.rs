@@ -151,6 +151,8 @@ pub(crate) fn snapshot(shared: &Shared) -> Value {
         "peer_id": shared.endpoint.peer_id().to_string(),
         "listen": shared.endpoint.local_addr().to_string(),
         "gossipd_attached": session.is_some(),
+        // Held from a finished hello through the ring setup to the end.
+        "session_taken": shared.session_taken.load(std::sync::atomic::Ordering::Acquire),
         "session": session,
         "counters": shared.counters.json(),
         "pump": { "queued": pump_len, "queued_bytes": pump_bytes, "kinds": pump },

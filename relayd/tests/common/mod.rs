@@ -198,6 +198,16 @@ pub struct Gossipd {
     buf: Vec<u8>,
 }
 
+/// Why [`Gossipd::try_attach`] failed.
+#[derive(Debug)]
+pub enum AttachError {
+    /// The hello failed (relayd's `Busy` refusal comes here).
+    Hello(wire::WireError),
+    /// The data channel failed (e.g. a `Busy` frame in place of the
+    /// offer, when another gossipd finished its hello first).
+    Channel(relay::ChannelError),
+}
+
 /// Connects and runs the hello as gossipd; `Err` carries relayd's refusal.
 pub fn hello_as_gossipd(path: &Path) -> Result<(UnixStream, hello::Session), wire::WireError> {
     let s = UnixStream::connect(path)?;
@@ -214,11 +224,12 @@ impl Gossipd {
         Gossipd::try_attach(path).unwrap()
     }
 
-    /// [`Gossipd::attach`], or relayd's refusal of the hello.
-    pub fn try_attach(path: &Path) -> Result<Gossipd, wire::WireError> {
-        let (control, session) = hello_as_gossipd(path)?;
+    /// [`Gossipd::attach`], or how it failed.
+    pub fn try_attach(path: &Path) -> Result<Gossipd, AttachError> {
+        let (control, session) = hello_as_gossipd(path).map_err(AttachError::Hello)?;
         let geo = Geometry::negotiated(session.ring_capacity, session.max_frame).unwrap();
-        let rings = relay::channel::attach(&control, geo, SpinConfig::default()).unwrap();
+        let rings = relay::channel::attach(&control, geo, SpinConfig::default())
+            .map_err(AttachError::Channel)?;
         Ok(Gossipd {
             control,
             rings,
@@ -282,7 +293,12 @@ impl Gossipd {
         f: impl FnOnce(Result<RelayMsg<'_>, wire::WireError>) -> T,
     ) -> T {
         let mut r = FrameReader::new(&self.control, self.session.max_frame);
-        let p = r.read_frame().unwrap().expect("control socket closed");
+        // Exactly one frame: a fresh reader must not read ahead and lose
+        // the next one.
+        let p = r
+            .read_frame_exact()
+            .unwrap()
+            .expect("control socket closed");
         f(frame::decode_relay(p))
     }
 }
