@@ -20,6 +20,8 @@
 //!   shared-memory rings, anything a daemon holds for a peer) handed out as
 //!   RAII reservations.
 //! * [`limits`] — the limits and their defaults.
+//! * [`admin`] — the admin socket's connection loop and its JSON
+//!   `status`/`diagnostics` answers, the same in every daemon.
 //! * [`stats`] — every refusal and every limit reached, per listener, for
 //!   the daemon's `status` and metrics.
 //!
@@ -58,6 +60,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod budget;
 pub mod framed;
 pub mod limits;

@@ -88,6 +88,20 @@ impl Limits {
         self.request_deadline = d;
         self
     }
+
+    /// The admin socket's limits in every daemon: 64 connections (its own
+    /// cap, so a flood elsewhere cannot take its slots), and hello, frame,
+    /// write and request deadlines of `request` each, so one request is
+    /// bounded end to end.
+    #[must_use]
+    pub fn admin(request: Duration) -> Self {
+        Limits::default()
+            .max_connections(64)
+            .hello_deadline(request)
+            .frame_deadline(request)
+            .write_deadline(request)
+            .request_deadline(request)
+    }
 }
 
 /// Descriptors kept out of the connection budget for everything else a

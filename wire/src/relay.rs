@@ -31,7 +31,7 @@ pub mod retain;
 
 pub use channel::{ChannelError, GossipdRings, RelaydRings};
 pub use intake::{Intake, IntakeConfig, IntakeStats, Offer};
-pub use record::{InboundRecord, MAX_CONSUMED_PER_FRAME, encode_consumed};
+pub use record::{InboundRecord, MAX_CONSUMED_PER_FRAME, OutboundSend, encode_consumed};
 pub use retain::{Refused, RetainConfig, RetainStats, Retainer};
 
 use crate::generated::hello::{Capability, Role};

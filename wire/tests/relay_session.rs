@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use flatbuffers::FlatBufferBuilder;
 use wire::frame::{self, FrameReader, FrameWriter, RelayMsg, RelaySchema};
 use wire::generated::hello::Role;
-use wire::generated::relay::{self as fb, StreamKind};
+use wire::generated::relay::StreamKind;
 use wire::hello;
 use wire::relay::{self, InboundRecord, Intake, IntakeConfig, Offer, RetainConfig, Retainer};
 use wire::ring::{Geometry, PopError, SpinConfig, TryPushError};
@@ -79,25 +79,15 @@ fn gossipd_child() {
     intake.attach(s.peer_instance);
     // One outbound record proves the other direction.
     let mut fbb = FlatBufferBuilder::new();
-    let payload = fbb.create_vector(b"hello relayd");
-    let out = fb::Outbound::create(
-        &mut fbb,
-        &fb::OutboundArgs {
-            peer: Some(&fb::PeerId::new(&[2; 32])),
-            kind: StreamKind::Dm,
-            payload: Some(payload),
-            ..Default::default()
-        },
-    );
-    let root = fb::RelayFrame::create(
-        &mut fbb,
-        &fb::RelayFrameArgs {
-            msg_type: fb::RelayMessage::Outbound,
-            msg: Some(out.as_union_value()),
-        },
-    );
-    frame::finish::<RelaySchema>(&mut fbb, root);
-    rings.outbound.push(fbb.finished_data()).unwrap();
+    let out = relay::OutboundSend {
+        peer: [2; 32],
+        kind: StreamKind::Dm,
+        generation: 0,
+        send_id: None,
+        budget_ms: 0,
+        payload: b"hello relayd",
+    };
+    rings.outbound.push(out.encode(&mut fbb)).unwrap();
 
     let mut control = FrameWriter::new(&stream, s.max_frame);
     let mut stdout = std::io::stdout();

@@ -114,6 +114,9 @@ pub struct ManualRequest {
     pub peer: PeerId,
     /// Kind.
     pub kind: Kind,
+    /// The sender's request id (its retries of this message carry the
+    /// same one), so a consumer that keeps the payload can key it.
+    pub id: crate::proto::ack::RequestId,
     /// Payload.
     pub data: Bytes,
     /// Decides the sender's answer; see [`Responder`].
@@ -151,6 +154,13 @@ impl Responder {
     /// Answers `Backpressured` with an optional retry hint.
     pub fn backpressure(mut self, retry_after: Option<Duration>) -> Result<(), ResolveError> {
         self.resolve(Admission::Full { retry_after }).map(|_| ())
+    }
+
+    /// Answers `ConsumerGone`: nobody consumes the kind right now (e.g. a
+    /// relay whose downstream consumer is not attached). Nothing was
+    /// admitted.
+    pub fn consumer_gone(mut self) -> Result<(), ResolveError> {
+        self.resolve(Admission::Gone).map(|_| ())
     }
 
     fn resolve(&mut self, a: Admission) -> Result<crate::proto::ack::Outcome, ResolveError> {
@@ -494,6 +504,7 @@ fn admit(
             m.items.push_back(ManualRequest {
                 peer,
                 kind,
+                id: header.id,
                 data,
                 responder: Responder {
                     shared: shared.clone(),

@@ -16,9 +16,8 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 
 use flatbuffers::FlatBufferBuilder;
-use server_core::{Accepted, FrameReader, FrameSender, Listener, ReadError};
+use server_core::{Accepted, Listener};
 use wire::generated::admin as fa;
-use wire::generated::error::ErrorCode;
 use wire::generated::hello::Role;
 
 use super::Shared;
@@ -26,7 +25,7 @@ use crate::session::{Established, HelloParams};
 use wire::WireError;
 
 /// Protocol name of the admin socket.
-pub const ADMIN_PROTOCOL: &str = "tern.admin";
+pub const ADMIN_PROTOCOL: &str = server_core::admin::PROTOCOL;
 const ADMIN_MAX_FRAME: usize = 64 << 10;
 
 /// Scrapes served at once; more are closed unanswered.
@@ -43,113 +42,34 @@ pub(crate) async fn serve_admin(shared: Arc<Shared>, listener: Listener) {
 }
 
 async fn admin_conn(shared: Arc<Shared>, conn: Accepted) {
-    let Accepted {
-        mut stream,
-        slot,
-        at,
-        ..
-    } = conn;
-    let limits = &shared.cfg.admin_limits;
-    let stats = slot.stats().clone();
     let config = admin_hello(Role::Verifyd, shared.instance).config();
-    let session = match server_core::framed::hello(&mut stream, &config, limits, at, &stats).await {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::debug!(error = %e, "admin hello failed");
-            return;
-        }
-    };
-    let max = session.max_frame as usize;
-    let stream = Arc::new(stream);
-    let tx = FrameSender::new(
-        stream.clone(),
-        max,
-        shared.responses.clone(),
-        limits,
-        stats.clone(),
-    );
-    let mut reader = FrameReader::new(max, shared.reads.clone(), limits, stats.clone());
     let mut fbb = FlatBufferBuilder::new();
-    loop {
-        let next = tokio::select! {
-            r = reader.next(&stream, &slot) => r,
-            () = slot.evicted() => break,
-        };
-        let frame = match next {
-            Ok(Some(f)) => f,
-            Ok(None) => break,
-            Err(e) => {
-                if matches!(e, ReadError::Deadline(_)) {
-                    stats.count_request_timeout();
-                }
-                tracing::debug!(error = %e, "admin connection ended");
-                break;
-            }
-        };
-        let _busy = slot.busy();
-        let reply = answer(&shared, &mut fbb, &frame.bytes);
-        if let Err(e) = tx.send(&reply) {
-            tracing::debug!(error = %e, "admin answer not sent");
-            break;
-        }
-    }
+    let s = shared.clone();
+    server_core::admin::serve_connection(
+        conn,
+        &config,
+        &shared.cfg.admin_limits,
+        shared.reads.clone(),
+        shared.responses.clone(),
+        std::future::pending(),
+        |frame| answer(&s, &mut fbb, frame),
+    )
+    .await;
 }
 
 /// The answer to one admin frame (a status, diagnostics or a typed error).
 fn answer(shared: &Shared, fbb: &mut FlatBufferBuilder<'static>, buf: &[u8]) -> Vec<u8> {
-    let Ok(frame) = wire::frame::decode::<wire::frame::AdminSchema>(buf) else {
-        return crate::proto::encode_error(
-            fbb,
-            0,
-            ErrorCode::Malformed,
-            false,
-            "not an admin frame",
-        );
-    };
-    fbb.reset();
     let snap = shared.snapshot();
-    let json = serde_json::to_string(&snap).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"));
-    let (kind, msg) = if let Some(r) = frame.msg_as_status_request() {
-        let daemon = Some(fbb.create_string("verifyd"));
-        let version = Some(fbb.create_string(env!("CARGO_PKG_VERSION")));
-        let summary = Some(fbb.create_string(&json));
-        let m = fa::StatusResponse::create(
-            fbb,
-            &fa::StatusResponseArgs {
-                request_id: r.request_id(),
-                daemon,
-                version,
-                pid: std::process::id(),
-                instance: shared.instance,
-                uptime_ms: snap.uptime_s as u64 * 1000,
-                healthy: !snap.draining,
-                summary,
-            },
-        );
-        (fa::AdminMessage::StatusResponse, m.as_union_value())
-    } else if let Some(r) = frame.msg_as_diagnostics_request() {
-        let json = Some(fbb.create_string(&json));
-        let m = fa::DiagnosticsResponse::create(
-            fbb,
-            &fa::DiagnosticsResponseArgs {
-                request_id: r.request_id(),
-                json,
-            },
-        );
-        (fa::AdminMessage::DiagnosticsResponse, m.as_union_value())
-    } else {
-        let text = "verifyd answers status and diagnostics";
-        return crate::proto::encode_error(fbb, 0, ErrorCode::Unsupported, false, text);
+    let daemon = server_core::admin::Daemon {
+        name: "verifyd",
+        version: env!("CARGO_PKG_VERSION"),
+        instance: shared.instance,
+        uptime_ms: snap.uptime_s as u64 * 1000,
+        healthy: !snap.draining,
     };
-    let root = fa::AdminFrame::create(
-        fbb,
-        &fa::AdminFrameArgs {
-            msg_type: kind,
-            msg: Some(msg),
-        },
-    );
-    fa::finish_admin_frame_buffer(fbb, root);
-    fbb.finished_data().to_vec()
+    server_core::admin::answer_json(fbb, buf, daemon, || {
+        serde_json::to_string(&snap).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    })
 }
 
 /// Our side of an admin hello: small frames, never a ring.

@@ -154,12 +154,7 @@ impl ServerConfig {
             io_threads: threads.clamp(1, 2),
             calibration: None,
             limits: Limits::default(),
-            admin_limits: Limits::default()
-                .max_connections(64)
-                .hello_deadline(request)
-                .frame_deadline(request)
-                .write_deadline(request)
-                .request_deadline(request),
+            admin_limits: Limits::admin(request),
             // Admitted frames keep their share, so the budget covers the
             // in-flight byte limit plus room for frames being read.
             read_budget: max_bytes_in_flight + (64 << 20),

@@ -74,6 +74,45 @@ impl InboundRecord {
     }
 }
 
+/// One send gossipd asks relayd for (an `Outbound` record), borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OutboundSend<'a> {
+    /// The destination peer.
+    pub peer: [u8; 32],
+    /// Its stream kind.
+    pub kind: StreamKind,
+    /// Only on this connection generation; 0 = any.
+    pub generation: u64,
+    /// Present to ask for a receive-ACK (relayd answers a `SendResult`).
+    pub send_id: Option<[u8; 16]>,
+    /// Budget of the whole send in ms; 0 = relayd's default.
+    pub budget_ms: u32,
+    /// The payload.
+    pub payload: &'a [u8],
+}
+
+impl OutboundSend<'_> {
+    /// Encodes this send as a `RelayFrame` (an outbound ring record) into
+    /// `fbb`, reset first.
+    pub fn encode<'b>(&self, fbb: &'b mut FlatBufferBuilder<'_>) -> &'b [u8] {
+        fbb.reset();
+        let payload = fbb.create_vector(self.payload);
+        let id = self.send_id.map(|id| fb::RequestId::new(&id));
+        let m = fb::Outbound::create(
+            fbb,
+            &fb::OutboundArgs {
+                peer: Some(&fb::PeerId::new(&self.peer)),
+                kind: self.kind,
+                generation: self.generation,
+                send_id: id.as_ref(),
+                budget_ms: self.budget_ms,
+                payload: Some(payload),
+            },
+        );
+        finish(fbb, fb::RelayMessage::Outbound, m.as_union_value())
+    }
+}
+
 /// Copies a generated fixed-size byte array (which has no `copy_to`).
 fn copy<const N: usize>(bytes: impl Iterator<Item = u8>) -> [u8; N] {
     let mut a = [0u8; N];
