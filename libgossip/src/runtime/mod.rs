@@ -1,4 +1,5 @@
-//! Async runtime: drives the sans-IO [`Node`] over a real [`Link`].
+//! Async runtime: drives the sans-IO [`Node`] and
+//! [`DmEngine`](crate::proto::DmEngine) over a real [`Link`].
 //!
 //! ```text
 //!   application                         runtime task (one per node)
@@ -8,17 +9,22 @@
 //!  │ publish   │                       │  ├ Transmit → dispatch queue ──┐ │
 //!  │ subscribe │ ◀── Subscription ──── │  ├ Deliver → per-sub queues    │ │
 //!  │ snapshot  │   (drop-oldest)       │  ├ Verify → batches ─────┐     │ │
-//!  └───────────┘                       │  └ supervisor tick (G13) │     │ │
-//!                                      └──────▲───────────────────┼─────┼─┘
-//!                         Frame/Up/Down       │      verify tasks │     │ send tasks (≤ workers)
-//!                                      ┌──────┴───────────────────▼─────▼─┐
+//!  │           │                       │  └ supervisor tick (G13) │     │ │
+//!  │ send_dm   │ ◀── DmReceipt ─────── │ DmEngine (sans-IO)       │     │ │
+//!  │ dms       │ ◀── DmSubscription ── │  ├ Verify → same batches ┤     │ │
+//!  └───────────┘   (drop-oldest)       │  └ SendDirect/Forward ───┼──┐  │ │
+//!                                      └──────▲───────────────────┼──┼──┼─┘
+//!                         Frame/Up/Down       │      verify tasks │  │  │ send tasks (≤ workers)
+//!                                      ┌──────┴───────────────────▼──▼──▼─┐
 //!                                      │ Link (TransportLink: libtransport │
-//!                                      │ PUBSUB streams + ML-DSA-65)       │
+//!                                      │ PUBSUB streams, receive-ACKed DM  │
+//!                                      │ streams, ML-DSA-65)               │
 //!                                      └───────────────────────────────────┘
 //! ```
 //!
-//! **Who owns what.** The runtime task alone owns the [`Node`], the clock
-//! (`Instant::now()` per step) and its timers; nothing else touches the core.
+//! **Who owns what.** The runtime task alone owns the [`Node`], the DM
+//! engine, the clock (`Instant::now()` per step, handed to both as `now`) and
+//! their timers; nothing else touches either.
 //! Each [`Transmit`](crate::proto::Transmit) becomes one send task, at most
 //! `workers` at a time, each bounded by the transmit's own RTT-derived
 //! timeout (G4) plus a small watchdog grace; every transmit's outcome is
