@@ -142,17 +142,20 @@ async fn dm_between_connected_nodes_is_direct_and_once() {
 }
 
 /// A test [`Link`] around the node's TransportLink that can blackhole the
-/// direct path to one peer and records every frame the node receives.
+/// direct path to one peer, delay its plain (non-DM) sends, and records
+/// every frame the node receives.
 ///
 /// Blackholing: a DM-kind send to `blackhole` never answers (it waits out
 /// its budget, then reports a timeout), while everything else, plain frames
 /// to that peer included, passes through. A wrapper rather than a dropped
 /// connection because the connection must stay up: the engine only tries
 /// direct to a connected peer, and the key exchange and the forwarder's
-/// links must stay intact. Recording shows what a forwarder saw.
+/// links must stay intact. Recording shows what a forwarder saw. Delaying
+/// plain sends holds back the node's KEM key record (sent on link up).
 struct Spy {
     inner: Arc<TransportLink>,
     blackhole: Option<PeerId>,
+    delay_plain: Duration,
     swallowed: AtomicU64,
     seen: Mutex<Vec<Bytes>>,
 }
@@ -162,11 +165,13 @@ impl Spy {
     fn wrap(
         inner: Arc<TransportLink>,
         blackhole: Option<PeerId>,
+        delay_plain: Duration,
         slot: &OnceLock<Arc<Spy>>,
     ) -> Arc<dyn Link> {
         let w = Arc::new(Spy {
             inner,
             blackhole,
+            delay_plain,
             swallowed: AtomicU64::new(0),
             seen: Mutex::new(Vec::new()),
         });
@@ -182,7 +187,11 @@ impl Link for Spy {
         frame: Bytes,
         t: Duration,
     ) -> BoxFuture<'static, libgossip::proto::SendOutcome> {
-        self.inner.send(to, frame, t)
+        let (delay, send) = (self.delay_plain, self.inner.send(to, frame, t));
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            send.await
+        })
     }
     fn send_acked(&self, to: PeerId, frame: Bytes, b: Duration) -> BoxFuture<'static, AckOutcome> {
         if Some(to) != self.blackhole {
@@ -238,9 +247,12 @@ async fn blackholed_direct_falls_back_to_relayed_sealed() {
     let (hole, tap) = (Arc::new(OnceLock::new()), Arc::new(OnceLock::new()));
     let h = hole.clone();
     let cfg = RuntimeConfig::default();
-    let a = spawn_wrapped(cfg.clone(), move |l| Spy::wrap(l, Some(b_id), &h)).await;
+    let a = spawn_wrapped(cfg.clone(), move |l| {
+        Spy::wrap(l, Some(b_id), Duration::ZERO, &h)
+    })
+    .await;
     let t = tap.clone();
-    let c = spawn_wrapped(cfg, move |l| Spy::wrap(l, None, &t)).await;
+    let c = spawn_wrapped(cfg, move |l| Spy::wrap(l, None, Duration::ZERO, &t)).await;
     let peers = [a, b, c];
     mesh(&peers).await;
     let (a, b, c) = (&peers[0], &peers[1], &peers[2]);
@@ -374,4 +386,37 @@ async fn slow_dm_subscriber_loses_only_its_own_oldest() {
         .expect("send_dm");
     assert_eq!(recv(&mut lazy).await.payload, Bytes::from_static(b"after"));
     shutdown(&peers).await;
+}
+
+/// D2 (direct, key race): a DM sent the moment the link is up overtakes
+/// the sender's KEM key record (held back here by 1.5 s), so the recipient
+/// cannot verify it yet; it is held, not lost, and delivered once the
+/// record is verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dm_overtaking_the_senders_key_is_held_then_delivered() {
+    let slot = Arc::new(OnceLock::new());
+    let s2 = slot.clone();
+    let a = spawn_wrapped(RuntimeConfig::default(), move |l| {
+        Spy::wrap(l, None, Duration::from_millis(1500), &s2)
+    })
+    .await;
+    let b = spawn_node().await;
+    let mut at_b = b.gossip.dms().await.expect("dms");
+    a.link
+        .connect(b.addr, b.gossip.id())
+        .await
+        .expect("connect");
+    let body = Bytes::from_static(b"too early");
+    let r = a
+        .gossip
+        .send_dm(b.gossip.id(), body.clone())
+        .await
+        .expect("send_dm");
+    assert_eq!(r.path, Some(DmPath::Direct), "{r:?}");
+    let d = recv(&mut at_b).await;
+    assert_eq!((d.from, &d.payload), (a.gossip.id(), &body));
+    let s = b.gossip.snapshot().await.expect("snapshot");
+    assert_eq!(s.dispatch.dm_held, 1, "{:?}", s.dispatch);
+    assert_eq!(s.dm.delivered, 1, "{:?}", s.dm);
+    shutdown(&[a, b]).await;
 }

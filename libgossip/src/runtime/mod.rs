@@ -56,7 +56,8 @@
 //! own bounded drop-oldest queue (D3). On every link up the task sends the
 //! peer its signed KEM key record (at most [`KEM_RECORD_SENDS`] in flight,
 //! more are dropped and counted), so neighbours can verify its DMs and seal
-//! relayed ones to it. Bounds: [`DmConfig`]
+//! relayed ones to it; a DM that overtakes its sender's record is held
+//! ([`HELD_DMS`]) until a record is verified. Bounds: [`DmConfig`]
 //! (1,024 DMs awaiting a receipt, 4,096 attempts in flight, 256
 //! verifications, dedupe of 16,384 ids for 10 min, relay fan-out 3 and hop
 //! limit 4), 1,024 DMs per DM subscriber; every refusal is counted in
@@ -117,6 +118,12 @@ pub struct RuntimeConfig {
 
 /// KEM key record sends (one per link up) in flight at once.
 pub const KEM_RECORD_SENDS: usize = 64;
+
+/// DMs held because their sender's identity key was not known yet (it
+/// comes with the sender's KEM key record, which a DM can overtake); they
+/// are retried whenever a record is verified, for up to the DM verify
+/// timeout.
+pub const HELD_DMS: usize = 256;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -189,6 +196,13 @@ pub struct DispatchStats {
     pub dm_watchdog: u64,
     /// DM frames and KEM key records the engine refused (why: [`DmStats`]).
     pub dm_refused: u64,
+    /// DMs held for their sender's key ([`HELD_DMS`]); the engine's
+    /// `unknown_sender_key` counts every try, retries included.
+    pub dm_held: u64,
+    /// Held DMs pushed out by newer ones.
+    pub dm_held_dropped: u64,
+    /// Held DMs whose sender's key did not come within the verify timeout.
+    pub dm_held_expired: u64,
     /// Verified DMs handed to DM subscribers (before fan-out).
     pub dm_deliveries: u64,
     /// Verified DMs dropped because nobody subscribed to [`Gossip::dms`].

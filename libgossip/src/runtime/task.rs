@@ -7,13 +7,13 @@
 
 use super::link::{AckOutcome, Link, LinkEvent, VerifyItem};
 use super::subscribe::{DmSubscription, Queue, Subscription};
-use super::{Cmd, DispatchStats, KEM_RECORD_SENDS, RuntimeConfig, RuntimeSnapshot};
+use super::{Cmd, DispatchStats, HELD_DMS, KEM_RECORD_SENDS, RuntimeConfig, RuntimeSnapshot};
 use crate::proto::supervisor::{SupervisorSample, decide};
 use crate::proto::{
-    AttemptId, Delivery, DmDelivery, DmEngine, DmId, DmOutput, DmReceipt, Node, Output, PeerId,
-    Received, SendOutcome, TopicId, Transmit, Verdict,
+    AttemptId, Delivery, DmDelivery, DmEngine, DmError, DmId, DmOutput, DmReceipt, Node, Output,
+    PeerId, Received, SendOutcome, TopicId, Transmit, Verdict,
 };
-use crate::wire::{KemKey, Limits};
+use crate::wire::{DmEnvelope, KemKey, Limits};
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -40,6 +40,16 @@ struct DmSent {
     attempt: AttemptId,
     outcome: AckOutcome,
     watchdog: bool,
+}
+
+/// A DM whose sender's identity key was unknown when it arrived. A DM sent
+/// right after connecting can overtake the sender's KEM key record (which
+/// carries that key) on another stream, so it waits for the next verified
+/// record instead of being lost.
+struct Held {
+    at: Instant,
+    hop: PeerId,
+    env: DmEnvelope,
 }
 
 /// Which state machine a verify request belongs to.
@@ -84,6 +94,8 @@ pub(crate) struct State {
     /// (`None` without sealing).
     kem_record: Option<Bytes>,
     record_sends: JoinSet<SendOutcome>,
+    /// At most [`HELD_DMS`], oldest dropped first.
+    held: VecDeque<Held>,
     limits: Limits,
     workers: usize,
     idle_intervals: u32,
@@ -148,6 +160,7 @@ impl State {
             dm_sends: JoinSet::new(),
             kem_record,
             record_sends: JoinSet::new(),
+            held: VecDeque::new(),
             limits,
             workers,
             idle_intervals: 0,
@@ -284,6 +297,7 @@ impl State {
             Cmd::InsertKey { key } => {
                 self.node.insert_key(key.clone());
                 self.dm.learn_identity(key);
+                self.retry_held(now);
             }
             Cmd::Connect { topic, peer } => self.node.connect(topic, peer, now),
             Cmd::SendDm { to, payload, reply } => self.send_dm(to, payload, reply, now),
@@ -315,10 +329,7 @@ impl State {
                     return self.dm_refused(from, r);
                 }
                 match self.node.handle_frame(from, &data, now) {
-                    Ok(Received::Dm(env)) => {
-                        let r = self.dm.handle_frame(from, env, now);
-                        self.dm_refused(from, r);
-                    }
+                    Ok(Received::Dm(env)) => self.dm_frame(from, env, None, now),
                     Ok(_) => {}
                     // Counted by the core's decoder (snapshot `wire`).
                     Err(err) => tracing::trace!(peer = %from, error = %err, "frame refused"),
@@ -331,6 +342,7 @@ impl State {
                         tracing::warn!(%peer, "link reported a key of another peer");
                     } else {
                         self.dm.learn_identity(k);
+                        self.retry_held(now);
                     }
                 }
                 self.dm.peer_up(peer, self.link.rtt(&peer));
@@ -340,6 +352,49 @@ impl State {
                 self.stats.link_down += 1;
                 self.dm.peer_down(&peer);
                 tracing::debug!(%peer, "link down");
+            }
+        }
+    }
+
+    /// Hands a DM envelope to the engine; one from an unknown sender is held
+    /// (`held_since` is set when it is being retried).
+    fn dm_frame(
+        &mut self,
+        hop: PeerId,
+        env: DmEnvelope,
+        held_since: Option<Instant>,
+        now: Instant,
+    ) {
+        // Cheap: the byte fields are shared, not copied.
+        let keep = env.clone();
+        match self.dm.handle_frame(hop, env, now) {
+            Err(DmError::UnknownSenderKey(_)) => {
+                if self.held.len() >= HELD_DMS {
+                    self.held.pop_front();
+                    self.stats.dm_held_dropped += 1;
+                }
+                if held_since.is_none() {
+                    self.stats.dm_held += 1;
+                }
+                self.held.push_back(Held {
+                    at: held_since.unwrap_or(now),
+                    hop,
+                    env: keep,
+                });
+            }
+            r => self.dm_refused(hop, r),
+        }
+    }
+
+    /// Retries the held DMs (after a KEM key record was verified); those
+    /// older than the verify timeout are dropped and counted.
+    fn retry_held(&mut self, now: Instant) {
+        let max_age = self.cfg.dm.verify_timeout;
+        for h in std::mem::take(&mut self.held) {
+            if now.saturating_duration_since(h.at) > max_age {
+                self.stats.dm_held_expired += 1;
+            } else {
+                self.dm_frame(h.hop, h.env, Some(h.at), now);
             }
         }
     }
@@ -603,12 +658,16 @@ impl State {
         let Some(Ok((reqs, verdicts))) = r else {
             return;
         };
+        let keys_before = self.dm.stats().kem_keys_accepted;
         for (i, req) in reqs.into_iter().enumerate() {
             let v = verdicts.get(i).copied().unwrap_or(Verdict::Invalid);
             match req {
                 Check::Node(req) => self.node.handle_verdict(req, v, now),
                 Check::Dm(req) => self.dm.handle_verdict(req, v, now),
             }
+        }
+        if !self.held.is_empty() && self.dm.stats().kem_keys_accepted > keys_before {
+            self.retry_held(now);
         }
     }
 
