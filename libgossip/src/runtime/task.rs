@@ -86,7 +86,7 @@ pub(crate) struct State {
     dm_subs: Vec<Arc<Queue<DmDelivery>>>,
     /// Callers waiting for a receipt; bounded by the engine's
     /// `max_pending_sends`, which refuses sends beyond it.
-    dm_replies: HashMap<DmId, oneshot::Sender<Result<DmReceipt, crate::proto::DmError>>>,
+    dm_replies: HashMap<DmId, oneshot::Sender<Result<DmReceipt, DmError>>>,
     /// Bounded by the engine's `max_attempts`. A panicked task leaves its
     /// attempt to the engine's own deadline (recorded as timed out).
     dm_sends: JoinSet<DmSent>,
@@ -401,7 +401,7 @@ impl State {
 
     /// Counts a DM frame or record the engine refused (the engine counts
     /// why).
-    fn dm_refused(&mut self, from: PeerId, r: Result<(), crate::proto::DmError>) {
+    fn dm_refused(&mut self, from: PeerId, r: Result<(), DmError>) {
         if let Err(err) = r {
             self.stats.dm_refused += 1;
             tracing::debug!(peer = %from, error = %err, "DM input refused");
@@ -412,7 +412,7 @@ impl State {
         &mut self,
         to: PeerId,
         payload: Bytes,
-        reply: oneshot::Sender<Result<DmReceipt, crate::proto::DmError>>,
+        reply: oneshot::Sender<Result<DmReceipt, DmError>>,
         now: Instant,
     ) {
         // A fresh RTT for the attempt timeout; a connection the link has

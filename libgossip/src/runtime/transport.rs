@@ -269,3 +269,49 @@ impl Link for TransportLink {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(outcome: Outcome) -> Result<Delivered, AckError> {
+        Err(AckError::Rejected {
+            outcome,
+            retry_after: None,
+        })
+    }
+
+    /// D2: every receive-ACK result maps to the attempt outcome the DM
+    /// engine falls back on; only an admission counts as accepted.
+    #[test]
+    fn ack_results_map_to_attempt_outcomes() {
+        let ok = Ok(Delivered {
+            attempts: 1,
+            answered_by: 0,
+            replayed: false,
+            generation: 1,
+            latency: Duration::from_millis(1),
+        });
+        use AckOutcome::*;
+        let cases = [
+            (ok, Accepted),
+            (rejected(Outcome::Backpressured), Backpressured),
+            (rejected(Outcome::Duplicate), Backpressured),
+            (rejected(Outcome::ConsumerGone), ConsumerGone),
+            (rejected(Outcome::Conflict), ConsumerGone),
+            (
+                Err(AckError::TimedOut {
+                    attempts: 2,
+                    generation: Some(1),
+                }),
+                TimedOut,
+            ),
+            (Err(AckError::ConnectionLost { attempts: 1 }), NotConnected),
+            (Err(AckError::Reset { code: 0x10 }), Backpressured),
+            (Err(AckError::WrongId), ConsumerGone),
+        ];
+        for (r, want) in cases {
+            assert_eq!(ack_outcome(r), want, "{r:?}");
+        }
+    }
+}
