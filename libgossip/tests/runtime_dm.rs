@@ -137,6 +137,10 @@ async fn dm_between_connected_nodes_is_direct_and_once() {
         let s = g.snapshot().await.expect("snapshot");
         assert_eq!((s.dm.delivered, s.dm.duplicates), (1, 0), "{:?}", s.dm);
         assert_eq!(s.dispatch.dm_accepted, 1, "{:?}", s.dispatch);
+        // The peer's KEM key record and its DM, checked in the runtime's
+        // verify batches like pubsub.
+        assert_eq!(s.dm.verify_requested, 2, "{:?}", s.dm);
+        assert!(s.dispatch.verify_items >= 2, "{:?}", s.dispatch);
     }
     shutdown(&peers).await;
 }
@@ -239,7 +243,8 @@ async fn inject(via: &Peer, to: PeerId, frame: Bytes) {
 /// the forwarder, saw only ciphertext: no frame it received contains the
 /// body. Copies C could make are refused: the exact sealed frame replayed
 /// to B is a duplicate (not delivered again), with its id changed it does
-/// not open at B, and re-addressed to A it does not open at A.
+/// not open at B, re-addressed to A it does not open at A, and a plaintext
+/// DM forged in A's name fails ML-DSA-65 verification at B.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blackholed_direct_falls_back_to_relayed_sealed() {
     let b = spawn_node().await;
@@ -322,8 +327,21 @@ async fn blackholed_direct_falls_back_to_relayed_sealed() {
     let mut readdressed = sealed.clone();
     readdressed.to = a_id;
     inject(c, a_id, readdressed.to_bytes().unwrap()).await;
+    // Opened or not, a forwarder cannot sign as A: a plaintext DM "from A"
+    // with a signature of its own making fails verification at B.
+    let forged = libgossip::wire::DmEnvelope {
+        id: [7; 16],
+        ttl: 0,
+        seal: DmSeal::Signed,
+        body: body.clone(),
+        signature: Bytes::from(vec![1u8; 3309]),
+        ..sealed.clone()
+    };
+    inject(c, b_id, forged.to_bytes().unwrap()).await;
     wait_for(&b.gossip, "replay and re-id refused at B", |s| {
-        s.dm.duplicates > before_b.duplicates && s.dm.open_failed > before_b.open_failed
+        s.dm.duplicates > before_b.duplicates
+            && s.dm.open_failed > before_b.open_failed
+            && s.dm.invalid_signature > before_b.invalid_signature
     })
     .await;
     wait_for(&a.gossip, "re-addressed copy refused at A", |s| {
