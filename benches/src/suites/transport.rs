@@ -571,7 +571,9 @@ fn dm_under_load_case(
         json!({"case": "dm-under-load", "idle_p50_us": i50, "idle_p99_us": i99,
         "loaded_p50_us": l50, "loaded_p99_us": l99, "p99_ratio": ratio, "bar": 3.0, "met": ok,
         "bulk_bytes": l.bulk_bytes, "probes_sent": probes, "probes_coalesced": coalesced,
-        "probes_paused": paused}),
+        "probes_paused": paused, "small_window_loaded_p50_us": s50,
+        "small_window_loaded_p99_us": s99, "small_window_idle_p99_us": s_idle99,
+        "small_window_bulk_bytes": small.bulk_bytes}),
     );
     json_all.insert("dm_idle_p99_us".into(), json!(i99));
     json_all.insert("dm_loaded_p99_us".into(), json!(l99));
