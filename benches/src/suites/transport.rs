@@ -546,8 +546,14 @@ fn dm_under_load_case(
         format!("{l50:.1}"),
         format!("{l99:.1}"),
         format!(
-            "{} MiB bulk, {probes} probes ({coalesced} coalesced, {paused} paused)",
-            l.bulk_bytes >> 20
+            "{} MiB bulk, {probes} probes ({coalesced} coalesced, {paused} paused), \
+             {} ACK retries, {} stuck reconnects{}",
+            l.bulk_bytes >> 20,
+            l.retries,
+            l.stuck,
+            l.bulk_error
+                .as_ref()
+                .map_or(String::new(), |e| format!(", bulk stopped early: {e}"))
         ),
     ]);
     t.row(&[
@@ -573,7 +579,8 @@ fn dm_under_load_case(
         "bulk_bytes": l.bulk_bytes, "probes_sent": probes, "probes_coalesced": coalesced,
         "probes_paused": paused, "small_window_loaded_p50_us": s50,
         "small_window_loaded_p99_us": s99, "small_window_idle_p99_us": s_idle99,
-        "small_window_bulk_bytes": small.bulk_bytes}),
+        "small_window_bulk_bytes": small.bulk_bytes, "ack_retries": l.retries,
+        "stuck_reconnects": l.stuck, "bulk_error": l.bulk_error}),
     );
     json_all.insert("dm_idle_p99_us".into(), json!(i99));
     json_all.insert("dm_loaded_p99_us".into(), json!(l99));

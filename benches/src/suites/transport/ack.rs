@@ -151,6 +151,13 @@ pub struct Loaded {
     pub bulk_bytes: u64,
     /// Probes sent / coalesced / paused during the loaded phase.
     pub probes: (u64, u64, u64),
+    /// Why the bulk sender stopped before the end of the loaded phase, if
+    /// it did (then part of the phase ran without bulk load).
+    pub bulk_error: Option<String>,
+    /// ACK retries and stuck-connection reconnects during the loaded phase.
+    pub retries: u64,
+    /// Stuck-connection reconnects during the loaded phase.
+    pub stuck: u64,
 }
 
 /// `n` sequential receive-ACKed 1 KiB DMs idle, then `n` while the same
@@ -177,12 +184,15 @@ pub fn dm_under_load(n: usize, stream_window: Option<u32>) -> Result<Loaded> {
                 let chunk = Bytes::from(vec![0xa5u8; BULK_MSG]);
                 let mut sent = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    if c.send(&peer, Kind::BULK, chunk.clone()).await.is_err() {
+                    if let Err(e) = c.send(&peer, Kind::BULK, chunk.clone()).await {
+                        if !stop.load(Ordering::Relaxed) {
+                            return (sent, Some(e.to_string()));
+                        }
                         break;
                     }
                     sent += BULK_MSG as u64;
                 }
-                sent
+                (sent, None)
             });
         }
         for _ in 0..PROBE_LOOPS {
@@ -193,21 +203,29 @@ pub fn dm_under_load(n: usize, stream_window: Option<u32>) -> Result<Loaded> {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
                 }
-                0
+                (0, None)
             });
         }
         // Let the bulk transfer reach its steady state first.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let before = p.client.diagnostics().probe.counters;
+        let d0 = p.client.diagnostics();
         let loaded = tokio::time::timeout(LOAD_CAP, p.sequential(n, &data)).await;
         stop.store(true, Ordering::Relaxed);
-        let after = p.client.diagnostics().probe.counters;
+        let d1 = p.client.diagnostics();
+        let (before, after) = (d0.probe.counters, d1.probe.counters);
+        let (s0, s1) = (d0.ack.snapshot.sender, d1.ack.snapshot.sender);
         let mut bulk_bytes = 0;
+        let mut bulk_error = None;
         // The bulk sender may be waiting for queue space; abort what does
         // not end within a second.
         let _ = tokio::time::timeout(Duration::from_secs(1), async {
             while let Some(r) = load.join_next().await {
-                bulk_bytes += r.unwrap_or(0);
+                if let Ok((bytes, err)) = r {
+                    bulk_bytes += bytes;
+                    if bulk_error.is_none() {
+                        bulk_error = err;
+                    }
+                }
             }
         })
         .await;
@@ -223,6 +241,9 @@ pub fn dm_under_load(n: usize, stream_window: Option<u32>) -> Result<Loaded> {
                 after.coalesced - before.coalesced,
                 after.paused - before.paused,
             ),
+            bulk_error,
+            retries: s1.retries - s0.retries,
+            stuck: s1.stuck_reconnects - s0.stuck_reconnects,
         })
     })
 }
