@@ -6,17 +6,42 @@
 
 mod mem_support;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use libtransport::config::ProbeConfig;
-use libtransport::io::mem::LinkConfig;
-use libtransport::{Bytes, Config, Identity, Kind, KindConfig, ProbeError};
+use libtransport::io::mem::{LinkConfig, MemNetwork};
+use libtransport::{Bytes, Config, Endpoint, Identity, Kind, KindConfig, ProbeError};
 use mem_support::*;
 
 fn link() -> LinkConfig {
     LinkConfig::with_delay(Duration::from_millis(20))
+}
+
+/// Two hosts on a 20 ms link; `a` (with `a_cfg`) connected to `b`.
+struct Pair {
+    net: MemNetwork,
+    a_at: SocketAddr,
+    b_at: SocketAddr,
+    a: Endpoint,
+    b: Endpoint,
+}
+
+async fn connected(seed: u64, a_cfg: Config) -> Pair {
+    let net = network(seed);
+    let (a_at, b_at) = linked_hosts(&net, link());
+    let a = endpoint(&net, a_at, Identity::generate().unwrap(), a_cfg);
+    let b = endpoint(&net, b_at, Identity::generate().unwrap(), Config::default());
+    a.connect(b_at, b.peer_id()).await.unwrap();
+    Pair {
+        net,
+        a_at,
+        b_at,
+        a,
+        b,
+    }
 }
 
 /// T6: 50 concurrent probe requests to one peer make exactly one probe;
@@ -24,11 +49,7 @@ fn link() -> LinkConfig {
 /// round trip. The peer echoed exactly one probe.
 #[tokio::test(start_paused = true)]
 async fn fifty_requests_one_probe() {
-    let net = network(91);
-    let (a_at, b_at) = linked_hosts(&net, link());
-    let a = endpoint(&net, a_at, Identity::generate().unwrap(), Config::default());
-    let b = endpoint(&net, b_at, Identity::generate().unwrap(), Config::default());
-    a.connect(b_at, b.peer_id()).await.unwrap();
+    let Pair { a, b, .. } = connected(91, Config::default()).await;
     let bp = b.peer_id();
     let tasks: Vec<_> = (0..50)
         .map(|_| {
@@ -162,8 +183,6 @@ async fn paused_while_bulk_queued_then_resumed() {
 /// counted; a peer without a connection is refused at once (never dialled).
 #[tokio::test(start_paused = true)]
 async fn unreachable_peer_hits_the_deadline() {
-    let net = network(94);
-    let (a_at, b_at) = linked_hosts(&net, link());
     let cfg = Config {
         probe: ProbeConfig {
             timeout: Duration::from_secs(2),
@@ -171,14 +190,18 @@ async fn unreachable_peer_hits_the_deadline() {
         },
         ..Config::default()
     };
-    let a = endpoint(&net, a_at, Identity::generate().unwrap(), cfg);
-    let b = endpoint(&net, b_at, Identity::generate().unwrap(), Config::default());
+    let Pair {
+        net,
+        a_at,
+        b_at,
+        a,
+        b,
+    } = connected(94, cfg).await;
     let stranger = Identity::generate().unwrap().peer_id();
     assert_eq!(
         a.probe(&stranger).await,
         Err(ProbeError::NotConnected(stranger))
     );
-    a.connect(b_at, b.peer_id()).await.unwrap();
     net.with(|n| {
         n.set_blackhole(a_at, b_at, true);
         n.set_blackhole(b_at, a_at, true);
@@ -198,4 +221,22 @@ async fn unreachable_peer_hits_the_deadline() {
         "the connection still looks live"
     );
     assert_eq!(a.diagnostics().repair.counters.requests, 0, "never dialled");
+}
+
+/// T6: a probe whose connection closes before the echo ends with
+/// `Closed` (counted) rather than waiting for its deadline; probes work
+/// both ways on one connection.
+#[tokio::test(start_paused = true)]
+async fn connection_closed_mid_probe() {
+    let Pair { a, b, .. } = connected(95, Config::default()).await;
+    let (ap, bp) = (a.peer_id(), b.peer_id());
+    b.probe(&ap).await.unwrap();
+    let a2 = a.clone();
+    let probe = tokio::spawn(async move { a2.probe(&bp).await });
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    b.abort();
+    assert_eq!(probe.await.unwrap(), Err(ProbeError::Closed));
+    let p = a.diagnostics().probe;
+    assert_eq!((p.closed, p.timed_out, p.in_flight), (1, 0, 0));
+    assert_eq!(a.diagnostics().probe.echoed, 1, "a answered b's probe");
 }
