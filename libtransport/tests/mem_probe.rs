@@ -240,3 +240,31 @@ async fn connection_closed_mid_probe() {
     assert_eq!((p.closed, p.timed_out, p.in_flight), (1, 0, 0));
     assert_eq!(a.diagnostics().probe.echoed, 1, "a answered b's probe");
 }
+
+/// T6, T5: the endpoint answers only well-formed probes: a `PROBE` bi
+/// stream with fewer or more than `PROBE_LEN` bytes before its FIN is
+/// reset (truncated / oversize), counted, and the connection carries on;
+/// exactly `PROBE_LEN` bytes come back as the echo.
+#[tokio::test(start_paused = true)]
+async fn malformed_probe_streams_are_reset_and_counted() {
+    let Pair { a, b, .. } = connected(96, Config::default()).await;
+    let bp = b.peer_id();
+    for len in [3, libtransport::endpoint::PROBE_LEN + 1] {
+        let (mut s, mut r) = a.open_bi(&bp, Kind::PROBE).await.unwrap();
+        s.write_all(&vec![1u8; len]).await.unwrap();
+        s.finish().unwrap();
+        assert!(r.read_to_end(64).await.is_err(), "{len} bytes: reset");
+    }
+    let (mut s, mut r) = a.open_bi(&bp, Kind::PROBE).await.unwrap();
+    s.write_all(b"12345678").await.unwrap();
+    s.finish().unwrap();
+    assert_eq!(r.read_to_end(64).await.unwrap(), b"12345678");
+    let d = b.diagnostics();
+    assert_eq!(d.probe.echo_refused, 2);
+    assert_eq!(d.probe.echoed, 1);
+    assert_eq!(
+        (d.counters.reset_truncated, d.counters.reset_oversize),
+        (1, 1)
+    );
+    a.probe(&bp).await.unwrap();
+}
