@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use quinn_proto::{IdleTimeout, TransportConfig, VarInt};
 
+pub use crate::proto::probe::ProbeConfig;
 pub use crate::proto::repair::{AddressBookConfig, RepairConfig};
 
 /// Endpoint configuration. Build with [`Config::default`] and the setters.
@@ -60,6 +61,10 @@ pub struct Config {
     /// The address book repair dials use: peers remembered (16,384, least
     /// recently used evicted and counted) and addresses per peer (8).
     pub address_book: AddressBookConfig,
+    /// Scavenger probes ([`crate::Endpoint::probe`]): one per 20 ms
+    /// sustained across the endpoint, bursts of 8, 10 s deadline each,
+    /// 16,384 peers tracked. See [`ProbeConfig`].
+    pub probe: ProbeConfig,
     /// Misbehave: never send the identity proof. Only for tests of the
     /// peer's proof timeout, so only with the `test-util` feature: a
     /// production build has no way to switch it on.
@@ -87,6 +92,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(5),
             repair: RepairConfig::default(),
             address_book: AddressBookConfig::default(),
+            probe: ProbeConfig::default(),
             #[cfg(feature = "test-util")]
             withhold_proof_for_tests: false,
         }

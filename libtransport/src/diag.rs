@@ -43,6 +43,9 @@ pub struct Diagnostics {
     pub ack: AckDiag,
     /// Repair dials: counters, address book, resolvers, the last lookup.
     pub repair: crate::endpoint::RepairDiag,
+    /// Scavenger probes: scheduler counters (coalesced, dropped, paused,
+    /// throttled, ...), timeouts, echoes, round-trip quantiles.
+    pub probe: crate::endpoint::ProbeDiag,
 }
 
 /// Receive-ACK diagnostics.
@@ -199,5 +202,6 @@ pub(crate) fn snapshot(shared: &Shared) -> Diagnostics {
             reading: st.ack.reading,
         },
         repair: st.repair.diag(),
+        probe: st.probe.diag(),
     }
 }

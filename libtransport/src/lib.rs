@@ -55,7 +55,8 @@ pub use config::Config;
 #[cfg(feature = "runtime")]
 pub use endpoint::{
     BiStream, CloseReason, Connection, Endpoint, Error, Event, KindReceiver, ManualReceiver,
-    ManualRequest, MessageReceived, PathStats, RecvStream, Responder, SendStream, WeakConnection,
+    ManualRequest, MessageReceived, PathStats, ProbeError, RecvStream, Responder, SendStream,
+    WeakConnection,
 };
 pub use identity::{Identity, PeerId};
 pub use keyfile::KeyFileError;

@@ -42,8 +42,11 @@ verifyd over frames and over the shared-memory ring, then the two-process scalin
     /// libtransport QUIC side by side with quinn 0.11 on loopback.
     #[command(after_help = "Arguments:
   (none)          every case, libtransport and quinn interleaved per repetition
+  latency         only echo (both sides), receive-ACK round trip and rate,
+                  and dm-under-load (DMs under a bulk transfer + probe flood)
   SIDE:CASE       one case alone, for profiling: SIDE is `ours` or `quinn`,
-                  CASE is `bulk`, `bulk-nogso`, `msg1k` or `setup`
+                  CASE is `bulk`, `bulk-nogso`, `msg1k`, `setup` or `echo`;
+                  `ours:ack`, `ours:acked`, `ours:dm-under-load`
 Build with `--features uring` to add the io_uring backend's bulk case.")]
     Transport(SuiteArgs),
     /// Gossip simulator scenarios and the one-node memory soak.

@@ -19,7 +19,18 @@
 //! * setup: connection establishment from a fresh client endpoint, p50/p99;
 //!   for libtransport this includes both ML-DSA-65 identity proofs;
 //! * echo: 1 KiB request/response round trips, one bidirectional stream
-//!   each, p50/p99 (`echo_rtt_p50_us`, `quinn_echo_rtt_p50_us`).
+//!   each, p50/p99 (`echo_rtt_p50_us`, `quinn_echo_rtt_p50_us`), and in
+//!   the same alternating blocks the round trip of one sequential 1 KiB
+//!   `send_with_receive_ack` (`ack_rtt_p50_us`, `ack_rtt_p99_us`);
+//! * acked: 1 KiB receive-ACKed sends with 64 in flight
+//!   (`acked_msgs_per_s`);
+//! * dm-under-load: sequential receive-ACKed 1 KiB DMs idle, then while a
+//!   bulk transfer and a probe flood run on the same connection
+//!   (`dm_idle_p99_us`, `dm_loaded_p99_us`, `dm_loaded_ratio`).
+//!
+//! `stagebench transport latency` runs only the last three (with their
+//! same-run baselines), the argument `{ours,quinn}:<case>` one side of one
+//! case alone.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -30,6 +41,7 @@ use serde_json::json;
 use crate::stats::{median, quantile};
 use crate::{Outcome, SuiteOpts, Table};
 
+pub mod ack;
 pub mod echo;
 pub mod ours;
 pub mod theirs;
@@ -45,8 +57,15 @@ pub struct Sizes {
     pub setups: usize,
     /// Repetitions of bulk and msg1k (the median is reported).
     pub reps: usize,
-    /// 1 KiB echo round trips per side.
+    /// 1 KiB echo round trips per side (and receive-ACKed round trips).
     pub echoes: usize,
+    /// Receive-ACKed sends per 64-in-flight throughput run (one fresh
+    /// connection per repetition). Kept under the receiver's default
+    /// per-peer dedupe bound (8,192 ids remembered for 60 s): past it the
+    /// receiver answers `Backpressured` until ids expire.
+    pub acked: usize,
+    /// Receive-ACKed DMs per phase (idle, loaded) of dm-under-load.
+    pub dms: usize,
 }
 
 impl Sizes {
@@ -59,6 +78,8 @@ impl Sizes {
                 setups: 30,
                 reps: 1,
                 echoes: 500,
+                acked: 8_000,
+                dms: 500,
             }
         } else {
             Self {
@@ -67,6 +88,8 @@ impl Sizes {
                 setups: 200,
                 reps: 5,
                 echoes: 5_000,
+                acked: 8_000,
+                dms: 1_000,
             }
         }
     }
@@ -142,7 +165,9 @@ fn ms(d: Option<Duration>) -> f64 {
 }
 
 /// Runs one side of one case alone, for profiling (`perf record` on the
-/// process sees only that work). Cases: `{ours,quinn}:{bulk,bulk-nogso,msg1k,setup,echo}`.
+/// process sees only that work). Cases:
+/// `{ours,quinn}:{bulk,bulk-nogso,msg1k,setup,echo}`,
+/// `ours:{ack,acked,dm-under-load}`.
 fn single(case: &str, sizes: Sizes) -> Result<Outcome> {
     let value = match case {
         "ours:bulk" => ours::bulk(sizes.bulk_bytes, true, ours::Backend::Tokio)?.gbps,
@@ -156,6 +181,12 @@ fn single(case: &str, sizes: Sizes) -> Result<Outcome> {
         "quinn:setup" => ms(quantile(&mut theirs::setup(sizes.setups)?, 0.5)),
         "ours:echo" => us(quantile(&mut echo::ours(sizes.echoes)?, 0.5)),
         "quinn:echo" => us(quantile(&mut echo::theirs(sizes.echoes)?, 0.5)),
+        "ours:ack" => us(quantile(&mut ack::rtt(sizes.echoes)?, 0.5)),
+        "ours:acked" => ack::throughput(sizes.acked)?,
+        "ours:dm-under-load" => {
+            let mut l = ack::dm_under_load(sizes.dms, None)?;
+            us(quantile(&mut l.loaded, 0.99)) / us(quantile(&mut l.idle, 0.99))
+        }
         other => anyhow::bail!("unknown transport case {other:?}"),
     };
     let mut t = Table::new(format!("transport {case} (alone)"), &["case", "value"]);
@@ -166,15 +197,22 @@ fn single(case: &str, sizes: Sizes) -> Result<Outcome> {
     })
 }
 
-/// Runs the suite. An extra argument names one case to run alone, for
-/// profiling: `{ours,quinn}:{bulk,bulk-nogso,msg1k,setup,echo}`.
+/// Runs the suite. An extra argument `latency` runs only the echo,
+/// receive-ACK and dm-under-load cases; any other names one case to run
+/// alone, for profiling (see [`single`]).
 pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     let sizes = Sizes::new(opts.quick);
-    if let Some(case) = opts.args.first() {
-        return single(case, sizes);
-    }
     let mut out = Outcome::default();
     let mut json_all = serde_json::Map::new();
+    match opts.args.first().map(String::as_str) {
+        Some("latency") => {
+            latency_cases(sizes, &mut out, &mut json_all)?;
+            summary(opts, sizes, &mut out, json_all);
+            return Ok(out);
+        }
+        Some(case) => return single(case, sizes),
+        None => {}
+    }
 
     // Bulk, GSO on and off, both sides interleaved per repetition.
     let mut t = Table::new(
@@ -326,31 +364,54 @@ pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     json_all.insert("setup_p50_ms".into(), json!(o50));
     json_all.insert("quinn_setup_p50_ms".into(), json!(q50));
 
-    echo_case(sizes, &mut out, &mut json_all)?;
+    latency_cases(sizes, &mut out, &mut json_all)?;
+    summary(opts, sizes, &mut out, json_all);
+    Ok(out)
+}
 
+fn summary(
+    opts: &SuiteOpts,
+    sizes: Sizes,
+    out: &mut Outcome,
+    mut json_all: serde_json::Map<String, serde_json::Value>,
+) {
     json_all.insert("case".into(), json!("summary"));
     json_all.insert("bulk_bytes".into(), json!(sizes.bulk_bytes));
     json_all.insert("messages".into(), json!(sizes.messages));
     json_all.insert("quick".into(), json!(opts.quick));
     out.json.push(serde_json::Value::Object(json_all));
-    Ok(out)
 }
 
-/// 1 KiB bidirectional echo round trips, libtransport and quinn in
-/// alternating blocks of a fifth of the samples each (same background load).
-fn echo_case(
+/// Echo and receive-ACK round trips, ACKed throughput, DM latency under
+/// load.
+fn latency_cases(
     sizes: Sizes,
     out: &mut Outcome,
     json_all: &mut serde_json::Map<String, serde_json::Value>,
 ) -> Result<()> {
+    let quinn_p50 = echo_case(sizes, out, json_all)?;
+    acked_case(sizes, quinn_p50, out, json_all)?;
+    dm_under_load_case(sizes, out, json_all)
+}
+
+/// 1 KiB bidirectional echo round trips, libtransport and quinn, and 1 KiB
+/// receive-ACKed round trips, in alternating blocks of a fifth of the
+/// samples each (same background load). Returns quinn's echo p50 in µs.
+fn echo_case(
+    sizes: Sizes,
+    out: &mut Outcome,
+    json_all: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<f64> {
     let block = sizes.echoes.div_ceil(5);
-    let (mut o, mut q) = (Vec::new(), Vec::new());
+    let (mut o, mut q, mut a) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..5 {
         o.extend(echo::ours(block)?);
         q.extend(echo::theirs(block)?);
+        a.extend(ack::rtt(block)?);
     }
     let (o50, o99) = (us(quantile(&mut o, 0.5)), us(quantile(&mut o, 0.99)));
     let (q50, q99) = (us(quantile(&mut q, 0.5)), us(quantile(&mut q, 0.99)));
+    let (a50, a99) = (us(quantile(&mut a, 0.5)), us(quantile(&mut a, 0.99)));
     let mut t = Table::new(
         format!(
             "transport echo: {} round trips of a {} B payload on one bidi stream each",
@@ -365,13 +426,174 @@ fn echo_case(
         format!("{o99:.1}"),
     ]);
     t.row(&["quinn".into(), format!("{q50:.1}"), format!("{q99:.1}")]);
+    t.row(&[
+        "libtransport send_with_receive_ack".into(),
+        format!("{a50:.1}"),
+        format!("{a99:.1}"),
+    ]);
     out.tables.push(t);
     out.json.push(json!({"case": "echo", "p50_us": o50, "p99_us": o99, "quinn_p50_us": q50, "quinn_p99_us": q99}));
+    let ack_ratio = a50 / q50;
+    out.json
+        .push(json!({"case": "ack rtt", "p50_us": a50, "p99_us": a99,
+        "vs_quinn_echo_p50": ack_ratio, "bar_vs_quinn_echo_p50": 2.0}));
     json_all.insert("echo_rtt_p50_us".into(), json!(o50));
     json_all.insert("echo_rtt_p99_us".into(), json!(o99));
     json_all.insert("quinn_echo_rtt_p50_us".into(), json!(q50));
     json_all.insert("quinn_echo_rtt_p99_us".into(), json!(q99));
+    json_all.insert("ack_rtt_p50_us".into(), json!(a50));
+    json_all.insert("ack_rtt_p99_us".into(), json!(a99));
+    json_all.insert("ack_rtt_vs_quinn_echo".into(), json!(ack_ratio));
+    Ok(q50)
+}
+
+/// 1 KiB receive-ACKed sends with 64 in flight; the bars (reported, not
+/// asserted): ACK p50 ≤ 2 × quinn echo p50, ≥ 50,000 ACKed sends/s.
+fn acked_case(
+    sizes: Sizes,
+    quinn_p50: f64,
+    out: &mut Outcome,
+    json_all: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    let mut runs = Vec::with_capacity(sizes.reps);
+    for _ in 0..sizes.reps {
+        runs.push(ack::throughput(sizes.acked)?);
+    }
+    let per_s = med(&mut runs);
+    let a50 = json_all
+        .get("ack_rtt_p50_us")
+        .and_then(serde_json::Value::as_f64)
+        .unwrap_or(f64::NAN);
+    let mut t = Table::new(
+        format!(
+            "transport receive-ACK: {} B payload; {} × {} sends with {} in flight (median)",
+            ack::PAYLOAD,
+            sizes.reps,
+            sizes.acked,
+            ack::IN_FLIGHT
+        ),
+        &["figure", "value", "bar", "met"],
+    );
+    let rtt_ok = a50 <= 2.0 * quinn_p50;
+    let rate_ok = per_s >= 50_000.0;
+    t.row(&[
+        "ack_rtt_p50_us / quinn_echo_rtt_p50_us".into(),
+        format!("{:.2}", a50 / quinn_p50),
+        "≤ 2".into(),
+        yes(rtt_ok),
+    ]);
+    t.row(&[
+        "acked_msgs_per_s".into(),
+        format!("{per_s:.0}"),
+        "≥ 50000".into(),
+        yes(rate_ok),
+    ]);
+    out.tables.push(t);
+    out.json.push(
+        json!({"case": "acked", "per_s": per_s, "in_flight": ack::IN_FLIGHT,
+        "bar_per_s": 50_000, "met": rate_ok}),
+    );
+    json_all.insert("acked_msgs_per_s".into(), json!(per_s));
+    json_all.insert("ack_rtt_bar_met".into(), json!(rtt_ok));
+    json_all.insert("acked_msgs_bar_met".into(), json!(rate_ok));
     Ok(())
+}
+
+/// Sequential receive-ACKed 1 KiB DMs idle, then under a bulk transfer and
+/// a probe flood on the same connection; bar (reported): loaded p99 ≤ 3 ×
+/// idle p99.
+fn dm_under_load_case(
+    sizes: Sizes,
+    out: &mut Outcome,
+    json_all: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    let mut l = ack::dm_under_load(sizes.dms, None)?;
+    // The same with the receiver's stream window cut to 256 KiB: how much
+    // of the loaded latency is bulk data in flight ahead of each DM.
+    let mut small = ack::dm_under_load(sizes.dms, Some(SMALL_WINDOW))?;
+    let (s99, s_idle99) = (
+        us(quantile(&mut small.loaded, 0.99)),
+        us(quantile(&mut small.idle, 0.99)),
+    );
+    let s50 = us(quantile(&mut small.loaded, 0.5));
+    let (i50, i99) = (
+        us(quantile(&mut l.idle, 0.5)),
+        us(quantile(&mut l.idle, 0.99)),
+    );
+    let (l50, l99) = (
+        us(quantile(&mut l.loaded, 0.5)),
+        us(quantile(&mut l.loaded, 0.99)),
+    );
+    let ratio = l99 / i99;
+    let ok = ratio <= 3.0;
+    let (probes, coalesced, paused) = l.probes;
+    let mut t = Table::new(
+        format!(
+            "transport dm-under-load: {} receive-ACKed {} B DMs per phase; load = bulk + probe flood",
+            sizes.dms,
+            ack::PAYLOAD
+        ),
+        &["phase", "p50 µs", "p99 µs", "note"],
+    );
+    t.row(&[
+        "idle".into(),
+        format!("{i50:.1}"),
+        format!("{i99:.1}"),
+        String::new(),
+    ]);
+    t.row(&[
+        "loaded".into(),
+        format!("{l50:.1}"),
+        format!("{l99:.1}"),
+        format!(
+            "{} MiB bulk, {probes} probes ({coalesced} coalesced, {paused} paused), \
+             {} ACK retries, {} stuck reconnects{}",
+            l.bulk_bytes >> 20,
+            l.retries,
+            l.stuck,
+            l.bulk_error
+                .as_ref()
+                .map_or(String::new(), |e| format!(", bulk stopped early: {e}"))
+        ),
+    ]);
+    t.row(&[
+        "p99 ratio".into(),
+        format!("{ratio:.2}"),
+        "bar ≤ 3".into(),
+        yes(ok),
+    ]);
+    t.row(&[
+        format!("loaded, {} KiB stream window", SMALL_WINDOW >> 10),
+        format!("{s50:.1}"),
+        format!("{s99:.1}"),
+        format!(
+            "{} MiB bulk; p99 ratio to its idle {:.2}",
+            small.bulk_bytes >> 20,
+            s99 / s_idle99
+        ),
+    ]);
+    out.tables.push(t);
+    out.json.push(
+        json!({"case": "dm-under-load", "idle_p50_us": i50, "idle_p99_us": i99,
+        "loaded_p50_us": l50, "loaded_p99_us": l99, "p99_ratio": ratio, "bar": 3.0, "met": ok,
+        "bulk_bytes": l.bulk_bytes, "probes_sent": probes, "probes_coalesced": coalesced,
+        "probes_paused": paused, "small_window_loaded_p50_us": s50,
+        "small_window_loaded_p99_us": s99, "small_window_idle_p99_us": s_idle99,
+        "small_window_bulk_bytes": small.bulk_bytes, "ack_retries": l.retries,
+        "stuck_reconnects": l.stuck, "bulk_error": l.bulk_error}),
+    );
+    json_all.insert("dm_idle_p99_us".into(), json!(i99));
+    json_all.insert("dm_loaded_p99_us".into(), json!(l99));
+    json_all.insert("dm_loaded_ratio".into(), json!(ratio));
+    json_all.insert("dm_loaded_bar_met".into(), json!(ok));
+    Ok(())
+}
+
+/// Receiver stream window of the diagnostic dm-under-load variant.
+const SMALL_WINDOW: u32 = 256 * 1024;
+
+fn yes(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
 }
 
 /// Times `f` (which must finish the transfer before returning).

@@ -303,12 +303,29 @@ pub(crate) async fn open_raw_uni(ep: &Arc<Shared>, rec: &ConnShared) -> Result<S
     Ok(SendStream::new(ep.clone(), rec.ch, rec.uid, id))
 }
 
+/// Wakers a list holds before [`push_waker`] flushes it.
+const MAX_PARKED: usize = 128;
+
 /// Adds a waker unless an equivalent one is already parked (a future polled
 /// repeatedly must not grow the list).
+///
+/// A future dropped while parked leaves its waker behind: lists such as a
+/// peer's waiters are only drained by a connection event, so every
+/// finished receive-ACKed send from its own task used to add one for good
+/// (and made this scan quadratic). At [`MAX_PARKED`] the list is woken
+/// and emptied instead: every parker re-checks its condition when polled
+/// and parks again, so a spurious wake costs one poll and the list stays
+/// bounded.
 pub(crate) fn push_waker(list: &mut Vec<std::task::Waker>, w: &std::task::Waker) {
-    if !list.iter().any(|x| x.will_wake(w)) {
-        list.push(w.clone());
+    if list.iter().any(|x| x.will_wake(w)) {
+        return;
     }
+    if list.len() >= MAX_PARKED {
+        for x in list.drain(..) {
+            x.wake();
+        }
+    }
+    list.push(w.clone());
 }
 
 /// The live connection behind `rec`, or why there is none. Refuses new
@@ -383,4 +400,45 @@ pub(crate) async fn driver_stopped(ep: &Shared) {
         Poll::Pending
     })
     .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Wake, Waker};
+
+    use super::{MAX_PARKED, push_waker};
+
+    struct Count(AtomicUsize);
+
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Wakers of futures that never come back (distinct tasks that
+    /// finished) do not grow a list past its bound; the flushed ones are
+    /// woken, not lost, and a re-parked waker is not duplicated.
+    #[test]
+    fn parked_wakers_stay_bounded() {
+        let woken = Arc::new(Count(AtomicUsize::new(0)));
+        let mut list = Vec::new();
+        for _ in 0..10 * MAX_PARKED {
+            // A distinct Arc per waker: `will_wake` tells them apart.
+            let w = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
+            push_waker(&mut list, &w);
+            assert!(list.len() <= MAX_PARKED);
+        }
+        let w = Waker::from(woken.clone());
+        push_waker(&mut list, &w);
+        push_waker(&mut list, &w);
+        assert_eq!(list.iter().filter(|x| x.will_wake(&w)).count(), 1);
+        for _ in 0..MAX_PARKED {
+            let other = Waker::from(Arc::new(Count(AtomicUsize::new(0))));
+            push_waker(&mut list, &other);
+        }
+        assert_eq!(woken.0.load(Ordering::SeqCst), 1, "flushed, so woken");
+    }
 }

@@ -36,6 +36,13 @@
 //! `proto::repair` policy, one endpoint-owned dial per peer over the
 //! address book and the resolvers; see `docs/adr/0038-repair-lookup-probes.md`.
 //!
+//! # Probes
+//!
+//! [`Endpoint::probe`] (glue in `probe.rs`) measures a peer's round trip
+//! with scavenger probes scheduled by the sans-IO `proto::probe` policy:
+//! single flight per peer, token-bucketed, paused while higher kinds have
+//! data queued, a deadline each; peers echo them in the router.
+//!
 //! # Receive-ACK
 //!
 //! [`Endpoint::send_with_receive_ack`] (sender glue in `ack.rs`) and the
@@ -49,6 +56,7 @@ pub(crate) mod conn;
 mod drain;
 mod driver;
 mod handle;
+mod probe;
 mod repair;
 mod router;
 pub(crate) mod state;
@@ -65,6 +73,7 @@ use quinn_proto::{ConnectionHandle, StreamId};
 pub use ack::ACK_STUCK_CODE;
 pub use ack_recv::{ManualReceiver, ManualRequest, REQUEST_READ_TIMEOUT, Responder};
 pub use handle::{Connection, PathStats, WeakConnection};
+pub use probe::{PROBE_LEN, ProbeDiag, ProbeError};
 pub use repair::{LookupReport, MAX_RESOLVERS, RepairDiag};
 pub use state::{CloseReason, Counters, close};
 pub use stream::{RecvStream, SendStream};
@@ -300,6 +309,7 @@ impl Endpoint {
             closed_recent: Default::default(),
             ack: ack_recv::AckState::new(crate::proto::ack::AckConfig::default()),
             repair: repair::RepairState::new(config.repair, config.address_book),
+            probe: probe::ProbeState::new(config.probe),
             config,
         };
         let gso = state.config.gso;
@@ -311,6 +321,7 @@ impl Endpoint {
         let driver = driver::Driver::new(shared.clone(), socket, gso);
         rt.spawn(driver);
         rt.spawn(ack_recv::run(shared.clone()));
+        rt.spawn(probe::run(shared.clone()));
         Ok(Self {
             _guard: Arc::new(Guard(shared.clone())),
             shared,

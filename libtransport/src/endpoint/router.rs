@@ -21,7 +21,7 @@ use super::{IncomingBi, MessageReceived};
 use crate::kind::{Kind, Overflow, StreamReject};
 use crate::proto::stream::Frame;
 
-fn reject(st: &mut State, ch: ConnectionHandle, id: StreamId, r: StreamReject) {
+pub(super) fn reject(st: &mut State, ch: ConnectionHandle, id: StreamId, r: StreamReject) {
     st.count_reject(r);
     if let Some(c) = st.conns.get_mut(&ch) {
         let code = VarInt::from_u32(r.code());
@@ -39,6 +39,8 @@ enum Step {
     Stop,
     Reject(StreamReject),
     Remove,
+    /// A peer's probe: the endpoint echoes it.
+    Echo,
 }
 
 /// Reads one router stream as far as possible: header, then (uni) messages
@@ -47,12 +49,16 @@ pub(crate) fn process_in(st: &mut State, ch: ConnectionHandle, id: StreamId) {
     // Reading may release flow-control credit to transmit.
     if let Some(c) = st.conns.get_mut(&ch) {
         c.dirty = true;
+        if c.in_streams.get(&id).is_some_and(|s| s.echo.is_some()) {
+            return super::probe::echo(st, ch, id);
+        }
     }
     loop {
         match step(st, ch, id) {
             Step::Continue => {}
             Step::Stop => return,
             Step::Reject(r) => return reject(st, ch, id, r),
+            Step::Echo => return super::probe::echo(st, ch, id),
             Step::Remove => {
                 if let Some(c) = st.conns.get_mut(&ch) {
                     c.in_streams.remove(&id);
@@ -119,12 +125,16 @@ fn step(st: &mut State, ch: ConnectionHandle, id: StreamId) -> Step {
     } else {
         std::mem::take(&mut s.leftover)
     };
-    // Bidirectional ACK streams are receive-ACK requests, served by the
-    // endpoint itself (`ack_recv`) whatever the application registered.
+    // Bidirectional ACK streams are receive-ACK requests, and PROBE
+    // streams probes, served by the endpoint itself (`ack_recv`, `probe`)
+    // whatever the application registered.
     let bi = s.bi;
     let frame = s.dec.push(&mut chunk, |k| {
         if bi && k == Kind::ACK {
             return Some(ack.incoming.cfg.max_message);
+        }
+        if bi && k == Kind::PROBE {
+            return Some(super::probe::PROBE_LEN as u32);
         }
         kinds.get(&k).map(|q| q.cfg.max_message)
     });
@@ -135,6 +145,10 @@ fn step(st: &mut State, ch: ConnectionHandle, id: StreamId) -> Step {
         Err(r) => return Step::Reject(r),
     };
     match frame {
+        Frame::Header(k) if s.bi && k == Kind::PROBE => {
+            s.echo = Some(Vec::with_capacity(super::probe::PROBE_LEN + 1));
+            Step::Echo
+        }
         Frame::Header(k) if s.bi => {
             let q = if k == Kind::ACK {
                 Some(&mut ack.incoming)

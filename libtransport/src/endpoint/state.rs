@@ -235,6 +235,9 @@ pub(crate) struct InStream {
     /// Rest of the last chunk read (at most one received frame).
     pub(crate) leftover: Bytes,
     pub(crate) blocked: bool,
+    /// A peer's probe (bidirectional `PROBE` stream past its header): the
+    /// nonce bytes read so far, echoed once the FIN arrives.
+    pub(crate) echo: Option<Vec<u8>>,
 }
 
 impl InStream {
@@ -248,6 +251,7 @@ impl InStream {
             },
             leftover: Bytes::new(),
             blocked: false,
+            echo: None,
         }
     }
 }
@@ -435,6 +439,8 @@ pub(crate) struct State {
     pub(crate) ack: super::ack_recv::AckState,
     /// Repair dials: policy, address book, resolvers, waiting sends.
     pub(crate) repair: super::repair::RepairState,
+    /// Scavenger probes: scheduler, waiting callers, probes out.
+    pub(crate) probe: super::probe::ProbeState,
 }
 
 impl State {
