@@ -17,7 +17,9 @@ use libtransport::proto::ack::{
 const MAX_PAYLOAD: u32 = 4096;
 
 fn request(payload: &[u8], retry: bool) -> Vec<u8> {
-    let r = Request::new(Kind::DM, RequestId([0xab; 16]), payload, retry).unwrap();
+    let r = Request::new(Kind::DM, RequestId([0xab; 16]), payload, retry)
+        .unwrap()
+        .with_retry_window(Duration::from_secs(2));
     let mut b = vec![0u8];
     b.extend_from_slice(&r.header().to_bytes());
     b.extend_from_slice(payload);
@@ -40,7 +42,9 @@ fn response(outcome: Outcome, replayed: bool, retry_after: Option<Duration>) -> 
 fn seeds() -> Vec<(&'static str, Vec<u8>, Result<(), AckWireError>)> {
     let ok = Ok(());
     let mut oversize = request(b"x", false);
-    oversize[REQUEST_HEADER_LEN - 3..REQUEST_HEADER_LEN + 1]
+    // The length field is the header's last 8 bytes but the window's 4
+    // (after the one selector byte).
+    oversize[REQUEST_HEADER_LEN - 7..REQUEST_HEADER_LEN - 3]
         .copy_from_slice(&u32::MAX.to_be_bytes());
     let mut bad_hash = request(b"hello", false);
     *bad_hash.last_mut().unwrap() ^= 1;

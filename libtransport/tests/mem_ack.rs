@@ -219,3 +219,71 @@ async fn one_way_blackhole_forces_reconnect() {
         "{got:?}"
     );
 }
+
+/// R3: the receiver keeps a dedupe entry for twice its sender's remaining
+/// budget, not one fixed TTL. With a 40-entry share per peer, 40 sends
+/// with a 2 s budget fill it (the 41st is `Backpressured`, never a
+/// duplicate); 5 s later their entries are gone and 40 more are accepted.
+/// Sends with the 30 s maximum budget still hold their entries 5 s later.
+#[tokio::test(start_paused = true)]
+async fn dedupe_entries_live_as_long_as_their_senders_may_retry() {
+    use libtransport::proto::ack::{AckConfig, Outcome, ReceiverConfig};
+    let net = network(37);
+    let (a_at, b_at) = linked_hosts(&net, LinkConfig::with_delay(Duration::from_millis(5)));
+    let a = endpoint(&net, a_at, Identity::generate().unwrap(), Config::default());
+    let b = endpoint(&net, b_at, Identity::generate().unwrap(), Config::default());
+    b.set_ack_config(AckConfig {
+        receiver: ReceiverConfig {
+            dedupe_per_peer: 40,
+            ..ReceiverConfig::default()
+        },
+        ..AckConfig::default()
+    });
+    let mut dm = b.register(Kind::DM, KindConfig::default()).unwrap();
+    a.connect(b_at, b.peer_id()).await.unwrap();
+    let bp = b.peer_id();
+    let send = |i: u32, budget: Duration| {
+        let a = a.clone();
+        async move {
+            a.send_with_receive_ack(&bp, Kind::DM, Bytes::from(i.to_be_bytes().to_vec()), budget)
+                .await
+        }
+    };
+    let short = Duration::from_secs(2);
+    for i in 0..40 {
+        send(i, short).await.unwrap();
+        dm.recv().await.unwrap();
+    }
+    let full = send(40, short).await.unwrap_err();
+    assert!(
+        matches!(
+            full,
+            AckError::Rejected {
+                outcome: Outcome::Backpressured,
+                ..
+            }
+        ),
+        "{full:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    for i in 100..140 {
+        send(i, short).await.unwrap();
+        dm.recv().await.unwrap();
+    }
+    // The same share with long budgets: still held 5 s later.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let long = Duration::from_secs(30);
+    for i in 200..240 {
+        send(i, long).await.unwrap();
+        dm.recv().await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert!(matches!(
+        send(240, long).await,
+        Err(AckError::Rejected {
+            outcome: Outcome::Backpressured,
+            ..
+        })
+    ));
+    assert!(dm.try_recv().is_none(), "nothing delivered twice or extra");
+}

@@ -326,6 +326,9 @@ pub(crate) async fn send(
                     };
                     let mut h = header;
                     h.retry = a.retry;
+                    // Copies of this id may follow until the deadline: the
+                    // receiver keeps its dedupe entry about twice that.
+                    h.retry_window = ack.deadline().saturating_duration_since(crate::io::now());
                     match conn {
                         Some((_, c, _)) => {
                             let span = tracing::debug_span!("ack_attempt",

@@ -130,6 +130,8 @@ pub enum Output<S> {
 struct Pending<S> {
     key: Key,
     hash: PayloadHash,
+    /// The sender's retry window, from the first copy's header.
+    retry_window: Duration,
     /// The first copy's stream, then parked copies. The first may be gone
     /// (its connection closed) while the admission still completes.
     streams: Vec<S>,
@@ -165,6 +167,7 @@ impl<S: Copy + Eq + Hash> Receiver<S> {
                 cfg.dedupe_entries,
                 cfg.dedupe_bytes,
                 cfg.dedupe_per_peer,
+                cfg.dedupe_floor,
                 cfg.dedupe_ttl,
             ),
             cfg,
@@ -252,6 +255,7 @@ impl<S: Copy + Eq + Hash> Receiver<S> {
             Pending {
                 key,
                 hash: header.hash,
+                retry_window: header.retry_window,
                 streams: vec![stream],
                 started: now,
                 deadline,
@@ -315,7 +319,7 @@ impl<S: Copy + Eq + Hash> Receiver<S> {
         let (outcome, retry_after) = match admission {
             Admission::Admitted => {
                 c.admitted += 1;
-                self.dedupe.commit(p.key, p.hash, now);
+                self.dedupe.commit(p.key, p.hash, p.retry_window, now);
                 (Outcome::Accepted, None)
             }
             Admission::Full { retry_after } => {
@@ -518,9 +522,12 @@ mod tests {
     const A: PeerId = PeerId([1; 32]);
     const B: PeerId = PeerId([2; 32]);
 
+    /// A first copy from a sender with the longest budget, so its entry
+    /// lives for the TTL.
     fn hdr(id: u8, payload: &[u8]) -> RequestHeader {
         *Request::new(Kind::DM, RequestId([id; 16]), payload, false)
             .unwrap()
+            .with_retry_window(Duration::from_secs(30))
             .header()
     }
 

@@ -41,6 +41,8 @@ enum Ev {
         conn: u64,
         stream: u32,
         retry: bool,
+        /// The sender's remaining budget when it sent this copy.
+        window: Duration,
     },
     Response {
         send: usize,
@@ -169,12 +171,14 @@ impl Sim {
             Step::Issue(a) => {
                 let stream = self.next_stream;
                 self.next_stream += 1;
+                let window = self.sends[i].deadline().saturating_duration_since(self.now);
                 self.transmit(Ev::Request {
                     send: i,
                     attempt: a.index,
                     conn: a.generation,
                     stream,
                     retry: a.retry,
+                    window,
                 });
             }
             Step::Done(r) => {
@@ -237,6 +241,7 @@ impl Sim {
                     conn,
                     stream,
                     retry,
+                    window,
                 } => {
                     if conn != self.conn {
                         continue; // its connection is gone
@@ -244,7 +249,9 @@ impl Sim {
                     self.streams.insert(stream, (send, attempt, conn));
                     let id = self.sends[send].id();
                     let payload = id.0;
-                    let req = Request::new(Kind::DM, id, &payload, retry).unwrap();
+                    let req = Request::new(Kind::DM, id, &payload, retry)
+                        .unwrap()
+                        .with_retry_window(window);
                     match self.rx.handle_request(PEER, stream, req.header(), self.now) {
                         Admit::Admit { ticket, .. } => {
                             let adm = if self.queue.len() < self.queue_cap {

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! request  = version:u8  flags:u8  kind:u8  request_id:[16]  payload_hash:[32]
-//!            payload_len:u32be  payload:[payload_len]
+//!            payload_len:u32be  retry_window_ms:u32be  payload:[payload_len]
 //! response = version:u8  request_id:[16]  outcome:u8  flags:u8  retry_after_ms:u32be
 //! ```
 //!
@@ -18,6 +18,10 @@
 //! * `payload_hash`: SHA-256 of the payload. The receiver checks it, and its
 //!   dedupe cache uses it to tell a retry (same id, same hash) from a
 //!   conflicting reuse of an id (same id, other hash).
+//! * `retry_window_ms`: how much longer the sender may send copies of this
+//!   id (its remaining budget). The receiver remembers an admitted id for
+//!   about twice this (within its own floor and ceiling), not for one fixed
+//!   TTL, so short-budget traffic does not hold dedupe room for a minute.
 //! * `flags` (response): bit 0 = the outcome is replayed from the dedupe
 //!   cache (the payload was admitted by an earlier copy and not again).
 //! * `retry_after_ms`: with `Backpressured`, how long the receiver expects
@@ -52,14 +56,18 @@ use aws_lc_rs::digest;
 
 use crate::kind::Kind;
 
-/// Wire version of requests and responses.
-pub const VERSION: u8 = 1;
+/// Wire version of requests and responses (2: requests carry the retry
+/// window).
+pub const VERSION: u8 = 2;
 /// Request id length.
 pub const REQUEST_ID_LEN: usize = 16;
 /// Payload hash length (SHA-256).
 pub const HASH_LEN: usize = 32;
-/// Fixed request header: version, flags, kind, id, hash, payload length.
-pub const REQUEST_HEADER_LEN: usize = 3 + REQUEST_ID_LEN + HASH_LEN + 4;
+/// Fixed request header: version, flags, kind, id, hash, payload length,
+/// retry window.
+pub const REQUEST_HEADER_LEN: usize = 3 + REQUEST_ID_LEN + HASH_LEN + 4 + 4;
+/// Offset of the payload length in the request header.
+const LEN_AT: usize = 3 + REQUEST_ID_LEN + HASH_LEN;
 /// Encoded response length.
 pub const RESPONSE_LEN: usize = 1 + REQUEST_ID_LEN + 2 + 4;
 
@@ -180,6 +188,9 @@ pub struct RequestHeader {
     pub len: u32,
     /// Whether the sender sent this id before (retry or re-issue).
     pub retry: bool,
+    /// How much longer the sender may send copies of this id, to the
+    /// millisecond (saturating at `u32::MAX` ms).
+    pub retry_window: Duration,
 }
 
 impl RequestHeader {
@@ -203,8 +214,11 @@ impl RequestHeader {
         let mut hash = [0u8; HASH_LEN];
         hash.copy_from_slice(&h[3 + REQUEST_ID_LEN..3 + REQUEST_ID_LEN + HASH_LEN]);
         let mut len = [0u8; 4];
-        len.copy_from_slice(&h[REQUEST_HEADER_LEN - 4..]);
+        len.copy_from_slice(&h[LEN_AT..LEN_AT + 4]);
         let len = u32::from_be_bytes(len);
+        let mut window = [0u8; 4];
+        window.copy_from_slice(&h[LEN_AT + 4..LEN_AT + 8]);
+        let retry_window = Duration::from_millis(u64::from(u32::from_be_bytes(window)));
         if len > max_payload {
             return Err(AckWireError::Oversize {
                 len,
@@ -217,6 +231,7 @@ impl RequestHeader {
             hash: PayloadHash(hash),
             len,
             retry: h[1] & FLAG_RETRY != 0,
+            retry_window,
         })
     }
 
@@ -235,7 +250,9 @@ impl RequestHeader {
         out[2] = self.kind.0;
         out[3..3 + REQUEST_ID_LEN].copy_from_slice(&self.id.0);
         out[3 + REQUEST_ID_LEN..3 + REQUEST_ID_LEN + HASH_LEN].copy_from_slice(&self.hash.0);
-        out[REQUEST_HEADER_LEN - 4..].copy_from_slice(&self.len.to_be_bytes());
+        out[LEN_AT..LEN_AT + 4].copy_from_slice(&self.len.to_be_bytes());
+        let window = u32::try_from(self.retry_window.as_millis()).unwrap_or(u32::MAX);
+        out[LEN_AT + 4..].copy_from_slice(&window.to_be_bytes());
         out
     }
 }
@@ -248,8 +265,9 @@ pub struct Request<'a> {
 }
 
 impl<'a> Request<'a> {
-    /// A request for `payload`, hashing it. Fails only for payloads of 4 GiB
-    /// or more.
+    /// A request for `payload`, hashing it, with a zero retry window (set
+    /// it with [`Request::with_retry_window`]). Fails only for payloads of
+    /// 4 GiB or more.
     pub fn new(
         kind: Kind,
         id: RequestId,
@@ -264,6 +282,7 @@ impl<'a> Request<'a> {
                 hash: PayloadHash::of(payload),
                 len,
                 retry,
+                retry_window: Duration::ZERO,
             },
             payload,
         })
@@ -305,6 +324,14 @@ impl<'a> Request<'a> {
     #[must_use]
     pub fn payload(&self) -> &'a [u8] {
         self.payload
+    }
+
+    /// The same request announcing that copies of its id may follow for
+    /// `window` (the sender's remaining budget).
+    #[must_use]
+    pub fn with_retry_window(mut self, window: Duration) -> Self {
+        self.header.retry_window = window;
+        self
     }
 
     /// The same request marked as a retry (for the second copy).
@@ -460,14 +487,27 @@ mod tests {
     #[test]
     fn request_roundtrip() {
         for (payload, retry) in [(&b"payload"[..], false), (&b""[..], true)] {
-            let r = Request::new(Kind(9), RequestId([3; 16]), payload, retry).unwrap();
+            let r = Request::new(Kind(9), RequestId([3; 16]), payload, retry)
+                .unwrap()
+                .with_retry_window(Duration::from_millis(2_500));
             let b = req_bytes(&r);
             assert_eq!(b.len(), r.header().total_len());
             let back = Request::parse(&b, 64).unwrap();
             assert_eq!(back, r);
             assert_eq!(back.header().retry, retry);
             assert_eq!(back.header().kind, Kind(9));
+            assert_eq!(back.header().retry_window, Duration::from_millis(2_500));
         }
+        // A window too long for the field saturates rather than wrapping.
+        let r = Request::new(Kind(9), RequestId([3; 16]), b"", false)
+            .unwrap()
+            .with_retry_window(Duration::from_secs(u64::MAX / 2));
+        let b = req_bytes(&r);
+        let back = Request::parse(&b, 64).unwrap();
+        assert_eq!(
+            back.header().retry_window,
+            Duration::from_millis(u64::from(u32::MAX))
+        );
     }
 
     /// R1: every malformed request gets its own typed error, and a hostile
@@ -490,9 +530,12 @@ mod tests {
         let mut long = good.clone();
         long.push(0);
         assert_eq!(Request::parse(&long, 64), Err(AckWireError::Trailing(1)));
-        let mut v = good.clone();
-        v[0] = 2;
-        assert_eq!(Request::parse(&v, 64), Err(AckWireError::BadVersion(2)));
+        // Version 1 (no retry window) is refused, not misread.
+        for bad in [1, 3] {
+            let mut v = good.clone();
+            v[0] = bad;
+            assert_eq!(Request::parse(&v, 64), Err(AckWireError::BadVersion(bad)));
+        }
         let mut f = good.clone();
         f[1] = 0x80;
         assert_eq!(
@@ -504,7 +547,7 @@ mod tests {
             Err(AckWireError::Oversize { len: 6, max: 5 })
         );
         let mut huge = r.header().to_bytes();
-        huge[REQUEST_HEADER_LEN - 4..].copy_from_slice(&u32::MAX.to_be_bytes());
+        huge[LEN_AT..LEN_AT + 4].copy_from_slice(&u32::MAX.to_be_bytes());
         assert_eq!(
             RequestHeader::parse(&huge, 1 << 20),
             Err(AckWireError::Oversize {
