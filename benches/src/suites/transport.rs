@@ -199,7 +199,7 @@ fn single(case: &str, sizes: Sizes) -> Result<Outcome> {
 
 /// Runs the suite. An extra argument `latency` runs only the echo,
 /// receive-ACK and dm-under-load cases; any other names one case to run
-/// alone, for profiling (see [`single`]).
+/// alone, for profiling (see `single`).
 pub fn run(opts: &SuiteOpts) -> Result<Outcome> {
     let sizes = Sizes::new(opts.quick);
     let mut out = Outcome::default();

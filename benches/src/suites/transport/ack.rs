@@ -162,8 +162,8 @@ pub struct Loaded {
 
 /// `n` sequential receive-ACKed 1 KiB DMs idle, then `n` while the same
 /// client floods the same connection with `BULK` messages (64 KiB, as fast
-/// as `send` takes them) and [`PROBE_LOOPS`] probe loops. Bounded: the load
-/// stops when the loaded samples are taken, or after [`LOAD_CAP`].
+/// as `send` takes them) and `PROBE_LOOPS` probe loops. Bounded: the load
+/// stops when the loaded samples are taken, or after `LOAD_CAP`.
 /// `stream_window` overrides the receiver's per-stream receive window
 /// (which bounds the bulk bytes in flight ahead of a DM); `None` keeps the
 /// default 4 MiB.
