@@ -41,6 +41,10 @@ for example in "echo" "chat" "bulk 16"; do
   timeout 120 "${CARGO_TARGET_DIR:-target}/debug/examples/"$example
 done
 
+step "libgossip examples run (publish and DMs between three nodes on loopback)"
+cargo build -p libgossip --examples --locked
+timeout 120 "${CARGO_TARGET_DIR:-target}/debug/examples/gossip_chat"
+
 step "doc tests"
 cargo test --workspace --doc --locked
 

@@ -2,43 +2,23 @@
 //! real ML-DSA-65 signatures: delivery, slow subscribers, a node stopping.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (STYLE.md)
 
+mod runtime_support;
+
 use bytes::Bytes;
 use libgossip::proto::{Delivery, PeerId, TopicId};
 use libgossip::runtime::{
-    Gossip, IdentitySigner, RuntimeConfig, RuntimeError, Subscription, TransportLink,
-    from_transport, to_transport,
+    IdentitySigner, RuntimeConfig, RuntimeError, Subscription, TransportLink, from_transport,
+    to_transport,
 };
 use libtransport::{Endpoint, Identity};
+use runtime_support::{Peer, assert_drop_oldest, numbered, spawn_node};
 use std::collections::HashMap;
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{Instant, timeout};
 
 /// Liveness bound for anything the overlay must do; wide on purpose (a
 /// shared 2-core machine), not a performance figure.
 const LIVENESS: Duration = Duration::from_secs(40);
-
-struct Peer {
-    gossip: Gossip,
-    link: Arc<TransportLink>,
-    addr: SocketAddr,
-}
-
-async fn spawn_node(cfg: RuntimeConfig) -> Peer {
-    let id = Identity::generate().expect("identity");
-    let signer = IdentitySigner::clone_of(&id).expect("signer");
-    let ep = Endpoint::bind(
-        "127.0.0.1:0".parse().expect("addr"),
-        id,
-        libtransport::Config::default(),
-    )
-    .expect("bind");
-    let addr = ep.local_addr();
-    let link = Arc::new(TransportLink::new(ep).expect("link"));
-    let gossip = Gossip::spawn(link.clone(), Box::new(signer), cfg);
-    Peer { gossip, link, addr }
-}
 
 /// `n` nodes, fully connected at the transport, all joined to `topic`
 /// through node 0; returns once every node has an active-view peer.
@@ -166,33 +146,33 @@ async fn slow_subscriber_loses_only_its_own_oldest() {
     let node = &peers[2].gossip;
     let mut lazy = node.subscribe_with_capacity(topic, CAP).await.expect("sub");
     let mut reader = node.subscribe(topic).await.expect("sub");
-    for i in 0..N {
-        let body = Bytes::from(format!("m{i:02}"));
-        peers[0].gossip.publish(topic, body).await.expect("publish");
+    let sent = numbered(N);
+    for body in &sent {
+        peers[0]
+            .gossip
+            .publish(topic, body.clone())
+            .await
+            .expect("publish");
     }
     let mut arrival = Vec::new();
     while arrival.len() < N {
         arrival.push(recv(&mut reader).await.payload);
     }
-    let mut got = arrival.clone();
-    got.sort();
-    let want: Vec<Bytes> = (0..N).map(|i| Bytes::from(format!("m{i:02}"))).collect();
-    assert_eq!(got, want);
     let s = node.snapshot().await.expect("snapshot");
     let stats = |id| s.subscribers.iter().find(|x| x.id == id).copied();
     let st = stats(lazy.stats().id).expect("lazy listed");
-    assert_eq!(
-        (st.queued, st.evicted, st.delivered),
-        (CAP, (N - CAP) as u64, N as u64)
-    );
     assert_eq!(stats(reader.stats().id).expect("reader listed").evicted, 0);
-    // Both queues are fed in the same order, so what the lazy one kept is
-    // exactly the reader's newest CAP arrivals.
     let mut kept = Vec::new();
     while let Some(d) = lazy.try_recv() {
         kept.push(d.payload);
     }
-    assert_eq!(kept, arrival[N - CAP..]);
+    assert_drop_oldest(
+        &sent,
+        &arrival,
+        &kept,
+        CAP,
+        (st.queued, st.evicted, st.delivered),
+    );
     for p in &peers {
         p.gossip.shutdown().await.expect("shutdown");
     }

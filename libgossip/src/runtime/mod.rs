@@ -1,4 +1,5 @@
-//! Async runtime: drives the sans-IO [`Node`] over a real [`Link`].
+//! Async runtime: drives the sans-IO [`Node`] and
+//! [`DmEngine`](crate::proto::DmEngine) over a real [`Link`].
 //!
 //! ```text
 //!   application                         runtime task (one per node)
@@ -8,17 +9,22 @@
 //!  │ publish   │                       │  ├ Transmit → dispatch queue ──┐ │
 //!  │ subscribe │ ◀── Subscription ──── │  ├ Deliver → per-sub queues    │ │
 //!  │ snapshot  │   (drop-oldest)       │  ├ Verify → batches ─────┐     │ │
-//!  └───────────┘                       │  └ supervisor tick (G13) │     │ │
-//!                                      └──────▲───────────────────┼─────┼─┘
-//!                         Frame/Up/Down       │      verify tasks │     │ send tasks (≤ workers)
-//!                                      ┌──────┴───────────────────▼─────▼─┐
+//!  │           │                       │  └ supervisor tick (G13) │     │ │
+//!  │ send_dm   │ ◀── DmReceipt ─────── │ DmEngine (sans-IO)       │     │ │
+//!  │ dms       │ ◀── DmSubscription ── │  ├ Verify → same batches ┤     │ │
+//!  └───────────┘   (drop-oldest)       │  └ SendDirect/Forward ───┼──┐  │ │
+//!                                      └──────▲───────────────────┼──┼──┼─┘
+//!                         Frame/Up/Down       │      verify tasks │  │  │ send tasks (≤ workers)
+//!                                      ┌──────┴───────────────────▼──▼──▼─┐
 //!                                      │ Link (TransportLink: libtransport │
-//!                                      │ PUBSUB streams + ML-DSA-65)       │
+//!                                      │ PUBSUB streams, receive-ACKed DM  │
+//!                                      │ streams, ML-DSA-65)               │
 //!                                      └───────────────────────────────────┘
 //! ```
 //!
-//! **Who owns what.** The runtime task alone owns the [`Node`], the clock
-//! (`Instant::now()` per step) and its timers; nothing else touches the core.
+//! **Who owns what.** The runtime task alone owns the [`Node`], the DM
+//! engine, the clock (`Instant::now()` per step, handed to both as `now`) and
+//! their timers; nothing else touches either.
 //! Each [`Transmit`](crate::proto::Transmit) becomes one send task, at most
 //! `workers` at a time, each bounded by the transmit's own RTT-derived
 //! timeout (G4) plus a small watchdog grace; every transmit's outcome is
@@ -40,25 +46,41 @@
 //! (evictions in [`SubscriberStats::evicted`]), link events 1,024
 //! ([`LINK_EVENT_QUEUE`]), supervisor interval 1 s.
 //!
-//! **Direct messages** are not wired yet: [`Gossip::send_dm`] and
-//! [`Gossip::dms`] return [`RuntimeError::Unsupported`], and DM frames that
-//! arrive are dropped and counted ([`DispatchStats::dm_unsupported`]). The
-//! sans-IO DM engine plugs in at the task's `Received::Dm` arm and behind
-//! these two methods.
+//! **Direct messages** (D1–D3) run in the same task through the sans-IO
+//! [`DmEngine`](crate::proto::DmEngine): [`Gossip::send_dm`] hands the
+//! payload to the engine and resolves with its [`DmReceipt`] (path used and
+//! every attempt's outcome); each direct or forwarded copy is one
+//! [`Link::send_acked`] task bounded by the engine's RTT-derived attempt
+//! timeout plus the watchdog grace; DM signatures go into the same verify
+//! batches as pubsub; verified DMs go to every [`Gossip::dms`] subscription's
+//! own bounded drop-oldest queue (D3). On every link up the task sends the
+//! peer its signed KEM key record (at most [`KEM_RECORD_SENDS`] in flight,
+//! more are dropped and counted), so neighbours can verify its DMs and seal
+//! relayed ones to it; a DM that overtakes its sender's record is held
+//! ([`HELD_DMS`]) until a record is verified. Bounds: [`DmConfig`]
+//! (1,024 DMs awaiting a receipt, 4,096 attempts in flight, 256
+//! verifications, dedupe of 16,384 ids for 10 min, relay fan-out 3 and hop
+//! limit 4), 1,024 DMs per DM subscriber; every refusal is counted in
+//! [`RuntimeSnapshot::dm`] or [`DispatchStats`].
 
+mod dm;
 mod link;
 mod subscribe;
 mod task;
 mod transport;
 
-pub use link::{BoxFuture, Link, LinkEvent, VerifyItem};
-pub use subscribe::{SubscriberStats, Subscription};
+pub use link::{AckOutcome, BoxFuture, Link, LinkEvent, VerifyItem};
+pub use subscribe::{DmSubscriberStats, DmSubscription, SubscriberStats, Subscription};
 pub use transport::{
     IdentitySigner, LINK_EVENT_QUEUE, TransportLink, from_transport, to_transport,
 };
 
 use crate::proto::supervisor::{SupervisorParams, SupervisorReason};
-use crate::proto::{Config, MessageId, Node, PeerId, ProtoError, Signer, Snapshot, TopicId};
+use crate::proto::{
+    Config, DmConfig, DmError, DmReceipt, DmStats, MessageId, Node, PeerId, ProtoError, Signer,
+    Snapshot, TopicId,
+};
+use crate::wire::KemKey;
 use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,7 +110,20 @@ pub struct RuntimeConfig {
     pub verify_queue: usize,
     /// Deliveries each subscription holds before evicting its oldest.
     pub subscriber_queue: usize,
+    /// The DM engine's limits and timing.
+    pub dm: DmConfig,
+    /// DMs each [`Gossip::dms`] subscription holds before evicting its oldest.
+    pub dm_subscriber_queue: usize,
 }
+
+/// KEM key record sends (one per link up) in flight at once.
+pub const KEM_RECORD_SENDS: usize = 64;
+
+/// DMs held because their sender's identity key was not known yet (it
+/// comes with the sender's KEM key record, which a DM can overtake); they
+/// are retried whenever a record is verified, for up to the DM verify
+/// timeout.
+pub const HELD_DMS: usize = 256;
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
@@ -103,6 +138,8 @@ impl Default for RuntimeConfig {
             verify_inflight: 4,
             verify_queue: 4096,
             subscriber_queue: 1024,
+            dm: DmConfig::default(),
+            dm_subscriber_queue: 1024,
         }
     }
 }
@@ -149,8 +186,35 @@ pub struct DispatchStats {
     pub deliveries: u64,
     /// Core events (neighbour up/down, cooling) seen.
     pub events: u64,
-    /// Direct-message frames dropped (DMs not wired yet).
-    pub dm_unsupported: u64,
+    /// Receive-ACKed DM transmissions started (direct and forwarded).
+    pub dm_sends: u64,
+    /// Of those, admitted by the receiving side.
+    pub dm_accepted: u64,
+    /// Of those, refused, lost or timed out (the engine has the outcome).
+    pub dm_send_failed: u64,
+    /// Of the failed, abandoned by the runtime's watchdog.
+    pub dm_watchdog: u64,
+    /// DM frames and KEM key records the engine refused (why: [`DmStats`]).
+    pub dm_refused: u64,
+    /// DMs held for their sender's key ([`HELD_DMS`]); the engine's
+    /// `unknown_sender_key` counts every try, retries included.
+    pub dm_held: u64,
+    /// Held DMs pushed out by newer ones.
+    pub dm_held_dropped: u64,
+    /// Held DMs whose sender's key did not come within the verify timeout.
+    pub dm_held_expired: u64,
+    /// Verified DMs handed to DM subscribers (before fan-out).
+    pub dm_deliveries: u64,
+    /// Verified DMs dropped because nobody subscribed to [`Gossip::dms`].
+    pub dm_no_subscriber: u64,
+    /// Own KEM key records sent to peers whose link came up.
+    pub kem_records_sent: u64,
+    /// Of those, not taken by the link.
+    pub kem_records_failed: u64,
+    /// Record sends skipped because [`KEM_RECORD_SENDS`] were in flight.
+    pub kem_records_dropped: u64,
+    /// False when no ML-KEM key pair could be made: relayed DMs disabled.
+    pub dm_sealing: bool,
     /// Link up events.
     pub link_up: u64,
     /// Link down events.
@@ -166,6 +230,10 @@ pub struct RuntimeSnapshot {
     pub subscribers: Vec<SubscriberStats>,
     /// The task's own counters.
     pub dispatch: DispatchStats,
+    /// The DM engine's counters.
+    pub dm: DmStats,
+    /// Every live DM subscription's counters.
+    pub dm_subscribers: Vec<DmSubscriberStats>,
 }
 
 /// Why a runtime call failed.
@@ -178,9 +246,9 @@ pub enum RuntimeError {
     /// The core refused the call.
     #[error(transparent)]
     Proto(#[from] ProtoError),
-    /// Not implemented by this runtime yet.
-    #[error("{0} not supported yet")]
-    Unsupported(&'static str),
+    /// The DM engine refused the call.
+    #[error(transparent)]
+    Dm(#[from] DmError),
 }
 
 pub(crate) enum Cmd {
@@ -213,6 +281,22 @@ pub(crate) enum Cmd {
         topic: TopicId,
         peer: PeerId,
     },
+    SendDm {
+        to: PeerId,
+        payload: Bytes,
+        reply: oneshot::Sender<Result<DmReceipt, DmError>>,
+    },
+    Dms {
+        capacity: Option<usize>,
+        reply: oneshot::Sender<DmSubscription>,
+    },
+    KemRecord {
+        reply: oneshot::Sender<KemKey>,
+    },
+    AddKemKey {
+        record: KemKey,
+        reply: oneshot::Sender<Result<(), DmError>>,
+    },
     Shutdown {
         reply: oneshot::Sender<()>,
     },
@@ -229,11 +313,14 @@ pub struct Gossip {
 impl Gossip {
     /// Starts the runtime task for a node signing with `signer` over `link`.
     /// Must be called inside a tokio runtime.
+    /// The DM engine shares `signer` and gets a fresh ML-KEM-768 key pair.
     pub fn spawn(link: Arc<dyn Link>, signer: Box<dyn Signer>, cfg: RuntimeConfig) -> Self {
-        let node = Node::new(signer, cfg.node.clone());
+        let (core_signer, dm_signer) = dm::SharedSigner::pair(signer);
+        let node = Node::new(Box::new(core_signer), cfg.node.clone());
         let id = node.id();
+        let (engine, sealing) = dm::engine(Box::new(dm_signer), cfg.dm);
         let (tx, rx) = mpsc::channel(cfg.command_queue.max(1));
-        let state = task::State::new(node, link, cfg);
+        let state = task::State::new(node, engine, sealing, link, cfg);
         let task = tokio::spawn(state.run(rx));
         Self {
             id,
@@ -331,15 +418,59 @@ impl Gossip {
         self.call(|reply| Cmd::Snapshot { reply }).await
     }
 
-    /// Direct message to `peer` — not wired yet (the DM engine plugs in here).
-    pub async fn send_dm(&self, peer: PeerId, body: Bytes) -> Result<(), RuntimeError> {
-        let _ = (peer, body);
-        Err(RuntimeError::Unsupported("direct messages"))
+    /// Sends a direct message to `peer` and waits for its receipt (D1, D2):
+    /// to self it is delivered on this node's [`Gossip::dms`] at once
+    /// ([`DmPath::Loopback`](crate::proto::DmPath::Loopback)); to a
+    /// connected peer it goes direct with a receive-ACK; when that fails, or
+    /// `peer` is not connected, it is sealed to `peer`'s KEM key and relayed
+    /// through neighbours. The receipt names the path that worked, or
+    /// `path: None` if none did, and lists every attempt's outcome. Refusals
+    /// (payload too large, too many DMs awaiting a receipt) are
+    /// [`RuntimeError::Dm`].
+    pub async fn send_dm(&self, peer: PeerId, body: Bytes) -> Result<DmReceipt, RuntimeError> {
+        Ok(self
+            .call(|reply| Cmd::SendDm {
+                to: peer,
+                payload: body,
+                reply,
+            })
+            .await??)
     }
 
-    /// Incoming direct messages — not wired yet (the DM engine plugs in here).
-    pub fn dms(&self) -> Result<Subscription, RuntimeError> {
-        Err(RuntimeError::Unsupported("direct messages"))
+    /// A new subscription to the verified DMs this node receives, from now
+    /// on, holding [`RuntimeConfig::dm_subscriber_queue`] before it evicts
+    /// its oldest (D3). Every subscription gets every DM.
+    pub async fn dms(&self) -> Result<DmSubscription, RuntimeError> {
+        self.call(|reply| Cmd::Dms {
+            capacity: None,
+            reply,
+        })
+        .await
+    }
+
+    /// Like [`Gossip::dms`] with a queue of `capacity` DMs (at least 1).
+    pub async fn dms_with_capacity(&self, capacity: usize) -> Result<DmSubscription, RuntimeError> {
+        self.call(|reply| Cmd::Dms {
+            capacity: Some(capacity),
+            reply,
+        })
+        .await
+    }
+
+    /// This node's signed KEM key record, for handing to peers that are not
+    /// neighbours (neighbours get it on connect).
+    pub async fn kem_key_record(&self) -> Result<KemKey, RuntimeError> {
+        self.call(|reply| Cmd::KemRecord { reply }).await
+    }
+
+    /// A peer's KEM key record learnt out of band. Its form is checked now
+    /// ([`RuntimeError::Dm`] if refused); its signature through the verify
+    /// batches, after which DMs from its owner verify and relayed DMs to it
+    /// can be sealed.
+    pub async fn add_kem_key(&self, record: KemKey) -> Result<(), RuntimeError> {
+        Ok(self
+            .call(|reply| Cmd::AddKemKey { record, reply })
+            .await??)
     }
 
     /// Stops the task (closing the link and every subscription) and waits

@@ -3,9 +3,10 @@
 //! The runtime task pushes into every live queue of a topic without ever
 //! waiting: a full queue loses its own oldest entry (counted in
 //! [`SubscriberStats::evicted`]), so a subscriber that never reads cannot
-//! block dispatch or another subscriber (G14).
+//! block dispatch or another subscriber (G14). Direct-message subscriptions
+//! ([`DmSubscription`]) are the same queue holding [`DmDelivery`] items (D3).
 
-use crate::proto::{Delivery, TopicId};
+use crate::proto::{Delivery, DmDelivery, TopicId};
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -28,19 +29,36 @@ pub struct SubscriberStats {
     pub evicted: u64,
 }
 
+/// Counters of one direct-message subscription ([`super::Gossip::dms`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DmSubscriberStats {
+    /// Subscription number on this node (shared numbering with topics).
+    pub id: u64,
+    /// DMs waiting to be read.
+    pub queued: usize,
+    /// Capacity of the queue.
+    pub capacity: usize,
+    /// DMs pushed in total.
+    pub delivered: u64,
+    /// Oldest DMs dropped because the queue was full.
+    pub evicted: u64,
+}
+
+/// A bounded drop-oldest queue shared by the task (pushing) and one reader.
 #[derive(Debug)]
-pub(crate) struct Queue {
+pub(crate) struct Queue<T> {
     pub topic: TopicId,
     pub id: u64,
     capacity: usize,
-    items: Mutex<VecDeque<Delivery>>,
+    items: Mutex<VecDeque<T>>,
     notify: Notify,
     closed: AtomicBool,
     delivered: AtomicU64,
     evicted: AtomicU64,
 }
 
-impl Queue {
+impl<T> Queue<T> {
+    /// `topic` labels the stats of a topic subscription; DM queues ignore it.
     pub(crate) fn new(topic: TopicId, id: u64, capacity: usize) -> Arc<Self> {
         Arc::new(Self {
             topic,
@@ -55,7 +73,7 @@ impl Queue {
     }
 
     /// Never waits; evicts the oldest entry when full.
-    pub(crate) fn push(&self, d: Delivery) {
+    pub(crate) fn push(&self, d: T) {
         {
             // A poisoned lock only means a reader panicked mid-pop; the
             // queue itself is still a valid VecDeque.
@@ -79,7 +97,7 @@ impl Queue {
         self.closed.load(Ordering::Acquire)
     }
 
-    fn pop(&self) -> Option<Delivery> {
+    fn pop(&self) -> Option<T> {
         self.items
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -96,29 +114,45 @@ impl Queue {
             evicted: self.evicted.load(Ordering::Relaxed),
         }
     }
+
+    pub(crate) fn dm_stats(&self) -> DmSubscriberStats {
+        let s = self.stats();
+        DmSubscriberStats {
+            id: s.id,
+            queued: s.queued,
+            capacity: s.capacity,
+            delivered: s.delivered,
+            evicted: s.evicted,
+        }
+    }
+
+    /// The next item; `None` once closed and drained.
+    async fn recv(&self) -> Option<T> {
+        loop {
+            if let Some(d) = self.pop() {
+                return Some(d);
+            }
+            if self.is_closed() {
+                return None;
+            }
+            // `notify_one` stores a permit when nobody waits, so a push
+            // between the pop above and this await is not lost.
+            self.notify.notified().await;
+        }
+    }
 }
 
 /// A topic's deliveries for one reader. Dropping it unsubscribes.
 #[derive(Debug)]
 pub struct Subscription {
-    pub(crate) q: Arc<Queue>,
+    pub(crate) q: Arc<Queue<Delivery>>,
 }
 
 impl Subscription {
     /// The next delivery; `None` once the node shut down and the queue is
     /// drained.
     pub async fn recv(&mut self) -> Option<Delivery> {
-        loop {
-            if let Some(d) = self.q.pop() {
-                return Some(d);
-            }
-            if self.q.is_closed() {
-                return None;
-            }
-            // `notify_one` stores a permit when nobody waits, so a push
-            // between the pop above and this await is not lost.
-            self.q.notify.notified().await;
-        }
+        self.q.recv().await
     }
 
     /// A delivery if one is waiting.
@@ -133,6 +167,36 @@ impl Subscription {
 }
 
 impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.q.close();
+    }
+}
+
+/// Verified direct messages for one reader (from [`super::Gossip::dms`]).
+/// Dropping it unsubscribes.
+#[derive(Debug)]
+pub struct DmSubscription {
+    pub(crate) q: Arc<Queue<DmDelivery>>,
+}
+
+impl DmSubscription {
+    /// The next DM; `None` once the node shut down and the queue is drained.
+    pub async fn recv(&mut self) -> Option<DmDelivery> {
+        self.q.recv().await
+    }
+
+    /// A DM if one is waiting.
+    pub fn try_recv(&mut self) -> Option<DmDelivery> {
+        self.q.pop()
+    }
+
+    /// This subscription's counters.
+    pub fn stats(&self) -> DmSubscriberStats {
+        self.q.dm_stats()
+    }
+}
+
+impl Drop for DmSubscription {
     fn drop(&mut self) {
         self.q.close();
     }

@@ -1,16 +1,21 @@
 //! [`TransportLink`]: the [`Link`] over libtransport, in-process.
 //!
 //! Frames travel as messages of [`Kind::PUBSUB`] (one unidirectional stream
-//! per frame, the transport's own length prefix and size cap); signatures are
+//! per frame, the transport's own length prefix and size cap). Direct-message
+//! frames go with [`Endpoint::send_with_receive_ack`] on [`Kind::DM`], so the
+//! sender learns whether the recipient's DM queue admitted the frame; both
+//! kinds arrive as [`LinkEvent::Frame`] and the runtime's decoder tells them
+//! apart by their tag. Signatures are
 //! checked with ML-DSA-65 through aws-lc-rs
 //! ([`libtransport::identity::verify_signature`]) on tokio's blocking pool so
 //! a batch never stalls the runtime task. Both crates define a peer as the
 //! SHA-256 of its ML-DSA-65 public key, so the id maps byte for byte
 //! ([`to_transport`], [`from_transport`]).
 
-use super::link::{BoxFuture, Link, LinkEvent, VerifyItem};
+use super::link::{AckOutcome, BoxFuture, Link, LinkEvent, VerifyItem};
 use crate::proto::{PeerId, SendOutcome, Signer, Verdict};
 use bytes::Bytes;
+use libtransport::proto::ack::{AckError, Delivered, Outcome};
 use libtransport::{Endpoint, Event, Identity, Kind, KindConfig};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -97,16 +102,23 @@ impl std::fmt::Debug for TransportLink {
 }
 
 impl TransportLink {
-    /// Takes over `ep`'s PUBSUB kind and its connection events. Must run
-    /// inside a tokio runtime.
+    /// Takes over `ep`'s PUBSUB and DM kinds and its connection events.
+    /// Must run inside a tokio runtime.
     pub fn new(ep: Endpoint) -> Result<Self, libtransport::Error> {
         let mut frames = ep.register(Kind::PUBSUB, KindConfig::default())?;
+        // While the pump waits on a full event queue this kind's own bounded
+        // queue fills, and receive-ACKed senders are told `Backpressured`.
+        let mut dms = ep.register(Kind::DM, KindConfig::default())?;
         let (tx, rx) = mpsc::channel(LINK_EVENT_QUEUE);
         let ev = ep.clone();
         let pump = tokio::spawn(async move {
             loop {
                 let out = tokio::select! {
                     m = frames.recv() => match m {
+                        Some(m) => LinkEvent::Frame { from: from_transport(m.peer), data: m.data },
+                        None => break,
+                    },
+                    m = dms.recv() => match m {
                         Some(m) => LinkEvent::Frame { from: from_transport(m.peer), data: m.data },
                         None => break,
                     },
@@ -150,6 +162,25 @@ impl Drop for TransportLink {
     }
 }
 
+/// libtransport's receive-ACK result as the link's outcome. Refusals that a
+/// later attempt may not meet again (busy reset, a duplicate in admission)
+/// count as backpressure; answers that will not improve (conflict, garbage)
+/// as a consumer that is not there for us.
+fn ack_outcome(r: Result<Delivered, AckError>) -> AckOutcome {
+    match r {
+        Ok(_) => AckOutcome::Accepted,
+        Err(AckError::Rejected { outcome, .. }) => match outcome {
+            Outcome::Accepted => AckOutcome::Accepted,
+            Outcome::Backpressured | Outcome::Duplicate => AckOutcome::Backpressured,
+            Outcome::ConsumerGone | Outcome::Conflict => AckOutcome::ConsumerGone,
+        },
+        Err(AckError::TimedOut { .. }) => AckOutcome::TimedOut,
+        Err(AckError::ConnectionLost { .. }) => AckOutcome::NotConnected,
+        Err(AckError::Reset { .. }) => AckOutcome::Backpressured,
+        Err(_) => AckOutcome::ConsumerGone,
+    }
+}
+
 impl Link for TransportLink {
     fn send(&self, to: PeerId, frame: Bytes, timeout: Duration) -> BoxFuture<'static, SendOutcome> {
         let ep = self.ep.clone();
@@ -178,6 +209,30 @@ impl Link for TransportLink {
                 Err(_) => SendOutcome::TimedOut,
             }
         })
+    }
+
+    fn send_acked(
+        &self,
+        to: PeerId,
+        frame: Bytes,
+        budget: Duration,
+    ) -> BoxFuture<'static, AckOutcome> {
+        let ep = self.ep.clone();
+        Box::pin(async move {
+            let r = ep
+                .send_with_receive_ack(&to_transport(to), Kind::DM, frame, budget)
+                .await;
+            if let Err(e) = &r {
+                tracing::debug!(peer = %to, error = %e, "receive-ACKed send failed");
+            }
+            ack_outcome(r)
+        })
+    }
+
+    fn rtt(&self, peer: &PeerId) -> Option<Duration> {
+        self.ep
+            .connection(&to_transport(*peer))
+            .map(|c| c.stats().rtt)
     }
 
     fn next_event(&self) -> BoxFuture<'_, Option<LinkEvent>> {
@@ -212,5 +267,51 @@ impl Link for TransportLink {
                 tracing::debug!(error = %e, "endpoint close");
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rejected(outcome: Outcome) -> Result<Delivered, AckError> {
+        Err(AckError::Rejected {
+            outcome,
+            retry_after: None,
+        })
+    }
+
+    /// D2: every receive-ACK result maps to the attempt outcome the DM
+    /// engine falls back on; only an admission counts as accepted.
+    #[test]
+    fn ack_results_map_to_attempt_outcomes() {
+        let ok = Ok(Delivered {
+            attempts: 1,
+            answered_by: 0,
+            replayed: false,
+            generation: 1,
+            latency: Duration::from_millis(1),
+        });
+        use AckOutcome::*;
+        let cases = [
+            (ok, Accepted),
+            (rejected(Outcome::Backpressured), Backpressured),
+            (rejected(Outcome::Duplicate), Backpressured),
+            (rejected(Outcome::ConsumerGone), ConsumerGone),
+            (rejected(Outcome::Conflict), ConsumerGone),
+            (
+                Err(AckError::TimedOut {
+                    attempts: 2,
+                    generation: Some(1),
+                }),
+                TimedOut,
+            ),
+            (Err(AckError::ConnectionLost { attempts: 1 }), NotConnected),
+            (Err(AckError::Reset { code: 0x10 }), Backpressured),
+            (Err(AckError::WrongId), ConsumerGone),
+        ];
+        for (r, want) in cases {
+            assert_eq!(ack_outcome(r), want, "{r:?}");
+        }
     }
 }
