@@ -53,6 +53,7 @@ use anyhow::Context as _;
 use flatbuffers::FlatBufferBuilder;
 use libtransport::{Endpoint, Identity};
 use relayd::{PumpConfig, RecvPump};
+use server_core::daemon::SocketFiles;
 use server_core::{Budget, Limits, Listener, Registry, limits};
 use tokio::sync::{Notify, watch};
 use wire::relay::{InboundRecord, RetainConfig, Retainer};
@@ -177,35 +178,13 @@ pub(crate) fn error_frame(code: wire::generated::error::ErrorCode, text: &str) -
 /// How long shutdown waits for the endpoint to hand queued data to peers.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(3);
 
-/// The socket files this process bound; removed when it ends, on a failed
-/// start as on a clean shutdown, so no stale socket is left behind.
-#[derive(Debug, Default)]
-struct SocketFiles(Vec<PathBuf>);
-
-impl Drop for SocketFiles {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
 fn bind(
     files: &mut SocketFiles,
     path: &std::path::Path,
 ) -> anyhow::Result<std::os::unix::net::UnixListener> {
-    let l = wire::uds::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    files.0.push(path.to_owned());
-    Ok(l)
-}
-
-/// A per-process instance number for the hellos (gossipd tells relayd
-/// restarts apart by it): pid and wall clock, never 0.
-fn instance() -> u64 {
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    ((u64::from(std::process::id()) << 32) ^ (wall.as_nanos() as u64)) | 1
+    files
+        .bind(path)
+        .with_context(|| format!("binding {}", path.display()))
 }
 
 /// Runs the daemon until SIGTERM or SIGINT: binds the endpoint and both
@@ -221,7 +200,7 @@ pub(crate) async fn run(cfg: Settings, identity: Identity, created: bool) -> any
     let relay_std = bind(&mut files, &cfg.relay_socket)?;
     let admin_std = bind(&mut files, &cfg.admin_socket)?;
     let registry = Registry::new(limits::fd_cap(limits::raise_nofile_limit()));
-    let policy = wire::uds::PeerPolicy::same_user().allow_uid(0);
+    let policy = server_core::daemon::local_policy();
     let relay = Listener::new(
         relay_std,
         &registry,
@@ -246,7 +225,7 @@ pub(crate) async fn run(cfg: Settings, identity: Identity, created: bool) -> any
     let pump = RecvPump::new(cfg.pump.clone()).context("recv pump settings")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
-        instance: instance(),
+        instance: server_core::daemon::instance(),
         started: Instant::now(),
         endpoint: endpoint.clone(),
         inner: Mutex::new(Inner {
