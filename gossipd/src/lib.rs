@@ -1,0 +1,19 @@
+//! gossipd: the node's gossip daemon.
+//!
+//! relayd owns the UDP sockets, the QUIC connections and the node
+//! identity; gossipd runs the libgossip runtime (pubsub and direct
+//! messages) over relayd's relay session (`docs/protocols/relay.md`,
+//! ADR 0060) and verifies signatures through a verifyd pool. This library
+//! holds the parts the binary (`src/main.rs`) and tests share:
+//!
+//! * [`link::RelayLink`] — the runtime's `Link` over the relay session:
+//!   frames out as relay sends, inbound ring records as link events,
+//!   receive-ACKed DM sends answered by relayd's `SendResult`, signature
+//!   batches through `verifyd::client::Pool`. It attaches in the
+//!   background, retrying with backoff while relayd is not up, and
+//!   reattaches when relayd restarts. Capabilities: P2, P3, D1–D3, R3.
+#![forbid(unsafe_code)]
+
+pub mod link;
+
+pub use link::{RelayLink, RelayLinkConfig};

@@ -1,0 +1,159 @@
+//! gossipd spawned for real next to a real relayd (built on demand by
+//! `test_support::daemon::workspace_bin`), each node in its own temp dir,
+//! every child killed when the test ends; sockets are real Unix sockets
+//! and the relay session runs on real shared-memory rings.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+// The tests own the clock: every wait is bounded by a deadline.
+#![allow(clippy::disallowed_methods)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use test_support::daemon::{Killed, admin_request, wait_for, workspace_bin};
+
+/// One node's directory and config: every path inside `dir`, UDP on an
+/// ephemeral loopback port, verifyd pointed at a socket nobody serves
+/// (gossipd then verifies in-process, counted).
+struct Node {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Node {
+    fn new() -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("node.toml");
+        let text = format!(
+            "[node]\nname = \"t\"\nruntime_dir = \"{run}\"\nidentity_key = \"{key}\"\n\n\
+             [relayd]\nlisten = [\"127.0.0.1:0\"]\n\n\
+             [gossipd]\nverifyd_sockets = [\"{run}/t/verifyd.sock\"]\n",
+            run = dir.path().join("run").display(),
+            key = dir.path().join("state/identity.key").display(),
+        );
+        std::fs::write(&config, text).unwrap();
+        Node { dir, config }
+    }
+
+    fn sock(&self, name: &str) -> PathBuf {
+        self.dir.path().join("run/t").join(name)
+    }
+
+    fn spawn(&self, bin: &Path) -> Killed {
+        Killed(
+            Command::new(bin)
+                .arg("--config")
+                .arg(&self.config)
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn relayd(&self) -> Killed {
+        let d = self.spawn(&workspace_bin("relayd", "relayd"));
+        wait_for(
+            &self.sock("relayd-admin.sock"),
+            "relayd",
+            "relayd up",
+            |_| true,
+        );
+        d
+    }
+
+    fn gossipd(&self) -> Killed {
+        let d = self.spawn(Path::new(env!("CARGO_BIN_EXE_gossipd")));
+        wait_for(
+            &self.sock("gossipd-admin.sock"),
+            "gossipd",
+            "gossipd up",
+            |_| true,
+        );
+        d
+    }
+
+    fn gossipd_diag(
+        &self,
+        what: &str,
+        ok: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        wait_for(&self.sock("gossipd-admin.sock"), "gossipd", what, ok)
+    }
+}
+
+/// gossipd started before relayd keeps retrying, attaches once relayd is
+/// up, and after relayd is killed and restarted attaches again to the new
+/// instance; SIGTERM then stops it and removes its admin socket.
+/// Capabilities: P2 (the relay session), R3 (survives a relayd restart),
+/// R1 (status, diagnostics, clean shutdown).
+#[test]
+fn attaches_retries_and_reattaches_after_a_relayd_restart() {
+    let node = Node::new();
+    let mut g = node.gossipd();
+    let s = admin_request(&node.sock("gossipd-admin.sock"), "gossipd", true).unwrap();
+    assert_eq!(s["daemon"], "gossipd");
+    node.gossipd_diag("retrying while relayd is down", |j| {
+        j["relayd_attached"] == false && j["link"]["attach_failures"].as_u64().unwrap() >= 1
+    });
+
+    let relayd = node.relayd();
+    let first = node.gossipd_diag("attached", |j| {
+        j["relayd_attached"] == true && j["link"]["attaches"] == 1
+    });
+    wait_for(
+        &node.sock("relayd-admin.sock"),
+        "relayd",
+        "relayd sees gossipd",
+        |j| j["gossipd_attached"] == true,
+    );
+
+    // kill -9: no goodbye on the session; the rings' liveness channel
+    // tells gossipd.
+    drop(relayd);
+    node.gossipd_diag("detached", |j| j["relayd_attached"] == false);
+    let _relayd = node.relayd();
+    let second = node.gossipd_diag("reattached", |j| {
+        j["relayd_attached"] == true && j["link"]["attaches"] == 2
+    });
+    assert_ne!(first["relayd_instance"], second["relayd_instance"]);
+
+    let status = g.terminate();
+    assert!(status.success(), "gossipd exit: {status}");
+    assert!(
+        !node.sock("gossipd-admin.sock").exists(),
+        "admin socket left behind"
+    );
+}
+
+/// `--check` prints the `[gossipd]` section with origins and the paths;
+/// an out-of-range value is refused naming the key, exit 2, nothing bound.
+/// Capability: R1.
+#[test]
+fn check_prints_the_config_and_rejects_out_of_range() {
+    let node = Node::new();
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_gossipd"))
+            .arg("--config")
+            .arg(&node.config)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    let out = run(&["--check"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("[gossipd]"), "{text}");
+    assert!(
+        text.contains("subscriber_queue = 1024  # default"),
+        "{text}"
+    );
+    assert!(text.contains("gossipd admin:"), "{text}");
+
+    let out = run(&["--set", "gossipd.max_clients=0"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("gossipd.max_clients = 0"), "{err}");
+    assert!(!node.sock("gossipd-admin.sock").exists());
+}
