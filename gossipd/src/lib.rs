@@ -12,8 +12,16 @@
 //!   batches through `verifyd::client::Pool`. It attaches in the
 //!   background, retrying with backoff while relayd is not up, and
 //!   reattaches when relayd restarts. Capabilities: P2, P3, D1–D3, R3.
+//! * [`api`] — the application API socket (`tern.client`): join/leave,
+//!   publish → message id, subscription streams, DMs with receipts naming
+//!   the path, the incoming-DM stream with acknowledgements, peers per
+//!   topic, node status. Capabilities: P1, D1–D3, P3.
+//! * [`client`] — a small blocking Rust client of that API (tests use it).
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod client;
 pub mod link;
 
+pub(crate) use link::lock;
 pub use link::{RelayLink, RelayLinkConfig};

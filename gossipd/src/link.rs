@@ -1,7 +1,7 @@
 //! [`RelayLink`]: the libgossip [`Link`] over relayd's IPC session and a
 //! verifyd [`Pool`]. Capabilities: P2 (the relay path), P3 (an `Accepted`
 //! DM is never lost: records are confirmed only through
-//! [`RelayLink::confirm_dm`]), D1–D3 (DM sends as receive-ACKed relay
+//! [`RelayLink::ack_dm`], once the application acknowledged the DM), D1–D3 (DM sends as receive-ACKed relay
 //! sends), R3 (reattach after a relayd restart).
 //!
 //! # Threads, and why
@@ -73,6 +73,10 @@ pub struct RelayLinkConfig {
     pub instance: u64,
     /// Bounds of the DM intake (dedupe window, held records).
     pub intake: IntakeConfig,
+    /// This node's id: DMs addressed to it wait for the application's
+    /// acknowledgement; DMs it only forwards are confirmed once handed to
+    /// the runtime (their sender's receipt comes from the next hop).
+    pub me: [u8; 32],
 }
 
 /// Counters of the link, all monotonic except `attached`.
@@ -111,6 +115,16 @@ pub struct LinkStats {
     pub verify_local: AtomicU64,
     /// Link events the runtime no longer took (link closing).
     pub events_dropped: AtomicU64,
+    /// Held DMs whose id could not be remembered (table full): they stay
+    /// retained by relayd and come again on the next attach.
+    pub dm_ids_full: AtomicU64,
+}
+
+/// What the link remembers of a held DM until the application has it.
+#[derive(Debug, Clone, Copy)]
+struct HeldDm {
+    ack_id: [u8; 16],
+    redelivered: bool,
 }
 
 fn bump(c: &AtomicU64) {
@@ -130,13 +144,19 @@ struct State {
     session: Mutex<Option<Session>>,
     acks: Mutex<HashMap<[u8; 16], oneshot::Sender<AckOutcome>>>,
     intake: Mutex<Intake>,
+    /// DM id → relay receive-ACK id of DMs for this node not yet
+    /// acknowledged by the application (bounded by the intake's
+    /// `max_pending`).
+    held: Mutex<HashMap<[u8; 16], HeldDm>>,
+    /// Peers relayd reported connected on the current session.
+    connected: Mutex<std::collections::HashSet<[u8; 32]>>,
     stats: LinkStats,
     closed: AtomicBool,
     attach_tx: watch::Sender<u64>,
     relayd_instance: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic while holding a lock leaves plain data behind; keep serving.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -169,6 +189,8 @@ impl RelayLink {
             intake: Mutex::new(Intake::new(cfg.intake)),
             cfg,
             session: Mutex::new(None),
+            held: Mutex::new(HashMap::new()),
+            connected: Mutex::new(std::collections::HashSet::new()),
             acks: Mutex::new(HashMap::new()),
             stats: LinkStats::default(),
             closed: AtomicBool::new(false),
@@ -218,12 +240,43 @@ impl RelayLink {
         self.state.attach_tx.subscribe()
     }
 
-    /// The application has the DM that arrived under relay receive-ACK id
-    /// `ack_id`: relayd may forget its retained copies (ADR 0060 rule 4).
-    /// Seqs of an earlier relayd instance are never sent to a new one.
-    pub fn confirm_dm(&self, ack_id: &[u8; 16]) {
-        let seqs = lock(&self.state.intake).app_has(ack_id);
+    /// The application has the DM with id `dm_id`: relayd may forget its
+    /// retained copies (ADR 0060 rule 4). Seqs of an earlier relayd
+    /// instance are never sent to a new one. False when the DM was not
+    /// held (unknown, already acknowledged, or not receive-ACKed).
+    pub fn ack_dm(&self, dm_id: &[u8; 16]) -> bool {
+        let Some(h) = lock(&self.state.held).remove(dm_id) else {
+            return false;
+        };
+        let seqs = lock(&self.state.intake).app_has(&h.ack_id);
         consume(&self.state, &seqs);
+        true
+    }
+
+    /// Peers relayd reports connected now.
+    #[must_use]
+    pub fn connected_peers(&self) -> usize {
+        lock(&self.state.connected).len()
+    }
+
+    /// The ids of the peers relayd reports connected now: the bootstrap of
+    /// a join (relayd owns the connections; gossip builds its overlays
+    /// over them).
+    #[must_use]
+    pub fn connected(&self) -> Vec<PeerId> {
+        lock(&self.state.connected)
+            .iter()
+            .map(|p| PeerId(*p))
+            .collect()
+    }
+
+    /// Whether the held DM `dm_id` was sent to an earlier gossipd before
+    /// (the application dedupes it by id).
+    #[must_use]
+    pub fn dm_redelivered(&self, dm_id: &[u8; 16]) -> bool {
+        lock(&self.state.held)
+            .get(dm_id)
+            .is_some_and(|h| h.redelivered)
     }
 }
 
@@ -366,6 +419,7 @@ fn detach(state: &State) {
         let _ = s.control.shutdown(std::net::Shutdown::Both);
     }
     state.stats.attached.store(false, Ordering::Relaxed);
+    lock(&state.connected).clear();
     for (_, tx) in lock(&state.acks).drain() {
         let _ = tx.send(AckOutcome::NotConnected);
     }
@@ -396,12 +450,43 @@ fn inbound_event(state: &State, buf: &[u8]) -> Option<LinkEvent> {
             }
         }
     }
+    if let Some(ack_id) = rec.ack_id {
+        hold_dm(state, ack_id, &rec);
+    }
     bump(&state.stats.inbound);
     tracing::trace!(peer = %from, kind = ?rec.kind, seq = rec.seq, "inbound record");
     Some(LinkEvent::Frame {
         from,
         data: Bytes::from(rec.payload),
     })
+}
+
+/// Remembers which DM a delivered receive-ACKed record carries, so the
+/// application's acknowledgement (by DM id) can release relayd's copy.
+/// A record that is no DM for this node (a DM it forwards, or not a DM
+/// frame at all) is released at once: nothing waits on the application.
+fn hold_dm(state: &State, ack_id: [u8; 16], rec: &InboundRecord) {
+    let frame = Bytes::copy_from_slice(&rec.payload);
+    let env = match libgossip::wire::Frame::parse(&frame, &libgossip::wire::Limits::default()) {
+        Ok(libgossip::wire::Frame::Dm(env)) if env.to.0 == state.cfg.me => env,
+        _ => {
+            let seqs = lock(&state.intake).app_has(&ack_id);
+            consume(state, &seqs);
+            return;
+        }
+    };
+    let mut held = lock(&state.held);
+    if held.len() >= state.cfg.intake.max_pending {
+        bump(&state.stats.dm_ids_full);
+        return;
+    }
+    held.insert(
+        env.id,
+        HeldDm {
+            ack_id,
+            redelivered: rec.redelivered,
+        },
+    );
 }
 
 /// Reads control frames until the connection ends.
@@ -421,9 +506,13 @@ fn read_control(state: &State, tx: &mpsc::Sender<LinkEvent>, sock: &UnixStream) 
                 let peer = PeerId(array(e.peer().bytes().iter()));
                 match e.kind() {
                     PeerEventKind::Connected | PeerEventKind::Replaced => {
+                        lock(&state.connected).insert(peer.0);
                         Some(LinkEvent::Up { peer, key: None })
                     }
-                    _ => Some(LinkEvent::Down { peer }),
+                    _ => {
+                        lock(&state.connected).remove(&peer.0);
+                        Some(LinkEvent::Down { peer })
+                    }
                 }
             }
             Ok(RelayMsg::SendResult(r)) => {

@@ -67,9 +67,11 @@ struct Settings {
     identity_key: PathBuf,
     relay_socket: PathBuf,
     admin_socket: PathBuf,
+    api_socket: PathBuf,
     verifyd_sockets: Vec<PathBuf>,
     subscriber_queue: usize,
     admin_limits: Limits,
+    api_limits: Limits,
 }
 
 fn start(loaded: &Loaded, paths: &tern_config::NodePaths) -> Result<()> {
@@ -79,11 +81,15 @@ fn start(loaded: &Loaded, paths: &tern_config::NodePaths) -> Result<()> {
         identity_key: paths.identity_key.clone(),
         relay_socket: paths.relayd_socket.clone(),
         admin_socket: paths.gossipd_admin.clone(),
+        api_socket: paths.gossipd_socket.clone(),
         verifyd_sockets: paths.gossipd_verifyd.clone(),
         // Checked: 1..=1048576.
         subscriber_queue: usize::try_from(g.subscriber_queue)
             .context("gossipd.subscriber_queue")?,
         admin_limits: Limits::admin(Duration::from_secs(1)),
+        // Checked: 1..=4096.
+        api_limits: Limits::default()
+            .max_connections(usize::try_from(g.max_clients).context("gossipd.max_clients")?),
     };
     let key = &settings.identity_key;
     server_core::daemon::create_private_parent(key)
@@ -106,11 +112,13 @@ struct Shared {
     started: Instant,
     link: Arc<RelayLink>,
     /// Topics joined, rejoined after every reattach to relayd.
-    topics: Mutex<BTreeSet<[u8; 32]>>,
+    topics: Arc<Mutex<BTreeSet<[u8; 32]>>>,
     stop: watch::Receiver<bool>,
     reads: Arc<Budget>,
     responses: Arc<Budget>,
     admin_stats: Arc<server_core::ListenerStats>,
+    api_stats: Arc<server_core::ListenerStats>,
+    api: Arc<gossipd::api::Api>,
 }
 
 impl Shared {
@@ -129,6 +137,9 @@ async fn run(cfg: Settings, identity: Identity, created: bool) -> Result<()> {
     let admin_std = files
         .bind(&cfg.admin_socket)
         .with_context(|| format!("binding {}", cfg.admin_socket.display()))?;
+    let api_std = files
+        .bind(&cfg.api_socket)
+        .with_context(|| format!("binding {}", cfg.api_socket.display()))?;
     let registry = Registry::new(limits::fd_cap(limits::raise_nofile_limit()));
     let policy = server_core::daemon::local_policy();
     let admin = Listener::new(
@@ -136,9 +147,11 @@ async fn run(cfg: Settings, identity: Identity, created: bool) -> Result<()> {
         &registry,
         "admin",
         cfg.admin_limits.clone(),
-        policy,
+        policy.clone(),
     )
     .context("admin listener")?;
+    let api_listener = Listener::new(api_std, &registry, "client", cfg.api_limits.clone(), policy)
+        .context("application listener")?;
     // In the background: verifyd may start after gossipd; until one
     // instance answers the link checks signatures in-process (counted).
     let pool = verifyd::client::Pool::connect_nonblocking(
@@ -154,6 +167,7 @@ async fn run(cfg: Settings, identity: Identity, created: bool) -> Result<()> {
                 relay_socket: cfg.relay_socket.clone(),
                 instance,
                 intake: IntakeConfig::default(),
+                me: peer_id.0,
             },
             pool,
         )
@@ -169,19 +183,39 @@ async fn run(cfg: Settings, identity: Identity, created: bool) -> Result<()> {
         runtime_cfg,
     );
     let (stop_tx, stop_rx) = watch::channel(false);
+    let topics = Arc::new(Mutex::new(BTreeSet::new()));
+    let api = Arc::new(gossipd::api::Api {
+        gossip: gossip.clone(),
+        link: link.clone(),
+        me: libgossip::proto::PeerId(peer_id.0),
+        topics: topics.clone(),
+        subscriber_queue: cfg.subscriber_queue,
+        stats: gossipd::api::ApiStats::default(),
+        reads: Budget::new("client_read_buffers", 64 << 20),
+        responses: Budget::new("client_responses", 64 << 20),
+        limits: cfg.api_limits.clone(),
+        started: Instant::now(),
+    });
     let shared = Arc::new(Shared {
         instance,
         started: Instant::now(),
         link: link.clone(),
-        topics: Mutex::new(BTreeSet::new()),
+        topics: topics.clone(),
         stop: stop_rx,
         reads: Budget::new("read_buffers", 16 << 20),
         responses: Budget::new("responses", 16 << 20),
         admin_stats: admin.stats().clone(),
+        api_stats: api_listener.stats().clone(),
+        api: api.clone(),
     });
+    let api_stop = {
+        let s = shared.clone();
+        async move { s.stopped().await }
+    };
     let tasks = vec![
         tokio::spawn(serve_admin(shared.clone(), admin, cfg.admin_limits.clone())),
         tokio::spawn(rejoin(shared.clone(), gossip.clone())),
+        tokio::spawn(gossipd::api::serve(api, api_listener, api_stop)),
     ];
     tracing::info!(
         node = %cfg.node,
@@ -189,6 +223,7 @@ async fn run(cfg: Settings, identity: Identity, created: bool) -> Result<()> {
         identity_created = created,
         relay_socket = %cfg.relay_socket.display(),
         admin_socket = %cfg.admin_socket.display(),
+        api_socket = %cfg.api_socket.display(),
         verifyd_sockets = ?cfg.verifyd_sockets,
         "gossipd running"
     );
@@ -229,7 +264,7 @@ async fn rejoin(shared: Arc<Shared>, gossip: Gossip) {
             Err(p) => p.into_inner().iter().copied().collect(),
         };
         for t in topics {
-            if let Err(e) = gossip.join(TopicId(t), &[]).await {
+            if let Err(e) = gossip.join(TopicId(t), &shared.link.connected()).await {
                 tracing::warn!(error = %e, "rejoining a topic failed");
             }
         }
@@ -310,6 +345,7 @@ fn diagnostics(s: &Shared) -> serde_json::Value {
             "verify_pool": c(&l.verify_pool),
             "verify_local": c(&l.verify_local),
             "events_dropped": c(&l.events_dropped),
+            "dm_ids_full": c(&l.dm_ids_full),
         },
         "intake": {
             "delivered": i.delivered,
@@ -326,6 +362,16 @@ fn diagnostics(s: &Shared) -> serde_json::Value {
             "busy": c(&pool.stats().busy),
             "conns_lost": c(&pool.stats().conns_lost),
         },
+        "api": {
+            "requests": c(&s.api.stats.requests),
+            "invalid": c(&s.api.stats.invalid),
+            "deliveries_dropped": c(&s.api.stats.deliveries_dropped),
+            "dms_dropped": c(&s.api.stats.dms_dropped),
+            "dms_acked": c(&s.api.stats.dms_acked),
+        },
+        "connected_peers": s.link.connected_peers(),
+        "api_socket": serde_json::to_value(s.api_stats.snapshot())
+            .unwrap_or(serde_json::Value::Null),
         "admin_socket": serde_json::to_value(s.admin_stats.snapshot())
             .unwrap_or(serde_json::Value::Null),
     })

@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use test_support::daemon::{Killed, admin_request, wait_for, workspace_bin};
+use test_support::daemon::{Killed, PATIENCE, admin_request, wait_for, workspace_bin};
 
 /// One node's directory and config: every path inside `dir`, UDP on an
 /// ephemeral loopback port, verifyd pointed at a socket nobody serves
@@ -156,4 +156,42 @@ fn check_prints_the_config_and_rejects_out_of_range() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("gossipd.max_clients = 0"), "{err}");
     assert!(!node.sock("gossipd-admin.sock").exists());
+}
+
+/// The application API on one node: join, subscribe, publish → a
+/// message id (the core does not deliver a node's own publishes); a DM to
+/// the node itself comes back on the DM stream once, and its receipt
+/// names the `Loopback` path; peers per topic answer. Capabilities: P1
+/// (pubsub API), D1 (DM with receipt and path).
+#[test]
+fn the_application_api_publishes_and_sends_dms_on_one_node() {
+    use gossipd::client::{Client, DmPath};
+    let node = Node::new();
+    let _relayd = node.relayd();
+    let _g = node.gossipd();
+    node.gossipd_diag("attached", |j| j["relayd_attached"] == true);
+    let mut app = Client::connect(&node.sock("gossipd.sock"), PATIENCE).unwrap();
+    let (me, up) = app.status().unwrap();
+    assert!(up);
+    app.join("news").unwrap();
+    app.subscribe("news").unwrap();
+    let first = app.publish("news", b"one").unwrap();
+    let second = app.publish("news", b"two").unwrap();
+    assert_ne!(first, second);
+    assert!(app.peers("news").unwrap().is_empty());
+
+    app.subscribe_dms().unwrap();
+    let r = app.send_dm(me, b"note to self").unwrap();
+    assert_eq!(r.path, DmPath::Loopback);
+    let dm = app.next_dm().unwrap();
+    assert_eq!(
+        (dm.id, dm.from, dm.payload.as_slice()),
+        (r.id, me, &b"note to self"[..])
+    );
+    assert!(!dm.redelivered);
+    app.ack_dms(&[dm.id]).unwrap();
+    let j = node.gossipd_diag("requests counted", |j| {
+        j["api"]["requests"].as_u64().unwrap() >= 9
+    });
+    assert_eq!(j["api"]["invalid"], 0);
 }
