@@ -81,6 +81,13 @@ fn settings(loaded: &Loaded, paths: &tern_config::NodePaths) -> Result<daemon::S
         relay_socket: paths.relayd_socket.clone(),
         admin_socket: paths.relayd_admin.clone(),
         metrics_listen: r.metrics_listen,
+        // Checked: every entry parses.
+        peers: r
+            .peers
+            .iter()
+            .filter_map(|p| tern_config::parse_peer(p))
+            .map(|(id, addr)| (libtransport::PeerId(id), addr))
+            .collect(),
         identity_key: paths.identity_key.clone(),
         // Checked: a power of two in 64 KiB..=1 GiB.
         ring_capacity: u32::try_from(r.ring_capacity).context("relayd.ring_capacity")?,

@@ -73,6 +73,8 @@ pub(crate) struct Settings {
     pub(crate) relay_socket: PathBuf,
     pub(crate) admin_socket: PathBuf,
     pub(crate) metrics_listen: Option<SocketAddr>,
+    /// Peers dialled at start and redialled while not connected.
+    pub(crate) peers: Vec<(libtransport::PeerId, SocketAddr)>,
     pub(crate) identity_key: PathBuf,
     pub(crate) ring_capacity: u32,
     pub(crate) pump: PumpConfig,
@@ -187,6 +189,34 @@ fn bind(
         .with_context(|| format!("binding {}", path.display()))
 }
 
+/// How often a configured peer without a connection is dialled again.
+const REDIAL: Duration = Duration::from_secs(2);
+
+/// Keeps a connection to a configured peer (`relayd.peers`): dials it, and
+/// again every [`REDIAL`] while there is none, until the daemon stops.
+async fn dial(shared: Arc<Shared>, peer: libtransport::PeerId, addr: SocketAddr) {
+    let span = tracing::info_span!("dial", peer = %peer, %addr);
+    let _ = tracing::Instrument::instrument(
+        async {
+            let mut stop = shared.stop.clone();
+            loop {
+                if shared.endpoint.connection(&peer).is_none() {
+                    match shared.endpoint.connect(addr, peer).await {
+                        Ok(_) => tracing::info!("connected to a configured peer"),
+                        Err(e) => tracing::debug!(error = %e, "dialling a configured peer failed"),
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(REDIAL) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        },
+        span,
+    )
+    .await;
+}
+
 /// Runs the daemon until SIGTERM or SIGINT: binds the endpoint and both
 /// sockets, starts every task, logs one startup line, and on the signal
 /// stops the tasks, closes the endpoint (bounded) and removes the sockets.
@@ -252,6 +282,9 @@ pub(crate) async fn run(cfg: Settings, identity: Identity, created: bool) -> any
         tokio::spawn(admin::serve(shared.clone(), admin)),
         tokio::spawn(outbound::peer_events(shared.clone())),
     ];
+    for &(peer, addr) in &shared.cfg.peers {
+        tasks.push(tokio::spawn(dial(shared.clone(), peer, addr)));
+    }
     if let Some(l) = metrics {
         tasks.push(tokio::spawn(metrics::serve(shared.clone(), l)));
     }
