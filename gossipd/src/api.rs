@@ -77,6 +77,19 @@ pub struct Api {
     pub limits: Limits,
     /// Node start, for `uptime_ms`.
     pub started: std::time::Instant,
+    /// DMs held until an application acknowledges them.
+    pub inbox: Arc<crate::inbox::Inbox>,
+}
+
+/// Moves every DM `sub` delivers into the inbox until the runtime stops.
+/// The daemon subscribes before the link opens, so no DM reaches the
+/// runtime before there is a subscriber (it drops DMs nobody subscribed
+/// to).
+pub async fn collect_dms(api: Arc<Api>, mut sub: libgossip::runtime::DmSubscription) {
+    while let Some(d) = sub.recv().await {
+        let redelivered = api.link.dm_redelivered(&d.id.0);
+        api.inbox.push(d, redelivered);
+    }
 }
 
 /// Accepts application connections until `stop` resolves.
@@ -227,23 +240,20 @@ async fn connection(api: Arc<Api>, conn: Accepted) {
                 let (st, text) = if dm_stream {
                     (fc::Status::LimitReached, "one DM stream per connection")
                 } else {
-                    match api.gossip.dms().await {
-                        Ok(sub) => {
-                            dm_stream = true;
-                            let h = tokio::spawn(incoming_dms(api.clone(), tx.clone(), sub, rid));
-                            streams.push((TopicId([0; 32]), h));
-                            (fc::Status::Ok, "")
-                        }
-                        Err(_) => (fc::Status::ShuttingDown, "gossip runtime stopped"),
-                    }
+                    dm_stream = true;
+                    let h = tokio::spawn(incoming_dms(api.clone(), tx.clone(), rid));
+                    streams.push((TopicId([0; 32]), h));
+                    (fc::Status::Ok, "")
                 };
                 let _ = tx.send(&response(&mut fbb, rid, st, text));
             }
             ClientMsg::AckDms(m) => {
                 for id in m.ids().iter() {
-                    if api.link.ack_dm(&id.0) {
+                    if api.inbox.ack(&id.0) {
                         api.stats.dms_acked.fetch_add(1, Ordering::Relaxed);
                     }
+                    // Not held by the link for loopback DMs (nothing retained).
+                    let _ = api.link.ack_dm(&id.0);
                 }
                 let _ = tx.send(&response(&mut fbb, m.request_id(), fc::Status::Ok, ""));
             }
@@ -362,40 +372,50 @@ async fn deliveries(
     }
 }
 
-/// Feeds incoming DMs to the client (one DM stream per connection).
-async fn incoming_dms(
-    api: Arc<Api>,
-    tx: Arc<FrameSender>,
-    mut sub: libgossip::runtime::DmSubscription,
-    subscription: u64,
-) {
+/// Feeds the inbox to the client: every held DM first, then new ones
+/// (one DM stream per connection).
+async fn incoming_dms(api: Arc<Api>, tx: Arc<FrameSender>, subscription: u64) {
     let mut fbb = FlatBufferBuilder::new();
-    while let Some(d) = sub.recv().await {
+    let mut cursor = 0;
+    loop {
+        // Registered before reading, so a push in between still wakes us.
+        let changed = api.inbox.changed();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        for h in api.inbox.after(cursor) {
+            cursor = h.seq;
+            if tx.is_closed() {
+                return;
+            }
+            if tx.backlog() >= STREAM_BACKLOG {
+                // Still held: offered again on the next stream.
+                api.stats.dms_dropped.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let d = &h.dm;
+            fbb.reset();
+            let payload = fbb.create_vector(&d.payload);
+            let m = fc::IncomingDm::create(
+                &mut fbb,
+                &fc::IncomingDmArgs {
+                    subscription,
+                    dm_id: Some(&fc::DmId(d.id.0)),
+                    from: Some(&fc::PeerId(d.from.0)),
+                    path: path(d.path),
+                    payload: Some(payload),
+                    redelivered: h.redelivered,
+                },
+            );
+            let _ = tx.send(&finish(
+                &mut fbb,
+                fc::ClientMessage::IncomingDm,
+                m.as_union_value(),
+            ));
+        }
         if tx.is_closed() {
             return;
         }
-        if tx.backlog() >= STREAM_BACKLOG {
-            api.stats.dms_dropped.fetch_add(1, Ordering::Relaxed);
-            continue;
-        }
-        fbb.reset();
-        let payload = fbb.create_vector(&d.payload);
-        let m = fc::IncomingDm::create(
-            &mut fbb,
-            &fc::IncomingDmArgs {
-                subscription,
-                dm_id: Some(&fc::DmId(d.id.0)),
-                from: Some(&fc::PeerId(d.from.0)),
-                path: path(d.path),
-                payload: Some(payload),
-                redelivered: api.link.dm_redelivered(&d.id.0),
-            },
-        );
-        let _ = tx.send(&finish(
-            &mut fbb,
-            fc::ClientMessage::IncomingDm,
-            m.as_union_value(),
-        ));
+        changed.await;
     }
 }
 

@@ -16,11 +16,17 @@
 //!   publish → message id, subscription streams, DMs with receipts naming
 //!   the path, the incoming-DM stream with acknowledgements, peers per
 //!   topic, node status. Capabilities: P1, D1–D3, P3.
+//! * [`inbox`] — DMs held from their arrival until an application
+//!   acknowledges them, offered to every DM stream until then. P3.
+//! * [`keys`] — peers' key records kept across restarts, so DMs relayd
+//!   re-sends to a restarted gossipd verify at once. P3, R3.
 //! * [`client`] — a small blocking Rust client of that API (tests use it).
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod client;
+pub mod inbox;
+pub mod keys;
 pub mod link;
 
 pub(crate) use link::lock;

@@ -36,6 +36,8 @@ use libgossip::proto::{PeerId, SendOutcome, Verdict};
 use libgossip::runtime::{AckOutcome, BoxFuture, Link, LinkEvent, VerifyItem};
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::Instrument as _;
+
+use crate::keys::KeyStore;
 use verifyd::client::{Item, Pool};
 use wire::frame::{self, FrameReader, FrameWriter, RelayMsg};
 use wire::generated::hello::Role;
@@ -77,6 +79,9 @@ pub struct RelayLinkConfig {
     /// acknowledgement; DMs it only forwards are confirmed once handed to
     /// the runtime (their sender's receipt comes from the next hop).
     pub me: [u8; 32],
+    /// Where peers' KEM key records are kept across restarts (`None`: not
+    /// kept). See [`crate::keys`].
+    pub keys_dir: Option<PathBuf>,
 }
 
 /// Counters of the link, all monotonic except `attached`.
@@ -148,6 +153,8 @@ struct State {
     /// acknowledged by the application (bounded by the intake's
     /// `max_pending`).
     held: Mutex<HashMap<[u8; 16], HeldDm>>,
+    /// Peers' key records kept across restarts.
+    keys: Option<KeyStore>,
     /// Peers relayd reported connected on the current session.
     connected: Mutex<std::collections::HashSet<[u8; 32]>>,
     stats: LinkStats,
@@ -164,6 +171,7 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The [`Link`] over relayd's relay socket and a verifyd pool.
 pub struct RelayLink {
     state: Arc<State>,
+    gate: Mutex<Option<std::sync::mpsc::Sender<()>>>,
     events: tokio::sync::Mutex<mpsc::Receiver<LinkEvent>>,
     pool: Pool,
 }
@@ -177,16 +185,20 @@ impl std::fmt::Debug for RelayLink {
 }
 
 impl RelayLink {
-    /// Starts the session supervisor (it attaches in the background and
-    /// keeps reattaching) and returns at once. `pool` verifies signatures.
+    /// Starts the session supervisor and returns at once; it attaches (in
+    /// the background, then reattaching as needed) once [`RelayLink::open`]
+    /// is called, so the daemon can first subscribe to everything the link
+    /// will deliver. `pool` verifies signatures.
     ///
     /// # Errors
     /// When the supervisor thread cannot be started.
     pub fn start(cfg: RelayLinkConfig, pool: Pool) -> std::io::Result<Self> {
+        let (gate_tx, gate_rx) = std::sync::mpsc::channel::<()>();
         let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         let (attach_tx, _) = watch::channel(0);
         let state = Arc::new(State {
             intake: Mutex::new(Intake::new(cfg.intake)),
+            keys: cfg.keys_dir.clone().map(KeyStore::new),
             cfg,
             session: Mutex::new(None),
             held: Mutex::new(HashMap::new()),
@@ -200,12 +212,26 @@ impl RelayLink {
         let s = state.clone();
         std::thread::Builder::new()
             .name("gossipd-relay".into())
-            .spawn(move || supervise(&s, &tx))?;
+            .spawn(move || {
+                // Dropped without `open` (the daemon failed to start): no
+                // session is ever made.
+                if gate_rx.recv().is_ok() {
+                    supervise(&s, &tx);
+                }
+            })?;
         Ok(Self {
+            gate: Mutex::new(Some(gate_tx)),
             state,
             events: tokio::sync::Mutex::new(rx),
             pool,
         })
+    }
+
+    /// Lets the supervisor attach to relayd (idempotent).
+    pub fn open(&self) {
+        if let Some(g) = lock(&self.gate).take() {
+            let _ = g.send(());
+        }
     }
 
     /// The link's counters.
@@ -251,6 +277,12 @@ impl RelayLink {
         let seqs = lock(&self.state.intake).app_has(&h.ack_id);
         consume(&self.state, &seqs);
         true
+    }
+
+    /// The key record store, when configured.
+    #[must_use]
+    pub fn keys(&self) -> Option<&KeyStore> {
+        self.state.keys.as_ref()
     }
 
     /// Peers relayd reports connected now.
@@ -452,6 +484,9 @@ fn inbound_event(state: &State, buf: &[u8]) -> Option<LinkEvent> {
     }
     if let Some(ack_id) = rec.ack_id {
         hold_dm(state, ack_id, &rec);
+    }
+    if let Some(keys) = &state.keys {
+        keys.save(&rec.payload);
     }
     bump(&state.stats.inbound);
     tracing::trace!(peer = %from, kind = ?rec.kind, seq = rec.seq, "inbound record");

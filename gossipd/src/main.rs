@@ -65,6 +65,8 @@ fn main() -> ExitCode {
 struct Settings {
     node: String,
     identity_key: PathBuf,
+    /// Peers' key records kept across restarts (next to the identity key).
+    keys_dir: PathBuf,
     relay_socket: PathBuf,
     admin_socket: PathBuf,
     api_socket: PathBuf,
@@ -79,6 +81,11 @@ fn start(loaded: &Loaded, paths: &tern_config::NodePaths) -> Result<()> {
     let settings = Settings {
         node: loaded.config.node.name.clone(),
         identity_key: paths.identity_key.clone(),
+        keys_dir: paths
+            .identity_key
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("gossipd-keys"),
         relay_socket: paths.relayd_socket.clone(),
         admin_socket: paths.gossipd_admin.clone(),
         api_socket: paths.gossipd_socket.clone(),
@@ -96,6 +103,8 @@ fn start(loaded: &Loaded, paths: &tern_config::NodePaths) -> Result<()> {
         .with_context(|| format!("creating the directory of {}", key.display()))?;
     // The same file relayd loads: the id peers see on the QUIC connection
     // is the key gossip signs with. Whichever daemon starts first creates it.
+    server_core::daemon::create_private_parent(&settings.keys_dir.join("x"))
+        .with_context(|| format!("creating {}", settings.keys_dir.display()))?;
     let (identity, created) = Identity::load_or_generate(key)
         .with_context(|| format!("identity key {}", key.display()))?;
     let rt = server_core::daemon::runtime("gossipd-io").context("starting the runtime")?;
@@ -168,6 +177,7 @@ async fn run(cfg: Settings, identity: Identity, created: bool) -> Result<()> {
                 instance,
                 intake: IntakeConfig::default(),
                 me: peer_id.0,
+                keys_dir: Some(cfg.keys_dir.clone()),
             },
             pool,
         )
@@ -182,6 +192,21 @@ async fn run(cfg: Settings, identity: Identity, created: bool) -> Result<()> {
         Box::new(IdentitySigner::new(identity)),
         runtime_cfg,
     );
+    // Subscribed before the link opens: the runtime drops DMs nobody
+    // subscribed to, and relayd re-sends retained ones right at attach.
+    let dms = gossip
+        .dms_with_capacity(IntakeConfig::default().max_pending)
+        .await
+        .context("subscribing to DMs")?;
+    // Peers' key records from the last run: DMs relayd re-sends from its
+    // retention verify without waiting for the peers to reconnect.
+    let mut keys = 0;
+    for k in gossipd::keys::KeyStore::load(&cfg.keys_dir) {
+        if gossip.add_kem_key(k).await.is_ok() {
+            keys += 1;
+        }
+    }
+    link.open();
     let (stop_tx, stop_rx) = watch::channel(false);
     let topics = Arc::new(Mutex::new(BTreeSet::new()));
     let api = Arc::new(gossipd::api::Api {
@@ -195,6 +220,9 @@ async fn run(cfg: Settings, identity: Identity, created: bool) -> Result<()> {
         responses: Budget::new("client_responses", 64 << 20),
         limits: cfg.api_limits.clone(),
         started: Instant::now(),
+        inbox: Arc::new(gossipd::inbox::Inbox::new(
+            IntakeConfig::default().max_pending,
+        )),
     });
     let shared = Arc::new(Shared {
         instance,
@@ -215,6 +243,7 @@ async fn run(cfg: Settings, identity: Identity, created: bool) -> Result<()> {
     let tasks = vec![
         tokio::spawn(serve_admin(shared.clone(), admin, cfg.admin_limits.clone())),
         tokio::spawn(rejoin(shared.clone(), gossip.clone())),
+        tokio::spawn(gossipd::api::collect_dms(api.clone(), dms)),
         tokio::spawn(gossipd::api::serve(api, api_listener, api_stop)),
     ];
     tracing::info!(
@@ -224,6 +253,7 @@ async fn run(cfg: Settings, identity: Identity, created: bool) -> Result<()> {
         relay_socket = %cfg.relay_socket.display(),
         admin_socket = %cfg.admin_socket.display(),
         api_socket = %cfg.api_socket.display(),
+        keys_loaded = keys,
         verifyd_sockets = ?cfg.verifyd_sockets,
         "gossipd running"
     );
@@ -346,6 +376,8 @@ fn diagnostics(s: &Shared) -> serde_json::Value {
             "verify_local": c(&l.verify_local),
             "events_dropped": c(&l.events_dropped),
             "dm_ids_full": c(&l.dm_ids_full),
+            "keys_written": s.link.keys().map_or(0, |k| c(&k.written)),
+            "keys_not_written": s.link.keys().map_or(0, |k| c(&k.not_written)),
         },
         "intake": {
             "delivered": i.delivered,
@@ -368,6 +400,8 @@ fn diagnostics(s: &Shared) -> serde_json::Value {
             "deliveries_dropped": c(&s.api.stats.deliveries_dropped),
             "dms_dropped": c(&s.api.stats.dms_dropped),
             "dms_acked": c(&s.api.stats.dms_acked),
+            "inbox_held": s.api.inbox.len(),
+            "inbox_full": c(&s.api.inbox.full),
         },
         "connected_peers": s.link.connected_peers(),
         "api_socket": serde_json::to_value(s.api_stats.snapshot())
