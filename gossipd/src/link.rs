@@ -1,8 +1,9 @@
 //! [`RelayLink`]: the libgossip [`Link`] over relayd's IPC session and a
 //! verifyd [`Pool`]. Capabilities: P2 (the relay path), P3 (an `Accepted`
 //! DM is never lost: records are confirmed only through
-//! [`RelayLink::ack_dm`], once the application acknowledged the DM), D1–D3 (DM sends as receive-ACKed relay
-//! sends), R3 (reattach after a relayd restart).
+//! [`RelayLink::ack_dm`], once the application acknowledged the DM),
+//! D1–D3 (DM sends as receive-ACKed relay sends), R3 (reattach after a
+//! relayd restart).
 //!
 //! # Threads, and why
 //!
