@@ -67,6 +67,31 @@ impl Node {
         d
     }
 
+    /// verifyd on the node's default verify socket (it takes flags, not
+    /// the node config).
+    fn verifyd(&self) -> Killed {
+        let d = Killed(
+            Command::new(workspace_bin("verifyd", "verifyd"))
+                .arg("--socket")
+                .arg(self.sock("verifyd.sock"))
+                .arg("--admin-socket")
+                .arg(self.sock("verifyd-admin.sock"))
+                .args(["--no-calibrate", "--threads", "1"])
+                .env("RUST_LOG", "info")
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .unwrap(),
+        );
+        wait_for(
+            &self.sock("verifyd-admin.sock"),
+            "verifyd",
+            "verifyd up",
+            |_| true,
+        );
+        d
+    }
+
     fn gossipd(&self) -> Killed {
         let d = self.spawn(Path::new(env!("CARGO_BIN_EXE_gossipd")));
         wait_for(
@@ -215,12 +240,12 @@ fn the_application_api_publishes_and_sends_dms_on_one_node() {
     assert_eq!(j["api"]["invalid"], 0);
 }
 
-/// Two nodes on loopback (relayd + gossipd each; B's relayd dials A's),
-/// both connected as gossipd sees it.
+/// Two nodes on loopback (relayd + verifyd + gossipd each; B's relayd
+/// dials A's), both connected and using their verifyd as gossipd sees it.
 struct Pair {
     a: Node,
     b: Node,
-    _relayd: [Killed; 2],
+    _daemons: [Killed; 4],
     gossipd: [Option<Killed>; 2],
 }
 
@@ -229,17 +254,20 @@ fn pair() -> Pair {
     let ra = a.relayd();
     let b = Node::with_relayd(&format!("peers = [\"{}\"]", a.relayd_peer()));
     let rb = b.relayd();
+    let (va, vb) = (a.verifyd(), b.verifyd());
     let ga = a.gossipd();
     let gb = b.gossipd();
     for n in [&a, &b] {
-        n.gossipd_diag("the other node connected", |j| {
-            j["relayd_attached"] == true && j["connected_peers"] == 1
+        n.gossipd_diag("the other node connected, verifyd in use", |j| {
+            j["relayd_attached"] == true
+                && j["connected_peers"] == 1
+                && j["verifyd"]["connected"] == 1
         });
     }
     Pair {
         a,
         b,
-        _relayd: [ra, rb],
+        _daemons: [ra, rb, va, vb],
         gossipd: [Some(ga), Some(gb)],
     }
 }
