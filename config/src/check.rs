@@ -107,6 +107,21 @@ fn valid_level(s: &str) -> bool {
         })
 }
 
+/// A `relayd.peers` entry, `<peer id hex>@<ip:port>`, as the id's 32
+/// bytes and the address.
+#[must_use]
+pub fn parse_peer(s: &str) -> Option<([u8; 32], std::net::SocketAddr)> {
+    let (id, addr) = s.split_once('@')?;
+    if id.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(id.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some((out, addr.parse().ok()?))
+}
+
 /// Every problem in `cfg`; empty when it is usable.
 #[must_use]
 pub fn check(cfg: &NodeConfig) -> Vec<Problem> {
@@ -138,6 +153,15 @@ pub fn check(cfg: &NodeConfig) -> Vec<Problem> {
     c.range("relayd.pump_bytes", r.pump_bytes, MIB, 4 * GIB);
     c.range("relayd.retain_records", r.retain_records, 1, 1 << 20);
     c.range("relayd.retain_bytes", r.retain_bytes, MIB, 4 * GIB);
+    for p in &r.peers {
+        if parse_peer(p).is_none() {
+            c.refuse(
+                "relayd.peers",
+                format!("{p:?}"),
+                "<64 hex digits of the peer id>@<ip:port>",
+            );
+        }
+    }
     let g = &cfg.gossipd;
     c.loopback("gossipd.metrics_listen", g.metrics_listen);
     c.range("gossipd.max_clients", g.max_clients, 1, 4096);
@@ -165,6 +189,28 @@ pub fn check(cfg: &NodeConfig) -> Vec<Problem> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `relayd.peers` entries: 64 hex digits, `@`, a socket address; the
+    /// rest is refused by `check`. Capability: C2.
+    #[test]
+    fn peer_entries() {
+        let id = "ab".repeat(32);
+        let (bytes, addr) = parse_peer(&format!("{id}@127.0.0.1:4433")).expect("a valid entry");
+        assert_eq!(bytes, [0xab; 32]);
+        assert_eq!(addr.port(), 4433);
+        for bad in [
+            id.clone(),
+            format!("{id}@nowhere"),
+            format!("{}@127.0.0.1:1", &id[2..]),
+            format!("{}zz@127.0.0.1:1", &id[2..]),
+            "é".repeat(32) + "@127.0.0.1:1",
+        ] {
+            assert!(parse_peer(&bad).is_none(), "{bad}");
+        }
+        let mut cfg = NodeConfig::default();
+        cfg.relayd.peers = vec!["nope".into()];
+        assert!(check(&cfg).iter().any(|p| p.key == "relayd.peers"));
+    }
 
     /// Names and filter directives. Capability: C2.
     #[test]

@@ -133,6 +133,12 @@ pub const KEYS: &[Key] = &[
         "bytes of accepted DMs kept until consumed (default 33554432)",
     ),
     key(
+        "relayd",
+        "peers",
+        List,
+        "peers dialled at start and redialled when lost, <peer id hex>@<ip:port> (default none)",
+    ),
+    key(
         "gossipd",
         "socket",
         Str,

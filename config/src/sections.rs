@@ -82,6 +82,8 @@ pub struct RelaydSection {
     pub retain_records: u64,
     /// Bytes of accepted-but-unconsumed DM records kept.
     pub retain_bytes: u64,
+    /// Peers to dial, `<peer id hex>@<ip:port>`.
+    pub peers: Vec<String>,
 }
 
 impl Default for RelaydSection {
@@ -95,6 +97,7 @@ impl Default for RelaydSection {
             pump_bytes: 32 << 20,
             retain_records: 16_384,
             retain_bytes: 32 << 20,
+            peers: Vec::new(),
         }
     }
 }

@@ -22,7 +22,6 @@
 
 mod daemon;
 
-use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use anyhow::{Context as _, Result};
@@ -30,7 +29,7 @@ use clap::Parser;
 use libtransport::Identity;
 use relayd::{PumpConfig, Stream};
 use server_core::Limits;
-use tern_config::{ConfigArgs, Loaded, LogFormat};
+use tern_config::{ConfigArgs, Loaded};
 use wire::relay::RetainConfig;
 
 #[derive(Debug, Parser)]
@@ -45,68 +44,19 @@ struct Cli {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let loaded = match cli.config.load() {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("relayd: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let paths = loaded.paths();
-    if cli.config.check {
-        print!("{}", loaded.render(&paths));
-        return ExitCode::SUCCESS;
-    }
-    init_logs(&loaded);
-    match start(&loaded, &paths) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "relayd failed");
-            eprintln!("relayd: {e:#}");
-            ExitCode::FAILURE
-        }
-    }
-}
-
-fn init_logs(loaded: &Loaded) {
-    let node = &loaded.config.node;
-    // RUST_LOG wins over the config's level, as in every Tern daemon.
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&node.log_level));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .init();
-    if node.log_format == LogFormat::Json {
-        // The workspace builds tracing-subscriber without its JSON layer.
-        tracing::warn!(
-            "node.log_format = \"json\" is not built into relayd yet; logging human lines"
-        );
-    }
+    server_core::daemon::main("relayd", &cli.config, start)
 }
 
 fn start(loaded: &Loaded, paths: &tern_config::NodePaths) -> Result<()> {
     let settings = settings(loaded, paths)?;
     let key = &settings.identity_key;
-    if let Some(dir) = key.parent().filter(|d| !d.as_os_str().is_empty()) {
-        use std::os::unix::fs::DirBuilderExt as _;
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("creating {}", dir.display()))?;
-    }
+    server_core::daemon::create_private_parent(key)
+        .with_context(|| format!("creating the directory of {}", key.display()))?;
     let (identity, created) = Identity::load_or_generate(key)
         .with_context(|| format!("identity key {}", key.display()))?;
     // Two threads: the endpoint driver and the sockets; ring threads and
     // the ring setup are blocking threads of their own.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("relayd-io")
-        .enable_all()
-        .build()
-        .context("starting the runtime")?;
+    let rt = server_core::daemon::runtime("relayd-io").context("starting the runtime")?;
     let result = rt.block_on(daemon::run(settings, identity, created));
     // A ring setup still waiting for a stalled gossipd holds a blocking
     // thread; do not wait for it on the way out.
@@ -131,6 +81,13 @@ fn settings(loaded: &Loaded, paths: &tern_config::NodePaths) -> Result<daemon::S
         relay_socket: paths.relayd_socket.clone(),
         admin_socket: paths.relayd_admin.clone(),
         metrics_listen: r.metrics_listen,
+        // Checked: every entry parses.
+        peers: r
+            .peers
+            .iter()
+            .filter_map(|p| tern_config::parse_peer(p))
+            .map(|(id, addr)| (libtransport::PeerId(id), addr))
+            .collect(),
         identity_key: paths.identity_key.clone(),
         // Checked: a power of two in 64 KiB..=1 GiB.
         ring_capacity: u32::try_from(r.ring_capacity).context("relayd.ring_capacity")?,

@@ -22,6 +22,8 @@
 //! * [`limits`] — the limits and their defaults.
 //! * [`admin`] — the admin socket's connection loop and its JSON
 //!   `status`/`diagnostics` answers, the same in every daemon.
+//! * [`daemon`] — a daemon binary's config handling, exit codes, logs,
+//!   instance number and socket files, the same in every daemon.
 //! * [`stats`] — every refusal and every limit reached, per listener, for
 //!   the daemon's `status` and metrics.
 //!
@@ -62,6 +64,7 @@
 
 pub mod admin;
 pub mod budget;
+pub mod daemon;
 pub mod framed;
 pub mod limits;
 pub mod listen;

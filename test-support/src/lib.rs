@@ -5,9 +5,12 @@
 //!   [`alloc::Counting`] and wraps hostile reads in [`alloc::tracked`] to
 //!   learn the largest single allocation and the bytes requested, so a
 //!   "never an allocation sized by a hostile length" claim is measured.
+//! * [`daemon`] — the workspace's daemon binaries (built on demand), a
+//!   child killed on drop, and the admin-socket JSON client.
 //! * [`seeds`] — keeps a fuzz target's committed seed corpus
 //!   (`fuzz/corpus/<target>/`) byte-equal to the seeds a test builds.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod alloc;
+pub mod daemon;
 pub mod seeds;

@@ -73,6 +73,7 @@ pub use link::{AckOutcome, BoxFuture, Link, LinkEvent, VerifyItem};
 pub use subscribe::{DmSubscriberStats, DmSubscription, SubscriberStats, Subscription};
 pub use transport::{
     IdentitySigner, LINK_EVENT_QUEUE, TransportLink, from_transport, to_transport,
+    verify_in_process,
 };
 
 use crate::proto::supervisor::{SupervisorParams, SupervisorReason};

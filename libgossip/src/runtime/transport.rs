@@ -240,24 +240,7 @@ impl Link for TransportLink {
     }
 
     fn verify(&self, batch: Vec<VerifyItem>) -> BoxFuture<'static, Vec<Verdict>> {
-        Box::pin(async move {
-            let n = batch.len();
-            let job = tokio::task::spawn_blocking(move || {
-                batch
-                    .iter()
-                    .map(|i| {
-                        if libtransport::identity::verify_signature(&i.key, &i.signed, &i.signature)
-                        {
-                            Verdict::Valid
-                        } else {
-                            Verdict::Invalid
-                        }
-                    })
-                    .collect::<Vec<_>>()
-            });
-            // A panicked verifier job rejects its whole batch.
-            job.await.unwrap_or_else(|_| vec![Verdict::Invalid; n])
-        })
+        Box::pin(verify_in_process(batch))
     }
 
     fn close(&self) -> BoxFuture<'static, ()> {
@@ -268,6 +251,27 @@ impl Link for TransportLink {
             }
         })
     }
+}
+
+/// Checks a batch with ML-DSA-65 through aws-lc-rs on tokio's blocking
+/// pool, so a batch never stalls the runtime task: [`TransportLink`]'s
+/// verifier, and the fallback of links whose verifier is out of process.
+pub async fn verify_in_process(batch: Vec<VerifyItem>) -> Vec<Verdict> {
+    let n = batch.len();
+    let job = tokio::task::spawn_blocking(move || {
+        batch
+            .iter()
+            .map(|i| {
+                if libtransport::identity::verify_signature(&i.key, &i.signed, &i.signature) {
+                    Verdict::Valid
+                } else {
+                    Verdict::Invalid
+                }
+            })
+            .collect::<Vec<_>>()
+    });
+    // A panicked verifier job rejects its whole batch.
+    job.await.unwrap_or_else(|_| vec![Verdict::Invalid; n])
 }
 
 #[cfg(test)]

@@ -53,6 +53,7 @@ use anyhow::Context as _;
 use flatbuffers::FlatBufferBuilder;
 use libtransport::{Endpoint, Identity};
 use relayd::{PumpConfig, RecvPump};
+use server_core::daemon::SocketFiles;
 use server_core::{Budget, Limits, Listener, Registry, limits};
 use tokio::sync::{Notify, watch};
 use wire::relay::{InboundRecord, RetainConfig, Retainer};
@@ -72,6 +73,8 @@ pub(crate) struct Settings {
     pub(crate) relay_socket: PathBuf,
     pub(crate) admin_socket: PathBuf,
     pub(crate) metrics_listen: Option<SocketAddr>,
+    /// Peers dialled at start and redialled while not connected.
+    pub(crate) peers: Vec<(libtransport::PeerId, SocketAddr)>,
     pub(crate) identity_key: PathBuf,
     pub(crate) ring_capacity: u32,
     pub(crate) pump: PumpConfig,
@@ -177,35 +180,41 @@ pub(crate) fn error_frame(code: wire::generated::error::ErrorCode, text: &str) -
 /// How long shutdown waits for the endpoint to hand queued data to peers.
 const CLOSE_DEADLINE: Duration = Duration::from_secs(3);
 
-/// The socket files this process bound; removed when it ends, on a failed
-/// start as on a clean shutdown, so no stale socket is left behind.
-#[derive(Debug, Default)]
-struct SocketFiles(Vec<PathBuf>);
-
-impl Drop for SocketFiles {
-    fn drop(&mut self) {
-        for p in &self.0 {
-            let _ = std::fs::remove_file(p);
-        }
-    }
-}
-
 fn bind(
     files: &mut SocketFiles,
     path: &std::path::Path,
 ) -> anyhow::Result<std::os::unix::net::UnixListener> {
-    let l = wire::uds::bind(path).with_context(|| format!("binding {}", path.display()))?;
-    files.0.push(path.to_owned());
-    Ok(l)
+    files
+        .bind(path)
+        .with_context(|| format!("binding {}", path.display()))
 }
 
-/// A per-process instance number for the hellos (gossipd tells relayd
-/// restarts apart by it): pid and wall clock, never 0.
-fn instance() -> u64 {
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    ((u64::from(std::process::id()) << 32) ^ (wall.as_nanos() as u64)) | 1
+/// How often a configured peer without a connection is dialled again.
+const REDIAL: Duration = Duration::from_secs(2);
+
+/// Keeps a connection to a configured peer (`relayd.peers`): dials it, and
+/// again every [`REDIAL`] while there is none, until the daemon stops.
+async fn dial(shared: Arc<Shared>, peer: libtransport::PeerId, addr: SocketAddr) {
+    let span = tracing::info_span!("dial", peer = %peer, %addr);
+    let _ = tracing::Instrument::instrument(
+        async {
+            let mut stop = shared.stop.clone();
+            loop {
+                if shared.endpoint.connection(&peer).is_none() {
+                    match shared.endpoint.connect(addr, peer).await {
+                        Ok(_) => tracing::info!("connected to a configured peer"),
+                        Err(e) => tracing::debug!(error = %e, "dialling a configured peer failed"),
+                    }
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(REDIAL) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        },
+        span,
+    )
+    .await;
 }
 
 /// Runs the daemon until SIGTERM or SIGINT: binds the endpoint and both
@@ -221,7 +230,7 @@ pub(crate) async fn run(cfg: Settings, identity: Identity, created: bool) -> any
     let relay_std = bind(&mut files, &cfg.relay_socket)?;
     let admin_std = bind(&mut files, &cfg.admin_socket)?;
     let registry = Registry::new(limits::fd_cap(limits::raise_nofile_limit()));
-    let policy = wire::uds::PeerPolicy::same_user().allow_uid(0);
+    let policy = server_core::daemon::local_policy();
     let relay = Listener::new(
         relay_std,
         &registry,
@@ -246,7 +255,7 @@ pub(crate) async fn run(cfg: Settings, identity: Identity, created: bool) -> any
     let pump = RecvPump::new(cfg.pump.clone()).context("recv pump settings")?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
-        instance: instance(),
+        instance: server_core::daemon::instance(),
         started: Instant::now(),
         endpoint: endpoint.clone(),
         inner: Mutex::new(Inner {
@@ -273,6 +282,9 @@ pub(crate) async fn run(cfg: Settings, identity: Identity, created: bool) -> any
         tokio::spawn(admin::serve(shared.clone(), admin)),
         tokio::spawn(outbound::peer_events(shared.clone())),
     ];
+    for &(peer, addr) in &shared.cfg.peers {
+        tasks.push(tokio::spawn(dial(shared.clone(), peer, addr)));
+    }
     if let Some(l) = metrics {
         tasks.push(tokio::spawn(metrics::serve(shared.clone(), l)));
     }

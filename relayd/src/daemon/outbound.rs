@@ -229,19 +229,63 @@ pub(crate) async fn peer_events(shared: Arc<Shared>) {
             bump(&shared.counters.peer_events_unsent);
             continue;
         };
-        fbb.reset();
-        let remote_addr = addr.as_deref().map(|a| fbb.create_string(a));
-        let m = fb::PeerEvent::create(
+        encode_peer_event(&mut fbb, &peer, kind, generation, reason, addr.as_deref());
+        if control.send(fbb.finished_data()).is_ok() {
+            bump(&shared.counters.peer_events);
+        } else {
+            bump(&shared.counters.peer_events_unsent);
+        }
+    }
+}
+
+fn encode_peer_event(
+    fbb: &mut FlatBufferBuilder<'_>,
+    peer: &libtransport::PeerId,
+    kind: fb::PeerEventKind,
+    generation: u64,
+    reason: fb::CloseReason,
+    addr: Option<&str>,
+) {
+    fbb.reset();
+    let remote_addr = addr.map(|a| fbb.create_string(a));
+    let m = fb::PeerEvent::create(
+        fbb,
+        &fb::PeerEventArgs {
+            peer: Some(&fb::PeerId::new(&peer.0)),
+            kind,
+            generation,
+            reason,
+            remote_addr,
+        },
+    );
+    finish(fbb, fb::RelayMessage::PeerEvent, m.as_union_value());
+}
+
+/// Tells a newly attached gossipd about every live connection as a
+/// `Connected` event: it may have started (or restarted) after they came
+/// up, and builds its overlays over the connections relayd has.
+pub(crate) fn announce_connections(shared: &Shared, control: &Arc<FrameSender>) {
+    let mut fbb = FlatBufferBuilder::with_capacity(256);
+    for c in shared.endpoint.diagnostics().conns {
+        let Some(peer) = c
+            .peer
+            .as_deref()
+            .and_then(|p| libtransport::PeerId::from_hex(p).ok())
+        else {
+            continue;
+        };
+        if c.phase != "live" {
+            continue;
+        }
+        let addr = c.remote.to_string();
+        encode_peer_event(
             &mut fbb,
-            &fb::PeerEventArgs {
-                peer: Some(&fb::PeerId::new(&peer.0)),
-                kind,
-                generation,
-                reason,
-                remote_addr,
-            },
+            &peer,
+            fb::PeerEventKind::Connected,
+            c.generation,
+            fb::CloseReason::None,
+            Some(&addr),
         );
-        finish(&mut fbb, fb::RelayMessage::PeerEvent, m.as_union_value());
         if control.send(fbb.finished_data()).is_ok() {
             bump(&shared.counters.peer_events);
         } else {

@@ -161,6 +161,7 @@ async fn run(shared: &Arc<Shared>, conn: Accepted) -> Result<(), SessionError> {
         });
     }
     shared.wake_drain.notify_one();
+    super::outbound::announce_connections(shared, &control);
     tracing::info!(
         pid = peer.pid,
         session = id,

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 
 use flatbuffers::FlatBufferBuilder;
 use wire::frame::{self, FrameReader, FrameWriter, RelayMsg};
-use wire::generated::admin as fa;
 use wire::generated::hello::Role;
-use wire::hello::{self, HelloConfig};
+use wire::hello;
 use wire::relay::{self, GossipdRings, InboundRecord};
 use wire::ring::{Geometry, PopError, SpinConfig};
 
@@ -146,48 +145,7 @@ pub fn status_json(path: &Path) -> Result<serde_json::Value, wire::WireError> {
 
 /// One admin request: `status` (its summary) or `diagnostics`.
 pub fn admin_request(path: &Path, status: bool) -> Result<serde_json::Value, wire::WireError> {
-    let s = UnixStream::connect(path)?;
-    s.set_read_timeout(Some(PATIENCE))?;
-    let mut r = FrameReader::new(&s, frame::MIN_MAX_FRAME);
-    let mut w = FrameWriter::new(&s, frame::MIN_MAX_FRAME);
-    hello::exchange(
-        &mut r,
-        &mut w,
-        &HelloConfig::new("tern.admin", Role::Nodectl),
-    )?;
-    let mut fbb = FlatBufferBuilder::new();
-    let (kind, msg) = if status {
-        let m = fa::StatusRequest::create(&mut fbb, &fa::StatusRequestArgs { request_id: 7 });
-        (fa::AdminMessage::StatusRequest, m.as_union_value())
-    } else {
-        let m = fa::DiagnosticsRequest::create(
-            &mut fbb,
-            &fa::DiagnosticsRequestArgs {
-                request_id: 7,
-                section: None,
-            },
-        );
-        (fa::AdminMessage::DiagnosticsRequest, m.as_union_value())
-    };
-    let root = fa::AdminFrame::create(
-        &mut fbb,
-        &fa::AdminFrameArgs {
-            msg_type: kind,
-            msg: Some(msg),
-        },
-    );
-    fa::finish_admin_frame_buffer(&mut fbb, root);
-    w.write_frame(fbb.finished_data())?;
-    let buf = r.read_frame()?.ok_or(wire::WireError::PeerClosed)?.to_vec();
-    let f = frame::decode::<frame::AdminSchema>(&buf)?;
-    let text = if status {
-        let st = f.msg_as_status_response().unwrap();
-        assert_eq!(st.daemon(), "relayd");
-        st.summary().unwrap().to_owned()
-    } else {
-        f.msg_as_diagnostics_response().unwrap().json().to_owned()
-    };
-    Ok(serde_json::from_str(&text).unwrap())
+    test_support::daemon::admin_request(path, "relayd", status)
 }
 
 /// A fake gossipd attached to relayd's relay socket.
