@@ -65,11 +65,6 @@ pub struct Config {
     /// sustained across the endpoint, bursts of 8, 10 s deadline each,
     /// 16,384 peers tracked. See [`ProbeConfig`].
     pub probe: ProbeConfig,
-    /// Misbehave: never send the identity proof. Only for tests of the
-    /// peer's proof timeout, so only with the `test-util` feature: a
-    /// production build has no way to switch it on.
-    #[cfg(feature = "test-util")]
-    pub withhold_proof_for_tests: bool,
 }
 
 impl Default for Config {
@@ -93,8 +88,6 @@ impl Default for Config {
             repair: RepairConfig::default(),
             address_book: AddressBookConfig::default(),
             probe: ProbeConfig::default(),
-            #[cfg(feature = "test-util")]
-            withhold_proof_for_tests: false,
         }
     }
 }

@@ -16,7 +16,7 @@
 //! backends; without it only the sans-IO parts build. `uring` — the
 //! io_uring backend (Linux). `test-util` — test helpers kept out of
 //! production builds: the in-process `io::mem` network and
-//! `Config::withhold_proof_for_tests`.
+//! `Endpoint::withhold_proof_for_tests`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), libtransport::Error> {

@@ -117,11 +117,8 @@ async fn no_proof_within_timeout_is_refused() {
     let quick = Config::default().identity_timeout(Duration::from_millis(300));
     let b = ep_with(Identity::generate().unwrap(), quick.clone());
     let mut dm = b.register(Kind::DM, KindConfig::default()).unwrap();
-    let rogue_cfg = Config {
-        withhold_proof_for_tests: true,
-        ..quick
-    };
-    let rogue = ep_with(Identity::generate().unwrap(), rogue_cfg);
+    let rogue = ep_with(Identity::generate().unwrap(), quick);
+    rogue.withhold_proof_for_tests();
     // The rogue verified b's proof, so from its side the connection is up.
     let conn = rogue.connect(b.local_addr(), b.peer_id()).await.unwrap();
     let _ = conn.send(Kind::DM, Bytes::from_static(b"sneaky")).await;

@@ -163,16 +163,13 @@ async fn a_peer_that_never_proves_is_dropped_at_the_timeout() {
         server_cfg,
     );
     let mut dms = server.register(Kind::DM, KindConfig::default()).unwrap();
-    let silent_cfg = Config {
-        withhold_proof_for_tests: true,
-        ..Config::default()
-    };
     let silent = endpoint(
         &net,
         addr("10.0.0.2:5000"),
         Identity::generate().unwrap(),
-        silent_cfg,
+        Config::default(),
     );
+    silent.withhold_proof_for_tests();
     let start = tokio::time::Instant::now();
     // The silent side verified the server's proof, so from its end the
     // connection is up; it even tries to send.

@@ -109,7 +109,7 @@ fn on_connected(st: &mut State, ch: ConnectionHandle, now: Instant) {
     let identity = st.identity.clone();
     let epoch = st.epoch;
     #[cfg(feature = "test-util")]
-    let withhold = st.config.withhold_proof_for_tests;
+    let withhold = st.withhold_proof;
     #[cfg(not(feature = "test-util"))]
     let withhold = false;
     let timeout = st.config.identity_timeout;

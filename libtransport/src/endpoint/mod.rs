@@ -307,6 +307,8 @@ impl Endpoint {
             max_receive_segments: socket.max_receive_segments(),
             unblocked: Vec::new(),
             closed_recent: Default::default(),
+            #[cfg(feature = "test-util")]
+            withhold_proof: false,
             ack: ack_recv::AckState::new(crate::proto::ack::AckConfig::default()),
             repair: repair::RepairState::new(config.repair, config.address_book),
             probe: probe::ProbeState::new(config.probe),
@@ -382,6 +384,15 @@ impl Endpoint {
     /// (a live connection stays).
     pub fn forget_peer(&self, peer: &PeerId) {
         self.shared.lock().repair.forget(peer);
+    }
+
+    /// Misbehave: from now on this endpoint never sends its identity proof
+    /// on new connections, so its peers must refuse them at their proof
+    /// deadline. Only for tests of that timeout; only with the `test-util`
+    /// feature, so a production build has no way to switch it on.
+    #[cfg(feature = "test-util")]
+    pub fn withhold_proof_for_tests(&self) {
+        self.shared.lock().withhold_proof = true;
     }
 
     /// Sets the resolvers repair dials ask, in parallel, for addresses of a

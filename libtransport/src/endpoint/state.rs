@@ -434,6 +434,10 @@ pub(crate) struct State {
     pub(crate) unblocked: Vec<Kind>,
     /// Final stats of recently closed connections (bounded), for diagnostics.
     pub(crate) closed_recent: VecDeque<Arc<ConnShared>>,
+    /// Misbehave for tests of the peer's proof timeout: never send our
+    /// identity proof (see `Endpoint::withhold_proof_for_tests`).
+    #[cfg(feature = "test-util")]
+    pub(crate) withhold_proof: bool,
     /// Receive-ACK: receiver, sender stats, manual kinds, per-connection
     /// RTT and stuck state.
     pub(crate) ack: super::ack_recv::AckState,
