@@ -20,7 +20,8 @@ use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 use libgossip::proto::{DmPath, PeerId, TopicId};
 use libgossip::runtime::Gossip;
-use server_core::{Accepted, Budget, FrameReader, FrameSender, Limits, Listener};
+use server_core::framed::Opened;
+use server_core::{Accepted, Budget, FrameSender, Limits, Listener};
 use wire::frame::{ClientMsg, ClientSchema};
 use wire::generated::client as fc;
 use wire::generated::hello::Role;
@@ -106,32 +107,28 @@ pub async fn serve(
 }
 
 async fn connection(api: Arc<Api>, conn: Accepted) {
-    let Accepted {
-        mut stream,
-        slot,
-        at,
-        ..
-    } = conn;
-    let stats = slot.stats().clone();
     let hello = HelloConfig::new(PROTOCOL, Role::Gossipd);
-    let session =
-        match server_core::framed::hello(&mut stream, &hello, &api.limits, at, &stats).await {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::debug!(error = %e, "client hello failed");
-                return;
-            }
-        };
-    let max = session.max_frame as usize;
-    let stream = Arc::new(stream);
-    let tx = FrameSender::new(
-        stream.clone(),
-        max,
-        api.responses.clone(),
+    let opened = server_core::framed::open(
+        conn,
+        &hello,
         &api.limits,
-        stats.clone(),
-    );
-    let mut reader = FrameReader::new(max, api.reads.clone(), &api.limits, stats);
+        api.reads.clone(),
+        api.responses.clone(),
+    )
+    .await;
+    let Opened {
+        stream,
+        slot,
+        mut reader,
+        tx,
+        ..
+    } = match opened {
+        Ok(o) => o,
+        Err(e) => {
+            tracing::debug!(error = %e, "client hello failed");
+            return;
+        }
+    };
     let mut streams = Vec::new();
     let mut dm_stream = false;
     let mut fbb = FlatBufferBuilder::new();

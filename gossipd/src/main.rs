@@ -31,12 +31,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result};
 use clap::Parser;
-use flatbuffers::FlatBufferBuilder;
 use gossipd::{RelayLink, RelayLinkConfig};
 use libgossip::proto::TopicId;
 use libgossip::runtime::{Gossip, IdentitySigner, Link, RuntimeConfig};
 use libtransport::Identity;
-use server_core::admin::{Daemon, answer_json, serve_connection};
+use server_core::admin::{AdminSocket, AdminState, Daemon, serve_json};
 use server_core::daemon::SocketFiles;
 use server_core::{Budget, Limits, Listener, Registry, limits};
 use tern_config::{ConfigArgs, Loaded};
@@ -302,45 +301,38 @@ async fn rejoin(shared: Arc<Shared>, gossip: Gossip) {
     }
 }
 
+impl AdminState for Shared {
+    fn daemon(&self) -> Daemon<'_> {
+        Daemon {
+            name: "gossipd",
+            version: env!("CARGO_PKG_VERSION"),
+            instance: self.instance,
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            healthy: !*self.stop.borrow(),
+        }
+    }
+
+    fn diagnostics_json(&self) -> String {
+        diagnostics(self).to_string()
+    }
+
+    fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + '_ {
+        Shared::stopped(self)
+    }
+}
+
 /// The admin socket (`tern.admin`: status and diagnostics as JSON) on
 /// server-core. Capability: R1.
 async fn serve_admin(shared: Arc<Shared>, listener: Listener, limits: Limits) {
-    let s = shared.clone();
-    let stop = async move { s.stopped().await };
-    listener
-        .serve_until(stop, |conn| {
-            let shared = shared.clone();
-            let limits = limits.clone();
-            tokio::spawn(async move {
-                let hello = HelloConfig::new(server_core::admin::PROTOCOL, Role::Gossipd)
-                    .max_frame(64 << 10)
-                    .instance(shared.instance);
-                let mut fbb = FlatBufferBuilder::new();
-                let s = shared.clone();
-                let answer = |frame: &[u8]| {
-                    let daemon = Daemon {
-                        name: "gossipd",
-                        version: env!("CARGO_PKG_VERSION"),
-                        instance: s.instance,
-                        uptime_ms: u64::try_from(s.started.elapsed().as_millis())
-                            .unwrap_or(u64::MAX),
-                        healthy: !*s.stop.borrow(),
-                    };
-                    answer_json(&mut fbb, frame, daemon, || diagnostics(&s).to_string())
-                };
-                serve_connection(
-                    conn,
-                    &hello,
-                    &limits,
-                    shared.reads.clone(),
-                    shared.responses.clone(),
-                    shared.stopped(),
-                    answer,
-                )
-                .await;
-            });
-        })
-        .await;
+    let socket = AdminSocket {
+        hello: HelloConfig::new(server_core::admin::PROTOCOL, Role::Gossipd)
+            .max_frame(64 << 10)
+            .instance(shared.instance),
+        limits,
+        reads: shared.reads.clone(),
+        responses: shared.responses.clone(),
+    };
+    serve_json(listener, socket, shared).await;
 }
 
 /// The diagnostics document: link and intake counters, verifyd pool, and

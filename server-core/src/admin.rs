@@ -8,7 +8,8 @@
 //! deadline. The connection is held busy while a request is answered, and
 //! ends when the daemon evicts it or `stop` resolves. [`answer_json`] turns
 //! one request frame into a `StatusResponse`, a `DiagnosticsResponse` or a
-//! typed error frame.
+//! typed error frame. [`serve_json`] is the whole socket for a daemon that
+//! answers with [`answer_json`]: its accept loop, one task per connection.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,9 +20,9 @@ use wire::generated::error::ErrorCode;
 use wire::hello::HelloConfig;
 
 use crate::budget::Budget;
-use crate::framed::{FrameReader, FrameSender, ReadError};
+use crate::framed::{Opened, ReadError};
 use crate::limits::Limits;
-use crate::listen::Accepted;
+use crate::listen::{Accepted, Listener};
 
 /// Protocol name of the admin socket.
 pub const PROTOCOL: &str = "tern.admin";
@@ -38,24 +39,20 @@ pub async fn serve_connection(
     stop: impl Future<Output = ()>,
     mut answer: impl FnMut(&[u8]) -> Vec<u8>,
 ) {
-    let Accepted {
-        mut stream,
+    let Opened {
+        stream,
         slot,
-        at,
+        stats,
+        mut reader,
+        tx,
         ..
-    } = conn;
-    let stats = slot.stats().clone();
-    let session = match crate::framed::hello(&mut stream, hello, limits, at, &stats).await {
-        Ok(s) => s,
+    } = match crate::framed::open(conn, hello, limits, reads, responses).await {
+        Ok(o) => o,
         Err(e) => {
             tracing::debug!(error = %e, "admin hello failed");
             return;
         }
     };
-    let max = session.max_frame as usize;
-    let stream = Arc::new(stream);
-    let tx = FrameSender::new(stream.clone(), max, responses, limits, stats.clone());
-    let mut reader = FrameReader::new(max, reads, limits, stats.clone());
     tokio::pin!(stop);
     loop {
         let next = tokio::select! {
@@ -81,6 +78,58 @@ pub async fn serve_connection(
             break;
         }
     }
+}
+
+/// What a daemon's admin socket asks of the daemon, for [`serve_json`].
+pub trait AdminState: Send + Sync + 'static {
+    /// Who is answering, at the moment of the request.
+    fn daemon(&self) -> Daemon<'_>;
+    /// The diagnostics document (also the status summary).
+    fn diagnostics_json(&self) -> String;
+    /// Resolves when the daemon stops; ends the accept loop and every
+    /// connection.
+    fn stopped(&self) -> impl Future<Output = ()> + Send + '_;
+}
+
+/// The admin socket's settings for [`serve_json`].
+#[derive(Debug, Clone)]
+pub struct AdminSocket {
+    /// The hello the daemon offers (protocol [`PROTOCOL`]).
+    pub hello: HelloConfig,
+    /// Admin limits (deadlines, frame size, connection cap).
+    pub limits: Limits,
+    /// Budget for request frames being read.
+    pub reads: Arc<Budget>,
+    /// Budget for answers being written.
+    pub responses: Arc<Budget>,
+}
+
+/// Accepts on `listener` until `state` stops, serving each connection in
+/// its own task with [`serve_connection`] and [`answer_json`].
+pub async fn serve_json<S: AdminState>(listener: Listener, socket: AdminSocket, state: Arc<S>) {
+    let s = state.clone();
+    let socket = Arc::new(socket);
+    listener
+        .serve_until(async move { s.stopped().await }, |conn| {
+            let (state, socket) = (state.clone(), socket.clone());
+            tokio::spawn(async move {
+                let mut fbb = FlatBufferBuilder::new();
+                let answer = |frame: &[u8]| {
+                    answer_json(&mut fbb, frame, state.daemon(), || state.diagnostics_json())
+                };
+                serve_connection(
+                    conn,
+                    &socket.hello,
+                    &socket.limits,
+                    socket.reads.clone(),
+                    socket.responses.clone(),
+                    state.stopped(),
+                    answer,
+                )
+                .await;
+            });
+        })
+        .await;
 }
 
 /// Who is answering, for [`answer_json`].

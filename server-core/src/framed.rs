@@ -4,7 +4,8 @@
 //!
 //! * [`hello`] runs `wire::hello::exchange_stream_async` (which reads the
 //!   peer's hello exactly, so descriptors passed right after it stay in the
-//!   socket) and gives up at the hello deadline.
+//!   socket) and gives up at the hello deadline. [`open`] does that for an
+//!   admitted connection and sets up its reader and sender.
 //! * [`FrameReader::next`] waits for a frame as long as the peer likes
 //!   (idle connections are the registry's business), but once the first
 //!   byte of a length prefix arrives the whole frame must follow within the
@@ -75,6 +76,55 @@ pub async fn hello(
             Err(HelloError::Timeout(limits.hello_deadline))
         }
     }
+}
+
+/// An admitted connection past its hello, ready for frames (see [`open`]).
+#[derive(Debug)]
+pub struct Opened {
+    /// The socket, shared by the reader and the sender.
+    pub stream: Arc<UnixStream>,
+    /// Its place in the registry.
+    pub slot: Slot,
+    /// The listener's counters.
+    pub stats: Arc<ListenerStats>,
+    /// What the hello negotiated.
+    pub session: Session,
+    /// Reads request frames of at most the negotiated size.
+    pub reader: FrameReader,
+    /// Sends answers without blocking.
+    pub tx: Arc<FrameSender>,
+}
+
+/// Runs the hello on an admitted connection under the hello deadline, then
+/// builds its frame reader and sender for the negotiated frame size, with
+/// `reads` and `responses` as their budgets.
+pub async fn open(
+    conn: crate::listen::Accepted,
+    local: &HelloConfig,
+    limits: &Limits,
+    reads: Arc<Budget>,
+    responses: Arc<Budget>,
+) -> Result<Opened, HelloError> {
+    let crate::listen::Accepted {
+        mut stream,
+        slot,
+        at,
+        ..
+    } = conn;
+    let stats = slot.stats().clone();
+    let session = hello(&mut stream, local, limits, at, &stats).await?;
+    let max = session.max_frame as usize;
+    let stream = Arc::new(stream);
+    let tx = FrameSender::new(stream.clone(), max, responses, limits, stats.clone());
+    let reader = FrameReader::new(max, reads, limits, stats.clone());
+    Ok(Opened {
+        stream,
+        slot,
+        stats,
+        session,
+        reader,
+        tx,
+    })
 }
 
 /// Reading a frame failed; every variant ends the connection.
