@@ -4,7 +4,7 @@
 //! [`serve_connection`] runs one admitted admin connection: the hello under
 //! the hello deadline, each request frame under the frame deadline (a
 //! request that times out is counted as a request timeout), answers sent
-//! with a [`FrameSender`] that closes a client not reading within the write
+//! with a [`FrameSender`](crate::FrameSender) that closes a client not reading within the write
 //! deadline. The connection is held busy while a request is answered, and
 //! ends when the daemon evicts it or `stop` resolves. [`answer_json`] turns
 //! one request frame into a `StatusResponse`, a `DiagnosticsResponse` or a
