@@ -22,8 +22,8 @@ use bytes::Bytes;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use libgossip::proto::{
-    Body, Config, Gossip, IHaveEntry, Message, MessageId, Node, Output, PeerId, SendOutcome,
-    Signer, TopicId, Verdict, VerifyRequest, message_id, payload_hash, signed_bytes,
+    Body, Config, DigestEntry, Gossip, IHaveEntry, Message, MessageId, Node, Output, PeerId,
+    SendOutcome, Signer, TopicId, Verdict, VerifyRequest, message_id, payload_hash, signed_bytes,
 };
 
 const TOPICS: u8 = 3;
@@ -213,7 +213,17 @@ impl Harness {
             4 => Body::IWant(ids(u)?),
             5 => Body::Graft { ids: ids(u)? },
             6 => Body::Prune,
-            7 => Body::Digest(ids(u)?),
+            7 => {
+                // Ages on both sides of the join boundary (up to the store's
+                // 120 s retention).
+                let ids = ids(u)?;
+                let mut entries = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let age_ms = u.int_in_range(0..=120_000)?;
+                    entries.push(DigestEntry { id, age_ms });
+                }
+                Body::Digest(entries)
+            }
             8 => Body::Join,
             9 => Body::Neighbor {
                 high_priority: u.arbitrary()?,

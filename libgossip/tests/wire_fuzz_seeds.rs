@@ -2,10 +2,11 @@
 //! (`fuzz/corpus/gossip_message/`): one valid frame of every kind (the
 //! shared wire samples, with a few edge shapes), truncated copies, and
 //! hostile ones (a 4 GiB payload claim, foreign version, unknown tag,
-//! trailing byte, over-long list). This test checks that every committed
-//! seed is current and decodes as named under the target's limits; with
-//! `TERN_WRITE_FUZZ_SEEDS=1` it (re)writes them first (V5: the decoder is
-//! fuzzed from a corpus that reaches every kind).
+//! trailing byte, over-long list, a digest in the retired ageless layout).
+//! This test checks that every committed seed is current and decodes as
+//! named under the target's limits; with `TERN_WRITE_FUZZ_SEEDS=1` it
+//! (re)writes them first (V5: the decoder is fuzzed from a corpus that
+//! reaches every kind).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // tests may unwrap (STYLE.md)
 
 mod wire_support;
@@ -73,6 +74,13 @@ fn seeds() -> Vec<(String, Vec<u8>, Option<ErrorClass>)> {
     v[1] = 0x03; // IWANT
     v.extend_from_slice(&u16::MAX.to_be_bytes());
     out.push(("hostile_list_count".into(), v, Some(ErrorClass::Oversize)));
+    // A digest as builds before ages wrote it (tag 0x06, ids only): the
+    // tag is retired, so it is refused rather than misread.
+    let mut v = good[..2 + 32].to_vec();
+    v[1] = 0x06;
+    v.extend_from_slice(&2u16.to_be_bytes());
+    v.extend_from_slice(&[0x11; 2 * 32]);
+    out.push(("hostile_digest_v1".into(), v, Some(ErrorClass::UnknownTag)));
     out
 }
 

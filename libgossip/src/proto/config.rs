@@ -55,6 +55,15 @@ pub struct Config {
     pub anti_entropy_interval: Duration,
     /// Ids per anti-entropy digest.
     pub digest_max: usize,
+    /// Floor of the join slack of anti-entropy. A joined topic asks a
+    /// digest's sender only for messages the sender stored no earlier than
+    /// our join minus a slack: one smoothed RTT to that sender, at least
+    /// this (and at most `max_send_timeout`). The floor covers what the
+    /// age estimate cannot see and what no RTT sample exists for yet: ages
+    /// are whole milliseconds, two monotonic clocks drift apart by up to
+    /// ~100 ppm (12 ms over the 120 s store), and drivers stamp `now` a
+    /// little late under load. Default 50 ms, the RTT estimator's own floor.
+    pub join_slack_floor: Duration,
     /// Memory the whole node may use. The byte bounds below marked "share"
     /// are derived from it by [`Config::with_memory_budget`] (see
     /// [`MemoryPlan`]); default 64 MiB.
@@ -145,6 +154,7 @@ impl Config {
             optimization_threshold: 4,
             anti_entropy_interval: Duration::from_secs(2),
             digest_max: 256,
+            join_slack_floor: Duration::from_millis(50),
             memory_budget: 0,
             store_retention: Duration::from_secs(120),
             store_max_bytes: 0,

@@ -35,6 +35,21 @@ pub struct IHaveEntry {
     pub hops: u16,
 }
 
+/// One message listed in an anti-entropy digest.
+///
+/// The age is relative (how long ago the sender stored the message, as of
+/// sending), so the peers need no synchronised clocks: the receiver
+/// estimates when the sender first had the message as `now − age`, and asks
+/// only for messages stored since it joined the topic itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DigestEntry {
+    /// The message.
+    pub id: MessageId,
+    /// Milliseconds since the sender stored it (saturating at `u32::MAX`,
+    /// about 49 days, far beyond any store retention).
+    pub age_ms: u32,
+}
+
 /// Everything one peer sends another about one topic.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Body {
@@ -98,8 +113,9 @@ pub enum Body {
         /// The encoded public key.
         key: Bytes,
     },
-    /// Anti-entropy digest: ids of recent messages the sender holds.
-    Digest(Vec<MessageId>),
+    /// Anti-entropy digest: recent messages the sender holds, with their
+    /// ages at the sender.
+    Digest(Vec<DigestEntry>),
 }
 
 /// Message kinds, for counters and budgets.

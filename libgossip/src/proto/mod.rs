@@ -35,7 +35,7 @@ pub use dm::{
 };
 pub use hashing::MapHasher;
 pub use memory::{KEY_ENTRY_BYTES, MemoryPlan};
-pub use message::{Body, Gossip, IHaveEntry, Kind, Message};
+pub use message::{Body, DigestEntry, Gossip, IHaveEntry, Kind, Message};
 pub use node::{Node, ProtoError, Received, Signer};
 pub use output::{
     Delivery, Event, Output, SendOutcome, Transmit, Verdict, VerifyRequest, kind_label,

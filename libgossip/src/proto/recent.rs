@@ -8,13 +8,13 @@
 
 use super::config::Config;
 use super::hashing::MapHasher;
-use super::message::Gossip;
+use super::message::{DigestEntry, Gossip};
 use super::store::{
     Retained, RetentionParams, RetentionStats, SeenCache, alloc_size, entry_overhead,
 };
 use super::types::{MessageId, PeerId};
 use bytes::Bytes;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A message kept for IWANT answers and digests.
 #[derive(Clone, Debug)]
@@ -45,6 +45,13 @@ fn bytes_heap(b: &Bytes) -> usize {
 /// Bytes the store charges for one message on top of its table slots.
 pub(crate) fn stored_heap(g: &Gossip) -> usize {
     bytes_heap(&g.payload) + bytes_heap(&g.signature)
+}
+
+/// A digest entry's age in whole milliseconds: rounded down, so a
+/// receiver's estimate of when the message was stored errs late, never
+/// early; saturating at `u32::MAX`.
+pub(crate) fn age_ms(age: Duration) -> u32 {
+    u32::try_from(age.as_millis()).unwrap_or(u32::MAX)
 }
 
 /// Bytes the seen cache charges per id (all of it is table slots).
@@ -102,27 +109,43 @@ impl Recent {
         self.store.handle_timeout(now);
     }
 
-    /// A digest of at most `max` stored ids: the newest half, then a window
-    /// of older ones starting `cursor` entries past them. Returns the ids and
-    /// the next cursor (wrapping), so successive digests sweep the whole
-    /// store instead of repeating only the newest messages.
-    pub(crate) fn digest(&self, max: usize, cursor: usize) -> (Vec<MessageId>, usize) {
+    /// A digest of at most `max` stored messages: the newest half, then a
+    /// window of older ones starting `cursor` entries past them, each with
+    /// its age at `now`. Returns the entries and the next cursor (wrapping),
+    /// so successive digests sweep the whole store instead of repeating only
+    /// the newest messages.
+    pub(crate) fn digest(
+        &self,
+        max: usize,
+        cursor: usize,
+        now: Instant,
+    ) -> (Vec<DigestEntry>, usize) {
+        let entry = |(id, at): (MessageId, Instant)| DigestEntry {
+            id,
+            age_ms: age_ms(now.saturating_duration_since(at)),
+        };
         let newest = max / 2;
-        let mut ids: Vec<MessageId> = self.store.keys_newest_first().take(newest).collect();
+        let mut out: Vec<DigestEntry> = self
+            .store
+            .entries_newest_first()
+            .take(newest)
+            .map(entry)
+            .collect();
         let older = self.store.len().saturating_sub(newest);
         if older == 0 {
-            return (ids, 0);
+            return (out, 0);
         }
         let start = if cursor >= older { 0 } else { cursor };
-        let window = max - ids.len();
-        ids.extend(
+        let window = max - out.len();
+        out.extend(
             self.store
-                .keys_newest_first()
+                .entries_newest_first()
                 .skip(newest + start)
-                .take(window),
+                .take(window)
+                .map(entry),
         );
         let next = start + window;
-        (ids, if next >= older { 0 } else { next })
+        (out, if next >= older { 0 } else { next })
     }
 
     /// The newest `n` stored ids, newest first.

@@ -12,6 +12,7 @@ use super::health::budget::SendKind;
 use super::health::{PeerHealth, SendDecision, SendTicket};
 use super::message::{Body, Kind, Message};
 use super::output::Outbox;
+use super::recent::age_ms;
 use super::sendq::SendQueues;
 use super::types::{MessageId, PeerId, TopicId};
 use rand_chacha::ChaCha8Rng;
@@ -172,9 +173,19 @@ impl Ctx<'_> {
         while let Some(e) = self.sendq.pop(&peer, self.now) {
             match self.health.begin_send(peer, e.topic, e.kind, self.now) {
                 SendDecision::Send { ticket, timeout } => {
+                    let waited = age_ms(e.waited(self.now));
+                    let mut body = e.body;
+                    if let Body::Digest(entries) = &mut body {
+                        // Ages are as of sending: the wait behind the window
+                        // counts, or the receiver would date the messages
+                        // too late and ask for some stored before it joined.
+                        for d in entries {
+                            d.age_ms = d.age_ms.saturating_add(waited);
+                        }
+                    }
                     let msg = Message {
                         topic: e.topic,
-                        body: e.body,
+                        body,
                     };
                     self.transmit(peer, msg, ticket, timeout);
                 }

@@ -98,6 +98,13 @@ pub(crate) struct Queued {
     cost: usize,
 }
 
+impl Queued {
+    /// How long it has waited at `now`.
+    pub(crate) fn waited(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.at)
+    }
+}
+
 #[derive(Debug, Default)]
 struct PeerQueue {
     /// By class: control, pull, push.
@@ -197,7 +204,7 @@ impl SendQueues {
             q.bytes -= e.cost;
             self.bytes -= e.cost;
             self.len -= 1;
-            if now.saturating_duration_since(e.at) > max_age {
+            if e.waited(now) > max_age {
                 self.stats.expired += 1;
             } else {
                 found = Some(e);

@@ -372,11 +372,18 @@ impl<K: Copy + Eq + Hash, V> Retained<K, V> {
 
     /// Keys from newest to oldest (for digests), skipping removed slots.
     pub fn keys_newest_first(&self) -> impl Iterator<Item = K> + '_ {
-        self.order
-            .iter()
-            .rev()
-            .filter(|(seq, k)| self.map.get(k).is_some_and(|s| s.seq == *seq))
-            .map(|(_, k)| *k)
+        self.entries_newest_first().map(|(k, _)| k)
+    }
+
+    /// Keys with their insertion time, newest first, skipping removed slots
+    /// (digests state each message's age from it).
+    pub fn entries_newest_first(&self) -> impl Iterator<Item = (K, Instant)> + '_ {
+        self.order.iter().rev().filter_map(|(seq, k)| {
+            self.map
+                .get(k)
+                .filter(|s| s.seq == *seq)
+                .map(|s| (*k, s.at))
+        })
     }
 
     /// Entries held.

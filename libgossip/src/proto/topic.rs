@@ -12,7 +12,7 @@ use super::config::Config;
 use super::hashing::MapHasher;
 use super::health::budget::SendKind;
 use super::health::mesh::MeshMaintainer;
-use super::message::{Body, Gossip, IHaveEntry};
+use super::message::{Body, DigestEntry, Gossip, IHaveEntry};
 use super::output::{Delivery, Timer};
 use super::recent::{Recent, Stored};
 pub(crate) use super::send::{Ctx, Sent};
@@ -20,7 +20,27 @@ use super::store::{alloc_size, map_heap};
 use super::types::{MessageId, PeerId, TopicId};
 use rand::seq::IndexedRandom;
 use std::collections::{HashMap, VecDeque};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How much earlier than our join a message may have been stored by the
+/// digest's sender `p` and still be asked for: one smoothed RTT to `p`,
+/// clamped to [`Config::join_slack_floor`, `Config::max_send_timeout`]; the
+/// floor alone before any send to `p` completed.
+///
+/// Why a slack, and why an RTT: "since we joined" is defined only to within
+/// about a round trip (our Join reaches the overlay a one-way delay after
+/// `joined_at`, and the digest's own transit is unknown), and at that
+/// boundary a message is better delivered than lost. Scaling with the RTT
+/// keeps the window as narrow as the path allows; its cost is that a node
+/// restarted within one RTT (plus however much later than its previous
+/// incarnation `p` received a message) may see those last messages again,
+/// and a process restart takes far longer than a round trip.
+fn join_slack(ctx: &Ctx<'_>, p: &PeerId) -> Duration {
+    let floor = ctx.cfg.join_slack_floor;
+    ctx.health.srtt(p).map_or(floor, |rtt| {
+        rtt.clamp(floor, ctx.cfg.max_send_timeout.max(floor))
+    })
+}
 
 /// Rounds through a message's announcers before giving up on IWANT.
 pub(crate) const IWANT_ROUNDS: u8 = 3;
@@ -65,6 +85,11 @@ pub struct TopicStats {
     pub iwant_unknown: u64,
     /// Messages recovered through anti-entropy digests.
     pub anti_entropy_requested: u64,
+    /// Digest entries not asked for because the sender stored the message
+    /// before we joined the topic: history a joiner is not owed (a restarted
+    /// node would otherwise deliver again what its previous incarnation had
+    /// already delivered).
+    pub anti_entropy_before_join: u64,
     /// List entries dropped because a frame exceeded `list_max`.
     pub list_truncated: u64,
     /// Queued IHAVE entries dropped because the lazy queue was full.
@@ -94,10 +119,14 @@ pub(crate) struct Topic {
     pub mesh: MeshMaintainer,
     /// Where the next anti-entropy digest resumes in the store.
     ae_cursor: usize,
+    /// When this node joined the topic (a join after a leave is a new
+    /// topic, so a new time): anti-entropy repairs only what was stored
+    /// since.
+    joined_at: Instant,
 }
 
 impl Topic {
-    pub(crate) fn new(id: TopicId, mesh: MeshMaintainer, cfg: &Config) -> Self {
+    pub(crate) fn new(id: TopicId, mesh: MeshMaintainer, cfg: &Config, now: Instant) -> Self {
         Self {
             id,
             active: Vec::new(),
@@ -114,6 +143,7 @@ impl Topic {
             stats: TopicStats::default(),
             mesh,
             ae_cursor: 0,
+            joined_at: now,
         }
     }
 
@@ -443,17 +473,36 @@ impl Topic {
         self.lazy_queue.push_back((p, e));
     }
 
-    /// Anti-entropy digest from `p`: ask for what we lack.
-    pub(crate) fn on_digest(&mut self, ctx: &mut Ctx<'_>, p: PeerId, ids: &[MessageId]) -> bool {
-        if ids.len() > ctx.cfg.list_max {
-            self.stats.list_truncated += (ids.len() - ctx.cfg.list_max) as u64;
+    /// Anti-entropy digest from `p`: ask for what we lack and are owed.
+    ///
+    /// Pubsub delivers "messages from the moment you joined", so an entry
+    /// `p` stored before we joined is history, not a gap: it is skipped and
+    /// counted in [`TopicStats::anti_entropy_before_join`]. `p` stored the
+    /// entry `age_ms` before sending; the digest's transit and queueing only
+    /// make `now − age` later than the truth, so a message stored after our
+    /// join is never skipped. The boundary is widened by [`join_slack`].
+    /// Returns whether anything was asked for (the digest showed a gap).
+    pub(crate) fn on_digest(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        p: PeerId,
+        entries: &[DigestEntry],
+    ) -> bool {
+        if entries.len() > ctx.cfg.list_max {
+            self.stats.list_truncated += (entries.len() - ctx.cfg.list_max) as u64;
         }
-        let want: Vec<MessageId> = ids
-            .iter()
-            .take(ctx.cfg.list_max)
-            .filter(|id| !self.recent.is_seen(id) && !ctx.verifying.contains_key(*id))
-            .copied()
-            .collect();
+        let horizon = ctx.now.saturating_duration_since(self.joined_at) + join_slack(ctx, &p);
+        let mut want = Vec::new();
+        for e in entries.iter().take(ctx.cfg.list_max) {
+            if self.recent.is_seen(&e.id) || ctx.verifying.contains_key(&e.id) {
+                continue;
+            }
+            if Duration::from_millis(u64::from(e.age_ms)) > horizon {
+                self.stats.anti_entropy_before_join += 1;
+                continue;
+            }
+            want.push(e.id);
+        }
         if want.is_empty() {
             return false;
         }
@@ -466,9 +515,11 @@ impl Topic {
     /// that two halves of a healed partition find each other.
     pub(crate) fn anti_entropy(&mut self, ctx: &mut Ctx<'_>) {
         use rand::Rng;
-        let (ids, next) = self.recent.digest(ctx.cfg.digest_max, self.ae_cursor);
+        let (entries, next) = self
+            .recent
+            .digest(ctx.cfg.digest_max, self.ae_cursor, ctx.now);
         self.ae_cursor = next;
-        if ids.is_empty() {
+        if entries.is_empty() {
             return;
         }
         let use_passive =
@@ -479,7 +530,7 @@ impl Topic {
             self.active.choose(ctx.rng).map(|l| l.peer)
         };
         if let Some(t) = target {
-            ctx.send(self.id, t, Body::Digest(ids));
+            ctx.send(self.id, t, Body::Digest(entries));
         }
     }
 

@@ -88,6 +88,8 @@ pub struct Sim {
     events: u64,
     forged_delivered: u64,
     double_delivered: u64,
+    /// Deliveries of messages published before the receiving node joined.
+    before_join: u64,
     capacity: usize,
     round_start: Instant,
     slow_eager_at: Option<(Instant, Vec<u32>)>,
@@ -145,6 +147,7 @@ impl Sim {
             events: 0,
             forged_delivered: 0,
             double_delivered: 0,
+            before_join: 0,
             capacity,
             round_start: base,
             slow_eager_at: None,
@@ -513,6 +516,9 @@ impl Sim {
                     if tr.delivered[i as usize] {
                         self.double_delivered += 1;
                         continue;
+                    }
+                    if self.nodes[i as usize].joined.is_some_and(|j| j > tr.at) {
+                        self.before_join += 1;
                     }
                     tr.delivered[i as usize] = true;
                     tr.latencies

@@ -225,6 +225,14 @@ pub struct Report {
     pub iwant_timeouts: u64,
     /// Grafts by the PlumTree optimisation threshold, over all nodes.
     pub optimisation_grafts: u64,
+    /// Messages asked for through anti-entropy digests, over all nodes.
+    pub anti_entropy_requested: u64,
+    /// Digest entries not asked for because the sender stored the message
+    /// before the receiver joined, over all nodes.
+    pub anti_entropy_before_join: u64,
+    /// Deliveries of messages published before the receiving node joined
+    /// (history a joiner is not owed; must be 0).
+    pub delivered_before_join: u64,
     /// Invalid verdicts over all nodes.
     pub invalid_verdicts: u64,
     /// Verify requests over all nodes.

@@ -32,8 +32,8 @@
 
 use super::crypto::{SimCrypto, StubCrypto};
 use crate::proto::{
-    Body, Config, Gossip, IHaveEntry, Message, MessageId, Node, Output, PeerId, SendOutcome,
-    Signer, TopicId, Verdict, VerifyRequest, payload_hash, signed_bytes,
+    Body, Config, DigestEntry, Gossip, IHaveEntry, Message, MessageId, Node, Output, PeerId,
+    SendOutcome, Signer, TopicId, Verdict, VerifyRequest, payload_hash, signed_bytes,
 };
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -320,8 +320,13 @@ impl SoakLoad {
             self.send(self.flooder, Body::IHave(entries));
         }
         if step.is_multiple_of(10) {
-            let ids: Vec<MessageId> = (0..DIGEST_IDS)
-                .map(|i| phantom(base + (1 << 60) + i))
+            // Freshly stored, as far as the digest says: after the node
+            // joined, so it asks for every one of them.
+            let ids: Vec<DigestEntry> = (0..DIGEST_IDS)
+                .map(|i| DigestEntry {
+                    id: phantom(base + (1 << 60) + i),
+                    age_ms: 0,
+                })
                 .collect();
             self.send(self.flooder, Body::Digest(ids.clone()));
             let every = self.params.stranger_digest_every.max(1);

@@ -4,7 +4,7 @@ use super::cursor::{Reader, Writer};
 use super::dm::{DmEnvelope, DmSeal, KemKey};
 use super::error::{EmitError, Field, WireError};
 use super::{Frame, Limits, VERSION};
-use crate::proto::{Body, Gossip, IHaveEntry, Message, MessageId, PeerId, TopicId};
+use crate::proto::{Body, DigestEntry, Gossip, IHaveEntry, Message, MessageId, PeerId, TopicId};
 use bytes::Bytes;
 
 /// Message tags (the byte after the version).
@@ -14,7 +14,10 @@ pub(super) mod tag {
     pub(crate) const IWANT: u8 = 0x03;
     pub(crate) const GRAFT: u8 = 0x04;
     pub(crate) const PRUNE: u8 = 0x05;
-    pub(crate) const DIGEST: u8 = 0x06;
+    // 0x06 was the digest without ages (`n:u16 id*n`): retired and never
+    // reused, so an old peer's digest is refused as an unknown tag rather
+    // than misread.
+    pub(crate) const DIGEST: u8 = 0x07;
     pub(crate) const JOIN: u8 = 0x10;
     pub(crate) const FORWARD_JOIN: u8 = 0x11;
     pub(crate) const NEIGHBOR: u8 = 0x12;
@@ -30,6 +33,8 @@ pub(super) mod tag {
 
 const ID: usize = 32;
 const IHAVE_ENTRY: usize = ID + 2;
+/// Id and `age_ms:u32`.
+const DIGEST_ENTRY: usize = ID + 4;
 /// Version and tag.
 const HEAD: usize = 2;
 /// Version, tag and topic.
@@ -64,7 +69,8 @@ impl Message {
             + match &self.body {
                 Body::Eager(g) => ID + 8 + 2 + 4 + g.payload.len() + 2 + g.signature.len(),
                 Body::IHave(v) => 2 + v.len() * IHAVE_ENTRY,
-                Body::IWant(v) | Body::Digest(v) | Body::Graft { ids: v } => 2 + v.len() * ID,
+                Body::Digest(v) => 2 + v.len() * DIGEST_ENTRY,
+                Body::IWant(v) | Body::Graft { ids: v } => 2 + v.len() * ID,
                 Body::Prune | Body::Join | Body::Disconnect => 0,
                 Body::ForwardJoin { .. } => ID + 1,
                 Body::Neighbor { .. } | Body::NeighborReply { .. } => 1,
@@ -111,7 +117,14 @@ impl Message {
                     w.u16(e.hops)?;
                 }
             }
-            Body::IWant(v) | Body::Digest(v) | Body::Graft { ids: v } => {
+            Body::Digest(v) => {
+                w.len_prefix::<2>(Field::List, v.len())?;
+                for e in v {
+                    w.put(&e.id.0)?;
+                    w.u32(e.age_ms)?;
+                }
+            }
+            Body::IWant(v) | Body::Graft { ids: v } => {
                 w.len_prefix::<2>(Field::List, v.len())?;
                 for id in v {
                     w.put(&id.0)?;
@@ -370,22 +383,28 @@ fn flag(r: &mut Reader<'_>) -> Result<bool, WireError> {
     Ok(f & FLAG_BIT0 != 0)
 }
 
-fn ids(r: &mut Reader<'_>, limits: &Limits) -> Result<Vec<MessageId>, WireError> {
-    let n = r.count(limits.max_list, ID)?;
+/// A counted list of `size`-byte entries, each read by `entry`; allocated
+/// only after the count was checked against the limit and the bytes left.
+fn list<T>(
+    r: &mut Reader<'_>,
+    limits: &Limits,
+    size: usize,
+    mut entry: impl FnMut(&mut Reader<'_>) -> Result<T, WireError>,
+) -> Result<Vec<T>, WireError> {
+    let n = r.count(limits.max_list, size)?;
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
-        v.push(MessageId(r.array()?));
+        v.push(entry(r)?);
     }
     Ok(v)
 }
 
+fn ids(r: &mut Reader<'_>, limits: &Limits) -> Result<Vec<MessageId>, WireError> {
+    list(r, limits, ID, |r| Ok(MessageId(r.array()?)))
+}
+
 fn peers(r: &mut Reader<'_>, limits: &Limits) -> Result<Vec<PeerId>, WireError> {
-    let n = r.count(limits.max_list, ID)?;
-    let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
-        v.push(PeerId(r.array()?));
-    }
-    Ok(v)
+    list(r, limits, ID, |r| Ok(PeerId(r.array()?)))
 }
 
 fn parse_body(t: u8, r: &mut Reader<'_>, limits: &Limits) -> Result<Body, WireError> {
@@ -406,22 +425,22 @@ fn parse_body(t: u8, r: &mut Reader<'_>, limits: &Limits) -> Result<Body, WireEr
                 hops,
             })
         }
-        tag::IHAVE => {
-            let n = r.count(limits.max_list, IHAVE_ENTRY)?;
-            let mut v = Vec::with_capacity(n);
-            for _ in 0..n {
-                let id = MessageId(r.array()?);
-                let hops = r.u16()?;
-                v.push(IHaveEntry { id, hops });
-            }
-            Body::IHave(v)
-        }
+        tag::IHAVE => Body::IHave(list(r, limits, IHAVE_ENTRY, |r| {
+            let id = MessageId(r.array()?);
+            Ok(IHaveEntry { id, hops: r.u16()? })
+        })?),
         tag::IWANT => Body::IWant(ids(r, limits)?),
         tag::GRAFT => Body::Graft {
             ids: ids(r, limits)?,
         },
         tag::PRUNE => Body::Prune,
-        tag::DIGEST => Body::Digest(ids(r, limits)?),
+        tag::DIGEST => Body::Digest(list(r, limits, DIGEST_ENTRY, |r| {
+            let id = MessageId(r.array()?);
+            Ok(DigestEntry {
+                id,
+                age_ms: r.u32()?,
+            })
+        })?),
         tag::JOIN => Body::Join,
         tag::FORWARD_JOIN => Body::ForwardJoin {
             peer: PeerId(r.array()?),

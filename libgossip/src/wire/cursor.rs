@@ -147,6 +147,10 @@ impl<'a> Writer<'a> {
         self.put(&v.to_be_bytes())
     }
 
+    pub(super) fn u32(&mut self, v: u32) -> Result<(), EmitError> {
+        self.put(&v.to_be_bytes())
+    }
+
     pub(super) fn u64(&mut self, v: u64) -> Result<(), EmitError> {
         self.put(&v.to_be_bytes())
     }

@@ -14,7 +14,7 @@
 //!   0x03 IWANT           n:u16 id*n
 //!   0x04 GRAFT           n:u16 id*n
 //!   0x05 PRUNE           -
-//!   0x06 DIGEST          n:u16 id*n           (anti-entropy)
+//!   0x07 DIGEST          n:u16 (id age_ms:u32)*n   (anti-entropy)
 //!   0x10 JOIN            -
 //!   0x11 FORWARD_JOIN    peer ttl:u8
 //!   0x12 NEIGHBOR        flags:u8             (bit 0: high priority)
@@ -28,6 +28,12 @@
 //! 0x41 KEM_KEY record    serial:u64 ik_len:u16 ik kk_len:u16 kk sig_len:u16 sig
 //! ```
 //!
+//! A DIGEST entry is 36 bytes: the message id and how many milliseconds
+//! ago the sender stored it, as of sending (saturating; relative, so no
+//! clock sync is needed), from which the receiver tells a gap it must
+//! repair from history it is not owed (see `docs/gossip.md`). Tag 0x06, the
+//! digest of earlier builds (ids only), is retired and never reused.
+//!
 //! A KEM_KEY record is not a [`Frame`]: it is a payload the runtime carries
 //! however it publishes keys, parsed with [`KemKey::parse`].
 //!
@@ -36,9 +42,12 @@
 //! == b`, which `tests/wire_codec.rs` checks on flipped bits). A new version or message kind is a
 //! new version byte or tag; an old receiver rejects it with
 //! [`WireError::BadVersion`] / [`WireError::UnknownTag`] rather than
-//! misreading it. The layout is hand-written rather than flatbuffers so that
-//! the parser borrows from the frame and checks every length itself; the ADR
-//! weighing the two with measured encode/decode costs is not written yet.
+//! misreading it; a changed layout of an existing kind is a new tag too
+//! (the DIGEST above), so the other kinds keep working across a rolling
+//! upgrade. The layout is hand-written rather than flatbuffers so that
+//! the parser borrows from the frame and checks every length itself
+//! (`docs/adr/0041-gossip-wire-encoding.md` weighs the two with measured
+//! encode/decode costs).
 //!
 //! # Panic contract
 //!
@@ -71,6 +80,21 @@
 //! assert_eq!(bytes.len(), msg.encoded_len());
 //! let back = Frame::parse(&bytes, &Limits::default()).unwrap();
 //! assert_eq!(back, Frame::Topic(msg));
+//!
+//! // A digest: 36 bytes per entry after the 34-byte head and the count.
+//! use libgossip::proto::{DigestEntry, MessageId};
+//! let digest = Message {
+//!     topic: TopicId::from_name("chat"),
+//!     body: Body::Digest(vec![
+//!         DigestEntry { id: MessageId([1; 32]), age_ms: 250 },
+//!         DigestEntry { id: MessageId([2; 32]), age_ms: u32::MAX },
+//!     ]),
+//! };
+//! let bytes = digest.to_bytes().unwrap();
+//! assert_eq!(bytes.len(), 2 + 32 + 2 + 2 * 36);
+//! assert_eq!((bytes[1], &bytes[bytes.len() - 4..]), (0x07, &[0xff; 4][..]));
+//! let back = Frame::parse(&bytes, &Limits::default()).unwrap();
+//! assert_eq!(back, Frame::Topic(digest));
 //! ```
 
 mod codec;

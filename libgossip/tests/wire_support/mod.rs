@@ -4,7 +4,9 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
-use libgossip::proto::{Body, Gossip, IHaveEntry, Message, MessageId, PeerId, TopicId};
+use libgossip::proto::{
+    Body, DigestEntry, Gossip, IHaveEntry, Message, MessageId, PeerId, TopicId,
+};
 use libgossip::wire::{DmEnvelope, DmSeal, Frame};
 
 /// The topic every sample is on.
@@ -61,6 +63,20 @@ fn ids(n: usize) -> Vec<MessageId> {
     (0..n).map(|i| id(i as u8)).collect()
 }
 
+/// `n` digest entries with ages from 0 ms up, the last one saturated.
+fn digest(n: usize) -> Vec<DigestEntry> {
+    (0..n)
+        .map(|i| DigestEntry {
+            id: id(i as u8),
+            age_ms: if i + 1 == n {
+                u32::MAX
+            } else {
+                i as u32 * 7919
+            },
+        })
+        .collect()
+}
+
 fn peers(n: usize) -> Vec<PeerId> {
     (0..n).map(|i| peer(i as u8)).collect()
 }
@@ -111,7 +127,7 @@ pub fn samples() -> Vec<(&'static str, Frame)> {
         ("graft_2", m(Body::Graft { ids: ids(2) })),
         ("graft_empty", m(Body::Graft { ids: Vec::new() })),
         ("prune", m(Body::Prune)),
-        ("digest_256", m(Body::Digest(ids(256)))),
+        ("digest_256", m(Body::Digest(digest(256)))),
         ("join", m(Body::Join)),
         (
             "forward_join",

@@ -266,6 +266,11 @@ where
         self.scores.send_timeout(peer)
     }
 
+    /// Smoothed RTT to `peer` from completed sends (`None` before the first).
+    pub fn srtt(&self, peer: &P) -> Option<Duration> {
+        self.scores.srtt(peer)
+    }
+
     /// Candidates for [`super::mesh::plan`] from a topic's active view.
     pub fn mesh_candidates(
         &self,

@@ -396,6 +396,11 @@ impl<P: Copy + Eq + Hash + Ord> ScoreBook<P> {
         )
     }
 
+    /// Smoothed RTT to `peer`, once a send to it has completed.
+    pub fn srtt(&self, peer: &P) -> Option<Duration> {
+        self.peers.get(peer).and_then(|e| e.rtt.srtt())
+    }
+
     /// Remove disconnected entries whose evidence has decayed to nothing.
     pub fn prune(&mut self, now: Instant) -> usize {
         let params = self.params;

@@ -119,6 +119,8 @@ impl Sim {
             for t in &s.topics {
                 rep.iwant_timeouts += t.stats.iwant_timeouts;
                 rep.optimisation_grafts += t.stats.optimisation_grafts;
+                rep.anti_entropy_requested += t.stats.anti_entropy_requested;
+                rep.anti_entropy_before_join += t.stats.anti_entropy_before_join;
             }
             rep.verify_requests += s.verify.requested;
         }
@@ -135,6 +137,7 @@ impl Sim {
             .map(|k| (crate::proto::kind_label(*k), kind_bytes[k.index()]))
             .collect();
         rep.forged_delivered = self.forged_delivered + self.double_delivered;
+        rep.delivered_before_join = self.before_join;
         rep.sim_time = self.now.duration_since(self.base);
         rep.wall = wall;
         rep.events = self.events;
