@@ -7,6 +7,13 @@
 //!
 //! Applications must remove DMs they saw before by `dm_id` (a DM offered
 //! again after a gossipd crash carries `redelivered = true`).
+//!
+//! Retries: [`Client::publish_with_id`] and [`Client::send_dm_with_id`]
+//! take the request's `ClientId`; calling again with the same id and
+//! content (on this or a new connection, while the first is in flight or
+//! after it) returns the first outcome with `replayed = true` and sends
+//! nothing again. [`Client::publish`] and [`Client::send_dm`] pick a
+//! random id.
 
 use std::collections::VecDeque;
 use std::os::unix::net::UnixStream;
@@ -19,7 +26,7 @@ use wire::generated::client as fc;
 use wire::generated::hello::Role;
 use wire::hello::HelloConfig;
 
-pub use wire::generated::client::{DmPath, Status};
+pub use wire::generated::client::{AttemptOutcome, DmPath, Status};
 
 /// Why a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -55,10 +62,36 @@ pub struct Delivery {
     pub origin: [u8; 32],
     /// The message id.
     pub id: [u8; 32],
+    /// The origin's sequence number of the message.
+    pub seqno: u64,
     /// The payload.
     pub payload: Vec<u8>,
     /// Deliveries this subscription lost since the previous one.
     pub dropped_before: u64,
+}
+
+/// A stream gossipd ended (`Unsubscribe`, `Leave`, shutdown); nothing of
+/// it comes after this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEnd {
+    /// The subscription.
+    pub subscription: u64,
+    /// Why (`Ok` when asked for).
+    pub status: Status,
+    /// Human detail.
+    pub message: String,
+}
+
+/// A publish's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Published {
+    /// The message id.
+    pub id: [u8; 32],
+    /// The sequence number this node gave it.
+    pub seqno: u64,
+    /// An earlier request with the same client id published it; nothing
+    /// was sent again.
+    pub replayed: bool,
 }
 
 /// One incoming DM.
@@ -76,6 +109,17 @@ pub struct IncomingDm {
     pub redelivered: bool,
 }
 
+/// One attempt of a DM.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Attempt {
+    /// The path it used.
+    pub path: DmPath,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+    /// From its start to its outcome, µs.
+    pub elapsed_us: u32,
+}
+
 /// A DM's receipt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -84,7 +128,10 @@ pub struct Receipt {
     /// The path that delivered it.
     pub path: DmPath,
     /// Attempts made, the successful one last.
-    pub attempts: usize,
+    pub attempts: Vec<Attempt>,
+    /// An earlier request with the same client id sent it; this is its
+    /// receipt and nothing was sent again.
+    pub replayed: bool,
 }
 
 /// A connection to gossipd's application socket.
@@ -95,6 +142,7 @@ pub struct Client {
     fbb: FlatBufferBuilder<'static>,
     deliveries: VecDeque<Delivery>,
     dms: VecDeque<IncomingDm>,
+    ended: VecDeque<StreamEnd>,
 }
 
 impl std::fmt::Debug for Client {
@@ -108,7 +156,7 @@ impl std::fmt::Debug for Client {
 /// An answer, owned.
 enum Answer {
     Response(Status, String),
-    Published(Status, String, Option<[u8; 32]>),
+    Published(Status, String, Option<Published>),
     Receipt(Status, String, Option<Receipt>),
     Peers(Status, String, Vec<[u8; 32]>),
     Node(Status, String, Option<[u8; 32]>, bool),
@@ -137,6 +185,7 @@ impl Client {
             fbb: FlatBufferBuilder::new(),
             deliveries: VecDeque::new(),
             dms: VecDeque::new(),
+            ended: VecDeque::new(),
         })
     }
 
@@ -191,6 +240,7 @@ impl Client {
                         topic: d.topic().to_owned(),
                         origin: d.origin().0,
                         id: d.message_id().0,
+                        seqno: d.seqno(),
                         payload: d.payload().bytes().to_vec(),
                         dropped_before: d.dropped_before(),
                     });
@@ -206,13 +256,29 @@ impl Client {
                     });
                     return Ok(None);
                 }
+                ClientMsg::StreamEnded(m) => {
+                    self.ended.push_back(StreamEnd {
+                        subscription: m.subscription(),
+                        status: m.status(),
+                        message: text(m.message()),
+                    });
+                    return Ok(None);
+                }
                 ClientMsg::Response(m) => (
                     m.request_id(),
                     Answer::Response(m.status(), text(m.message())),
                 ),
                 ClientMsg::Published(m) => (
                     m.request_id(),
-                    Answer::Published(m.status(), text(m.message()), m.message_id().map(|i| i.0)),
+                    Answer::Published(
+                        m.status(),
+                        text(m.message()),
+                        m.message_id().map(|i| Published {
+                            id: i.0,
+                            seqno: m.seqno(),
+                            replayed: m.replayed(),
+                        }),
+                    ),
                 ),
                 ClientMsg::DmReceipt(m) => (
                     m.request_id(),
@@ -222,7 +288,19 @@ impl Client {
                         m.dm_id().map(|i| Receipt {
                             id: i.0,
                             path: m.path(),
-                            attempts: m.attempts().map_or(0, |a| a.len()),
+                            attempts: m
+                                .attempts()
+                                .map(|v| {
+                                    v.iter()
+                                        .map(|a| Attempt {
+                                            path: a.path(),
+                                            outcome: a.outcome(),
+                                            elapsed_us: a.elapsed_us(),
+                                        })
+                                        .collect()
+                                })
+                                .unwrap_or_default(),
+                            replayed: m.replayed(),
                         }),
                     ),
                 ),
@@ -271,6 +349,37 @@ impl Client {
         })
     }
 
+    /// Leaves `topic`: this connection's streams of it end (their
+    /// [`StreamEnd`]s are queued by the time this returns); the node stays
+    /// in the topic while another connection has it joined.
+    ///
+    /// # Errors
+    /// The connection failed or gossipd refused.
+    pub fn leave(&mut self, topic: &str) -> Result<(), ClientError> {
+        self.ok(fc::ClientMessage::Leave, &mut |fbb, request_id| {
+            let topic = Some(fbb.create_string(topic));
+            fc::Leave::create(fbb, &fc::LeaveArgs { request_id, topic }).as_union_value()
+        })
+    }
+
+    /// Ends stream `subscription` (a topic's or the DM stream); its
+    /// [`StreamEnd`] is queued by the time this returns.
+    ///
+    /// # Errors
+    /// The connection failed or gossipd refused (`NoSuchSubscription`).
+    pub fn unsubscribe(&mut self, subscription: u64) -> Result<(), ClientError> {
+        self.ok(fc::ClientMessage::Unsubscribe, &mut |fbb, request_id| {
+            fc::Unsubscribe::create(
+                fbb,
+                &fc::UnsubscribeArgs {
+                    request_id,
+                    subscription,
+                },
+            )
+            .as_union_value()
+        })
+    }
+
     /// Opens a delivery stream of `topic`; its id (for
     /// [`Delivery::subscription`]).
     ///
@@ -285,22 +394,39 @@ impl Client {
         Ok(next)
     }
 
-    /// Opens the incoming-DM stream.
+    /// Opens the incoming-DM stream; its id (for [`Client::unsubscribe`]).
     ///
     /// # Errors
     /// The connection failed or gossipd refused.
-    pub fn subscribe_dms(&mut self) -> Result<(), ClientError> {
+    pub fn subscribe_dms(&mut self) -> Result<u64, ClientError> {
+        let next = self.next_id + 1;
         self.ok(fc::ClientMessage::SubscribeDms, &mut |fbb, request_id| {
             fc::SubscribeDms::create(fbb, &fc::SubscribeDmsArgs { request_id }).as_union_value()
-        })
+        })?;
+        Ok(next)
     }
 
-    /// Publishes `payload` to `topic`; the message id.
+    /// Publishes `payload` to `topic` under a random client id; the
+    /// message id.
     ///
     /// # Errors
     /// The connection failed or gossipd refused.
     pub fn publish(&mut self, topic: &str, payload: &[u8]) -> Result<[u8; 32], ClientError> {
-        let client_id: [u8; 16] = rand::random();
+        Ok(self.publish_with_id(topic, payload, rand::random())?.id)
+    }
+
+    /// Publishes `payload` to `topic` once per `client_id`: a retry with
+    /// the same id and content gets the first outcome (`replayed`), the
+    /// same id with other content is refused (`Conflict`).
+    ///
+    /// # Errors
+    /// The connection failed or gossipd refused.
+    pub fn publish_with_id(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        client_id: [u8; 16],
+    ) -> Result<Published, ClientError> {
         let id = self.send(fc::ClientMessage::Publish, &mut |fbb, request_id| {
             let topic = Some(fbb.create_string(topic));
             let payload = Some(fbb.create_vector(payload));
@@ -316,18 +442,35 @@ impl Client {
             .as_union_value()
         })?;
         match self.answer(id)? {
-            Answer::Published(Status::Ok, _, Some(mid)) => Ok(mid),
+            Answer::Published(Status::Ok, _, Some(p)) => Ok(p),
             Answer::Published(status, message, _) => Err(ClientError::Refused { status, message }),
             _ => Err(ClientError::Unexpected("not Published")),
         }
     }
 
-    /// Sends a DM to `peer`; its receipt once the receiver admitted it.
+    /// Sends a DM to `peer` under a random client id; its receipt once
+    /// the receiver admitted it.
     ///
     /// # Errors
     /// The connection failed or no path reached the peer.
     pub fn send_dm(&mut self, peer: [u8; 32], payload: &[u8]) -> Result<Receipt, ClientError> {
-        let client_id: [u8; 16] = rand::random();
+        self.send_dm_with_id(peer, payload, rand::random())
+    }
+
+    /// Sends a DM to `peer` once per `client_id`: a retry with the same id
+    /// and content gets the first receipt (`replayed`) and sends nothing
+    /// again, as long as that DM was delivered; after a failure it sends
+    /// again. The same id with other content is refused (`Conflict`).
+    ///
+    /// # Errors
+    /// The connection failed, gossipd refused, or no path reached the
+    /// peer.
+    pub fn send_dm_with_id(
+        &mut self,
+        peer: [u8; 32],
+        payload: &[u8],
+        client_id: [u8; 16],
+    ) -> Result<Receipt, ClientError> {
         let id = self.send(fc::ClientMessage::SendDm, &mut |fbb, request_id| {
             let payload = Some(fbb.create_vector(payload));
             fc::SendDm::create(
@@ -398,12 +541,7 @@ impl Client {
     /// # Errors
     /// The connection failed or the timeout passed.
     pub fn next_delivery(&mut self) -> Result<Delivery, ClientError> {
-        while self.deliveries.is_empty() {
-            self.pump()?;
-        }
-        self.deliveries
-            .pop_front()
-            .ok_or(ClientError::Unexpected("no delivery"))
+        self.next_of(|c| &mut c.deliveries)
     }
 
     /// The next incoming DM (waiting up to the read timeout).
@@ -411,10 +549,30 @@ impl Client {
     /// # Errors
     /// The connection failed or the timeout passed.
     pub fn next_dm(&mut self) -> Result<IncomingDm, ClientError> {
-        while self.dms.is_empty() {
+        self.next_of(|c| &mut c.dms)
+    }
+
+    /// The next ended stream (waiting up to the read timeout).
+    ///
+    /// # Errors
+    /// The connection failed or the timeout passed.
+    pub fn next_stream_end(&mut self) -> Result<StreamEnd, ClientError> {
+        self.next_of(|c| &mut c.ended)
+    }
+
+    /// The front of a stream-item queue, reading frames until there is one.
+    fn next_of<T>(&mut self, queue: fn(&mut Client) -> &mut VecDeque<T>) -> Result<T, ClientError> {
+        loop {
+            if let Some(item) = queue(self).pop_front() {
+                return Ok(item);
+            }
             self.pump()?;
         }
-        self.dms.pop_front().ok_or(ClientError::Unexpected("no DM"))
+    }
+
+    /// Deliveries read and not yet taken, without reading more.
+    pub fn queued_deliveries(&self) -> impl Iterator<Item = &Delivery> {
+        self.deliveries.iter()
     }
 
     /// Reads one frame into the stream queues (an answer nobody waits for

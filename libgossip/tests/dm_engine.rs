@@ -214,7 +214,9 @@ fn direct_success() {
         vec![AttemptRecord {
             path: DmPath::Direct,
             via: b,
-            outcome: AttemptOutcome::Accepted
+            outcome: AttemptOutcome::Accepted,
+            // The outcome came at the same virtual instant.
+            elapsed: Duration::ZERO,
         }]
     );
     assert_eq!(net.e[1].stats().delivered, 1);
@@ -248,7 +250,8 @@ fn direct_failure_falls_back_via_forwarder() {
         AttemptRecord {
             path: DmPath::Relayed,
             via: r,
-            outcome: AttemptOutcome::Accepted
+            outcome: AttemptOutcome::Accepted,
+            elapsed: Duration::ZERO,
         }
     );
     assert_eq!(net.deliveries[2].len(), 1);
@@ -347,17 +350,37 @@ fn multi_hop_forwarding_decrements_ttl() {
 }
 
 /// D2: when every relay hop fails too, the receipt has no path and lists
-/// every attempt.
+/// every attempt: the direct one, its `direct_retries` retries (it timed
+/// out: slow, not gone) and the relayed copy that ran alongside.
 #[test]
 fn all_paths_failing_gives_failed_receipt() {
-    let mut net = Net::new(3, &[(0, 1), (0, 2), (1, 2)], DmConfig::default());
+    let cfg = DmConfig::default();
+    let mut net = Net::new(3, &[(0, 1), (0, 2), (1, 2)], cfg);
     net.policy = Box::new(|from, _, _| (from == 0).then_some(AttemptOutcome::TimedOut));
     let b = net.ids[2];
     net.e[0].send(b, Bytes::from_static(b"x"), net.now).unwrap();
     net.pump();
     let rc = &net.receipts[0][0];
     assert_eq!(rc.path, None);
-    assert_eq!(rc.attempts.len(), 2, "direct + one relay: {rc:?}");
+    let direct = rc
+        .attempts
+        .iter()
+        .filter(|a| a.path == DmPath::Direct)
+        .count();
+    let relayed = rc
+        .attempts
+        .iter()
+        .filter(|a| a.path == DmPath::Relayed)
+        .count();
+    assert_eq!(
+        (direct, relayed),
+        (1 + cfg.direct_retries as usize, 1),
+        "{rc:?}"
+    );
+    assert_eq!(
+        net.e[0].stats().direct_retries,
+        u64::from(cfg.direct_retries)
+    );
     assert!(
         rc.attempts
             .iter()
@@ -580,6 +603,82 @@ fn dedupe_bound_and_ttl_counted() {
     net.now += Duration::from_secs(61);
     net.e[1].handle_timeout(net.now);
     assert_eq!(net.e[1].stats().dedupe_len, 0);
+}
+
+/// D2: a direct attempt that times out (or is backpressured) to a peer
+/// still connected is made again with twice the timeout, and a third try
+/// that is accepted ends in a receipt on the direct path, the DM delivered
+/// once; a peer that is not slow but gone (`NotConnected`) is not retried.
+#[test]
+fn a_slow_direct_peer_is_retried_with_longer_timeouts() {
+    use std::cell::Cell;
+    use std::rc::Rc;
+    let cfg = DmConfig::default();
+    // Two nodes only: no relay, so the direct retries are all there is.
+    let mut net = Net::new(2, &[(0, 1)], cfg);
+    let tries = Rc::new(Cell::new(0u32));
+    let t = tries.clone();
+    net.policy = Box::new(move |from, _, direct| {
+        if from != 0 || !direct {
+            return None;
+        }
+        t.set(t.get() + 1);
+        match t.get() {
+            1 => Some(AttemptOutcome::TimedOut),
+            2 => Some(AttemptOutcome::Backpressured),
+            _ => None,
+        }
+    });
+    let b = net.ids[1];
+    let id = net.e[0]
+        .send(b, Bytes::from_static(b"slow"), net.now)
+        .unwrap();
+    net.pump();
+    assert_eq!(tries.get(), 3);
+    let rc = &net.receipts[0][0];
+    assert_eq!((rc.id, rc.path), (id, Some(DmPath::Direct)), "{rc:?}");
+    // Three direct tries, and the relayed fallback that found no route.
+    let direct = rc
+        .attempts
+        .iter()
+        .filter(|a| a.path == DmPath::Direct)
+        .count();
+    assert_eq!((direct, rc.attempts.len()), (3, 4), "{rc:?}");
+    assert_eq!(net.deliveries[1].len(), 1);
+    assert_eq!(net.e[0].stats().direct_retries, 2);
+
+    // Timeouts double per try: read them off the outputs directly.
+    let mut e = Net::new(2, &[(0, 1)], cfg);
+    let ids = e.ids.clone();
+    e.e[0]
+        .send(ids[1], Bytes::from_static(b"t"), e.now)
+        .unwrap();
+    let mut timeouts = Vec::new();
+    for _ in 0..3 {
+        let mut started = None;
+        while let Some(o) = e.e[0].poll_output() {
+            if let DmOutput::SendDirect {
+                attempt, timeout, ..
+            } = o
+            {
+                timeouts.push(timeout);
+                started = Some(attempt);
+            }
+        }
+        e.e[0].handle_attempt_outcome(started.unwrap(), AttemptOutcome::TimedOut, e.now);
+    }
+    let base = timeouts[0];
+    assert_eq!(timeouts, vec![base, base * 2, base * 4]);
+
+    // Gone, not slow: no retry, and with no relay a failed receipt at once.
+    let mut g = Net::new(2, &[(0, 1)], cfg);
+    g.policy = Box::new(|from, _, _| (from == 0).then_some(AttemptOutcome::ConsumerGone));
+    let b = g.ids[1];
+    g.e[0].send(b, Bytes::from_static(b"gone"), g.now).unwrap();
+    g.pump();
+    assert_eq!(g.receipts[0][0].path, None);
+    assert_eq!(g.receipts[0][0].attempts.len(), 2, "direct + no route");
+    assert_eq!(g.e[0].stats().direct_retries, 0);
 }
 
 /// D2: attempt timeouts come from the RTT estimate within [floor,

@@ -78,6 +78,10 @@ pub struct Node {
     expired_tickets: u64,
     /// Checked decoder for [`Node::handle_frame`] (its counters are diagnostics).
     wire: crate::wire::Decoder,
+    /// The first seqno of a topic joined anew: above every seqno used on a
+    /// topic this node left, so a rejoined topic never repeats one (peers
+    /// would take a repeat for a duplicate or a stale replay, ADR 0040).
+    seqno_floor: u64,
 }
 
 impl std::fmt::Debug for Node {
@@ -134,6 +138,7 @@ impl Node {
             unknown_outcome: 0,
             expired_tickets: 0,
             wire,
+            seqno_floor: 1,
         }
     }
 
@@ -150,10 +155,12 @@ impl Node {
     /// Joins `topic` through `bootstrap` peers (may be empty for the first node).
     pub fn join(&mut self, topic: TopicId, bootstrap: &[PeerId], now: Instant) {
         let mesh = self.mesh_params();
-        let t = self
-            .topics
-            .entry(topic)
-            .or_insert_with(|| Topic::new(topic, MeshMaintainer::new(mesh), &self.cfg));
+        let floor = self.seqno_floor;
+        let t = self.topics.entry(topic).or_insert_with(|| {
+            let mut t = Topic::new(topic, MeshMaintainer::new(mesh), &self.cfg, now);
+            t.next_seqno = t.next_seqno.max(floor);
+            t
+        });
         t.next_shuffle
             .get_or_insert(now + self.cfg.shuffle_interval);
         t.next_anti_entropy
@@ -163,9 +170,11 @@ impl Node {
         self.arm_maintenance(now);
     }
 
-    /// Leaves `topic`, telling active peers.
+    /// Leaves `topic`, telling active peers. Joining it again continues
+    /// its seqnos (from above every seqno used on a topic left).
     pub fn leave(&mut self, topic: TopicId, now: Instant) {
         if let Some(t) = self.topics.remove(&topic) {
+            self.seqno_floor = self.seqno_floor.max(t.next_seqno);
             let mut ctx = ctx!(self, now);
             for l in &t.active {
                 ctx.send(topic, l.peer, Body::Disconnect);
@@ -180,6 +189,20 @@ impl Node {
         payload: Bytes,
         now: Instant,
     ) -> Result<MessageId, ProtoError> {
+        self.publish_with_seqno(topic, payload, now)
+            .map(|(id, _)| id)
+    }
+
+    /// Like [`Node::publish`], also returning the sequence number the
+    /// message got (this node's counter for the topic, from 1; after a
+    /// leave and a new join it goes on from above every seqno used on a
+    /// topic left).
+    pub fn publish_with_seqno(
+        &mut self,
+        topic: TopicId,
+        payload: Bytes,
+        now: Instant,
+    ) -> Result<(MessageId, u64), ProtoError> {
         let t = self
             .topics
             .get_mut(&topic)
@@ -200,7 +223,7 @@ impl Node {
         };
         let mut ctx = ctx!(self, now);
         t.publish(&mut ctx, g, id);
-        Ok(id)
+        Ok((id, seqno))
     }
 
     /// A message from a peer.
@@ -224,8 +247,8 @@ impl Node {
                     Body::IWant(ids) => t.answer_iwant(&mut ctx, from, &ids),
                     Body::Graft { ids } => t.on_graft(&mut ctx, from, &ids),
                     Body::Prune => t.on_prune(from),
-                    Body::Digest(ids) => {
-                        let diverged = t.on_digest(&mut ctx, from, &ids);
+                    Body::Digest(entries) => {
+                        let diverged = t.on_digest(&mut ctx, from, &entries);
                         // A digest from outside our active view that shows
                         // messages we lack means the overlay split (e.g. a
                         // healed partition): link up with that peer.

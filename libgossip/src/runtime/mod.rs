@@ -258,10 +258,14 @@ pub(crate) enum Cmd {
         bootstrap: Vec<PeerId>,
         reply: oneshot::Sender<()>,
     },
+    Leave {
+        topic: TopicId,
+        reply: oneshot::Sender<()>,
+    },
     Publish {
         topic: TopicId,
         payload: Bytes,
-        reply: oneshot::Sender<Result<MessageId, ProtoError>>,
+        reply: oneshot::Sender<Result<(MessageId, u64), ProtoError>>,
     },
     Subscribe {
         topic: TopicId,
@@ -372,8 +376,25 @@ impl Gossip {
         self.tell(Cmd::InsertKey { key }).await
     }
 
+    /// Leaves `topic` (telling its overlay neighbours; see [`Node::leave`]).
+    /// Subscriptions to it stay open and get nothing until it is joined
+    /// again.
+    pub async fn leave(&self, topic: TopicId) -> Result<(), RuntimeError> {
+        self.call(|reply| Cmd::Leave { topic, reply }).await
+    }
+
     /// Signs and broadcasts `payload` on a joined topic.
     pub async fn publish(&self, topic: TopicId, payload: Bytes) -> Result<MessageId, RuntimeError> {
+        Ok(self.publish_with_seqno(topic, payload).await?.0)
+    }
+
+    /// Like [`Gossip::publish`], also returning the message's sequence
+    /// number (see [`Node::publish_with_seqno`]).
+    pub async fn publish_with_seqno(
+        &self,
+        topic: TopicId,
+        payload: Bytes,
+    ) -> Result<(MessageId, u64), RuntimeError> {
         Ok(self
             .call(|reply| Cmd::Publish {
                 topic,

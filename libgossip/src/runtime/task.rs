@@ -259,12 +259,16 @@ impl State {
                 self.node.join(topic, &bootstrap, now);
                 let _ = reply.send(());
             }
+            Cmd::Leave { topic, reply } => {
+                self.node.leave(topic, now);
+                let _ = reply.send(());
+            }
             Cmd::Publish {
                 topic,
                 payload,
                 reply,
             } => {
-                let _ = reply.send(self.node.publish(topic, payload, now));
+                let _ = reply.send(self.node.publish_with_seqno(topic, payload, now));
             }
             Cmd::Subscribe {
                 topic,

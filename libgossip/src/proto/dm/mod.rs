@@ -66,6 +66,12 @@ struct Outgoing {
     attempts: Vec<AttemptRecord>,
     /// Sealed copies handed to hops whose outcome is still open.
     relays_open: usize,
+    /// Direct attempts made so far.
+    direct_tries: u32,
+    /// A direct attempt's outcome is still open.
+    direct_open: bool,
+    /// The sealed fallback was tried (it runs once).
+    fell_back: bool,
 }
 
 /// A transmission awaiting its outcome.
@@ -75,6 +81,8 @@ struct Attempt {
     owner: Option<DmId>,
     path: DmPath,
     via: PeerId,
+    /// When it was handed to the driver.
+    started: Instant,
     /// When the engine stops waiting and records a timeout itself.
     deadline: Instant,
 }
@@ -414,13 +422,30 @@ impl DmEngine {
         frame: Bytes,
         now: Instant,
     ) -> Option<AttemptId> {
+        self.start_attempt_scaled(owner, path, via, frame, now, 1)
+    }
+
+    /// [`Self::start_attempt`] with the timeout multiplied by `scale`
+    /// (retries back off), still within `timeout_ceiling`.
+    fn start_attempt_scaled(
+        &mut self,
+        owner: Option<DmId>,
+        path: DmPath,
+        via: PeerId,
+        frame: Bytes,
+        now: Instant,
+        scale: u32,
+    ) -> Option<AttemptId> {
         if self.attempts.len() >= self.cfg.max_attempts {
             self.stats.attempts_full += 1;
             return None;
         }
         self.next_attempt += 1;
         let attempt = AttemptId(self.next_attempt);
-        let timeout = self.attempt_timeout(&via);
+        let timeout = self
+            .attempt_timeout(&via)
+            .saturating_mul(scale)
+            .min(self.cfg.timeout_ceiling.max(self.cfg.timeout_floor));
         // The driver reports TimedOut at `timeout`; the engine's own
         // deadline is later so that a prompt driver's report wins.
         let deadline = now + timeout + self.cfg.timeout_floor;
@@ -430,6 +455,7 @@ impl DmEngine {
                 owner,
                 path,
                 via,
+                started: now,
                 deadline,
             },
         );

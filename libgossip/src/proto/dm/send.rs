@@ -10,7 +10,7 @@ use crate::proto::PeerId;
 use crate::wire::{DmEnvelope, DmSeal};
 use bytes::Bytes;
 use rand::RngCore;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 impl DmEngine {
     /// Sends `payload` to `to`; the id comes back at once, the fate later
@@ -53,10 +53,13 @@ impl DmEngine {
                 signature,
                 attempts: Vec::new(),
                 relays_open: 0,
+                direct_tries: 0,
+                direct_open: false,
+                fell_back: false,
             },
         );
         if !self.neighbors.contains_key(&to) {
-            self.record(id, DmPath::Direct, to, AttemptOutcome::NotConnected);
+            self.untried(id, DmPath::Direct, to, AttemptOutcome::NotConnected);
             self.fallback(id, now);
             return Ok(id);
         }
@@ -67,12 +70,14 @@ impl DmEngine {
     }
 
     /// Emits the signed envelope to the recipient; false if it could not
-    /// be (attempt table full or encoding refused).
+    /// be (attempt table full or encoding refused). The n-th try gets
+    /// 2ⁿ⁻¹ × the usual timeout.
     fn try_direct(&mut self, id: DmId, now: Instant) -> bool {
         let Some(o) = self.pending.get(&id) else {
             return false;
         };
         let to = o.to;
+        let scale = 1u32 << o.direct_tries.min(16);
         let env = DmEnvelope {
             from: self.me,
             to,
@@ -86,29 +91,36 @@ impl DmEngine {
             return false;
         };
         self.stats.direct_attempts += 1;
-        self.start_attempt(Some(id), DmPath::Direct, to, frame, now)
-            .is_some()
+        let started = self
+            .start_attempt_scaled(Some(id), DmPath::Direct, to, frame, now, scale)
+            .is_some();
+        if started && let Some(o) = self.pending.get_mut(&id) {
+            o.direct_tries += 1;
+            o.direct_open = true;
+        }
+        started
     }
 
     /// Seals the DM to the recipient and hands it to up to
     /// `forward_fanout` neighbours; a receipt with no path if impossible.
     fn fallback(&mut self, id: DmId, now: Instant) {
-        let Some(o) = self.pending.get(&id) else {
+        let Some(o) = self.pending.get_mut(&id) else {
             return;
         };
+        o.fell_back = true;
         let to = o.to;
         let Some((_, kem_key)) = self.kem_keys.get(&to) else {
             self.stats.no_kem_key += 1;
-            self.record(id, DmPath::Relayed, to, AttemptOutcome::NoKemKey);
-            return self.finish(id, None);
+            self.untried(id, DmPath::Relayed, to, AttemptOutcome::NoKemKey);
+            return self.finish_if_done(id);
         };
         let aad = seal_aad(&self.me, &to, &id.0);
         let sealed = inner(&o.signature, &o.payload)
             .and_then(|plain| self.crypto.seal(kem_key, &aad, &plain).ok());
         let Some(body) = sealed else {
             self.stats.no_kem_key += 1;
-            self.record(id, DmPath::Relayed, to, AttemptOutcome::NoKemKey);
-            return self.finish(id, None);
+            self.untried(id, DmPath::Relayed, to, AttemptOutcome::NoKemKey);
+            return self.finish_if_done(id);
         };
         let env = DmEnvelope {
             from: self.me,
@@ -135,8 +147,8 @@ impl DmEngine {
         }
         if open == 0 {
             self.stats.no_route += 1;
-            self.record(id, DmPath::Relayed, to, AttemptOutcome::NoRoute);
-            return self.finish(id, None);
+            self.untried(id, DmPath::Relayed, to, AttemptOutcome::NoRoute);
+            return self.finish_if_done(id);
         }
         if let Some(o) = self.pending.get_mut(&id) {
             o.relays_open = open;
@@ -162,14 +174,43 @@ impl DmEngine {
         if !self.pending.contains_key(&id) {
             return; // already receipted (another relay copy won)
         }
-        self.record(id, a.path, a.via, outcome);
+        self.record(
+            id,
+            AttemptRecord {
+                path: a.path,
+                via: a.via,
+                outcome,
+                elapsed: now.saturating_duration_since(a.started),
+            },
+        );
         let ok = outcome == AttemptOutcome::Accepted;
         match a.path {
             DmPath::Direct if ok => self.finish(id, Some(DmPath::Direct)),
             DmPath::Direct => {
-                tracing::debug!(peer = %a.via, ?outcome, "direct DM failed, relaying");
                 self.stats.direct_failed += 1;
-                self.fallback(id, now);
+                let Some(o) = self.pending.get_mut(&id) else {
+                    return;
+                };
+                o.direct_open = false;
+                let (tries, fell_back, to) = (o.direct_tries, o.fell_back, o.to);
+                // Slow, not gone: try again with a longer timeout.
+                let slow = matches!(
+                    outcome,
+                    AttemptOutcome::TimedOut | AttemptOutcome::Backpressured
+                );
+                if slow
+                    && tries <= self.cfg.direct_retries
+                    && self.neighbors.contains_key(&to)
+                    && self.try_direct(id, now)
+                {
+                    self.stats.direct_retries += 1;
+                }
+                tracing::debug!(peer = %a.via, ?outcome, tries, "direct DM failed");
+                if fell_back {
+                    self.finish_if_done(id);
+                } else {
+                    self.fallback(id, now);
+                }
             }
             DmPath::Relayed | DmPath::Loopback if ok => self.finish(id, Some(DmPath::Relayed)),
             DmPath::Relayed | DmPath::Loopback => {
@@ -179,15 +220,41 @@ impl DmEngine {
                     o.relays_open
                 });
                 if left == Some(0) {
-                    self.finish(id, None);
+                    self.finish_if_done(id);
                 }
             }
         }
     }
 
-    fn record(&mut self, id: DmId, path: DmPath, via: PeerId, outcome: AttemptOutcome) {
+    fn record(&mut self, id: DmId, attempt: AttemptRecord) {
         if let Some(o) = self.pending.get_mut(&id) {
-            o.attempts.push(AttemptRecord { path, via, outcome });
+            o.attempts.push(attempt);
+        }
+    }
+
+    /// Records an attempt that could not be made (no time passed).
+    fn untried(&mut self, id: DmId, path: DmPath, via: PeerId, outcome: AttemptOutcome) {
+        let elapsed = Duration::ZERO;
+        self.record(
+            id,
+            AttemptRecord {
+                path,
+                via,
+                outcome,
+                elapsed,
+            },
+        );
+    }
+
+    /// Ends a pending send with a failed receipt once no attempt of it is
+    /// open any more (no direct try, no relayed copy).
+    fn finish_if_done(&mut self, id: DmId) {
+        let done = self
+            .pending
+            .get(&id)
+            .is_some_and(|o| !o.direct_open && o.relays_open == 0);
+        if done {
+            self.finish(id, None);
         }
     }
 

@@ -59,6 +59,9 @@ pub struct AttemptRecord {
     pub via: PeerId,
     /// Its outcome.
     pub outcome: AttemptOutcome,
+    /// From the attempt's start to its outcome (zero for one that was not
+    /// tried: `NotConnected`, `NoKemKey`, `NoRoute`).
+    pub elapsed: Duration,
 }
 
 /// The fate of a DM this node sent.
@@ -161,6 +164,13 @@ pub struct DmConfig {
     pub timeout_floor: Duration,
     /// Longest attempt timeout.
     pub timeout_ceiling: Duration,
+    /// Times a direct attempt that timed out or was backpressured is made
+    /// again to a peer still connected, each with twice the previous
+    /// timeout (within `timeout_ceiling`), while the relayed fallback runs
+    /// in parallel: an RTT that jumps under load (a flooded receiver) is
+    /// not taken for an unreachable peer. The receiver's dedupe by
+    /// (sender, id) keeps delivery at most once.
+    pub direct_retries: u32,
     /// RTT assumed for a peer with no estimate.
     pub default_rtt: Duration,
     /// A verification with no verdict after this is given up.
@@ -185,6 +195,7 @@ impl Default for DmConfig {
             rtt_multiplier: 4,
             timeout_floor: Duration::from_millis(200),
             timeout_ceiling: Duration::from_secs(10),
+            direct_retries: 5,
             default_rtt: Duration::from_millis(500),
             verify_timeout: Duration::from_secs(10),
         }
@@ -276,6 +287,9 @@ pub struct DmStats {
     pub direct_attempts: u64,
     /// Direct attempts that failed (any outcome but Accepted).
     pub direct_failed: u64,
+    /// Direct attempts made again after one timed out or was
+    /// backpressured (the peer is slow, not gone).
+    pub direct_retries: u64,
     /// Own sealed copies handed to hops.
     pub relay_attempts: u64,
     /// Own sealed copies a hop refused or lost.
