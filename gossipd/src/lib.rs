@@ -20,6 +20,9 @@
 //!   acknowledges them, offered to every DM stream until then. P3.
 //! * [`keys`] — peers' key records kept across restarts, so DMs relayd
 //!   re-sends to a restarted gossipd verify at once. P3, R3.
+//! * [`metrics`] — the daemon's counters and levels in one table: the
+//!   admin socket's `diagnostics` sections and the Prometheus endpoint
+//!   (`gossipd.metrics_listen`) are both read from it. R1.
 //! * [`client`] — a small blocking Rust client of that API (tests use it).
 #![forbid(unsafe_code)]
 
@@ -28,6 +31,7 @@ pub mod client;
 pub mod inbox;
 pub mod keys;
 pub mod link;
+pub mod metrics;
 
 pub(crate) use link::lock;
 pub use link::{RelayLink, RelayLinkConfig};

@@ -15,8 +15,11 @@
 //! relayd's relay socket (in the background, retrying with backoff; it
 //! reattaches and rejoins its topics when relayd restarts), runs the
 //! libgossip runtime over that link, serves the admin socket (`status`,
-//! `diagnostics`) and logs one `gossipd running` line. SIGTERM or SIGINT
-//! stops it; its sockets are removed on a failed start as on shutdown.
+//! `diagnostics`) and, with `gossipd.metrics_listen`, the same values as
+//! Prometheus metrics on loopback (`gossipd::metrics`; a port it cannot
+//! bind fails the start), and logs one `gossipd running` line. SIGTERM or
+//! SIGINT stops it; its sockets are removed on a failed start as on
+//! shutdown.
 //! Capabilities: P2, P3, D1–D3, R1, R3.
 #![forbid(unsafe_code)]
 // The daemon is the driver: it owns the clock (uptime).
@@ -70,6 +73,8 @@ struct Settings {
     admin_socket: PathBuf,
     api_socket: PathBuf,
     verifyd_sockets: Vec<PathBuf>,
+    /// The Prometheus endpoint (checked loopback), off when `None`.
+    metrics_listen: Option<std::net::SocketAddr>,
     subscriber_queue: usize,
     admin_limits: Limits,
     api_limits: Limits,
@@ -89,6 +94,7 @@ fn start(loaded: &Loaded, paths: &tern_config::NodePaths) -> Result<()> {
         admin_socket: paths.gossipd_admin.clone(),
         api_socket: paths.gossipd_socket.clone(),
         verifyd_sockets: paths.gossipd_verifyd.clone(),
+        metrics_listen: g.metrics_listen,
         // Checked: 1..=1048576.
         subscriber_queue: usize::try_from(g.subscriber_queue)
             .context("gossipd.subscriber_queue")?,
@@ -148,6 +154,11 @@ async fn run(cfg: Settings, identity: Identity, created: bool) -> Result<()> {
     let api_std = files
         .bind(&cfg.api_socket)
         .with_context(|| format!("binding {}", cfg.api_socket.display()))?;
+    let metrics = cfg
+        .metrics_listen
+        .map(tern_metrics::bind_loopback)
+        .transpose()
+        .context("binding the metrics endpoint")?;
     let registry = Registry::new(limits::fd_cap(limits::raise_nofile_limit()));
     let policy = server_core::daemon::local_policy();
     let admin = Listener::new(
@@ -208,21 +219,16 @@ async fn run(cfg: Settings, identity: Identity, created: bool) -> Result<()> {
     link.open();
     let (stop_tx, stop_rx) = watch::channel(false);
     let topics = Arc::new(Mutex::new(BTreeSet::new()));
-    let api = Arc::new(gossipd::api::Api {
-        gossip: gossip.clone(),
-        link: link.clone(),
-        me: libgossip::proto::PeerId(peer_id.0),
-        topics: topics.clone(),
-        subscriber_queue: cfg.subscriber_queue,
-        stats: gossipd::api::ApiStats::default(),
-        reads: Budget::new("client_read_buffers", 64 << 20),
-        responses: Budget::new("client_responses", 64 << 20),
-        limits: cfg.api_limits.clone(),
-        started: Instant::now(),
-        inbox: Arc::new(gossipd::inbox::Inbox::new(
-            IntakeConfig::default().max_pending,
-        )),
-    });
+    let api = Arc::new(gossipd::api::Api::new(
+        gossip.clone(),
+        link.clone(),
+        topics.clone(),
+        gossipd::api::ApiConfig {
+            subscriber_queue: cfg.subscriber_queue,
+            limits: cfg.api_limits.clone(),
+            ..gossipd::api::ApiConfig::default()
+        },
+    ));
     let shared = Arc::new(Shared {
         instance,
         started: Instant::now(),
@@ -235,16 +241,19 @@ async fn run(cfg: Settings, identity: Identity, created: bool) -> Result<()> {
         api_stats: api_listener.stats().clone(),
         api: api.clone(),
     });
-    let api_stop = {
+    let stopped = || {
         let s = shared.clone();
         async move { s.stopped().await }
     };
-    let tasks = vec![
+    let mut tasks = vec![
         tokio::spawn(serve_admin(shared.clone(), admin, cfg.admin_limits.clone())),
         tokio::spawn(rejoin(shared.clone(), gossip.clone())),
         tokio::spawn(gossipd::api::collect_dms(api.clone(), dms)),
-        tokio::spawn(gossipd::api::serve(api, api_listener, api_stop)),
+        tokio::spawn(gossipd::api::serve(api.clone(), api_listener, stopped())),
     ];
+    if let Some(l) = metrics {
+        tasks.push(tokio::spawn(gossipd::metrics::serve(api, l, stopped())));
+    }
     tracing::info!(
         node = %cfg.node,
         peer_id = %peer_id,
@@ -252,6 +261,7 @@ async fn run(cfg: Settings, identity: Identity, created: bool) -> Result<()> {
         relay_socket = %cfg.relay_socket.display(),
         admin_socket = %cfg.admin_socket.display(),
         api_socket = %cfg.api_socket.display(),
+        metrics = ?cfg.metrics_listen,
         keys_loaded = keys,
         verifyd_sockets = ?cfg.verifyd_sockets,
         "gossipd running"
@@ -335,70 +345,28 @@ async fn serve_admin(shared: Arc<Shared>, listener: Listener, limits: Limits) {
     serve_json(listener, socket, shared).await;
 }
 
-/// The diagnostics document: link and intake counters, verifyd pool, and
-/// the admin socket's own counters. Every drop on the way is here.
+/// The diagnostics document: the daemon's identity, the link, intake,
+/// verifyd-pool and API sections (`gossipd::metrics::VALUES`, the same
+/// values the metrics endpoint serves), and the listeners' own counters.
+/// Every drop on the way is here.
 fn diagnostics(s: &Shared) -> serde_json::Value {
-    let l = s.link.stats();
-    let c = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    let i = s.link.intake_stats();
-    let pool = s.link.pool();
-    serde_json::json!({
+    let mut doc = serde_json::json!({
         "daemon": "gossipd",
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
         "instance": s.instance,
         "uptime_s": s.started.elapsed().as_secs(),
         "topics": s.topics.lock().map(|t| t.len()).unwrap_or(0),
-        "relayd_attached": l.attached.load(Ordering::Relaxed),
+        "relayd_attached": s.link.stats().attached.load(Ordering::Relaxed),
         "relayd_instance": s.link.relayd_instance(),
-        "link": {
-            "attaches": c(&l.attaches),
-            "attach_failures": c(&l.attach_failures),
-            "inbound": c(&l.inbound),
-            "inbound_malformed": c(&l.inbound_malformed),
-            "inbound_duplicates": c(&l.inbound_duplicates),
-            "inbound_intake_full": c(&l.inbound_intake_full),
-            "sent": c(&l.sent),
-            "send_no_session": c(&l.send_no_session),
-            "send_ring_full": c(&l.send_ring_full),
-            "acks_refused": c(&l.acks_refused),
-            "results_unmatched": c(&l.results_unmatched),
-            "consumed_sent": c(&l.consumed_sent),
-            "verify_pool": c(&l.verify_pool),
-            "verify_local": c(&l.verify_local),
-            "events_dropped": c(&l.events_dropped),
-            "dm_ids_full": c(&l.dm_ids_full),
-            "keys_written": s.link.keys().map_or(0, |k| c(&k.written)),
-            "keys_not_written": s.link.keys().map_or(0, |k| c(&k.not_written)),
-        },
-        "intake": {
-            "delivered": i.delivered,
-            "duplicates": i.duplicates,
-            "full": i.full,
-            "app_acks": i.app_acks,
-            "unknown_acks": i.unknown_acks,
-            "stale_seqs": i.stale_seqs,
-            "pending": i.pending,
-        },
-        "verifyd": {
-            "connected": pool.connected(),
-            "resubmitted": c(&pool.stats().resubmitted),
-            "busy": c(&pool.stats().busy),
-            "conns_lost": c(&pool.stats().conns_lost),
-        },
-        "api": {
-            "requests": c(&s.api.stats.requests),
-            "invalid": c(&s.api.stats.invalid),
-            "deliveries_dropped": c(&s.api.stats.deliveries_dropped),
-            "dms_dropped": c(&s.api.stats.dms_dropped),
-            "dms_acked": c(&s.api.stats.dms_acked),
-            "inbox_held": s.api.inbox.len(),
-            "inbox_full": c(&s.api.inbox.full),
-        },
         "connected_peers": s.link.connected_peers(),
         "api_socket": serde_json::to_value(s.api_stats.snapshot())
             .unwrap_or(serde_json::Value::Null),
         "admin_socket": serde_json::to_value(s.admin_stats.snapshot())
             .unwrap_or(serde_json::Value::Null),
-    })
+    });
+    if let Some(doc) = doc.as_object_mut() {
+        doc.extend(gossipd::metrics::sections(&s.api));
+    }
+    doc
 }

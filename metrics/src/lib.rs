@@ -8,7 +8,11 @@
 //! * [`latency_histogram`] — the one latency histogram shape, in seconds,
 //!   so latencies aggregate across instances and daemons.
 //! * [`serve`] — the optional scrape endpoint on a loopback TCP listener
-//!   ([`bind_loopback`] refuses any other address).
+//!   ([`bind_loopback`] refuses any other address); [`serve_sampled`] is
+//!   a daemon's whole endpoint task: it also refreshes sampled values on
+//!   a period and stops with the daemon.
+//! * [`advance_counter`] — for lifetime counts kept elsewhere (plain
+//!   atomics, a lock-guarded struct): sampled into a Prometheus counter.
 //!
 //! Conventions (checked by `tests/scrape.rs` with a real exposition-format
 //! parser): counters end in `_total` (the encoder appends it), durations
@@ -20,9 +24,10 @@
 
 mod serve;
 
-pub use serve::{ServeLimits, ServeStats, bind_loopback, serve};
+pub use serve::{ServeLimits, ServeStats, bind_loopback, serve, serve_sampled};
 
 use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
@@ -108,4 +113,31 @@ pub fn latency_buckets() -> impl Iterator<Item = f64> {
 #[must_use]
 pub fn latency_histogram() -> Histogram {
     Histogram::new(latency_buckets())
+}
+
+/// Moves `counter` up to `total`, a lifetime count kept elsewhere and
+/// sampled (e.g. once a second) into the exposition. A `total` below the
+/// counter leaves it as it is: a Prometheus counter never goes down.
+pub fn advance_counter(counter: &Counter, total: u64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn advance_counter_follows_the_total_and_never_goes_down() {
+        let c = Counter::default();
+        advance_counter(&c, 5);
+        assert_eq!(c.get(), 5);
+        advance_counter(&c, 5);
+        advance_counter(&c, 3);
+        assert_eq!(c.get(), 5);
+        advance_counter(&c, 9);
+        assert_eq!(c.get(), 9);
+    }
 }

@@ -70,6 +70,39 @@ pub fn bind_loopback(addr: SocketAddr) -> Result<std::net::TcpListener, MetricsE
     Ok(l)
 }
 
+/// A daemon's endpoint: serves `metrics` on `listener` (as bound by
+/// [`bind_loopback`]) with the default [`ServeLimits`] until `stop`
+/// resolves, calling `sample` at once and then every `every` to refresh
+/// the values the daemon keeps elsewhere (plain atomics, state under its
+/// own lock, which a scrape should not take).
+pub async fn serve_sampled(
+    listener: std::net::TcpListener,
+    metrics: Exposition,
+    every: Duration,
+    mut sample: impl FnMut(),
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(error) => {
+            tracing::warn!(%error, "metrics listener unusable; metrics off");
+            return;
+        }
+    };
+    let stats = Arc::new(ServeStats::default());
+    let server = serve(listener, Arc::new(metrics), ServeLimits::default(), stats);
+    tokio::pin!(server);
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            () = &mut server => return,
+            _ = tick.tick() => sample(),
+            () = &mut stop => return,
+        }
+    }
+}
+
 /// Serves `metrics` on `listener` until the task is dropped or aborted.
 pub async fn serve(
     listener: TcpListener,

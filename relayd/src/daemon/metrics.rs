@@ -8,10 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use relayd::Stream;
-use tern_metrics::Exposition;
 use tern_metrics::prometheus_client::metrics::counter::Counter;
 use tern_metrics::prometheus_client::metrics::family::Family;
 use tern_metrics::prometheus_client::metrics::gauge::Gauge;
+use tern_metrics::{Exposition, advance_counter};
 
 use super::Shared;
 
@@ -52,24 +52,8 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: std::net::TcpListener) 
         retained_bytes: "Bytes of accepted DMs held",
         gossipd_attached: "1 while a gossipd session is attached",
     }
-    let listener = match tokio::net::TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "metrics listener unusable; metrics off");
-            return;
-        }
-    };
-    let stats = Arc::new(tern_metrics::ServeStats::default());
-    let server = tern_metrics::serve(listener, Arc::new(exp), Default::default(), stats);
-    tokio::pin!(server);
-    let mut tick = tokio::time::interval(SAMPLE_EVERY);
-    loop {
-        tokio::select! {
-            () = &mut server => return,
-            _ = tick.tick() => sample(&shared, &sampled),
-            () = shared.stopped() => return,
-        }
-    }
+    let refresh = || sample(&shared, &sampled);
+    tern_metrics::serve_sampled(listener, exp, SAMPLE_EVERY, refresh, shared.stopped()).await;
 }
 
 fn sample(shared: &Shared, m: &Sampled) {
@@ -80,8 +64,8 @@ fn sample(shared: &Shared, m: &Sampled) {
         m.pump_depth
             .get_or_create(&label)
             .set(i64::try_from(s.depth).unwrap_or(i64::MAX));
-        advance(&m.pump_dropped.get_or_create(&label), s.dropped);
-        advance(&m.pump_refused.get_or_create(&label), s.refused);
+        advance_counter(&m.pump_dropped.get_or_create(&label), s.dropped);
+        advance_counter(&m.pump_refused.get_or_create(&label), s.refused);
     }
     let r = st.retainer.stats();
     m.retained_records
@@ -89,12 +73,4 @@ fn sample(shared: &Shared, m: &Sampled) {
     m.retained_bytes
         .set(i64::try_from(r.held_bytes).unwrap_or(i64::MAX));
     m.gossipd_attached.set(i64::from(st.session.is_some()));
-}
-
-/// Moves a counter up to `total` (the pump's own lifetime count).
-fn advance(c: &Counter, total: u64) {
-    let now = c.get();
-    if total > now {
-        c.inc_by(total - now);
-    }
 }
