@@ -1,35 +1,66 @@
 //! Daemon metrics: lock-free counters and histograms, rendered as JSON for
-//! the admin socket and as Prometheus text for `--metrics-listen`.
+//! the admin socket, and the Prometheus endpoint's registry ([`Exported`],
+//! on `tern-metrics`) for `--metrics-listen`.
 //!
-//! Histograms have fixed buckets (no allocation on the hot path): batch
-//! sizes in powers of two, latencies in quarter-octaves of microseconds
-//! (each bucket 19 % wider than the last), so a reported quantile is the
-//! upper edge of its bucket, at most 19 % above the true value.
+//! The JSON histograms have fixed buckets (no allocation on the hot path):
+//! batch sizes in powers of two, latencies in quarter-octaves of
+//! microseconds (each bucket 19 % wider than the last), so a reported
+//! quantile is the upper edge of its bucket, at most 19 % above the true
+//! value. Each also feeds a real Prometheus histogram where it is recorded
+//! (`verifyd_batch_size` with the same bounds, `verifyd_latency_seconds`
+//! with [`tern_metrics::latency_histogram`]'s), so scraped latencies
+//! aggregate across instances; quantiles are PromQL's
+//! `histogram_quantile()`.
 //!
-//! The serving core's counters (per listener: accepted, refused by reason,
-//! hello and frame timeouts, connections open; every memory budget; ring
-//! sessions open and refused) are copied into [`ServerSection`] and
-//! rendered with a `listener` or `budget` label.
+//! Everything else exported is sampled once a second ([`SAMPLE_EVERY`])
+//! from a [`Snapshot`] into counters ([`tern_metrics::advance_counter`]) and
+//! gauges, so a scrape takes none of the daemon's locks. The serving core's
+//! counters (per listener: accepted, refused by reason, hello and frame
+//! timeouts, connections open; every memory budget) are exported with a
+//! `listener` or `budget` label, worker busy time with a `worker` label.
+//! Nothing exported is a lifetime average: rates are PromQL's `rate()`.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use server_core::{BudgetStats, ListenerSnapshot};
+use tern_metrics::advance_counter;
+use tern_metrics::prometheus_client::metrics::counter::Counter;
+use tern_metrics::prometheus_client::metrics::family::Family;
+use tern_metrics::prometheus_client::metrics::gauge::Gauge;
+use tern_metrics::prometheus_client::metrics::histogram::Histogram;
+use tern_metrics::prometheus_client::registry::{Metric, Registry};
+
 use crate::keys::KeyCacheStats;
 use crate::sched::SchedStats;
-use server_core::{BudgetStats, ListenerSnapshot};
 
 const BATCH_BUCKETS: usize = 14; // 1, 2, 4, … 8192
 const LAT_BUCKETS: usize = 100; // 2^(i/4) µs, up to ~35 s
 
-/// Counts of batch sizes in power-of-two buckets.
+/// How often the endpoint refreshes the sampled values.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// Upper bounds of the batch-size buckets: 1, 3, 7, … 16383 (bucket `i`
+/// holds sizes `2^i ..= 2^(i+1) - 1`).
+fn batch_bounds() -> impl Iterator<Item = u64> {
+    (0..BATCH_BUCKETS).map(|i| (2u64 << i) - 1)
+}
+
+/// Counts of batch sizes in power-of-two buckets, and the same sizes in a
+/// Prometheus histogram with those bounds.
 #[derive(Debug)]
-pub struct BatchHist([AtomicU64; BATCH_BUCKETS]);
+pub struct BatchHist {
+    counts: [AtomicU64; BATCH_BUCKETS],
+    histogram: Histogram,
+}
 
 impl Default for BatchHist {
     fn default() -> Self {
-        BatchHist(std::array::from_fn(|_| AtomicU64::new(0)))
+        BatchHist {
+            counts: std::array::from_fn(|_| AtomicU64::new(0)),
+            histogram: Histogram::new(batch_bounds().map(|b| b as f64)),
+        }
     }
 }
 
@@ -37,24 +68,26 @@ impl BatchHist {
     /// Records one batch of `n` items.
     pub fn record(&self, n: usize) {
         let i = (usize::BITS - n.max(1).leading_zeros() - 1) as usize;
-        self.0[i.min(BATCH_BUCKETS - 1)].fetch_add(1, Relaxed);
+        self.counts[i.min(BATCH_BUCKETS - 1)].fetch_add(1, Relaxed);
+        self.histogram.observe(n as f64);
     }
     /// `(upper bound, count)` per bucket.
     #[must_use]
     pub fn buckets(&self) -> Vec<(u64, u64)> {
-        self.0
-            .iter()
-            .enumerate()
-            .map(|(i, c)| ((2u64 << i) - 1, c.load(Relaxed)))
+        batch_bounds()
+            .zip(&self.counts)
+            .map(|(le, c)| (le, c.load(Relaxed)))
             .collect()
     }
 }
 
-/// Latency histogram in quarter-octave buckets of microseconds.
+/// Latency histogram in quarter-octave buckets of microseconds, and the
+/// same latencies in seconds in a [`tern_metrics::latency_histogram`].
 #[derive(Debug)]
 pub struct LatencyHist {
     buckets: [AtomicU64; LAT_BUCKETS],
     max_ns: AtomicU64,
+    seconds: Histogram,
 }
 
 impl Default for LatencyHist {
@@ -62,6 +95,7 @@ impl Default for LatencyHist {
         LatencyHist {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             max_ns: AtomicU64::new(0),
+            seconds: tern_metrics::latency_histogram(),
         }
     }
 }
@@ -78,6 +112,7 @@ impl LatencyHist {
         self.buckets[i].fetch_add(1, Relaxed);
         self.max_ns
             .fetch_max(d.as_nanos().min(u128::from(u64::MAX)) as u64, Relaxed);
+        self.seconds.observe(d.as_secs_f64());
     }
     /// The `q` quantile (0..=1) in microseconds (bucket upper edge), or 0.
     #[must_use]
@@ -175,14 +210,6 @@ impl Metrics {
         }
     }
 }
-
-/// One budget metric: name, help, type, and the field it reads.
-type BudgetRow = (
-    &'static str,
-    &'static str,
-    &'static str,
-    fn(&BudgetStats) -> u64,
-);
 
 /// The serving core's counters, for `status` and metrics.
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -315,131 +342,240 @@ impl Snapshot {
             calibration: None,
         }
     }
+}
 
-    /// Prometheus text exposition format.
-    #[must_use]
-    pub fn prometheus(&self) -> String {
-        const COUNTER: &str = "counter";
-        const GAUGE: &str = "gauge";
-        let mut o = String::new();
-        // One row per metric: name, help, type, value.
-        #[rustfmt::skip]
-        let scalars = [
-            ("items_total", "Items verified.", COUNTER, self.items as f64),
-            ("items_per_second", "Average items verified per second since start.", GAUGE, self.items_per_s),
-            ("queue_depth", "Items queued, not yet dispatched.", GAUGE, self.sched.queued as f64),
-            ("in_flight", "Items admitted, not yet verified.", GAUGE, self.sched.in_flight as f64),
-            ("admission_limit", "Current admission limit in items.", GAUGE, self.sched.limit as f64),
-            ("gather_delay_seconds", "Current batch gathering delay.", GAUGE, self.sched.delay_us as f64 / 1e6),
-            ("busy_rejections_total", "Requests answered Busy.", COUNTER, self.sched.busy_rejections as f64),
-            ("busy_items_total", "Items in requests answered Busy.", COUNTER, self.sched.busy_items as f64),
-            ("ring_sessions_total", "Sessions on a shared-memory ring pair.", COUNTER, self.ring_sessions as f64),
-            ("frame_sessions_total", "Sessions on socket frames.", COUNTER, self.frame_sessions as f64),
-            ("ring_setup_failures_total", "Ring setups that failed.", COUNTER, self.ring_setup_failures as f64),
-            ("ring_errors_total", "Ring sessions ended by a dead peer or a corrupt ring.", COUNTER, self.ring_errors as f64),
-            ("request_errors_total", "Requests answered with a typed error.", COUNTER, self.request_errors as f64),
-            ("key_cache_hits_total", "Key cache hits.", COUNTER, self.keys.hits as f64),
-            ("key_cache_misses_total", "Key cache misses.", COUNTER, self.keys.misses as f64),
-            ("key_cache_evictions_total", "Key cache evictions.", COUNTER, self.keys.evictions as f64),
-            ("key_cache_keys", "Keys held.", GAUGE, self.keys.len as f64),
-            ("write_failures_total", "Responses that could not be written.", COUNTER, self.write_failures as f64),
-            ("draining", "1 while draining after SIGTERM.", GAUGE, f64::from(u8::from(self.draining))),
-            ("ring_sessions_open", "Ring sessions open now.", GAUGE, self.server.ring_sessions_open as f64),
-            ("ring_refused_budget_total", "Hellos that proposed no ring for lack of budget.", COUNTER, self.server.ring_refused_budget as f64),
-            ("ring_refused_spawn_total", "Ring sessions refused: consumer thread not started.", COUNTER, self.server.ring_refused_spawn as f64),
-            ("connection_fds", "Descriptors counted against the connection budget.", GAUGE, self.server.fds_used as f64),
-            ("connection_fd_cap", "The connection descriptor budget.", GAUGE, self.server.fd_cap as f64),
-        ];
-        for (name, help, kind, v) in scalars {
-            let _ = writeln!(
-                o,
-                "# HELP verifyd_{name} {help}\n# TYPE verifyd_{name} {kind}\nverifyd_{name} {v}"
-            );
+/// Whether an exported value only grows or goes up and down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A lifetime count: a Prometheus counter (`_total` appended).
+    Counter,
+    /// A level now: a Prometheus gauge.
+    Gauge,
+}
+
+/// A registered counter or gauge: `C` and `G` are the metrics themselves
+/// ([`Scalar`]) or families of them by label ([`Labelled`]).
+#[derive(Debug)]
+enum Handle<C, G> {
+    Counter(C),
+    Gauge(G),
+}
+
+/// An unlabelled counter or gauge.
+type Scalar = Handle<Counter, Gauge>;
+
+/// `{listener="verify"}`, `{budget="rings"}` and the like.
+type Label = [(&'static str, &'static str); 1];
+
+/// A family of counters or gauges by one label.
+type Labelled = Handle<Family<Label, Counter>, Family<Label, Gauge>>;
+
+impl<C, G> Handle<C, G>
+where
+    C: Metric + Clone + Default,
+    G: Metric + Clone + Default,
+{
+    /// Registers a new counter or gauge as `name` (no `_total`: the
+    /// encoder appends it to counters).
+    fn register(registry: &mut Registry, name: &str, help: &str, kind: Kind) -> Self {
+        match kind {
+            Kind::Counter => {
+                let m = C::default();
+                registry.register(name, help, m.clone());
+                Handle::Counter(m)
+            }
+            Kind::Gauge => {
+                let m = G::default();
+                registry.register(name, help, m.clone());
+                Handle::Gauge(m)
+            }
         }
-        self.prometheus_server(&mut o);
-        let _ = writeln!(
-            o,
-            "# HELP verifyd_latency_seconds Request latency quantiles.\n# TYPE verifyd_latency_seconds gauge"
-        );
-        for (q, v) in [
-            ("0.5", self.latency_p50_us),
-            ("0.99", self.latency_p99_us),
-            ("1", self.latency_max_us),
-        ] {
-            let _ = writeln!(o, "verifyd_latency_seconds{{quantile=\"{q}\"}} {}", v / 1e6);
+    }
+}
+
+/// Sets a gauge to a sampled count.
+fn set_gauge(g: &Gauge, v: u64) {
+    g.set(i64::try_from(v).unwrap_or(i64::MAX));
+}
+
+impl Scalar {
+    /// Moves the counter up to `v`, or sets the gauge to it.
+    fn set(&self, v: u64) {
+        match self {
+            Handle::Counter(c) => advance_counter(c, v),
+            Handle::Gauge(g) => set_gauge(g, v),
         }
-        let _ = writeln!(
-            o,
-            "# HELP verifyd_worker_busy_seconds_total Busy time per worker.\n# TYPE verifyd_worker_busy_seconds_total counter"
-        );
-        for (i, s) in self.worker_busy_s.iter().enumerate() {
-            let _ = writeln!(o, "verifyd_worker_busy_seconds_total{{worker=\"{i}\"}} {s}");
+    }
+}
+
+impl Labelled {
+    /// Moves `label`'s counter up to `v`, or sets its gauge to it.
+    fn set(&self, label: &Label, v: u64) {
+        match self {
+            Handle::Counter(f) => advance_counter(&f.get_or_create(label), v),
+            Handle::Gauge(f) => set_gauge(&f.get_or_create(label), v),
         }
-        let _ = writeln!(
-            o,
-            "verifyd_worker_busy_seconds_total{{worker=\"inline\"}} {}",
-            self.inline_busy_s
+    }
+}
+
+/// One sampled value: name (under `verifyd_`, without `_total`), help,
+/// kind, and how to read it from a snapshot.
+type Row<T> = (&'static str, &'static str, Kind, fn(&T) -> u64);
+
+/// Lossless on every target verifyd builds for (64-bit).
+fn n(x: usize) -> u64 {
+    u64::try_from(x).unwrap_or(u64::MAX)
+}
+
+/// The unlabelled values, read from a [`Snapshot`].
+#[rustfmt::skip]
+const SCALARS: &[Row<Snapshot>] = &[
+    ("items", "Items verified", Kind::Counter, |s| s.items),
+    ("queue_depth", "Items queued, not yet dispatched", Kind::Gauge, |s| n(s.sched.queued)),
+    ("in_flight", "Items admitted, not yet verified", Kind::Gauge, |s| n(s.sched.in_flight)),
+    ("admission_limit", "Current admission limit in items", Kind::Gauge, |s| n(s.sched.limit)),
+    ("busy_rejections", "Requests answered Busy", Kind::Counter, |s| s.sched.busy_rejections),
+    ("busy_items", "Items in requests answered Busy", Kind::Counter, |s| s.sched.busy_items),
+    ("ring_sessions", "Sessions on a shared-memory ring pair", Kind::Counter, |s| s.ring_sessions),
+    ("frame_sessions", "Sessions on socket frames", Kind::Counter, |s| s.frame_sessions),
+    ("ring_setup_failures", "Ring setups that failed", Kind::Counter, |s| s.ring_setup_failures),
+    ("ring_errors", "Ring sessions ended by a dead peer or a corrupt ring", Kind::Counter, |s| s.ring_errors),
+    ("request_errors", "Requests answered with a typed error", Kind::Counter, |s| s.request_errors),
+    ("connections_dropped", "Connections dropped for a fatal error", Kind::Counter, |s| s.connections_dropped),
+    ("write_failures", "Responses that could not be written", Kind::Counter, |s| s.write_failures),
+    ("key_cache_hits", "Key cache hits", Kind::Counter, |s| s.keys.hits),
+    ("key_cache_misses", "Key cache misses", Kind::Counter, |s| s.keys.misses),
+    ("key_cache_evictions", "Key cache evictions", Kind::Counter, |s| s.keys.evictions),
+    ("key_cache_byte_evictions", "Key cache evictions to stay within its byte bound", Kind::Counter, |s| s.keys.byte_evictions),
+    ("key_cache_keys", "Keys held", Kind::Gauge, |s| n(s.keys.len)),
+    ("key_cache_bytes", "Bytes charged for the keys held", Kind::Gauge, |s| n(s.keys.bytes)),
+    ("draining", "1 while draining after SIGTERM", Kind::Gauge, |s| u64::from(s.draining)),
+    ("ring_sessions_open", "Ring sessions open now", Kind::Gauge, |s| s.server.ring_sessions_open),
+    ("ring_refused_budget", "Hellos that proposed no ring for lack of budget", Kind::Counter, |s| s.server.ring_refused_budget),
+    ("ring_refused_spawn", "Ring sessions refused: consumer thread not started", Kind::Counter, |s| s.server.ring_refused_spawn),
+    ("connection_fds", "Descriptors counted against the connection budget", Kind::Gauge, |s| n(s.server.fds_used)),
+    ("connection_fd_cap", "The connection descriptor budget", Kind::Gauge, |s| n(s.server.fd_cap)),
+];
+
+/// Every memory budget's values, labelled by budget.
+#[rustfmt::skip]
+const BUDGET_ROWS: &[Row<BudgetStats>] = &[
+    ("budget_limit_bytes", "Bytes in the budget", Kind::Gauge, |b| n(b.limit)),
+    ("budget_used_bytes", "Bytes reserved now", Kind::Gauge, |b| n(b.used)),
+    ("budget_peak_bytes", "Most bytes reserved at once", Kind::Gauge, |b| n(b.peak)),
+    ("budget_refusals", "Reservations refused", Kind::Counter, |b| b.refusals),
+    ("budget_waits", "Reservations that waited", Kind::Counter, |b| b.waits),
+];
+
+/// A float counter of seconds (worker busy time).
+type SecondsCounter = Counter<f64, AtomicU64>;
+
+/// Moves `counter` up to `total` seconds; like
+/// [`tern_metrics::advance_counter`], it never goes down.
+fn advance_seconds(counter: &SecondsCounter, total: f64) {
+    let now = counter.get();
+    if total > now {
+        counter.inc_by(total - now);
+    }
+}
+
+/// verifyd's metrics in a `tern-metrics` registry: the two histograms
+/// [`Metrics`] observes directly, and handles for everything sampled from
+/// a [`Snapshot`] by [`Exported::sample`].
+#[derive(Debug)]
+pub struct Exported {
+    scalars: Vec<Scalar>,
+    /// One family per [`ListenerSnapshot::rows`] row, in its order.
+    listeners: Vec<Labelled>,
+    /// One family per [`BUDGET_ROWS`] row, in its order.
+    budgets: Vec<Labelled>,
+    gather_delay: Gauge<f64, AtomicU64>,
+    /// Per worker thread, then `inline` last.
+    worker_busy: Vec<SecondsCounter>,
+}
+
+impl Exported {
+    /// Registers every verifyd metric on `registry` (from
+    /// [`tern_metrics::Exposition::registry`], which adds the `verifyd_`
+    /// prefix and `verifyd_build_info`): `metrics`' latency and batch-size
+    /// histograms, and the sampled values at zero until the first
+    /// [`Exported::sample`].
+    pub fn register(registry: &mut Registry, metrics: &Metrics) -> Exported {
+        let scalars = SCALARS
+            .iter()
+            .map(|&(name, help, kind, _)| Scalar::register(registry, name, help, kind))
+            .collect();
+        let listeners = ListenerSnapshot::default()
+            .rows()
+            .iter()
+            .map(|&(name, help, _)| {
+                // The encoder ends the help with a full stop itself.
+                let help = help.trim_end_matches('.');
+                match name.strip_suffix("_total") {
+                    Some(counter) => Labelled::register(registry, counter, help, Kind::Counter),
+                    None => Labelled::register(registry, name, help, Kind::Gauge),
+                }
+            })
+            .collect();
+        let budgets = BUDGET_ROWS
+            .iter()
+            .map(|&(name, help, kind, _)| Labelled::register(registry, name, help, kind))
+            .collect();
+        let gather_delay = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "gather_delay_seconds",
+            "Current batch gathering delay",
+            gather_delay.clone(),
         );
-        let _ = writeln!(
-            o,
-            "# HELP verifyd_batch_size Dispatched batch sizes.\n# TYPE verifyd_batch_size histogram"
+        let busy: Family<[(&'static str, String); 1], SecondsCounter> = Family::default();
+        registry.register(
+            "worker_busy_seconds",
+            "Busy time per worker thread (inline: small batches run on I/O threads)",
+            busy.clone(),
         );
-        let mut cum = 0;
-        for (le, c) in &self.batch_size_hist {
-            cum += c;
-            let _ = writeln!(o, "verifyd_batch_size_bucket{{le=\"{le}\"}} {cum}");
+        let worker_busy = (0..metrics.worker_busy_ns.len())
+            .map(|i| i.to_string())
+            .chain(std::iter::once("inline".to_owned()))
+            .map(|w| busy.get_or_create(&[("worker", w)]).clone())
+            .collect();
+        registry.register(
+            "latency_seconds",
+            "Request latency, receipt to verdicts written",
+            metrics.latency.seconds.clone(),
+        );
+        registry.register(
+            "batch_size",
+            "Items per dispatched batch",
+            metrics.batch_sizes.histogram.clone(),
+        );
+        Exported {
+            scalars,
+            listeners,
+            budgets,
+            gather_delay,
+            worker_busy,
         }
-        let _ = writeln!(
-            o,
-            "verifyd_batch_size_bucket{{le=\"+Inf\"}} {cum}\nverifyd_batch_size_count {cum}"
-        );
-        o
     }
 
-    /// The serving core's rows: one family per listener counter, labelled
-    /// by listener, and one per budget field, labelled by budget.
-    fn prometheus_server(&self, o: &mut String) {
-        let listeners: Vec<_> = self
-            .server
-            .listeners
-            .iter()
-            .map(|(name, s)| (*name, s.rows()))
-            .collect();
-        if let Some((_, first)) = listeners.first() {
-            for (i, (metric, help, _)) in first.iter().enumerate() {
-                let kind = if metric.ends_with("_total") {
-                    "counter"
-                } else {
-                    "gauge"
-                };
-                let _ = writeln!(
-                    o,
-                    "# HELP verifyd_{metric} {help}\n# TYPE verifyd_{metric} {kind}"
-                );
-                for (name, rows) in &listeners {
-                    let _ = writeln!(o, "verifyd_{metric}{{listener=\"{name}\"}} {}", rows[i].2);
-                }
+    /// Refreshes the sampled values from `snap` (counters never go down).
+    pub fn sample(&self, snap: &Snapshot) {
+        for (h, row) in self.scalars.iter().zip(SCALARS) {
+            h.set((row.3)(snap));
+        }
+        for (name, l) in &snap.server.listeners {
+            for (h, (_, _, v)) in self.listeners.iter().zip(l.rows()) {
+                h.set(&[("listener", name)], v);
             }
         }
-        #[rustfmt::skip]
-        let fields: [BudgetRow; 5] = [
-            ("budget_limit_bytes", "Bytes in the budget.", "gauge", |b| b.limit as u64),
-            ("budget_used_bytes", "Bytes reserved now.", "gauge", |b| b.used as u64),
-            ("budget_peak_bytes", "Most bytes reserved at once.", "gauge", |b| b.peak as u64),
-            ("budget_refusals_total", "Reservations refused.", "counter", |b| b.refusals),
-            ("budget_waits_total", "Reservations that waited.", "counter", |b| b.waits),
-        ];
-        if self.server.budgets.is_empty() {
-            return;
-        }
-        for (metric, help, kind, get) in fields {
-            let _ = writeln!(
-                o,
-                "# HELP verifyd_{metric} {help}\n# TYPE verifyd_{metric} {kind}"
-            );
-            for (name, b) in &self.server.budgets {
-                let _ = writeln!(o, "verifyd_{metric}{{budget=\"{name}\"}} {}", get(b));
+        for (name, b) in &snap.server.budgets {
+            for (h, row) in self.budgets.iter().zip(BUDGET_ROWS) {
+                h.set(&[("budget", name)], (row.3)(b));
             }
+        }
+        self.gather_delay.set(snap.sched.delay_us as f64 / 1e6);
+        let busy = snap.worker_busy_s.iter().chain([&snap.inline_busy_s]);
+        for (c, &s) in self.worker_busy.iter().zip(busy) {
+            advance_seconds(c, s);
         }
     }
 }
@@ -462,16 +598,33 @@ mod tests {
         assert_eq!(h.count(), 100);
     }
 
+    /// The exposition has the serving core's values per listener and
+    /// budget, counters as `_total` counters, real latency and batch-size
+    /// histograms, and neither quantile gauges nor lifetime averages;
+    /// sampling again never moves a counter down.
     #[test]
-    fn server_section_is_rendered_per_listener_and_budget() {
-        let m = Metrics::new(1);
+    fn exposition_follows_the_conventions() {
+        let m = Metrics::new(2);
         m.ring_refused_budget.fetch_add(3, Relaxed);
+        m.items.fetch_add(5, Relaxed);
+        m.latency.record(Duration::from_micros(3));
+        m.latency.record(Duration::from_micros(900));
+        m.batch_sizes.record(1);
+        m.batch_sizes.record(3);
+        m.batch_sizes.record(100_000);
+        m.inline_busy_ns.fetch_add(1_500_000_000, Relaxed);
+        let mut exp = tern_metrics::Exposition::new("verifyd", "9.9.9");
+        let exported = Exported::register(exp.registry(), &m);
+        let sched = SchedStats {
+            delay_us: 40,
+            ..SchedStats::default()
+        };
         let mut snap = Snapshot::take(
             &m,
             "aws-lc",
             Duration::from_secs(1),
             false,
-            SchedStats::default(),
+            sched,
             KeyCacheStats::default(),
         );
         let verify = ListenerSnapshot {
@@ -489,21 +642,51 @@ mod tests {
             ..BudgetStats::default()
         };
         snap.server.budgets.insert("rings", rings);
-        let text = snap.prometheus();
+        exported.sample(&snap);
+        let text = exp.render().unwrap();
         for line in [
+            "verifyd_build_info{version=\"9.9.9\"} 1",
+            "# TYPE verifyd_items counter",
+            "verifyd_items_total 5",
+            "# TYPE verifyd_hello_timeouts counter",
             "verifyd_hello_timeouts_total{listener=\"verify\"} 7",
             "verifyd_hello_timeouts_total{listener=\"admin\"} 0",
             "# TYPE verifyd_connections_open gauge",
             "verifyd_connections_open{listener=\"verify\"} 2",
             "verifyd_budget_used_bytes{budget=\"rings\"} 40",
             "verifyd_budget_limit_bytes{budget=\"rings\"} 100",
+            "verifyd_budget_refusals_total{budget=\"rings\"} 0",
             "verifyd_ring_refused_budget_total 3",
+            "verifyd_gather_delay_seconds 0.00004",
+            "verifyd_worker_busy_seconds_total{worker=\"inline\"} 1.5",
+            "verifyd_worker_busy_seconds_total{worker=\"1\"} 0.0",
+            "# TYPE verifyd_latency_seconds histogram",
+            "verifyd_latency_seconds_count 2",
+            "verifyd_latency_seconds_bucket{le=\"0.000004\"} 1",
+            "# TYPE verifyd_batch_size histogram",
+            "verifyd_batch_size_bucket{le=\"1.0\"} 1",
+            "verifyd_batch_size_bucket{le=\"3.0\"} 2",
+            "verifyd_batch_size_bucket{le=\"16383.0\"} 2",
+            "verifyd_batch_size_bucket{le=\"+Inf\"} 3",
+            "verifyd_batch_size_count 3",
         ] {
             assert!(
                 text.lines().any(|l| l == line),
                 "missing {line:?} in\n{text}"
             );
         }
+        assert!(!text.contains("quantile"), "{text}");
+        assert!(!text.contains(".."), "help ends in one full stop: {text}");
+        assert!(!text.contains("per_second"), "{text}");
+        for l in text.lines().filter(|l| l.ends_with(" gauge")) {
+            assert!(!l.contains("_total "), "{l}");
+        }
+        // A later snapshot with smaller lifetime counts (cannot happen,
+        // but sampling must not care) leaves the counters where they were.
+        snap.items = 2;
+        exported.sample(&snap);
+        let text = exp.render().unwrap();
+        assert!(text.lines().any(|l| l == "verifyd_items_total 5"), "{text}");
         let json = serde_json::to_value(&snap).unwrap();
         assert_eq!(json["server"]["listeners"]["verify"]["hello_timeouts"], 7);
         assert_eq!(json["server"]["ring_refused_budget"], 3);

@@ -126,14 +126,7 @@ fn sigkill_one_instance(kill_ring: bool) {
 /// order and the ground truth.
 fn load(d: &common::Daemon) -> (Pool, Vec<Ticket>, Vec<Verdict>) {
     let (items, truth) = common::items(&common::corpus(2000));
-    let pool = Pool::connect(
-        vec![d.socket.clone()],
-        PoolConfig {
-            max_request_items: 100,
-            ..PoolConfig::default()
-        },
-    )
-    .unwrap();
+    let pool = d.pool(100);
     let tickets: Vec<_> = items.chunks(100).map(|c| pool.submit(c.to_vec())).collect();
     let t = Instant::now();
     while pool.outstanding().first().map_or(0, |x| x.1) == 0

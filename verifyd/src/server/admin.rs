@@ -1,5 +1,5 @@
 //! Admin socket (`tern.admin` frames: status, diagnostics as JSON) and the
-//! Prometheus text endpoint on loopback.
+//! Prometheus endpoint on loopback.
 //!
 //! Both are served concurrently on the I/O runtime: every connection is a
 //! task, so an operator's `status` is answered while any number of other
@@ -9,8 +9,10 @@
 //! built without waiting on anything but the scheduler and key-cache locks
 //! (held for microseconds), and an answer the client does not read within
 //! it closes the connection. The admin listener has its own connection cap
-//! (64), so a flood of verify connections cannot take its slots. A
-//! metrics scrape gets the same deadline and at most 16 run at once.
+//! (64), so a flood of verify connections cannot take its slots. The
+//! metrics endpoint is `tern-metrics`' (`GET /metrics` parsed with
+//! `httparse`, at most 8 scrapes at once, each within 5 s); a scrape reads
+//! values sampled once a second and takes none of the daemon's locks.
 
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
@@ -21,15 +23,14 @@ use wire::generated::admin as fa;
 use wire::generated::hello::Role;
 
 use super::Shared;
+use crate::metrics::{Exported, SAMPLE_EVERY};
 use crate::session::{Established, HelloParams};
+use tern_metrics::Exposition;
 use wire::WireError;
 
 /// Protocol name of the admin socket.
 pub const ADMIN_PROTOCOL: &str = server_core::admin::PROTOCOL;
 const ADMIN_MAX_FRAME: usize = 64 << 10;
-
-/// Scrapes served at once; more are closed unanswered.
-const METRICS_CONCURRENCY: usize = 16;
 
 pub(crate) async fn serve_admin(shared: Arc<Shared>, listener: Listener) {
     let s = shared.clone();
@@ -115,42 +116,14 @@ pub fn query_diagnostics(path: &std::path::Path) -> Result<String, WireError> {
         })
 }
 
-pub(crate) async fn serve_metrics(shared: Arc<Shared>, listener: tokio::net::TcpListener) {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let slots = Arc::new(tokio::sync::Semaphore::new(METRICS_CONCURRENCY));
-    let deadline = shared.cfg.admin_limits.request_deadline;
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            () = shared.until(Shared::stopped) => return,
-        };
-        let mut s = match accepted {
-            Ok((s, _)) => s,
-            Err(e) => {
-                // Out of descriptors or memory: pause instead of spinning.
-                tracing::debug!(error = %e, "metrics accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = slots.clone().try_acquire_owned() else {
-            continue; // over the concurrency cap: closed unanswered
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            let _permit = permit;
-            let _ = tokio::time::timeout(deadline, async {
-                // Read (and ignore) the request head; any path gets the metrics.
-                let mut head = [0u8; 2048];
-                let _ = s.read(&mut head).await;
-                let body = shared.snapshot().prometheus();
-                let resp = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = s.write_all(resp.as_bytes()).await;
-            })
-            .await;
-        });
-    }
+/// The Prometheus endpoint (`--metrics-listen`, on `tern-metrics`):
+/// `GET /metrics` on `listener` (bound by [`tern_metrics::bind_loopback`])
+/// until the daemon stops, the sampled values refreshed from a snapshot
+/// every [`SAMPLE_EVERY`].
+pub(crate) async fn serve_metrics(shared: Arc<Shared>, listener: std::net::TcpListener) {
+    let mut exp = Exposition::new("verifyd", env!("CARGO_PKG_VERSION"));
+    let exported = Exported::register(exp.registry(), &shared.metrics);
+    let refresh = || exported.sample(&shared.snapshot());
+    let stop = shared.until(Shared::stopped);
+    tern_metrics::serve_sampled(listener, exp, SAMPLE_EVERY, refresh, stop).await;
 }

@@ -80,7 +80,7 @@ pub struct ServerConfig {
     pub socket: PathBuf,
     /// Admin socket path (JSON status and diagnostics), if any.
     pub admin_socket: Option<PathBuf>,
-    /// Loopback address for Prometheus text, if any.
+    /// Loopback address of the Prometheus endpoint (`GET /metrics`), if any.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Worker threads.
     pub threads: usize,
@@ -471,13 +471,13 @@ impl Server {
             None => None,
         };
         let metrics = match cfg.metrics_listen {
-            Some(addr) if !addr.ip().is_loopback() => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidInput,
-                    "--metrics-listen must be loopback",
-                ));
-            }
-            Some(addr) => Some(std::net::TcpListener::bind(addr)?),
+            Some(addr) => Some(tern_metrics::bind_loopback(addr).map_err(|e| {
+                let kind = match &e {
+                    tern_metrics::MetricsError::Bind { source, .. } => source.kind(),
+                    _ => std::io::ErrorKind::InvalidInput,
+                };
+                std::io::Error::new(kind, format!("--metrics-listen: {e}"))
+            })?),
             None => None,
         };
         let pool = rayon::ThreadPoolBuilder::new()
@@ -587,8 +587,6 @@ impl Server {
                 tokio::spawn(admin::serve_admin(shared.clone(), admin));
             }
             if let Some(m) = metrics {
-                m.set_nonblocking(true)?;
-                let m = tokio::net::TcpListener::from_std(m)?;
                 tokio::spawn(admin::serve_metrics(shared.clone(), m));
             }
             let c = &shared.cfg;

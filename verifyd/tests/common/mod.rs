@@ -82,6 +82,17 @@ impl Daemon {
         }
         Daemon { child, socket }
     }
+    /// A pool on this daemon alone, cutting requests at `max_request_items`.
+    pub fn pool(&self, max_request_items: usize) -> Pool {
+        Pool::connect(
+            vec![self.socket.clone()],
+            PoolConfig {
+                max_request_items,
+                ..PoolConfig::default()
+            },
+        )
+        .unwrap()
+    }
     pub fn admin(&self) -> PathBuf {
         let mut s = self.socket.clone().into_os_string();
         s.push(".admin");
