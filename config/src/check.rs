@@ -32,6 +32,12 @@ const GIB: u64 = 1 << 30;
 
 /// The smallest ring worth having: a record limit of about 32 KiB.
 pub const MIN_RING: u64 = 64 * KIB;
+/// The smallest relayd ↔ gossipd ring: one record of its data area (half
+/// of it) must hold the largest DM the gossip wire allows (a 1 MiB + 8 KiB
+/// body with its signature and envelope, in a relay record), or relayd
+/// could answer `Backpressured` to it forever. `gossipd`'s tests check
+/// this bound against the real encoders.
+pub const MIN_RELAY_RING: u64 = 4 * MIB;
 /// The largest ring `wire` maps.
 pub const MAX_RING: u64 = GIB;
 /// Most verifyd worker threads.
@@ -60,14 +66,14 @@ impl Checker<'_> {
         }
     }
 
-    fn ring(&mut self, key: &str, v: u64, zero_ok: bool) {
-        let ok = (zero_ok && v == 0) || (v.is_power_of_two() && (MIN_RING..=MAX_RING).contains(&v));
+    fn ring(&mut self, key: &str, v: u64, zero_ok: bool, min: u64) {
+        let ok = (zero_ok && v == 0) || (v.is_power_of_two() && (min..=MAX_RING).contains(&v));
         if !ok {
             let zero = if zero_ok { "0 (no ring) or " } else { "" };
             self.refuse(
                 key,
                 v,
-                format!("valid values are {zero}a power of two in {MIN_RING}..={MAX_RING} bytes"),
+                format!("valid values are {zero}a power of two in {min}..={MAX_RING} bytes"),
             );
         }
     }
@@ -145,11 +151,25 @@ pub fn check(cfg: &NodeConfig) -> Vec<Problem> {
         );
     }
     let r = &cfg.relayd;
-    if r.listen.is_empty() {
-        c.refuse("relayd.listen", "[]", "at least one UDP address");
+    // One UDP socket per endpoint as built: a second address would be
+    // silently unserved, so it is refused. "[::]:PORT" is one dual-stack
+    // socket for IPv4 and IPv6.
+    match r.listen.len() {
+        0 => c.refuse("relayd.listen", "[]", "exactly one UDP address"),
+        1 => {}
+        _ => c.refuse(
+            "relayd.listen",
+            format!("{:?}", r.listen),
+            "exactly one UDP address (the endpoint binds one socket; \"[::]:PORT\" serves IPv4 and IPv6)",
+        ),
     }
     c.loopback("relayd.metrics_listen", r.metrics_listen);
-    c.ring("relayd.ring_capacity", r.ring_capacity, false);
+    c.ring(
+        "relayd.ring_capacity",
+        r.ring_capacity,
+        false,
+        MIN_RELAY_RING,
+    );
     c.range("relayd.pump_bytes", r.pump_bytes, MIB, 4 * GIB);
     c.range("relayd.retain_records", r.retain_records, 1, 1 << 20);
     c.range("relayd.retain_bytes", r.retain_bytes, MIB, 4 * GIB);
@@ -181,7 +201,7 @@ pub fn check(cfg: &NodeConfig) -> Vec<Problem> {
     }
     c.range("verifyd.key_capacity", v.key_capacity, 1, MAX_KEYS);
     c.range("verifyd.max_in_flight", v.max_in_flight, 1, 1 << 24);
-    c.ring("verifyd.ring_capacity", v.ring_capacity, true);
+    c.ring("verifyd.ring_capacity", v.ring_capacity, true, MIN_RING);
     c.range("verifyd.drain_deadline_s", v.drain_deadline_s, 0, 3600);
     problems
 }

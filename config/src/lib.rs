@@ -39,7 +39,7 @@ mod paths;
 mod sections;
 
 pub use args::ConfigArgs;
-pub use check::{Problem, check, parse_peer};
+pub use check::{MIN_RELAY_RING, Problem, check, parse_peer};
 pub use load::{ConfigError, Loaded, Loader, Origin, RangeError};
 pub use paths::NodePaths;
 pub use sections::{

@@ -50,7 +50,7 @@ threads = 2
 key_capacity = 1000
 ring_capacity = 0
 [relayd]
-listen = ["127.0.0.1:5000", "[::1]:5000"]
+listen = ["[::1]:5000"]
 "#,
     );
     let loaded = Loader::new()
@@ -72,7 +72,7 @@ listen = ["127.0.0.1:5000", "[::1]:5000"]
     assert_eq!(c.verifyd.threads, Some(4));
     assert_eq!(c.verifyd.key_capacity, 2000);
     assert_eq!(c.verifyd.ring_capacity, 0);
-    assert_eq!(c.relayd.listen.len(), 2);
+    assert_eq!(c.relayd.listen, ["[::1]:5000".parse().unwrap()]);
     assert_eq!(
         c.gossipd.verifyd_sockets,
         [PathBuf::from("/v/a.sock"), PathBuf::from("/v/b.sock")]
@@ -141,8 +141,15 @@ fn more_bad_values() {
         ("node.name", "", "node.name"),
         ("node.log_level", "loud", "node.log_level"),
         ("relayd.listen", "", "relayd.listen"),
+        (
+            "relayd.listen",
+            "127.0.0.1:5000,[::1]:5000",
+            "relayd.listen",
+        ),
         ("relayd.ring_capacity", "0", "relayd.ring_capacity"),
         ("relayd.ring_capacity", "100000", "relayd.ring_capacity"),
+        // A power of two, but a record of it cannot hold the largest DM.
+        ("relayd.ring_capacity", "2097152", "relayd.ring_capacity"),
         ("relayd.retain_records", "0", "relayd.retain_records"),
         ("relayd.pump_bytes", "1000", "relayd.pump_bytes"),
         ("gossipd.max_clients", "0", "gossipd.max_clients"),

@@ -12,8 +12,8 @@
 //! effective config with origins and the resolved paths, and exits.
 //!
 //! At start relayd loads the node identity key file (creating it, mode
-//! 0600, when absent), binds the QUIC endpoint on the first `listen`
-//! address, serves the relay socket (one gossipd at a time, ADR 0060) and
+//! 0600, when absent), binds the QUIC endpoint on the `listen` address
+//! (exactly one), serves the relay socket (one gossipd at a time, ADR 0060) and
 //! the admin socket (`status`, `diagnostics`), and logs one
 //! `relayd listening` line. SIGTERM or SIGINT stops it; its sockets are
 //! removed on a failed start as on shutdown. Capabilities: P2–P5, R1, R3
@@ -67,13 +67,8 @@ fn start(loaded: &Loaded, paths: &tern_config::NodePaths) -> Result<()> {
 /// The daemon's settings from the checked config.
 fn settings(loaded: &Loaded, paths: &tern_config::NodePaths) -> Result<daemon::Settings> {
     let r = &loaded.config.relayd;
+    // Checked: exactly one address.
     let listen = *r.listen.first().context("relayd.listen names no address")?;
-    if r.listen.len() > 1 {
-        tracing::warn!(
-            using = %listen,
-            "relayd binds one UDP address for now; the others in relayd.listen are ignored"
-        );
-    }
     let request = std::time::Duration::from_secs(1);
     Ok(daemon::Settings {
         node: loaded.config.node.name.clone(),

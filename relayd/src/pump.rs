@@ -326,6 +326,21 @@ impl<T> RecvPump<T> {
         outcome
     }
 
+    /// The kind [`Self::pop`] would take from next.
+    #[must_use]
+    pub fn next_kind(&self) -> Option<Stream> {
+        Stream::ALL
+            .into_iter()
+            .find(|k| !self.queues[k.index()].items.is_empty())
+    }
+
+    /// True for the kinds whose overflow is dropped ([`Overflow::Drop`]:
+    /// pubsub, bulk, probes by default): they may wait, urgent kinds not.
+    #[must_use]
+    pub fn is_lossy(&self, kind: Stream) -> bool {
+        self.queues[kind.index()].limits.overflow == Overflow::Drop
+    }
+
     /// Takes the oldest message of the most urgent non-empty kind.
     pub fn pop(&mut self, now: Instant) -> Option<Popped<T>> {
         let kind = Stream::ALL

@@ -208,6 +208,10 @@ fn admit_one(shared: &Shared, st: &mut Inner, rec: wire::relay::InboundRecord) -
             retainer.cancel(seq);
             match e {
                 TryPushError::Full(_) => Verdict::Backpressure,
+                // Larger than any DM the gossip wire allows (the ring's
+                // minimum size holds the largest valid one, see
+                // `tern_config::MIN_RELAY_RING`): only a peer breaking the
+                // wire limits sends it; counted, and nothing promised.
                 TryPushError::TooLarge(_) => {
                     bump(&shared.counters.inbound_too_large);
                     Verdict::Backpressure
@@ -218,6 +222,12 @@ fn admit_one(shared: &Shared, st: &mut Inner, rec: wire::relay::InboundRecord) -
         }
     }
 }
+
+/// A lossy record (pubsub, bulk, probe) goes into the inbound ring only
+/// while a quarter of it stays free for urgent kinds (control, membership,
+/// DMs). A quarter of the 4 MiB default is 1 MiB: room for hundreds of
+/// DMs while gossipd drains the rest.
+const URGENT_RESERVE_DIV: usize = 4;
 
 /// Why the drainer stopped.
 enum Drained {
@@ -283,22 +293,44 @@ fn drain_once(shared: &Shared, st: &mut Inner) -> Drained {
             Err(_) => return Drained::Idle,
         }
     }
-    if let Some(bytes) = pending.take() {
-        match attached.inbound.try_push(bytes) {
-            Ok(()) => bump(&c.inbound_forwarded),
-            Err(TryPushError::Full(b)) => {
-                *pending = Some(b);
-                return Drained::RingFull;
+    // A lossy record left over waits while the ring is past the urgent
+    // reserve; an urgent one goes first whatever is queued.
+    if let Some((lossy, bytes)) = pending.take() {
+        if lossy && !room_for_lossy(&mut attached.inbound, bytes.len()) {
+            *pending = Some((lossy, bytes));
+        } else {
+            match attached.inbound.try_push(bytes) {
+                Ok(()) => bump(&c.inbound_forwarded),
+                Err(TryPushError::Full(b)) => {
+                    *pending = Some((lossy, b));
+                    return Drained::RingFull;
+                }
+                Err(_) => bump(&c.inbound_lost_on_detach),
             }
-            Err(_) => bump(&c.inbound_lost_on_detach),
         }
     }
-    while let Some(p) = pump.pop(Instant::now()) {
+    while let Some(kind) = pump.next_kind() {
+        let lossy = pump.is_lossy(kind);
+        // Urgent kinds come out of the pump first, so everything left is
+        // lossy once one lossy record must wait.
+        if lossy && pending.is_some() {
+            return Drained::RingFull;
+        }
+        let Some(p) = pump.pop(Instant::now()) else {
+            break;
+        };
         let bytes = p.item.encode(fbb).to_vec();
+        if lossy && !room_for_lossy(&mut attached.inbound, bytes.len()) {
+            *pending = Some((true, bytes));
+            return Drained::RingFull;
+        }
         match attached.inbound.try_push(bytes) {
             Ok(()) => bump(&c.inbound_forwarded),
             Err(TryPushError::Full(b)) => {
-                *pending = Some(b);
+                if let Some((true, _)) = pending.replace((lossy, b)) {
+                    // One slot: an urgent record displaces a waiting lossy one.
+                    bump(&c.inbound_lossy_displaced);
+                }
                 return Drained::RingFull;
             }
             Err(TryPushError::TooLarge(_)) => bump(&c.inbound_too_large),
@@ -309,4 +341,18 @@ fn drain_once(shared: &Shared, st: &mut Inner) -> Drained {
         }
     }
     Drained::Idle
+}
+
+/// Whether a lossy record of `len` bytes may go into the ring now: it must
+/// leave [`URGENT_RESERVE_DIV`]⁻¹ of the ring free, so that a flood of
+/// pubsub never leaves a DM (admitted straight into the ring, or queued
+/// urgent in the pump) without room while gossipd keeps consuming. A
+/// corrupt ring answers yes: the push then reports it.
+fn room_for_lossy(ring: &mut super::ShmProducer, len: usize) -> bool {
+    let cap = ring.capacity();
+    match ring.used_bytes() {
+        // Header and padding: at most two words more than the record.
+        Ok(used) => used + len + 16 <= cap - cap / URGENT_RESERVE_DIV,
+        Err(_) => true,
+    }
 }

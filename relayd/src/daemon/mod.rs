@@ -100,9 +100,11 @@ pub(crate) struct Inner {
     pub(crate) pump: RecvPump<InboundRecord>,
     pub(crate) retainer: Retainer,
     pub(crate) session: Option<Attached>,
-    /// One encoded pump record the ring had no room for; pushed first next
-    /// time (so a full ring never loses a record it was handed).
-    pub(crate) pending: Option<Vec<u8>>,
+    /// One encoded pump record the ring had no room for (or, if lossy, no
+    /// room outside the urgent reserve), with whether it is lossy; pushed
+    /// first next time (so a full ring never loses a record it was handed,
+    /// except a lossy one an urgent record displaces, counted).
+    pub(crate) pending: Option<(bool, Vec<u8>)>,
     pub(crate) fbb: FlatBufferBuilder<'static>,
 }
 

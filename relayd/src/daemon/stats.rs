@@ -55,6 +55,9 @@ counters! {
     inbound_too_large,
     /// Non-retained records lost when a session ended mid-push.
     inbound_lost_on_detach,
+    /// Lossy records (pubsub, bulk, probes) waiting for ring space that an
+    /// urgent record displaced (dropped).
+    inbound_lossy_displaced,
     /// Times the drainer found the inbound ring full.
     ring_full,
     /// Retained DMs re-sent to a newly attached gossipd.

@@ -215,6 +215,22 @@ impl<M: RingMemory> ProducerCore<M> {
         if self.tail - self.cached_head + need <= cap {
             return Ok(true);
         }
+        let head = self.refresh_head()?;
+        Ok(self.tail - head + need <= cap)
+    }
+
+    /// Bytes of the data area written and not yet consumed (skip markers
+    /// included), with the consumer's `head` read now.
+    pub fn used(&mut self) -> Result<u64, Corrupt> {
+        if let Some(c) = self.poisoned {
+            return Err(c);
+        }
+        let head = self.refresh_head()?;
+        Ok(self.tail - head)
+    }
+
+    /// Reads the consumer's `head`, checks it and caches it.
+    fn refresh_head(&mut self) -> Result<u64, Corrupt> {
         let head = self.mem.control().consumer.head.load(Ordering::Acquire);
         // The consumer can only move forwards and never past what we published.
         if head < self.cached_head || head > self.published {
@@ -227,7 +243,7 @@ impl<M: RingMemory> ProducerCore<M> {
             return Err(err);
         }
         self.cached_head = head;
-        Ok(self.tail - head + need <= cap)
+        Ok(head)
     }
 
     /// Writes `rec` after the last record without publishing it; call

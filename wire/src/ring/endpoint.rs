@@ -237,6 +237,24 @@ impl<M: RingMemory, P: Parker> Producer<M, P> {
         self.core.geometry().max_record()
     }
 
+    /// Bytes in the data area.
+    pub fn capacity(&self) -> usize {
+        self.core.geometry().capacity()
+    }
+
+    /// Bytes of the data area the consumer has not taken yet (read now), so
+    /// a producer can keep room for records that must not wait behind
+    /// others.
+    ///
+    /// # Errors
+    /// The consumer's index is out of range: the ring is corrupt.
+    pub fn used_bytes(&mut self) -> Result<usize, Corrupt> {
+        // `used <= capacity <= 1 GiB`, so it fits a usize.
+        self.core
+            .used()
+            .map(|u| usize::try_from(u).unwrap_or(usize::MAX))
+    }
+
     fn check_gone(&mut self) -> Result<(), PeerGone> {
         if let Some(g) = self.link.gone {
             return Err(g);

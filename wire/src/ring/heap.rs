@@ -225,3 +225,27 @@ pub fn pair(geo: Geometry, cfg: SpinConfig) -> (HeapProducer, HeapConsumer) {
         Consumer::new(ring, cp, cfg),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `used_bytes` follows the producer's pushes and the consumer's pops
+    /// (each record takes its header and is padded to a word).
+    #[test]
+    fn used_bytes_follows_pushes_and_pops() {
+        let (mut p, mut c) = pair(Geometry::new(4096, 2040).unwrap(), SpinConfig::default());
+        assert_eq!(p.capacity(), 4096);
+        assert_eq!(p.used_bytes().unwrap(), 0);
+        p.try_push([1u8; 100]).unwrap();
+        let one = p.used_bytes().unwrap();
+        assert!((108..=112).contains(&one), "{one}");
+        p.try_push([2u8; 100]).unwrap();
+        assert_eq!(p.used_bytes().unwrap(), 2 * one);
+        let mut out = Vec::new();
+        c.try_pop(&mut out).unwrap();
+        assert_eq!(p.used_bytes().unwrap(), one);
+        c.try_pop(&mut out).unwrap();
+        assert_eq!(p.used_bytes().unwrap(), 0);
+    }
+}
