@@ -6,124 +6,14 @@
 // The tests own the clock: every wait is bounded by a deadline.
 #![allow(clippy::disallowed_methods)]
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use test_support::daemon::{Killed, PATIENCE, admin_request, wait_for, workspace_bin};
+use test_support::daemon::{Killed, PATIENCE, admin_request, wait_for};
+use test_support::node::{Node, eventually};
 
-/// One node's directory and config: every path inside `dir`, UDP on an
-/// ephemeral loopback port, verifyd pointed at a socket nobody serves
-/// (gossipd then verifies in-process, counted).
-struct Node {
-    dir: tempfile::TempDir,
-    config: PathBuf,
-}
-
-impl Node {
-    fn new() -> Node {
-        Node::with_relayd("")
-    }
-
-    /// A node whose `[relayd]` section has `extra` lines too.
-    fn with_relayd(extra: &str) -> Node {
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("node.toml");
-        let text = format!(
-            "[node]\nname = \"t\"\nruntime_dir = \"{run}\"\nidentity_key = \"{key}\"\n\n\
-             [relayd]\nlisten = [\"127.0.0.1:0\"]\n{extra}\n\
-             [gossipd]\nverifyd_sockets = [\"{run}/t/verifyd.sock\"]\n",
-            run = dir.path().join("run").display(),
-            key = dir.path().join("state/identity.key").display(),
-        );
-        std::fs::write(&config, text).unwrap();
-        Node { dir, config }
-    }
-
-    fn sock(&self, name: &str) -> PathBuf {
-        self.dir.path().join("run/t").join(name)
-    }
-
-    fn spawn(&self, bin: &Path) -> Killed {
-        Killed(
-            Command::new(bin)
-                .arg("--config")
-                .arg(&self.config)
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap(),
-        )
-    }
-
-    fn relayd(&self) -> Killed {
-        let d = self.spawn(&workspace_bin("relayd", "relayd"));
-        wait_for(
-            &self.sock("relayd-admin.sock"),
-            "relayd",
-            "relayd up",
-            |_| true,
-        );
-        d
-    }
-
-    /// verifyd on the node's default verify socket (it takes flags, not
-    /// the node config).
-    fn verifyd(&self) -> Killed {
-        let d = Killed(
-            Command::new(workspace_bin("verifyd", "verifyd"))
-                .arg("--socket")
-                .arg(self.sock("verifyd.sock"))
-                .arg("--admin-socket")
-                .arg(self.sock("verifyd-admin.sock"))
-                .args(["--no-calibrate", "--threads", "1"])
-                .env("RUST_LOG", "info")
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .unwrap(),
-        );
-        wait_for(
-            &self.sock("verifyd-admin.sock"),
-            "verifyd",
-            "verifyd up",
-            |_| true,
-        );
-        d
-    }
-
-    fn gossipd(&self) -> Killed {
-        let d = self.spawn(Path::new(env!("CARGO_BIN_EXE_gossipd")));
-        wait_for(
-            &self.sock("gossipd-admin.sock"),
-            "gossipd",
-            "gossipd up",
-            |_| true,
-        );
-        d
-    }
-
-    /// relayd's `status`: its peer id (hex) and UDP address.
-    fn relayd_peer(&self) -> String {
-        let s = admin_request(&self.sock("relayd-admin.sock"), "relayd", true).unwrap();
-        format!(
-            "{}@{}",
-            s["peer_id"].as_str().unwrap(),
-            s["listen"].as_str().unwrap()
-        )
-    }
-
-    fn app(&self) -> gossipd::client::Client {
-        gossipd::client::Client::connect(&self.sock("gossipd.sock"), PATIENCE).unwrap()
-    }
-
-    fn gossipd_diag(
-        &self,
-        what: &str,
-        ok: impl Fn(&serde_json::Value) -> bool,
-    ) -> serde_json::Value {
-        wait_for(&self.sock("gossipd-admin.sock"), "gossipd", what, ok)
-    }
+/// An application connection to `node`'s gossipd.
+fn app(node: &Node) -> gossipd::client::Client {
+    gossipd::client::Client::connect(&node.sock("gossipd.sock"), PATIENCE).unwrap()
 }
 
 /// gossipd started before relayd keeps retrying, attaches once relayd is
@@ -137,12 +27,12 @@ fn attaches_retries_and_reattaches_after_a_relayd_restart() {
     let mut g = node.gossipd();
     let s = admin_request(&node.sock("gossipd-admin.sock"), "gossipd", true).unwrap();
     assert_eq!(s["daemon"], "gossipd");
-    node.gossipd_diag("retrying while relayd is down", |j| {
+    node.wait("gossipd", "retrying while relayd is down", |j| {
         j["relayd_attached"] == false && j["link"]["attach_failures"].as_u64().unwrap() >= 1
     });
 
     let relayd = node.relayd();
-    let first = node.gossipd_diag("attached", |j| {
+    let first = node.wait("gossipd", "attached", |j| {
         j["relayd_attached"] == true && j["link"]["attaches"] == 1
     });
     wait_for(
@@ -155,9 +45,9 @@ fn attaches_retries_and_reattaches_after_a_relayd_restart() {
     // kill -9: no goodbye on the session; the rings' liveness channel
     // tells gossipd.
     drop(relayd);
-    node.gossipd_diag("detached", |j| j["relayd_attached"] == false);
+    node.wait("gossipd", "detached", |j| j["relayd_attached"] == false);
     let _relayd = node.relayd();
-    let second = node.gossipd_diag("reattached", |j| {
+    let second = node.wait("gossipd", "reattached", |j| {
         j["relayd_attached"] == true && j["link"]["attaches"] == 2
     });
     assert_ne!(first["relayd_instance"], second["relayd_instance"]);
@@ -179,7 +69,7 @@ fn check_prints_the_config_and_rejects_out_of_range() {
     let run = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_gossipd"))
             .arg("--config")
-            .arg(&node.config)
+            .arg(node.config())
             .args(args)
             .env_remove("RUST_LOG")
             .output()
@@ -213,7 +103,7 @@ fn the_application_api_publishes_and_sends_dms_on_one_node() {
     let node = Node::new();
     let _relayd = node.relayd();
     let _g = node.gossipd();
-    node.gossipd_diag("attached", |j| j["relayd_attached"] == true);
+    node.wait("gossipd", "attached", |j| j["relayd_attached"] == true);
     let mut app = Client::connect(&node.sock("gossipd.sock"), PATIENCE).unwrap();
     let (me, up) = app.status().unwrap();
     assert!(up);
@@ -234,7 +124,7 @@ fn the_application_api_publishes_and_sends_dms_on_one_node() {
     );
     assert!(!dm.redelivered);
     app.ack_dms(&[dm.id]).unwrap();
-    let j = node.gossipd_diag("requests counted", |j| {
+    let j = node.wait("gossipd", "requests counted", |j| {
         j["api"]["requests"].as_u64().unwrap() >= 9
     });
     assert_eq!(j["api"]["invalid"], 0);
@@ -252,13 +142,13 @@ struct Pair {
 fn pair() -> Pair {
     let a = Node::new();
     let ra = a.relayd();
-    let b = Node::with_relayd(&format!("peers = [\"{}\"]", a.relayd_peer()));
+    let b = Node::peering(&[&a]);
     let rb = b.relayd();
     let (va, vb) = (a.verifyd(), b.verifyd());
     let ga = a.gossipd();
     let gb = b.gossipd();
     for n in [&a, &b] {
-        n.gossipd_diag("the other node connected, verifyd in use", |j| {
+        n.wait("gossipd", "the other node connected, verifyd in use", |j| {
             j["relayd_attached"] == true
                 && j["connected_peers"] == 1
                 && j["verifyd"]["connected"] == 1
@@ -272,15 +162,6 @@ fn pair() -> Pair {
     }
 }
 
-/// Polls `f` until it holds (within [`PATIENCE`]).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while !f() {
-        assert!(std::time::Instant::now() < deadline, "never: {what}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 /// A publish from one node's app reaches the other node's subscribed app
 /// exactly once, with the publisher as origin and the id publish returned;
 /// a DM each way is delivered with a receipt naming the direct path.
@@ -290,8 +171,8 @@ fn eventually(what: &str, mut f: impl FnMut() -> bool) {
 fn two_nodes_publish_once_and_dm_each_way() {
     use gossipd::client::DmPath;
     let p = pair();
-    let mut app_a = p.a.app();
-    let mut app_b = p.b.app();
+    let mut app_a = app(&p.a);
+    let mut app_b = app(&p.b);
     let (id_a, _) = app_a.status().unwrap();
     let (id_b, _) = app_b.status().unwrap();
     app_a.join("news").unwrap();
@@ -348,8 +229,8 @@ fn two_nodes_publish_once_and_dm_each_way() {
 fn an_accepted_dm_survives_kill_9_of_gossipd_and_is_delivered_once() {
     use gossipd::client::DmPath;
     let mut p = pair();
-    let mut app_a = p.a.app();
-    let mut app_b = p.b.app();
+    let mut app_a = app(&p.a);
+    let mut app_b = app(&p.b);
     let (id_b, _) = app_b.status().unwrap();
     app_b.subscribe_dms().unwrap();
     let r = app_a.send_dm(id_b, b"keep me").unwrap();
@@ -366,7 +247,7 @@ fn an_accepted_dm_survives_kill_9_of_gossipd_and_is_delivered_once() {
     drop(app_b);
     drop(p.gossipd[1].take()); // SIGKILL
     p.gossipd[1] = Some(p.b.gossipd());
-    let mut app_b = p.b.app();
+    let mut app_b = app(&p.b);
     app_b.subscribe_dms().unwrap();
     let again = app_b.next_dm().unwrap();
     assert_eq!(

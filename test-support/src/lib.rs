@@ -7,10 +7,13 @@
 //!   "never an allocation sized by a hostile length" claim is measured.
 //! * [`daemon`] — the workspace's daemon binaries (built on demand), a
 //!   child killed on drop, and the admin-socket JSON client.
+//! * [`node`] — one node of spawned daemons (relayd, gossipd, verifyd) in
+//!   a temp dir, for multi-process tests.
 //! * [`seeds`] — keeps a fuzz target's committed seed corpus
 //!   (`fuzz/corpus/<target>/`) byte-equal to the seeds a test builds.
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod alloc;
 pub mod daemon;
+pub mod node;
 pub mod seeds;
