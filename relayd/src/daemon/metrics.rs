@@ -30,6 +30,7 @@ struct Sampled {
     retained_records: Gauge,
     retained_bytes: Gauge,
     gossipd_attached: Gauge,
+    transport_dropped: Family<KindLabel, Counter>,
 }
 
 /// Builds the exposition and serves it on `listener` until the daemon
@@ -51,6 +52,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, listener: std::net::TcpListener) 
         retained_records: "Accepted DMs held until gossipd confirms them",
         retained_bytes: "Bytes of accepted DMs held",
         gossipd_attached: "1 while a gossipd session is attached",
+        transport_dropped: "Messages the transport's own per-kind queue dropped before the pump took them (lossy kinds), by kind",
     }
     let refresh = || sample(&shared, &sampled);
     tern_metrics::serve_sampled(listener, exp, SAMPLE_EVERY, refresh, shared.stopped()).await;
@@ -73,4 +75,13 @@ fn sample(shared: &Shared, m: &Sampled) {
     m.retained_bytes
         .set(i64::try_from(r.held_bytes).unwrap_or(i64::MAX));
     m.gossipd_attached.set(i64::from(st.session.is_some()));
+    drop(st);
+    // The endpoint's queues sit before the pump: a flood the pump never
+    // saw is dropped (and counted) there.
+    for k in shared.endpoint.diagnostics().kinds {
+        if let Ok(s) = Stream::from_transport(libtransport::Kind(k.kind)) {
+            let label = [("kind", s.name())];
+            advance_counter(&m.transport_dropped.get_or_create(&label), k.drops);
+        }
+    }
 }
