@@ -8,6 +8,7 @@
 //! cargo run --release -p benches --bin stagebench -- ipc [--json] [--quick]
 //! cargo run --release -p benches --bin stagebench -- gossip libgossip/simulations/s100-one.toml
 //! cargo run --release -p benches --bin stagebench -- transport --help
+//! cargo run --release -p benches --bin stagebench -- node --quick
 //! ```
 
 use anyhow::Result;
@@ -57,8 +58,18 @@ Build with `--features uring` to add the io_uring backend's bulk case.")]
   soak [N]        the long-run memory soak of one node with N messages
                   (default 10,000,000; 1,000,000 with --quick)
   codec           bytes, emit and parse nanoseconds of the wire codec for
-                  one frame of every kind")]
+                  one frame of every kind
+  live [N]        the runtime over real libtransport connections, 5 nodes
+                  on loopback (default 2,000 messages; 200 with --quick)")]
     Gossip(SuiteArgs),
+    /// One whole node (spawned relayd, verifyd, gossipd) against the same
+    /// stages in one process.
+    #[command(after_help = "Arguments:
+  [N]             messages through the node in all; the memory figure is
+                  after these (default 1,000,000; 20,000 with --quick)
+Needs the release daemons next to stagebench:
+  cargo build --release -p relayd -p gossipd -p verifyd")]
+    Node(SuiteArgs),
 }
 
 impl Suite {
@@ -68,12 +79,17 @@ impl Suite {
             Suite::Verify(_) => "verify",
             Suite::Transport(_) => "transport",
             Suite::Gossip(_) => "gossip",
+            Suite::Node(_) => "node",
         }
     }
 
     fn args(&self) -> &[String] {
         match self {
-            Suite::Ipc(a) | Suite::Verify(a) | Suite::Transport(a) | Suite::Gossip(a) => &a.args,
+            Suite::Ipc(a)
+            | Suite::Verify(a)
+            | Suite::Transport(a)
+            | Suite::Gossip(a)
+            | Suite::Node(a) => &a.args,
         }
     }
 }
@@ -123,6 +139,8 @@ fn run(suite: &Suite, opts: &SuiteOpts) -> Result<Outcome> {
         Suite::Transport(_) => suites::transport::run(opts),
         #[cfg(feature = "gossip")]
         Suite::Gossip(_) => suites::gossip::run(opts),
+        #[cfg(feature = "node")]
+        Suite::Node(_) => suites::node::run(opts),
         #[allow(unreachable_patterns)]
         other => anyhow::bail!(
             "suite {} was not compiled in (enable its cargo feature)",

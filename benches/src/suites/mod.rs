@@ -4,6 +4,8 @@
 pub mod gossip;
 #[cfg(feature = "ipc")]
 pub mod ipc;
+#[cfg(feature = "node")]
+pub mod node;
 #[cfg(feature = "transport")]
 pub mod transport;
 #[cfg(feature = "verify")]
