@@ -8,13 +8,13 @@
 // The tests own the clock: every wait is bounded by a deadline.
 #![allow(clippy::disallowed_methods)]
 
-use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use gossipd::metrics::{Kind, VALUES};
-use prometheus_parse::{Scrape, Value};
+use prometheus_parse::Scrape;
 use test_support::daemon::{Killed, PATIENCE, wait_for};
+use test_support::scrape::{free_port, get_metrics as scrape, value};
 
 /// `--set` flags putting a node's sockets and key inside `dir`.
 fn node_flags(dir: &Path, metrics: &str) -> Vec<String> {
@@ -52,41 +52,6 @@ fn fails(dir: &Path, metrics: &str, extra: &[&str], code: i32, reason: &str) {
 
 fn sock(dir: &Path, name: &str) -> PathBuf {
     dir.join("run/t").join(name)
-}
-
-/// A loopback port nobody listens on (released before gossipd binds it).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET /metrics`: the status line and the body.
-fn scrape(port: u16) -> (String, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    (head.to_owned(), body.to_owned())
-}
-
-/// The value of the sample named `name` (no labels).
-fn value(scrape: &Scrape, name: &str) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name)
-        .map(|s| match s.value {
-            // OpenMetrics counters come back untyped (see tern-metrics'
-            // scrape test); their TYPE line is checked separately.
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-            _ => panic!("{name}: {:?}", s.value),
-        })
 }
 
 /// With relayd down: every value is scraped under its documented name

@@ -9,6 +9,8 @@
 //!   child killed on drop, and the admin-socket JSON client.
 //! * [`node`] — one node of spawned daemons (relayd, gossipd, verifyd) in
 //!   a temp dir, for multi-process tests.
+//! * [`scrape`] — a free loopback port, one `GET /metrics`, a sample's
+//!   value.
 //! * [`seeds`] — keeps a fuzz target's committed seed corpus
 //!   (`fuzz/corpus/<target>/`) byte-equal to the seeds a test builds.
 #![warn(missing_docs, unreachable_pub)]
@@ -16,4 +18,5 @@
 pub mod alloc;
 pub mod daemon;
 pub mod node;
+pub mod scrape;
 pub mod seeds;

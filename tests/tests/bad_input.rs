@@ -69,53 +69,38 @@ const TARGETS: [Target; 6] = [
 /// (every hello and partial-frame deadline is shorter).
 const CLOSE_WITHIN: Duration = Duration::from_secs(30);
 
-/// Reads until the daemon closes the connection; the bytes it sent first
-/// (a typed error frame, or nothing). Panics if it never closes.
-fn until_closed(mut s: UnixStream, what: &str) -> usize {
-    s.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let deadline = Instant::now() + CLOSE_WITHIN;
-    let mut got = 0;
-    let mut buf = [0u8; 4096];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => return got,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return got,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) => {}
-            Err(e) => panic!("{what}: read failed: {e}"),
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: the daemon kept the connection open"
-        );
-    }
+/// How a daemon ended an exchange [`read_reply`] watched.
+enum Ending {
+    /// It closed the connection (EOF).
+    Closed,
+    /// It reset the connection.
+    Reset,
+    /// It sent a whole frame of this many bytes (the session may go on).
+    Frame(usize),
 }
 
-/// Reads until the daemon closes the connection or has sent at least one
-/// whole frame (a typed error answer; the session may go on): what it did.
-fn answered_or_closed(mut s: UnixStream, what: &str) -> String {
+/// Reads what the daemon sends until it closes or resets the connection,
+/// or — with `frame_is_enough` — until one whole frame is in: the bytes
+/// read and how it ended. Panics if none of that happens within
+/// [`CLOSE_WITHIN`].
+fn read_reply(mut s: UnixStream, what: &str, frame_is_enough: bool) -> (usize, Ending) {
     s.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let deadline = Instant::now() + CLOSE_WITHIN;
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        if got.len() >= 4 {
+        if frame_is_enough && got.len() >= 4 {
             let len = u32::from_le_bytes([got[0], got[1], got[2], got[3]]) as usize;
             if got.len() >= 4 + len {
-                return format!("a {len} B answer frame");
+                return (got.len(), Ending::Frame(len));
             }
         }
         match s.read(&mut buf) {
-            Ok(0) => return format!("{} B then closed", got.len()),
+            Ok(0) => return (got.len(), Ending::Closed),
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
-                return format!("{} B then reset", got.len());
+                return (got.len(), Ending::Reset);
             }
             Err(e)
                 if matches!(
@@ -126,8 +111,24 @@ fn answered_or_closed(mut s: UnixStream, what: &str) -> String {
         }
         assert!(
             Instant::now() < deadline,
-            "{what}: neither an answer nor a close"
+            "{what}: the daemon neither answered nor closed the connection"
         );
+    }
+}
+
+/// Reads until the daemon closes the connection; the bytes it sent first
+/// (a typed error frame, or nothing).
+fn until_closed(s: UnixStream, what: &str) -> usize {
+    read_reply(s, what, false).0
+}
+
+/// Reads until the daemon closes the connection or has sent one whole
+/// frame (a typed error answer; the session may go on): what it did.
+fn answered_or_closed(s: UnixStream, what: &str) -> String {
+    match read_reply(s, what, true) {
+        (_, Ending::Frame(len)) => format!("a {len} B answer frame"),
+        (n, Ending::Closed) => format!("{n} B then closed"),
+        (n, Ending::Reset) => format!("{n} B then reset"),
     }
 }
 

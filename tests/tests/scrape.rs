@@ -6,33 +6,11 @@
 #![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeSet;
-use std::io::{Read as _, Write as _};
 
 use prometheus_parse::{Scrape, Value};
 use tern_tests::{Node, eventually};
 use test_support::daemon::PATIENCE;
-
-/// A loopback port nobody listens on (released before the daemon binds).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET /metrics` on `port`: the body, once the status is 200.
-fn scrape(port: u16) -> String {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
-}
+use test_support::scrape::{free_port, get_metrics};
 
 /// The metric names `doc` lists in backticks with prefix `daemon_`
 /// (families: a `_total` or histogram suffix is the sample's, not the
@@ -175,7 +153,9 @@ fn every_daemon_exposes_its_documented_metrics() {
         // relayd and gossipd sample their counters once a second.
         let mut body = String::new();
         eventually(&format!("{daemon} has sampled"), || {
-            body = scrape(port);
+            let (head, b) = get_metrics(port);
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            body = b;
             daemon == "verifyd" || body.contains("attached 1")
         });
         let scrape = conventions(daemon, &body);

@@ -10,50 +10,14 @@
 
 mod common;
 
-use std::io::{Read as _, Write as _};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use prometheus_parse::{Scrape, Value};
+use test_support::scrape::{free_port, get_metrics as scrape, value};
 
 /// How long sampled values may take to show up (sampled once a second).
 const PATIENCE: Duration = Duration::from_secs(20);
-
-/// A loopback port nobody listens on (released before verifyd binds it).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `GET /metrics`: the response head and the body.
-fn scrape(port: u16) -> (String, String) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(PATIENCE)).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap();
-    (head.to_owned(), body.to_owned())
-}
-
-/// The value of the unlabelled sample `name`. OpenMetrics counters come
-/// back untyped (`prometheus-parse` reads the 0.0.4 format, where a
-/// counter's samples carry the family's name); their TYPE line is checked
-/// separately.
-fn value(scrape: &Scrape, name: &str) -> Option<f64> {
-    scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name)
-        .map(|s| match s.value {
-            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => v,
-            _ => panic!("{name}: {:?}", s.value),
-        })
-}
 
 /// After verifying items in a known number of requests, one scrape has
 /// `verifyd_build_info`, `verifyd_items_total` equal to the items
